@@ -1,0 +1,1 @@
+"""Coalition loyalty-points clearing house."""

@@ -1,0 +1,63 @@
+"""Settings, read from the environment (and a `.env` file in the working directory)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import platformdirs
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return platformdirs.user_data_path("clearinghouse")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "CLEARINGHOUSE_DATABASE_URL"),
+        description="PostgreSQL to use; when unset, an embedded server is started in `home`.",
+    )
+    home: Path = Field(
+        default_factory=_default_home,
+        validation_alias=AliasChoices("CLEARINGHOUSE_HOME"),
+        description="Data folder: the embedded PostgreSQL cluster and generated files live here.",
+    )
+    timezone: str = Field(
+        default="Asia/Shanghai",
+        validation_alias=AliasChoices("CLEARINGHOUSE_TIMEZONE"),
+        description="The coalition's time zone: business dates and settlement cut-offs use it.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        if not value.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+            raise ValueError("DATABASE_URL must be a postgresql:// URL")
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,177 @@
+"""Writing journal entries: `post()` checks an entry, then writes it and its postings atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from clearinghouse.ledger import errors
+from clearinghouse.ledger.accounts import Address
+
+BIGINT_MAX = 2**63 - 1
+_KIND = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
+_ASSET = re.compile(r"^[A-Z][A-Z0-9_]{1,15}$")
+
+
+@dataclass(frozen=True)
+class Posting:
+    """One leg of an entry: a positive amount raises the account's balance, a negative one
+    lowers it. Amounts are integers in the asset's unit (points, fen)."""
+
+    account: str
+    amount: int
+    asset: str = "PTS"
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    origin: str
+    idempotency_key: str
+    postings: Sequence[Posting]
+    occurred_at: datetime
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PostedEntry:
+    id: int
+    recorded_at: datetime
+    replayed: bool
+
+
+def transfer(
+    *,
+    kind: str,
+    origin: str,
+    idempotency_key: str,
+    source: str | Address,
+    destination: str | Address,
+    amount: int,
+    occurred_at: datetime,
+    asset: str = "PTS",
+    metadata: Mapping[str, Any] | None = None,
+) -> Entry:
+    """An entry moving `amount` of `asset` from one account to another."""
+    return Entry(
+        kind=kind,
+        origin=origin,
+        idempotency_key=idempotency_key,
+        postings=(
+            Posting(str(source), -amount, asset),
+            Posting(str(destination), amount, asset),
+        ),
+        occurred_at=occurred_at,
+        metadata=metadata or {},
+    )
+
+
+def validate(entry: Entry) -> None:
+    """Refuse an entry the database would refuse, before it gets there."""
+    if not _KIND.match(entry.kind):
+        raise errors.InvalidEntry(f"malformed entry kind {entry.kind!r}")
+    if not entry.origin:
+        raise errors.InvalidEntry("an entry needs an origin")
+    if not 1 <= len(entry.idempotency_key) <= 200:
+        raise errors.InvalidEntry("an idempotency key has 1 to 200 characters")
+    if entry.occurred_at.tzinfo is None:
+        raise errors.InvalidEntry("occurred_at must carry a time zone")
+    if len(entry.postings) < 2:
+        raise errors.UnbalancedEntry("an entry needs at least two postings")
+    sums: dict[str, int] = defaultdict(int)
+    for posting in entry.postings:
+        Address.parse(posting.account)
+        if not _ASSET.match(posting.asset):
+            raise errors.InvalidEntry(f"malformed asset code {posting.asset!r}")
+        amount = posting.amount
+        if type(amount) is not int or amount == 0 or abs(amount) > BIGINT_MAX:
+            raise errors.InvalidEntry(
+                f"posting amounts are non-zero integers within 64 bits, not {amount!r}"
+            )
+        sums[posting.asset] += amount
+    try:
+        canonical_json(entry.metadata)
+    except (TypeError, ValueError) as exc:
+        raise errors.InvalidEntry(f"metadata must be JSON: {exc}") from exc
+    unbalanced = {asset: total for asset, total in sums.items() if total != 0}
+    if unbalanced:
+        raise errors.UnbalancedEntry(
+            "postings must sum to zero for every asset: "
+            + ", ".join(f"{asset} sums to {total}" for asset, total in sorted(unbalanced.items()))
+        )
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def canonical_json(value: object) -> str:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
+    )
+
+
+def request_hash(entry: Entry) -> bytes:
+    """A digest of everything an entry says, so that a retry can be told from a reuse of its key.
+    The order of postings does not matter."""
+    content = {
+        "kind": entry.kind,
+        "occurred_at": entry.occurred_at.astimezone(UTC).isoformat(),
+        "postings": sorted([p.account, p.asset, p.amount] for p in entry.postings),
+        "metadata": entry.metadata,
+    }
+    return hashlib.sha256(canonical_json(content).encode()).digest()
+
+
+_POST = text(
+    """
+    SELECT entry_id, recorded_at, replayed FROM ledger_post(
+        :kind, :origin, :idempotency_key, :request_hash, CAST(:occurred_at AS timestamptz),
+        CAST(:metadata AS jsonb), CAST(:addresses AS text[]), CAST(:assets AS text[]),
+        CAST(:amounts AS bigint[]))
+    """
+)
+
+
+def post(session: Session, entry: Entry) -> PostedEntry:
+    """Write `entry` in the session's transaction and return it.
+
+    The same origin and idempotency key with the same content returns the first entry
+    (`replayed=True`) and writes nothing; with other content it raises `IdempotencyConflict`.
+    A refused entry leaves the transaction failed: roll it back.
+    """
+    validate(entry)
+    params = {
+        "kind": entry.kind,
+        "origin": entry.origin,
+        "idempotency_key": entry.idempotency_key,
+        "request_hash": request_hash(entry),
+        "occurred_at": entry.occurred_at,
+        "metadata": canonical_json(entry.metadata),
+        "addresses": [p.account for p in entry.postings],
+        "assets": [p.asset for p in entry.postings],
+        "amounts": [p.amount for p in entry.postings],
+    }
+    try:
+        row = session.execute(_POST, params).one()
+    except DBAPIError as exc:
+        domain = errors.translate(exc)
+        if domain is None:
+            raise
+        raise domain from exc
+    return PostedEntry(id=row.entry_id, recorded_at=row.recorded_at, replayed=row.replayed)

@@ -1,0 +1,213 @@
+"""Reading the books: balances now and as of an instant, the trial balance, account statements,
+and the check that every materialised balance equals the sum of its postings."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Select, and_, case, func, literal, or_, select, tuple_
+from sqlalchemy.orm import Session
+
+from clearinghouse.ledger.accounts import Address, get_account
+from clearinghouse.ledger.errors import InvalidEntry
+from clearinghouse.ledger.tables import account_balances, accounts, journal_entries, postings
+
+
+def balance(session: Session, address: str | Address, as_of: datetime | None = None) -> int:
+    """The account's balance now, or as recorded at `as_of` (postings recorded at or before it)."""
+    account = get_account(session, address)
+    if as_of is None:
+        query = select(func.coalesce(func.sum(account_balances.c.balance), 0)).where(
+            account_balances.c.account_id == account.id
+        )
+    else:
+        query = select(func.coalesce(func.sum(postings.c.amount), 0)).where(
+            postings.c.account_id == account.id, postings.c.recorded_at <= as_of
+        )
+    return int(session.execute(query).scalar_one())
+
+
+@dataclass(frozen=True)
+class TrialBalanceLine:
+    asset: str
+    accounts: int
+    debit: int
+    credit: int
+
+    @property
+    def net(self) -> int:
+        """Always zero in balanced books."""
+        return self.debit - self.credit
+
+
+def trial_balance(session: Session, as_of: datetime | None = None) -> list[TrialBalanceLine]:
+    """Per asset: the sum of positive balances (debit) and of negative ones (credit)."""
+    if as_of is None:
+        per_account: Select[tuple[str, int, int]] = (
+            select(
+                accounts.c.asset,
+                accounts.c.id,
+                func.sum(account_balances.c.balance).label("balance"),
+            )
+            .join(account_balances, account_balances.c.account_id == accounts.c.id)
+            .group_by(accounts.c.asset, accounts.c.id)
+        )
+    else:
+        per_account = (
+            select(postings.c.asset, postings.c.account_id, func.sum(postings.c.amount))
+            .where(postings.c.recorded_at <= as_of)
+            .group_by(postings.c.asset, postings.c.account_id)
+        )
+    sub = per_account.subquery()
+    asset, bal = sub.c[0], sub.c[2]
+    rows = session.execute(
+        select(
+            asset,
+            func.count().filter(bal != 0),
+            func.coalesce(func.sum(case((bal > 0, bal), else_=0)), 0),
+            func.coalesce(func.sum(case((bal < 0, -bal), else_=0)), 0),
+        )
+        .group_by(asset)
+        .order_by(asset)
+    ).all()
+    return [TrialBalanceLine(row[0], int(row[1]), int(row[2]), int(row[3])) for row in rows]
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    posting_id: int
+    entry_id: int
+    kind: str
+    recorded_at: datetime
+    occurred_at: datetime
+    amount: int
+    balance: int
+
+
+@dataclass(frozen=True)
+class StatementPage:
+    address: str
+    asset: str
+    opening_balance: int
+    lines: list[StatementLine]
+    next_cursor: str | None
+
+
+def _encode_cursor(recorded_at: datetime, posting_id: int) -> str:
+    raw = f"{recorded_at.isoformat()}|{posting_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, posting_id = raw.split("|")
+        recorded_at = datetime.fromisoformat(stamp)
+        if recorded_at.tzinfo is None:
+            raise ValueError("naive time")
+        return recorded_at, int(posting_id)
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidEntry(f"malformed statement cursor {cursor!r}") from exc
+
+
+def statement(
+    session: Session, address: str | Address, *, limit: int = 100, cursor: str | None = None
+) -> StatementPage:
+    """The account's postings, oldest first, each with the balance after it; `next_cursor`
+    fetches the page after this one."""
+    if not 1 <= limit <= 1000:
+        raise InvalidEntry("a statement page holds 1 to 1000 lines")
+    account = get_account(session, address)
+    position = tuple_(postings.c.recorded_at, postings.c.id)
+    after = _decode_cursor(cursor) if cursor else None
+    this_account = postings.c.account_id == account.id
+    opening = 0
+    if after is not None:
+        opening = int(
+            session.execute(
+                select(func.coalesce(func.sum(postings.c.amount), 0)).where(
+                    this_account, position <= tuple_(literal(after[0]), literal(after[1]))
+                )
+            ).scalar_one()
+        )
+    page = (
+        select(
+            postings.c.id,
+            postings.c.entry_id,
+            journal_entries.c.kind,
+            postings.c.recorded_at,
+            journal_entries.c.occurred_at,
+            postings.c.amount,
+        )
+        .join(journal_entries, journal_entries.c.id == postings.c.entry_id)
+        .where(this_account)
+        .order_by(postings.c.recorded_at, postings.c.id)
+        .limit(limit + 1)
+    )
+    if after is not None:
+        page = page.where(
+            or_(
+                postings.c.recorded_at > after[0],
+                and_(postings.c.recorded_at == after[0], postings.c.id > after[1]),
+            )
+        )
+    rows = session.execute(page).all()
+    lines: list[StatementLine] = []
+    running = opening
+    for row in rows[:limit]:
+        running += row.amount
+        lines.append(
+            StatementLine(
+                posting_id=row.id,
+                entry_id=row.entry_id,
+                kind=row.kind,
+                recorded_at=row.recorded_at,
+                occurred_at=row.occurred_at,
+                amount=row.amount,
+                balance=running,
+            )
+        )
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = _encode_cursor(lines[-1].recorded_at, lines[-1].posting_id)
+    return StatementPage(account.address, account.asset, opening, lines, next_cursor)
+
+
+@dataclass(frozen=True)
+class BalanceMismatch:
+    address: str
+    materialised: int
+    from_postings: int
+
+
+def check_consistency(session: Session) -> list[BalanceMismatch]:
+    """Every account whose materialised balance differs from the sum of its postings."""
+    kept = (
+        select(
+            account_balances.c.account_id.label("account_id"),
+            func.sum(account_balances.c.balance).label("total"),
+        )
+        .group_by(account_balances.c.account_id)
+        .subquery()
+    )
+    derived = (
+        select(
+            postings.c.account_id.label("account_id"), func.sum(postings.c.amount).label("total")
+        )
+        .group_by(postings.c.account_id)
+        .subquery()
+    )
+    kept_total = func.coalesce(kept.c.total, 0)
+    derived_total = func.coalesce(derived.c.total, 0)
+    rows = session.execute(
+        select(accounts.c.address, kept_total, derived_total)
+        .select_from(accounts)
+        .outerjoin(kept, kept.c.account_id == accounts.c.id)
+        .outerjoin(derived, derived.c.account_id == accounts.c.id)
+        .where(kept_total != derived_total)
+        .order_by(accounts.c.address)
+    ).all()
+    return [BalanceMismatch(row[0], int(row[1]), int(row[2])) for row in rows]

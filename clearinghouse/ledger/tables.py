@@ -1,0 +1,110 @@
+"""Ledger tables. The schema itself is owned by the migrations; these mirror it for queries."""
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Identity,
+    Index,
+    LargeBinary,
+    SmallInteger,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from clearinghouse.schema import metadata
+
+OWNER_TYPES = ("member", "partner", "store", "coalition")
+ADDRESS_PATTERN = r"^(coalition|(member|partner|store):[A-Za-z0-9_.-]+)(:[a-z0-9_]+)+$"
+
+assets = Table(
+    "assets",
+    metadata,
+    Column("code", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("unit", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint(r"code ~ '^[A-Z][A-Z0-9_]{1,15}$'", name="code_format"),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("address", Text, nullable=False, unique=True),
+    Column("asset", Text, ForeignKey("assets.code"), nullable=False),
+    Column("owner_type", Text, nullable=False),
+    Column("owner_id", Text),
+    Column("kind", Text, nullable=False),
+    Column("non_negative", Boolean, nullable=False),
+    Column("shards", SmallInteger, nullable=False, server_default=text("1")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    UniqueConstraint("id", "asset"),
+    CheckConstraint(f"address ~ '{ADDRESS_PATTERN}'", name="address_format"),
+    CheckConstraint(
+        "owner_type IN ('member', 'partner', 'store', 'coalition')", name="owner_type_known"
+    ),
+    CheckConstraint("(owner_type = 'coalition') = (owner_id IS NULL)", name="owner_id_present"),
+    CheckConstraint("shards BETWEEN 1 AND 64", name="shards_range"),
+    # A floor can only be checked atomically on a single balance row.
+    CheckConstraint("NOT non_negative OR shards = 1", name="guarded_unsharded"),
+)
+
+account_balances = Table(
+    "account_balances",
+    metadata,
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), primary_key=True),
+    Column("shard", SmallInteger, primary_key=True),
+    Column("balance", BigInteger, nullable=False, server_default=text("0")),
+    Column("non_negative", Boolean, nullable=False),
+    CheckConstraint("NOT non_negative OR balance >= 0", name="floor"),
+)
+
+journal_entries = Table(
+    "journal_entries",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("origin", Text, nullable=False),
+    Column("idempotency_key", Text, nullable=False),
+    Column("request_hash", LargeBinary, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column(
+        "recorded_at",
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=text("clock_timestamp()"),
+    ),
+    Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    UniqueConstraint("origin", "idempotency_key"),
+    CheckConstraint("length(idempotency_key) BETWEEN 1 AND 200", name="idempotency_key_length"),
+)
+
+postings = Table(
+    "postings",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("entry_id", BigInteger, ForeignKey("journal_entries.id"), nullable=False),
+    Column("account_id", BigInteger, nullable=False),
+    Column("asset", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    ForeignKeyConstraint(["account_id", "asset"], ["accounts.id", "accounts.asset"]),
+    CheckConstraint("amount <> 0", name="amount_nonzero"),
+    Index("ix_postings_entry_id", "entry_id"),
+    # Serves balances as of an instant and statements in one index.
+    Index(
+        "ix_postings_account_id_recorded_at_id",
+        "account_id",
+        "recorded_at",
+        "id",
+        postgresql_include=["amount"],
+    ),
+)

@@ -1,0 +1,1 @@
+"""Partners, stores, API keys, request signing and conversion rates."""

@@ -1,0 +1,1 @@
+"""Daily jobs: settlement and netting, expiry, reconciliation and reports."""

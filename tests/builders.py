@@ -1,0 +1,63 @@
+"""Typed builders for test data. Each call makes fresh owners, so tests sharing a database never
+touch each other's accounts."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
+
+from clearinghouse import ledger
+
+_counter = itertools.count(1)
+
+
+def unique_id(prefix: str = "t") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}{next(_counter)}"
+
+
+def key() -> str:
+    return uuid.uuid4().hex
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def member(session: Session) -> str:
+    """A new member's available-points account address."""
+    address = str(ledger.Address.member(unique_id("m")))
+    ledger.open_account(session, address)
+    return address
+
+
+def partner(session: Session) -> str:
+    """A new partner's (sharded) issuance account address."""
+    address = str(ledger.Address.partner(unique_id("p"), "issued"))
+    ledger.open_account(session, address)
+    return address
+
+
+def accrue(session: Session, source: str, destination: str, amount: int) -> ledger.PostedEntry:
+    return ledger.post(
+        session,
+        ledger.transfer(
+            kind="accrual",
+            origin="test",
+            idempotency_key=key(),
+            source=source,
+            destination=destination,
+            amount=amount,
+            occurred_at=now(),
+        ),
+    )
+
+
+def funded_member(session: Session, points: int) -> str:
+    """A member holding `points`, issued by a fresh partner; committed."""
+    with session.begin():
+        address = member(session)
+        accrue(session, partner(session), address, points)
+    return address
