@@ -5,49 +5,34 @@ from __future__ import annotations
 import logging
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import demo as demo_module
 from clearinghouse import ledger, migrate
+from clearinghouse.cli_support import fail, points, transaction
 from clearinghouse.config import get_settings
 from clearinghouse.database import make_engine, resolve_url, session_factory
+from partners.cli import key_app, partner_app, store_app
 
 app = typer.Typer(help="Coalition loyalty-points clearing house.", no_args_is_help=True)
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 ledger_app = typer.Typer(help="Read the books.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(ledger_app, name="ledger")
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=1)
-
-
-def _sessions(*, require_schema: bool = True) -> sessionmaker[Session]:
-    """Sessions on the configured (or embedded) database; refuses an unmigrated schema."""
-    engine = make_engine(resolve_url(get_settings()), pool_size=2)
-    if require_schema:
-        try:
-            migrate.require_current_schema(engine)
-        except migrate.SchemaNotMigrated as exc:
-            raise _fail(str(exc)) from exc
-    return session_factory(engine)
-
-
-def _points(value: int) -> str:
-    return f"{value:,}"
+app.add_typer(partner_app, name="partner")
+partner_app.add_typer(key_app, name="key")
+app.add_typer(store_app, name="store")
 
 
 def print_trial_balance(lines: list[ledger.TrialBalanceLine]) -> None:
     typer.echo(f"{'asset':<6} {'non-zero':>8} {'debit':>14} {'credit':>14} {'net':>8}")
     for line in lines:
         typer.echo(
-            f"{line.asset:<6} {line.accounts:>8} {_points(line.debit):>14} "
-            f"{_points(line.credit):>14} {_points(line.net):>8}"
+            f"{line.asset:<6} {line.accounts:>8} {points(line.debit):>14} "
+            f"{points(line.credit):>14} {points(line.net):>8}"
         )
 
 
@@ -88,14 +73,11 @@ def ledger_balance(
 ) -> None:
     """Show an account's balance, now or as of an instant."""
     if as_of is not None and as_of.tzinfo is None:
-        raise _fail("--as-of needs a time zone offset, e.g. 2026-11-25T00:00:00+08:00")
-    with _sessions()() as session:
-        try:
-            account = ledger.get_account(session, address)
-            amount = ledger.balance(session, address, as_of)
-        except (ledger.LedgerError, ledger.UnknownAccount) as exc:
-            raise _fail(exc.detail) from exc
-    typer.echo(f"{account.address} {_points(amount)} {account.asset}")
+        raise fail("--as-of needs a time zone offset, e.g. 2026-11-25T00:00:00+08:00")
+    with transaction() as session:
+        account = ledger.get_account(session, address)
+        amount = ledger.balance(session, address, as_of)
+    typer.echo(f"{account.address} {points(amount)} {account.asset}")
 
 
 @ledger_app.command("trial-balance")
@@ -103,7 +85,7 @@ def ledger_trial_balance(
     as_of: Annotated[datetime | None, typer.Option(help="An ISO 8601 instant.")] = None,
 ) -> None:
     """Per asset, the sum of debit and credit balances; the net is always zero."""
-    with _sessions()() as session:
+    with transaction() as session:
         print_trial_balance(ledger.trial_balance(session, as_of))
 
 
@@ -114,18 +96,15 @@ def ledger_statement(
     cursor: Annotated[str | None, typer.Option(help="From a previous page.")] = None,
 ) -> None:
     """An account's postings with their running balance, oldest first."""
-    with _sessions()() as session:
-        try:
-            page = ledger.statement(session, address, limit=limit, cursor=cursor)
-        except (ledger.LedgerError, ledger.UnknownAccount) as exc:
-            raise _fail(exc.detail) from exc
+    with transaction() as session:
+        page = ledger.statement(session, address, limit=limit, cursor=cursor)
     zone = get_settings().zone
-    typer.echo(f"{page.address} ({page.asset}), opening balance {_points(page.opening_balance)}")
+    typer.echo(f"{page.address} ({page.asset}), opening balance {points(page.opening_balance)}")
     for line in page.lines:
         recorded = line.recorded_at.astimezone(zone).isoformat(timespec="seconds")
         typer.echo(
             f"{recorded}  entry {line.entry_id:<8} {line.kind:<12} "
-            f"{_points(line.amount):>12} {_points(line.balance):>14}"
+            f"{points(line.amount):>12} {points(line.balance):>14}"
         )
     if page.next_cursor:
         typer.echo(f"next page: --cursor {page.next_cursor}")
@@ -135,7 +114,7 @@ def ledger_statement(
 def ledger_check() -> None:
     """Check that every materialised balance equals the sum of its postings and that the trial
     balance nets to zero; exit non-zero otherwise."""
-    with _sessions()() as session:
+    with transaction() as session:
         mismatches = ledger.check_consistency(session)
         lines = ledger.trial_balance(session)
     for m in mismatches:
@@ -154,19 +133,59 @@ def demo() -> None:
     of coalition traffic and print the trial balance."""
     url = resolve_url(get_settings())
     migrate.upgrade(url)
-    sessions = session_factory(make_engine(url, pool_size=1))
-    with sessions() as session, session.begin():
+    factory = session_factory(make_engine(url, pool_size=1))
+    with factory() as session, session.begin():
         result = demo_module.run(session)
     typer.echo(f"posted {result.posted} entries ({result.replayed} already posted, replayed)")
-    with sessions() as session:
+    with factory() as session:
         typer.echo("\nbalances")
         for spec in demo_module.chart_of_accounts():
-            typer.echo(f"  {spec.address:<30} {_points(ledger.balance(session, spec.address)):>8}")
+            typer.echo(f"  {spec.address:<30} {points(ledger.balance(session, spec.address)):>8}")
         breakage = ledger.balance(session, "coalition:breakage")
-        typer.echo(f"  {'coalition:breakage':<30} {_points(breakage):>8}")
+        typer.echo(f"  {'coalition:breakage':<30} {points(breakage):>8}")
         typer.echo("\ntrial balance")
         print_trial_balance(ledger.trial_balance(session))
         mismatches = ledger.check_consistency(session)
     if mismatches:
-        raise _fail(f"{len(mismatches)} balances differ from their postings")
+        raise fail(f"{len(mismatches)} balances differ from their postings")
     typer.echo("\nevery balance equals the sum of its postings")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Run the partner API (on the configured database, or the embedded one)."""
+    import uvicorn
+
+    engine = make_engine(resolve_url(get_settings()), pool_size=1)
+    try:
+        migrate.require_current_schema(engine)
+    except migrate.SchemaNotMigrated as exc:
+        raise fail(str(exc)) from exc
+    finally:
+        engine.dispose()
+    uvicorn.run(
+        "clearinghouse.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=False,
+    )
+
+
+@app.command("openapi")
+def write_openapi(
+    output: Annotated[Path, typer.Option(help="Where to write the document.")] = Path(
+        "openapi/openapi.json"
+    ),
+) -> None:
+    """Write the OpenAPI document generated from the application."""
+    from clearinghouse.api.app import create_app
+    from clearinghouse.api.openapi import render
+
+    output.write_text(render(create_app()))
+    typer.echo(f"wrote {output}")

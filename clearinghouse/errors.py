@@ -33,3 +33,14 @@ class Conflict(DomainError):
     code = "conflict"
     status = 409
     title = "Conflict"
+
+
+class InvalidRequest(DomainError):
+    code = "validation_error"
+    status = 422
+    title = "Invalid request"
+
+
+class AlreadyExists(Conflict):
+    code = "already_exists"
+    title = "Already exists"

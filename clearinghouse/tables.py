@@ -1,5 +1,8 @@
 """Imports every table module, so the metadata knows the whole schema."""
 
+from clearinghouse.api import tables as api_tables
 from clearinghouse.ledger import tables as ledger_tables
+from clearinghouse.members import tables as member_tables
+from partners import tables as partner_tables
 
-__all__ = ["ledger_tables"]
+__all__ = ["api_tables", "ledger_tables", "member_tables", "partner_tables"]

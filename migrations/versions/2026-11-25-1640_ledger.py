@@ -10,7 +10,7 @@ The database itself enforces the ledger's invariants:
 
 Revision ID: 0001_ledger
 Revises:
-Create Date: 2026-11-25 17:00:00
+Create Date: 2026-11-25 16:40:00
 """
 
 from collections.abc import Sequence

@@ -1,0 +1,36 @@
+"""Dependencies the routes declare: one unit of work per request, and the calling partner."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from partners.auth import AuthenticatedPartner, Unauthorized
+
+
+def _write_session(request: Request) -> Iterator[Session]:
+    """Committed when the route returns, rolled back when it raises; before the answer is sent."""
+    with request.app.state.sessions() as session, session.begin():
+        yield session
+
+
+def _read_session(request: Request) -> Iterator[Session]:
+    with request.app.state.sessions() as session, session.begin():
+        session.execute(text("SET TRANSACTION READ ONLY"))
+        yield session
+
+
+def _partner(request: Request) -> AuthenticatedPartner:
+    partner = getattr(request.state, "partner", None)
+    if not isinstance(partner, AuthenticatedPartner):
+        raise Unauthorized()
+    return partner
+
+
+WriteSession = Annotated[Session, Depends(_write_session, scope="function")]
+ReadSession = Annotated[Session, Depends(_read_session, scope="function")]
+PartnerAuth = Annotated[AuthenticatedPartner, Depends(_partner)]

@@ -1,0 +1,45 @@
+"""What every `clearinghouse` subcommand shares: the database, errors, number formats."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+from sqlalchemy.orm import Session, sessionmaker
+
+from clearinghouse import migrate
+from clearinghouse.config import get_settings
+from clearinghouse.database import make_engine, resolve_url, session_factory
+from clearinghouse.errors import DomainError
+
+
+def fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=1)
+
+
+def sessions(*, require_schema: bool = True) -> sessionmaker[Session]:
+    """Sessions on the configured (or embedded) database; refuses an unmigrated schema."""
+    engine = make_engine(resolve_url(get_settings()), pool_size=2)
+    if require_schema:
+        try:
+            migrate.require_current_schema(engine)
+        except migrate.SchemaNotMigrated as exc:
+            raise fail(str(exc)) from exc
+    return session_factory(engine)
+
+
+@contextmanager
+def transaction() -> Iterator[Session]:
+    """One unit of work; a domain error becomes a one-line message and exit status 1."""
+    with sessions()() as session:
+        try:
+            with session.begin():
+                yield session
+        except DomainError as exc:
+            raise fail(exc.detail) from exc
+
+
+def points(value: int) -> str:
+    return f"{value:,}"

@@ -1,0 +1,1 @@
+"""Coalition members and the partners' links to them."""

@@ -1,0 +1,37 @@
+"""Members have one coalition id; each partner links its own customer reference to it."""
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+from clearinghouse.schema import metadata
+
+members = Table(
+    "members",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint("id ~ '^M[0-9A-Z]{12}$'", name="id_format"),
+)
+
+member_links = Table(
+    "member_links",
+    metadata,
+    Column("partner_id", Text, ForeignKey("partners.id"), nullable=False),
+    Column("customer_ref", Text, nullable=False),
+    Column("member_id", Text, ForeignKey("members.id"), nullable=False),
+    Column("linked_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("partner_id", "customer_ref"),
+    UniqueConstraint("partner_id", "member_id"),
+    CheckConstraint("length(customer_ref) BETWEEN 1 AND 100", name="customer_ref_length"),
+    Index("ix_member_links_member_id", "member_id"),
+)

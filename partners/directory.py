@@ -1,0 +1,182 @@
+"""Partners and their stores: onboarding, status, and lookups scoped to one partner."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import Row, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from clearinghouse import ledger
+from clearinghouse.errors import AlreadyExists, InvalidRequest, NotFound
+from partners.tables import PARTNER_KINDS, SLUG_PATTERN, partners, stores
+
+PartnerKind = Literal["online_merchant", "store_chain", "programme", "charity"]
+Channel = Literal["online", "offline", "terminal"]
+Status = Literal["active", "suspended"]
+
+_SLUG = re.compile(SLUG_PATTERN)
+
+# Every partner has these point accounts from the start: points it issued (a negative balance,
+# what it owes for), and points it honoured at redemption (what it is owed for).
+PARTNER_ACCOUNTS = ("issued", "redeemed")
+
+
+class PartnerNotFound(NotFound):
+    code = "partner_not_found"
+    title = "Unknown partner"
+
+
+class StoreNotFound(NotFound):
+    code = "store_not_found"
+    title = "Unknown store"
+
+
+@dataclass(frozen=True)
+class Partner:
+    id: str
+    name: str
+    kind: str
+    status: str
+    created_at: datetime
+    status_changed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Store:
+    id: str
+    partner_id: str
+    name: str
+    channel: str
+    city: str | None
+    latitude: float | None
+    longitude: float | None
+    status: str
+
+
+def _partner(row: Row[tuple[object, ...]]) -> Partner:
+    return Partner(**row._asdict())
+
+
+def _store(row: Row[tuple[object, ...]]) -> Store:
+    values = row._asdict()
+    values.pop("created_at")
+    return Store(**values)
+
+
+def _check_slug(value: str, what: str) -> None:
+    if not _SLUG.match(value):
+        raise InvalidRequest(
+            f"{what} {value!r} must be 2-40 characters of a-z, 0-9, '-' and '_', "
+            "starting with a letter or digit"
+        )
+
+
+def create_partner(session: Session, partner_id: str, name: str, kind: PartnerKind) -> Partner:
+    """Register a partner and open its ledger accounts."""
+    _check_slug(partner_id, "partner id")
+    if kind not in PARTNER_KINDS:
+        raise InvalidRequest(f"partner kind must be one of {', '.join(PARTNER_KINDS)}")
+    if not name.strip():
+        raise InvalidRequest("a partner needs a name")
+    row = session.execute(
+        insert(partners)
+        .values(id=partner_id, name=name.strip(), kind=kind)
+        .on_conflict_do_nothing()
+        .returning(*partners.c)
+    ).first()
+    if row is None:
+        raise AlreadyExists(f"partner {partner_id} already exists")
+    ledger.open_accounts(
+        session,
+        [ledger.AccountSpec(str(ledger.Address.partner(partner_id, k))) for k in PARTNER_ACCOUNTS],
+    )
+    return _partner(row)
+
+
+def get_partner(session: Session, partner_id: str, *, for_update: bool = False) -> Partner:
+    query = select(*partners.c).where(partners.c.id == partner_id)
+    if for_update:
+        query = query.with_for_update()
+    row = session.execute(query).first()
+    if row is None:
+        raise PartnerNotFound(f"no partner {partner_id}")
+    return _partner(row)
+
+
+def list_partners(session: Session) -> list[Partner]:
+    return [_partner(r) for r in session.execute(select(*partners.c).order_by(partners.c.id))]
+
+
+def set_partner_status(session: Session, partner_id: str, status: Status) -> Partner:
+    """Suspend or reactivate a partner. A suspended partner's requests are refused."""
+    row = session.execute(
+        update(partners)
+        .where(partners.c.id == partner_id)
+        .values(status=status, status_changed_at=func.now())
+        .returning(*partners.c)
+    ).first()
+    if row is None:
+        raise PartnerNotFound(f"no partner {partner_id}")
+    return _partner(row)
+
+
+def add_store(
+    session: Session,
+    partner_id: str,
+    store_id: str,
+    *,
+    name: str,
+    channel: Channel,
+    city: str | None = None,
+    latitude: float | None = None,
+    longitude: float | None = None,
+) -> Store:
+    _check_slug(store_id, "store id")
+    get_partner(session, partner_id)
+    if channel not in ("online", "offline", "terminal"):
+        raise InvalidRequest("store channel must be online, offline or terminal")
+    if (latitude is None) != (longitude is None):
+        raise InvalidRequest("give both latitude and longitude, or neither")
+    if latitude is not None and not -90 <= latitude <= 90:
+        raise InvalidRequest("latitude is between -90 and 90")
+    if longitude is not None and not -180 <= longitude <= 180:
+        raise InvalidRequest("longitude is between -180 and 180")
+    row = session.execute(
+        insert(stores)
+        .values(
+            id=store_id,
+            partner_id=partner_id,
+            name=name,
+            channel=channel,
+            city=city,
+            latitude=latitude,
+            longitude=longitude,
+        )
+        .on_conflict_do_nothing()
+        .returning(*stores.c)
+    ).first()
+    if row is None:
+        raise AlreadyExists(f"store {store_id} already exists")
+    return _store(row)
+
+
+def get_store(session: Session, partner_id: str, store_id: str) -> Store:
+    """A store of this partner; another partner's store is as unknown as a missing one."""
+    row = session.execute(
+        select(*stores.c).where(stores.c.id == store_id, stores.c.partner_id == partner_id)
+    ).first()
+    if row is None:
+        raise StoreNotFound(f"no store {store_id}")
+    return _store(row)
+
+
+def list_stores(session: Session, partner_id: str) -> list[Store]:
+    rows = session.execute(
+        select(*stores.c).where(stores.c.partner_id == partner_id).order_by(stores.c.id)
+    )
+    return [_store(r) for r in rows]

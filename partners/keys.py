@@ -1,0 +1,187 @@
+"""Partners' API keys: Ed25519 public keys only (the partner keeps the private key).
+
+A partner holds at most two active keys, so it can rotate without downtime: add the new key,
+move its systems over, then retire the old one with a deadline (it keeps working until then)
+or revoke it at once.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import Row, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from clearinghouse.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
+from partners.directory import get_partner
+from partners.signing import private_key_to_pem
+from partners.tables import partner_keys, partners
+
+MAX_ACTIVE_KEYS = 2
+# last_used_at is a hint for operators, not an audit trail: writing it on every request would
+# make each key's row a point of contention, so it is refreshed at most this often.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class KeyNotFound(NotFound):
+    code = "key_not_found"
+    title = "Unknown key"
+
+
+class TooManyKeys(Conflict):
+    code = "too_many_keys"
+    title = "Too many active keys"
+
+
+@dataclass(frozen=True)
+class PartnerKey:
+    id: str
+    partner_id: str
+    algorithm: str
+    public_key: bytes
+    status: str
+    retire_at: datetime | None
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    def public_key_object(self) -> Ed25519PublicKey:
+        return Ed25519PublicKey.from_public_bytes(self.public_key)
+
+
+def _key(row: Row[tuple[object, ...]]) -> PartnerKey:
+    return PartnerKey(**row._asdict())
+
+
+def raw_public_key(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def register_key(
+    session: Session, partner_id: str, public_key: Ed25519PublicKey, key_id: str | None = None
+) -> PartnerKey:
+    """Register a public key as active for the partner."""
+    get_partner(session, partner_id, for_update=True)  # serialises key changes per partner
+    active = session.execute(
+        select(func.count()).where(
+            partner_keys.c.partner_id == partner_id, partner_keys.c.status == "active"
+        )
+    ).scalar_one()
+    if active >= MAX_ACTIVE_KEYS:
+        raise TooManyKeys(
+            f"partner {partner_id} already has {MAX_ACTIVE_KEYS} active keys: "
+            "retire or revoke one first"
+        )
+    key_id = key_id or f"{partner_id}-{secrets.token_hex(4)}"
+    raw = raw_public_key(public_key)
+    clash = session.execute(
+        select(partner_keys.c.id).where(
+            or_(partner_keys.c.id == key_id, partner_keys.c.public_key == raw)
+        )
+    ).first()
+    if clash is not None:
+        raise AlreadyExists(f"key {clash.id} already has this id or this public key")
+    row = session.execute(
+        partner_keys.insert()
+        .values(id=key_id, partner_id=partner_id, public_key=raw)
+        .returning(*partner_keys.c)
+    ).one()
+    return _key(row)
+
+
+def generate_key(session: Session, partner_id: str, private_key_path: Path) -> PartnerKey:
+    """Make a key pair, write the private key as PEM readable by its owner only, and register
+    the public key. An existing file is never overwritten."""
+    private_key = Ed25519PrivateKey.generate()
+    record = register_key(session, partner_id, private_key.public_key())
+    try:
+        fd = os.open(private_key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise InvalidRequest(f"{private_key_path} exists; choose another file") from exc
+    with os.fdopen(fd, "wb") as out:
+        out.write(private_key_to_pem(private_key))
+    return record
+
+
+def list_keys(session: Session, partner_id: str) -> list[PartnerKey]:
+    rows = session.execute(
+        select(*partner_keys.c)
+        .where(partner_keys.c.partner_id == partner_id)
+        .order_by(partner_keys.c.created_at, partner_keys.c.id)
+    )
+    return [_key(r) for r in rows]
+
+
+def _change(
+    session: Session, key_id: str, allowed_from: tuple[str, ...], **values: object
+) -> PartnerKey:
+    row = session.execute(
+        update(partner_keys)
+        .where(partner_keys.c.id == key_id, partner_keys.c.status.in_(allowed_from))
+        .values(**values)
+        .returning(*partner_keys.c)
+    ).first()
+    if row is None:
+        exists = session.execute(select(partner_keys.c.status).where(partner_keys.c.id == key_id))
+        status = exists.scalar_one_or_none()
+        if status is None:
+            raise KeyNotFound(f"no key {key_id}")
+        raise Conflict(f"key {key_id} is {status}")
+    return _key(row)
+
+
+def retire_key(session: Session, key_id: str, retire_at: datetime) -> PartnerKey:
+    """Keep the key working until `retire_at`, then refuse it."""
+    if retire_at.tzinfo is None:
+        raise InvalidRequest("the retirement deadline must carry a time zone")
+    return _change(session, key_id, ("active", "retiring"), status="retiring", retire_at=retire_at)
+
+
+def revoke_key(session: Session, key_id: str) -> PartnerKey:
+    """Refuse the key from now on."""
+    return _change(
+        session,
+        key_id,
+        ("active", "retiring"),
+        status="revoked",
+        retire_at=None,
+        revoked_at=func.now(),
+    )
+
+
+def usable_key(session: Session, key_id: str) -> PartnerKey | None:
+    """The key, if requests signed with it are accepted now: the key is active, or retiring
+    before its deadline, and its partner is active."""
+    row = session.execute(
+        select(*partner_keys.c)
+        .join(partners, partners.c.id == partner_keys.c.partner_id)
+        .where(
+            partner_keys.c.id == key_id,
+            partners.c.status == "active",
+            or_(
+                partner_keys.c.status == "active",
+                (partner_keys.c.status == "retiring") & (partner_keys.c.retire_at > func.now()),
+            ),
+        )
+    ).first()
+    return None if row is None else _key(row)
+
+
+def touch_key(session: Session, key_id: str) -> None:
+    session.execute(
+        update(partner_keys)
+        .where(
+            partner_keys.c.id == key_id,
+            or_(
+                partner_keys.c.last_used_at.is_(None),
+                partner_keys.c.last_used_at < func.now() - LAST_USED_RESOLUTION,
+            ),
+        )
+        .values(last_used_at=func.now())
+    )

@@ -1,0 +1,130 @@
+"""Conversion rates per partner, effective-dated and never edited: a new version supersedes.
+
+- earn rate: points a member earns per yuan spent at the partner;
+- issue price: fen the partner pays the coalition per point it issues;
+- redemption value: fen the partner receives per point redeemed with it;
+- exchange rate (partner programmes only): coalition points per point of the programme.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy import Row, func, select
+from sqlalchemy.orm import Session
+
+from clearinghouse.errors import InvalidRequest, NotFound
+from partners.directory import get_partner
+from partners.tables import partner_rates
+
+# NUMERIC(12, 6): a rate with more places would be rounded by the database, so it is refused.
+RATE_PLACES = 6
+RATE_MAX = Decimal("999999.999999")
+
+
+class RatesNotFound(NotFound):
+    code = "rates_not_found"
+    title = "No conversion rates in effect"
+
+
+@dataclass(frozen=True)
+class Rates:
+    partner_id: str
+    version: int
+    effective_from: datetime
+    earn_rate: Decimal
+    issue_price: Decimal
+    redemption_value: Decimal
+    exchange_rate: Decimal | None
+    created_at: datetime
+
+
+def _rates(row: Row[tuple[object, ...]]) -> Rates:
+    return Rates(**row._asdict())
+
+
+def exact_rate(value: Decimal | str | int, name: str) -> Decimal:
+    """A rate as an exact decimal with at most six places, or a clear refusal."""
+    try:
+        rate = Decimal(value) if not isinstance(value, Decimal) else value
+    except InvalidOperation as exc:
+        raise InvalidRequest(f"{name} must be a decimal number, not {value!r}") from exc
+    if not rate.is_finite() or rate < 0 or rate > RATE_MAX:
+        raise InvalidRequest(f"{name} must be between 0 and {RATE_MAX}")
+    exponent = rate.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -RATE_PLACES:
+        raise InvalidRequest(f"{name} has more than {RATE_PLACES} decimal places: {rate}")
+    return rate
+
+
+def set_rates(
+    session: Session,
+    partner_id: str,
+    *,
+    earn_rate: Decimal | str,
+    issue_price: Decimal | str,
+    redemption_value: Decimal | str,
+    exchange_rate: Decimal | str | None = None,
+    effective_from: datetime | None = None,
+) -> Rates:
+    """Add a new version of the partner's rates, effective from now or a later instant."""
+    partner = get_partner(session, partner_id, for_update=True)
+    now = session.execute(select(func.now())).scalar_one()
+    start = effective_from or now
+    if start.tzinfo is None:
+        raise InvalidRequest("effective_from must carry a time zone")
+    if start < now:
+        raise InvalidRequest("rates cannot take effect in the past; past entries keep their rates")
+    if (partner.kind == "programme") != (exchange_rate is not None):
+        raise InvalidRequest("an exchange rate is set for partner programmes, and only for them")
+    exchange = exact_rate(exchange_rate, "exchange_rate") if exchange_rate is not None else None
+    if exchange is not None and exchange == 0:
+        raise InvalidRequest("exchange_rate must be above zero")
+    latest = session.execute(
+        select(func.max(partner_rates.c.version), func.max(partner_rates.c.effective_from)).where(
+            partner_rates.c.partner_id == partner_id
+        )
+    ).one()
+    if latest[1] is not None and start <= latest[1]:
+        raise InvalidRequest(
+            f"a new version must take effect after the latest one ({latest[1].isoformat()})"
+        )
+    row = session.execute(
+        partner_rates.insert()
+        .values(
+            partner_id=partner_id,
+            version=(latest[0] or 0) + 1,
+            effective_from=start,
+            earn_rate=exact_rate(earn_rate, "earn_rate"),
+            issue_price=exact_rate(issue_price, "issue_price"),
+            redemption_value=exact_rate(redemption_value, "redemption_value"),
+            exchange_rate=exchange,
+        )
+        .returning(*partner_rates.c)
+    ).one()
+    return _rates(row)
+
+
+def rates_at(session: Session, partner_id: str, at: datetime | None = None) -> Rates:
+    """The version in effect at `at` (now by default)."""
+    moment = at or datetime.now(UTC)
+    row = session.execute(
+        select(*partner_rates.c)
+        .where(partner_rates.c.partner_id == partner_id, partner_rates.c.effective_from <= moment)
+        .order_by(partner_rates.c.effective_from.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        raise RatesNotFound(f"partner {partner_id} has no rates in effect at {moment.isoformat()}")
+    return _rates(row)
+
+
+def rate_history(session: Session, partner_id: str) -> list[Rates]:
+    rows = session.execute(
+        select(*partner_rates.c)
+        .where(partner_rates.c.partner_id == partner_id)
+        .order_by(partner_rates.c.version)
+    )
+    return [_rates(r) for r in rows]

@@ -1,0 +1,107 @@
+"""Partner tables: partners, their stores, conversion rates, API keys and seen nonces."""
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    Numeric,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+from clearinghouse.schema import metadata
+
+PARTNER_KINDS = ("online_merchant", "store_chain", "programme", "charity")
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{1,39}$"
+
+partners = Table(
+    "partners",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'active'")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("status_changed_at", DateTime(timezone=True)),
+    CheckConstraint(f"id ~ '{SLUG_PATTERN}'", name="id_format"),
+    CheckConstraint(
+        "kind IN ('online_merchant', 'store_chain', 'programme', 'charity')", name="kind_known"
+    ),
+    CheckConstraint("status IN ('active', 'suspended')", name="status_known"),
+)
+
+stores = Table(
+    "stores",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("partner_id", Text, ForeignKey("partners.id"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("channel", Text, nullable=False),
+    Column("city", Text),
+    Column("latitude", Double),
+    Column("longitude", Double),
+    Column("status", Text, nullable=False, server_default=text("'active'")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint(f"id ~ '{SLUG_PATTERN}'", name="id_format"),
+    CheckConstraint("channel IN ('online', 'offline', 'terminal')", name="channel_known"),
+    CheckConstraint("status IN ('active', 'suspended')", name="status_known"),
+    CheckConstraint("latitude BETWEEN -90 AND 90", name="latitude_range"),
+    CheckConstraint("longitude BETWEEN -180 AND 180", name="longitude_range"),
+    Index("ix_stores_partner_id", "partner_id"),
+)
+
+partner_rates = Table(
+    "partner_rates",
+    metadata,
+    Column("partner_id", Text, ForeignKey("partners.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("effective_from", DateTime(timezone=True), nullable=False),
+    Column("earn_rate", Numeric(12, 6), nullable=False),
+    Column("issue_price", Numeric(12, 6), nullable=False),
+    Column("redemption_value", Numeric(12, 6), nullable=False),
+    Column("exchange_rate", Numeric(12, 6)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("partner_id", "version"),
+    UniqueConstraint("partner_id", "effective_from"),
+    CheckConstraint("earn_rate >= 0", name="earn_rate_range"),
+    CheckConstraint("issue_price >= 0", name="issue_price_range"),
+    CheckConstraint("redemption_value >= 0", name="redemption_value_range"),
+    CheckConstraint("exchange_rate IS NULL OR exchange_rate > 0", name="exchange_rate_range"),
+)
+
+partner_keys = Table(
+    "partner_keys",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("partner_id", Text, ForeignKey("partners.id"), nullable=False),
+    Column("algorithm", Text, nullable=False, server_default=text("'ed25519'")),
+    Column("public_key", LargeBinary, nullable=False, unique=True),
+    Column("status", Text, nullable=False, server_default=text("'active'")),
+    Column("retire_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("last_used_at", DateTime(timezone=True)),
+    CheckConstraint("algorithm = 'ed25519'", name="algorithm_known"),
+    CheckConstraint("octet_length(public_key) = 32", name="public_key_length"),
+    CheckConstraint("status IN ('active', 'retiring', 'revoked')", name="status_known"),
+    CheckConstraint("(status = 'retiring') = (retire_at IS NOT NULL)", name="retire_at_present"),
+    Index("ix_partner_keys_partner_id", "partner_id"),
+)
+
+request_nonces = Table(
+    "request_nonces",
+    metadata,
+    Column("key_id", Text, nullable=False),
+    Column("nonce", Text, nullable=False),
+    Column("seen_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("key_id", "nonce"),
+    Index("ix_request_nonces_seen_at", "seen_at"),
+)
