@@ -6,6 +6,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from pydantic import ValidationError
@@ -74,3 +75,13 @@ def test_settings_defaults_and_validation(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("CLEARINGHOUSE_TIMEZONE", "Mars/Olympus")
     with pytest.raises(ValidationError, match="unknown time zone"):
         Settings(_env_file=None)
+
+
+def test_migrations_downgrade_and_upgrade_again(databases: Databases) -> None:
+    url = databases.create()
+    command.downgrade(migrate.alembic_config(url), "base")
+    engine = make_engine(url, pool_size=1)
+    assert migrate.current_revision(engine) is None
+    migrate.upgrade(url)
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    engine.dispose()
