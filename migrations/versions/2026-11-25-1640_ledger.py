@@ -157,12 +157,13 @@ BEGIN
             USING ERRCODE = 'LD003', DETAIL = v_mismatched;
     END IF;
 
-    -- Postings go in account order, so balance rows are locked in one global order.
+    -- Postings go in account order, so balance rows are locked in one global order; within an
+    -- account, credits before debits, so a floor judges the entry's net effect on the account.
     INSERT INTO postings (entry_id, account_id, asset, amount, recorded_at)
     SELECT v_id, a.id, i.asset, i.amount, v_recorded
       FROM unnest(p_addresses, p_assets, p_amounts) AS i(address, asset, amount)
       JOIN accounts a ON a.address = i.address
-     ORDER BY a.id;
+     ORDER BY a.id, i.amount DESC;
 
     RETURN QUERY SELECT v_id, v_recorded, false;
 END
