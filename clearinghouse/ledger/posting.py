@@ -42,6 +42,7 @@ class Entry:
     postings: Sequence[Posting]
     occurred_at: datetime
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    reverses: int | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ def transfer(
     occurred_at: datetime,
     asset: str = "PTS",
     metadata: Mapping[str, Any] | None = None,
+    reverses: int | None = None,
 ) -> Entry:
     """An entry moving `amount` of `asset` from one account to another."""
     return Entry(
@@ -74,6 +76,7 @@ def transfer(
         ),
         occurred_at=occurred_at,
         metadata=metadata or {},
+        reverses=reverses,
     )
 
 
@@ -134,6 +137,7 @@ def request_hash(entry: Entry) -> bytes:
         "occurred_at": entry.occurred_at.astimezone(UTC).isoformat(),
         "postings": sorted([p.account, p.asset, p.amount] for p in entry.postings),
         "metadata": entry.metadata,
+        "reverses": entry.reverses,
     }
     return hashlib.sha256(canonical_json(content).encode()).digest()
 
@@ -142,8 +146,8 @@ _POST = text(
     """
     SELECT entry_id, recorded_at, replayed FROM ledger_post(
         :kind, :origin, :idempotency_key, :request_hash, CAST(:occurred_at AS timestamptz),
-        CAST(:metadata AS jsonb), CAST(:addresses AS text[]), CAST(:assets AS text[]),
-        CAST(:amounts AS bigint[]))
+        CAST(:metadata AS jsonb), CAST(:reverses AS bigint), CAST(:addresses AS text[]),
+        CAST(:assets AS text[]), CAST(:amounts AS bigint[]))
     """
 )
 
@@ -163,6 +167,7 @@ def post(session: Session, entry: Entry) -> PostedEntry:
         "request_hash": request_hash(entry),
         "occurred_at": entry.occurred_at,
         "metadata": canonical_json(entry.metadata),
+        "reverses": entry.reverses,
         "addresses": [p.account for p in entry.postings],
         "assets": [p.asset for p in entry.postings],
         "amounts": [p.amount for p in entry.postings],

@@ -83,7 +83,10 @@ journal_entries = Table(
         server_default=text("clock_timestamp()"),
     ),
     Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    # The entry this one corrects, if any; the original is never changed.
+    Column("reverses_id", BigInteger, ForeignKey("journal_entries.id")),
     UniqueConstraint("origin", "idempotency_key"),
+    Index("ix_journal_entries_reverses_id", "reverses_id"),
     CheckConstraint("length(idempotency_key) BETWEEN 1 AND 200", name="idempotency_key_length"),
 )
 

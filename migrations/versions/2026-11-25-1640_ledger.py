@@ -112,6 +112,7 @@ CREATE FUNCTION ledger_post(
     p_request_hash bytea,
     p_occurred_at timestamptz,
     p_metadata jsonb,
+    p_reverses bigint,
     p_addresses text[],
     p_assets text[],
     p_amounts bigint[]
@@ -125,8 +126,9 @@ DECLARE
     v_mismatched text;
 BEGIN
     INSERT INTO journal_entries AS e
-        (kind, origin, idempotency_key, request_hash, occurred_at, metadata)
-    VALUES (p_kind, p_origin, p_idempotency_key, p_request_hash, p_occurred_at, p_metadata)
+        (kind, origin, idempotency_key, request_hash, occurred_at, metadata, reverses_id)
+    VALUES (p_kind, p_origin, p_idempotency_key, p_request_hash, p_occurred_at, p_metadata,
+            p_reverses)
     ON CONFLICT (origin, idempotency_key) DO NOTHING
     RETURNING e.id, e.recorded_at INTO v_id, v_recorded;
 
@@ -279,9 +281,13 @@ def upgrade() -> None:
             server_default=sa.text("'{}'::jsonb"),
             nullable=False,
         ),
+        sa.Column("reverses_id", sa.BigInteger(), nullable=True),
         sa.CheckConstraint(
             "length(idempotency_key) BETWEEN 1 AND 200",
             name=op.f("journal_entries_idempotency_key_length_check"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["reverses_id"], ["journal_entries.id"], name=op.f("journal_entries_reverses_id_fkey")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("journal_entries_pkey")),
         sa.UniqueConstraint(
@@ -308,6 +314,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("postings_pkey")),
     )
     op.create_index("ix_postings_entry_id", "postings", ["entry_id"])
+    op.create_index("ix_journal_entries_reverses_id", "journal_entries", ["reverses_id"])
     op.create_index(
         "ix_postings_account_id_recorded_at_id",
         "postings",
@@ -333,8 +340,8 @@ def downgrade() -> None:
     op.execute(
         """
         DROP TABLE postings, journal_entries, account_balances, accounts, assets CASCADE;
-        DROP FUNCTION ledger_post(text, text, text, bytea, timestamptz, jsonb, text[], text[],
-                                  bigint[]);
+        DROP FUNCTION ledger_post(text, text, text, bytea, timestamptz, jsonb, bigint, text[],
+                                  text[], bigint[]);
         DROP FUNCTION ledger_check_entry_has_postings();
         DROP FUNCTION ledger_check_entry_balanced();
         DROP FUNCTION ledger_apply_posting();
