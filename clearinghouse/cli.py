@@ -15,6 +15,7 @@ from clearinghouse import ledger, migrate
 from clearinghouse.cli_support import fail, points, transaction
 from clearinghouse.config import get_settings
 from clearinghouse.database import make_engine, resolve_url, session_factory
+from clearinghouse.jobs_cli import jobs_app, rules_app
 from partners.cli import key_app, partner_app, store_app
 
 app = typer.Typer(help="Coalition loyalty-points clearing house.", no_args_is_help=True)
@@ -25,6 +26,8 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(partner_app, name="partner")
 partner_app.add_typer(key_app, name="key")
 app.add_typer(store_app, name="store")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(rules_app, name="rules")
 
 
 def print_trial_balance(lines: list[ledger.TrialBalanceLine]) -> None:

@@ -3,6 +3,7 @@
 from clearinghouse.api import tables as api_tables
 from clearinghouse.ledger import tables as ledger_tables
 from clearinghouse.members import tables as member_tables
+from clearinghouse.points import tables as points_tables
 from partners import tables as partner_tables
 
-__all__ = ["api_tables", "ledger_tables", "member_tables", "partner_tables"]
+__all__ = ["api_tables", "ledger_tables", "member_tables", "partner_tables", "points_tables"]

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from clearinghouse.cli_support import fail, transaction
-from partners import directory, keys, rates
+from partners import directory, keys, limits, rates
 from partners.signing import load_public_key_pem
 
 partner_app = typer.Typer(help="Partners, their rates and keys.", no_args_is_help=True)
@@ -199,3 +199,27 @@ def key_revoke(key_id: str) -> None:
     with transaction() as session:
         record = keys.revoke_key(session, key_id)
     _print_key(record)
+
+
+limit_app = typer.Typer(help="Partners' issuance limits (积分预算).", no_args_is_help=True)
+partner_app.add_typer(limit_app, name="limit")
+
+
+@limit_app.command("set")
+def limit_set(
+    partner_id: str,
+    fen: Annotated[int, typer.Option(help="Most unsettled issuance value allowed, in fen.")],
+) -> None:
+    """Set how much unsettled issuance (valued at the issue price) the partner may run up."""
+    with transaction() as session:
+        limits.set_issuance_limit(session, partner_id, fen)
+        limit, exposure = limits.issuance_limit(session, partner_id)
+    typer.echo(f"partner {partner_id}: limit {limit:,} fen, unsettled issuance {exposure:,} fen")
+
+
+@limit_app.command("show")
+def limit_show(partner_id: str) -> None:
+    with transaction() as session:
+        directory.get_partner(session, partner_id)
+        limit, exposure = limits.issuance_limit(session, partner_id)
+    typer.echo(f"partner {partner_id}: limit {limit:,} fen, unsettled issuance {exposure:,} fen")

@@ -26,6 +26,24 @@ _SLUG = re.compile(SLUG_PATTERN)
 PARTNER_ACCOUNTS = ("issued", "redeemed")
 
 
+def headroom_account(partner_id: str) -> str:
+    """CNY the partner may still issue (see partners.limits); never below zero."""
+    return str(ledger.Address.partner(partner_id, "headroom"))
+
+
+def exposure_account(partner_id: str) -> str:
+    """CNY value of the partner's issuance not yet settled."""
+    return str(ledger.Address.partner(partner_id, "exposure"))
+
+
+def _opening_accounts(partner_id: str) -> list[ledger.AccountSpec]:
+    return [
+        *(ledger.AccountSpec(str(ledger.Address.partner(partner_id, k))) for k in PARTNER_ACCOUNTS),
+        ledger.AccountSpec(headroom_account(partner_id), "CNY", non_negative=True),
+        ledger.AccountSpec(exposure_account(partner_id), "CNY", shards=1),
+    ]
+
+
 class PartnerNotFound(NotFound):
     code = "partner_not_found"
     title = "Unknown partner"
@@ -91,10 +109,7 @@ def create_partner(session: Session, partner_id: str, name: str, kind: PartnerKi
     ).first()
     if row is None:
         raise AlreadyExists(f"partner {partner_id} already exists")
-    ledger.open_accounts(
-        session,
-        [ledger.AccountSpec(str(ledger.Address.partner(partner_id, k))) for k in PARTNER_ACCOUNTS],
-    )
+    ledger.open_accounts(session, _opening_accounts(partner_id))
     return _partner(row)
 
 

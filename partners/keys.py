@@ -104,6 +104,8 @@ def generate_key(session: Session, partner_id: str, private_key_path: Path) -> P
         fd = os.open(private_key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError as exc:
         raise InvalidRequest(f"{private_key_path} exists; choose another file") from exc
+    except OSError as exc:
+        raise InvalidRequest(f"cannot write {private_key_path}: {exc.strerror}") from exc
     with os.fdopen(fd, "wb") as out:
         out.write(private_key_to_pem(private_key))
     return record

@@ -18,6 +18,7 @@ from clearinghouse.api.gate import PartnerGate
 from clearinghouse.config import get_settings
 from clearinghouse.database import make_engine, resolve_url, session_factory
 from clearinghouse.members import endpoints as member_endpoints
+from clearinghouse.points import endpoints as points_endpoints
 from partners import auth as partner_auth
 from partners import endpoints as partner_endpoints
 
@@ -70,6 +71,7 @@ def create_app(sessions: sessionmaker[Session] | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(partner_endpoints.router)
     app.include_router(member_endpoints.router)
+    app.include_router(points_endpoints.router)
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -58,9 +59,17 @@ def from_domain_error(exc: DomainError, instance: str | None = None) -> JSONResp
     return problem(exc.status, exc.code, exc.title, exc.detail, instance=instance, **exc.extensions)
 
 
-def http_problem(status: int, detail: str, instance: str | None = None) -> JSONResponse:
+def http_problem(
+    status: int,
+    detail: str,
+    instance: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
     code, title = HTTP_PROBLEMS.get(status, ("http_error", "HTTP error"))
-    return problem(status, code, title, detail, instance=instance)
+    response = problem(status, code, title, detail, instance=instance)
+    if headers:
+        response.headers.update(headers)
+    return response
 
 
 def install(app: FastAPI) -> None:
@@ -87,7 +96,8 @@ def install(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        return http_problem(exc.status_code, str(exc.detail), request.url.path)
+        # Headers such as Allow (405) belong to the answer.
+        return http_problem(exc.status_code, str(exc.detail), request.url.path, exc.headers)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)

@@ -21,11 +21,13 @@ from clearinghouse.ledger.errors import (
 from clearinghouse.ledger.posting import Entry, PostedEntry, Posting, post, transfer
 from clearinghouse.ledger.queries import (
     BalanceMismatch,
+    EntryPosting,
     StatementLine,
     StatementPage,
     TrialBalanceLine,
     balance,
     check_consistency,
+    entry_postings,
     statement,
     trial_balance,
 )
@@ -38,6 +40,7 @@ __all__ = [
     "AssetMismatch",
     "BalanceMismatch",
     "Entry",
+    "EntryPosting",
     "IdempotencyConflict",
     "InsufficientFunds",
     "InvalidEntry",
@@ -51,6 +54,7 @@ __all__ = [
     "UnknownAccount",
     "balance",
     "check_consistency",
+    "entry_postings",
     "get_account",
     "open_account",
     "open_accounts",

@@ -211,3 +211,20 @@ def check_consistency(session: Session) -> list[BalanceMismatch]:
         .order_by(accounts.c.address)
     ).all()
     return [BalanceMismatch(row[0], int(row[1]), int(row[2])) for row in rows]
+
+
+@dataclass(frozen=True)
+class EntryPosting:
+    address: str
+    asset: str
+    amount: int
+
+
+def entry_postings(session: Session, entry_id: int) -> list[EntryPosting]:
+    rows = session.execute(
+        select(accounts.c.address, postings.c.asset, postings.c.amount)
+        .join(accounts, accounts.c.id == postings.c.account_id)
+        .where(postings.c.entry_id == entry_id)
+        .order_by(postings.c.id)
+    )
+    return [EntryPosting(r.address, r.asset, r.amount) for r in rows]

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Path, Response, status
 from pydantic import BaseModel, Field
 
+from clearinghouse import ledger
 from clearinghouse.api.deps import PartnerAuth, ReadSession, WriteSession
 from clearinghouse.members import service
+from clearinghouse.points import wallet
+from clearinghouse.points.policy import rule_set_at
 
 router = APIRouter(prefix="/v1/members", tags=["members"])
 
 MEMBER_ID = r"^M[0-9A-Z]{12}$"
+MemberIdPath = Annotated[str, Path(pattern=MEMBER_ID, description="Coalition member id.")]
 
 
 class LinkMemberIn(BaseModel):
@@ -24,6 +30,9 @@ class LinkMemberIn(BaseModel):
         pattern=MEMBER_ID,
         description="A coalition member id the customer showed; omit it to enrol a new member.",
     )
+    birth_month: int | None = Field(
+        default=None, ge=1, le=12, description="For birthday-month offers; kept once given."
+    )
 
 
 class MemberLinkOut(BaseModel):
@@ -32,10 +41,21 @@ class MemberLinkOut(BaseModel):
     linked_at: datetime
 
 
+class TierOut(BaseModel):
+    tier: str
+    qualifying_points: int = Field(description="Points earned coalition-wide in the window.")
+    next_tier: str | None
+    points_to_next_tier: int | None
+    progress: Decimal = Field(description="Share of the way to the next tier, 0 to 1.")
+
+
 class MemberOut(BaseModel):
     member_id: str
     customer_ref: str
     available_points: int
+    held_points: int = Field(description="Reserved by open redemption holds.")
+    debt_points: int = Field(description="Owed after refunds of spent points; repaid first.")
+    tier: TierOut
 
 
 @router.post(
@@ -56,10 +76,21 @@ def link_member(
 
 
 @router.get("/{member_id}", summary="A linked member's points")
-def get_member(member_id: str, session: ReadSession, auth: PartnerAuth) -> MemberOut:
+def get_member(member_id: MemberIdPath, session: ReadSession, auth: PartnerAuth) -> MemberOut:
     link = service.linked_member(session, auth.partner_id, member_id)
+    now = datetime.now(UTC)
+    status = wallet.tier_status(session, member_id, now, rule_set_at(session, now))
     return MemberOut(
         member_id=link.member_id,
         customer_ref=link.customer_ref,
         available_points=service.available_points(session, member_id),
+        held_points=ledger.balance(session, wallet.held_account(member_id)),
+        debt_points=-ledger.balance(session, wallet.debt_account(member_id)),
+        tier=TierOut(
+            tier=status.tier,
+            qualifying_points=status.qualifying_points,
+            next_tier=status.next_tier,
+            points_to_next_tier=status.points_to_next_tier,
+            progress=status.progress,
+        ),
     )

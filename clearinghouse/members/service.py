@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -35,20 +35,46 @@ def _link(row: Row[tuple[object, ...]]) -> MemberLink:
     return MemberLink(**row._asdict())
 
 
+def available_account(member_id: str) -> str:
+    return str(ledger.Address.member(member_id, "available"))
+
+
+def held_account(member_id: str) -> str:
+    """Points reserved by open redemption holds."""
+    return str(ledger.Address.member(member_id, "held"))
+
+
+def debt_account(member_id: str) -> str:
+    """Points a member owes (a negative balance) after a refund of points already spent."""
+    return str(ledger.Address.member(member_id, "debt"))
+
+
+def member_accounts(member_id: str) -> list[ledger.AccountSpec]:
+    return [
+        ledger.AccountSpec(available_account(member_id)),
+        ledger.AccountSpec(held_account(member_id)),
+        ledger.AccountSpec(debt_account(member_id), non_negative=False),
+    ]
+
+
 def new_member_id() -> str:
     return "M" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
 
 
-def create_member(session: Session) -> str:
+def create_member(session: Session, birth_month: int | None = None) -> str:
     """A new coalition member with its points account; returns the member id."""
     member_id = new_member_id()
-    session.execute(members.insert().values(id=member_id))
-    ledger.open_account(session, ledger.Address.member(member_id))
+    session.execute(members.insert().values(id=member_id, birth_month=birth_month))
+    ledger.open_accounts(session, member_accounts(member_id))
     return member_id
 
 
 def link_member(
-    session: Session, partner_id: str, customer_ref: str, member_id: str | None = None
+    session: Session,
+    partner_id: str,
+    customer_ref: str,
+    member_id: str | None = None,
+    birth_month: int | None = None,
 ) -> tuple[MemberLink, bool]:
     """Link the partner's customer to a coalition member: the one given (a member who showed
     their coalition card), or a new one. Linking the same reference again returns the first
@@ -70,7 +96,7 @@ def link_member(
             raise Conflict(f"customer {customer_ref} is already linked to another member")
         return link, False
     if member_id is None:
-        member_id = create_member(session)
+        member_id = create_member(session, birth_month)
     elif session.execute(select(members.c.id).where(members.c.id == member_id)).first() is None:
         raise MemberNotFound(f"no member {member_id}")
     row = session.execute(
@@ -81,6 +107,12 @@ def link_member(
     ).first()
     if row is None:
         raise Conflict(f"member {member_id} is already linked to another of your customers")
+    if birth_month is not None:
+        session.execute(
+            update(members)
+            .where(members.c.id == member_id, members.c.birth_month.is_(None))
+            .values(birth_month=birth_month)
+        )
     return _link(row), True
 
 
@@ -98,4 +130,4 @@ def linked_member(session: Session, partner_id: str, member_id: str) -> MemberLi
 
 
 def available_points(session: Session, member_id: str) -> int:
-    return ledger.balance(session, ledger.Address.member(member_id))
+    return ledger.balance(session, available_account(member_id))

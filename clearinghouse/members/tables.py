@@ -7,6 +7,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     PrimaryKeyConstraint,
+    SmallInteger,
     Table,
     Text,
     UniqueConstraint,
@@ -20,7 +21,9 @@ members = Table(
     metadata,
     Column("id", Text, primary_key=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("birth_month", SmallInteger),
     CheckConstraint("id ~ '^M[0-9A-Z]{12}$'", name="id_format"),
+    CheckConstraint("birth_month BETWEEN 1 AND 12", name="birth_month_range"),
 )
 
 member_links = Table(

@@ -1,0 +1,84 @@
+"""`clearinghouse jobs ...` and `clearinghouse rules ...`: the recurring jobs, run by a
+scheduler (cron, a systemd timer) or by hand, and the versioned rule sets."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clearinghouse.api.app import purge_expired
+from clearinghouse.cli_support import fail, sessions, transaction
+from clearinghouse.points import holds, policy
+from settlement.expiry import expire_lots
+
+jobs_app = typer.Typer(help="Recurring jobs; each is safe to run twice or at once.")
+rules_app = typer.Typer(help="Earning rules and points policy, versioned.")
+
+
+@jobs_app.command("expire-lots")
+def expire() -> None:
+    """Move what is left of expired lots to coalition:breakage."""
+    run = expire_lots(sessions())
+    typer.echo(f"expired {run.points:,} points in {run.lots} lots of {run.members} members")
+
+
+@jobs_app.command("release-holds")
+def release_holds() -> None:
+    """Give back the points of holds past their expiry."""
+    with transaction() as session:
+        released = holds.release_expired(session)
+    typer.echo(f"released {released} expired holds")
+
+
+@jobs_app.command("purge")
+def purge() -> None:
+    """Forget request nonces and idempotency records past their retention."""
+    nonces, records = purge_expired(sessions())
+    typer.echo(f"purged {nonces} nonces and {records} idempotency records")
+
+
+@rules_app.command("show")
+def rules_show(
+    at: Annotated[datetime | None, typer.Option(help="An instant; now by default.")] = None,
+) -> None:
+    """The rule set in effect, as JSON."""
+    with transaction() as session:
+        rule_set = policy.rule_set_at(session, at or datetime.now(UTC))
+    typer.echo(
+        json.dumps(
+            {
+                "version": rule_set.version,
+                "effective_from": rule_set.effective_from.isoformat(),
+                "earning": rule_set.earning.model_dump(mode="json"),
+                "policy": rule_set.policy.model_dump(mode="json"),
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
+
+
+@rules_app.command("publish")
+def rules_publish(
+    document: Annotated[Path, typer.Argument(help='JSON: {"earning": {...}, "policy": {...}}')],
+    effective_from: Annotated[
+        datetime | None, typer.Option(help="ISO 8601 instant with offset; now by default.")
+    ] = None,
+) -> None:
+    """Publish the next version of the rules; earlier versions stay as they were."""
+    try:
+        content = json.loads(document.read_text())
+    except (OSError, ValueError) as exc:
+        raise fail(f"cannot read {document}: {exc}") from exc
+    with transaction() as session:
+        published = policy.publish(
+            session,
+            content.get("earning", {}),
+            content.get("policy", {}),
+            effective_from,
+        )
+    typer.echo(f"published rules v{published.version}, effective {published.effective_from}")

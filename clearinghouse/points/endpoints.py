@@ -1,0 +1,435 @@
+"""Partner API routes of the points lifecycle: purchases (accrual) and their refunds, holds,
+captures, voids and one-step redemptions, redemption refunds, lots and expiring points,
+referrals."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, status
+from pydantic import AwareDatetime, BaseModel, Field
+from sqlalchemy import func, select
+
+from clearinghouse.api.deps import PartnerAuth, ReadSession, WriteSession
+from clearinghouse.members.endpoints import MEMBER_ID, MemberIdPath
+from clearinghouse.members.service import linked_member
+from clearinghouse.members.tables import member_links
+from clearinghouse.points import accrual, holds, lots, referrals, refunds
+from clearinghouse.points.tables import point_lots, purchases
+
+router = APIRouter(prefix="/v1", tags=["points"])
+
+REF = r"^[A-Za-z0-9._:-]{1,64}$"
+
+
+def _idempotency_key(request: Request) -> str:
+    # The gate has already required and checked it on every POST.
+    return request.headers["idempotency-key"]
+
+
+IdempotencyKey = Annotated[str, Depends(_idempotency_key)]
+
+
+class PurchaseIn(BaseModel):
+    partner_txn_id: str = Field(pattern=REF, description="Your own id of the transaction.")
+    member_id: str = Field(pattern=MEMBER_ID)
+    store_id: str | None = None
+    amount_fen: int = Field(gt=0, le=10**12, description="Amount paid, in fen.")
+    currency: str = Field(default="CNY", pattern="^CNY$")
+    occurred_at: AwareDatetime
+
+
+class BreakdownLineOut(BaseModel):
+    rule: str
+    description: str
+    points: str
+
+
+class AccrualOut(BaseModel):
+    purchase_id: int
+    partner_txn_id: str
+    member_id: str
+    points: int
+    debt_repaid: int = Field(description="Points of this accrual that repaid a points debt.")
+    breakdown: list[BreakdownLineOut]
+    rules_version: int
+    rates_version: int
+    issue_value_fen: int
+    lot_expires_at: datetime | None
+    tier: str
+
+    @classmethod
+    def of(cls, r: accrual.AccrualResult) -> AccrualOut:
+        return cls(
+            purchase_id=r.purchase_id,
+            partner_txn_id=r.partner_txn_id,
+            member_id=r.member_id,
+            points=r.points,
+            debt_repaid=r.debt_repaid,
+            breakdown=[BreakdownLineOut(**line) for line in r.breakdown],
+            rules_version=r.rules_version,
+            rates_version=r.rates_version,
+            issue_value_fen=r.issue_value_fen,
+            lot_expires_at=r.lot_expires_at,
+            tier=r.tier,
+        )
+
+
+@router.post("/purchases", status_code=status.HTTP_201_CREATED, summary="Report a purchase")
+def report_purchase(body: PurchaseIn, session: WriteSession, auth: PartnerAuth) -> AccrualOut:
+    result = accrual.accrue(
+        session,
+        auth.partner_id,
+        accrual.PurchaseReport(
+            partner_txn_id=body.partner_txn_id,
+            member_id=body.member_id,
+            amount_fen=body.amount_fen,
+            occurred_at=body.occurred_at,
+            store_id=body.store_id,
+            currency=body.currency,
+        ),
+    )
+    return AccrualOut.of(result)
+
+
+class RefundIn(BaseModel):
+    refund_id: str = Field(pattern=REF, description="Your own id of this refund.")
+    amount_fen: int = Field(gt=0, le=10**12)
+
+
+class RefundOut(BaseModel):
+    partner_txn_id: str
+    refund_id: str
+    amount_fen: int
+    points: int = Field(description="Points clawed back in all.")
+    from_available: int
+    to_debt: int = Field(description="Points the member had spent: now owed as a debt.")
+    value_fen: int
+
+
+@router.post(
+    "/purchases/{partner_txn_id}/refunds",
+    status_code=status.HTTP_201_CREATED,
+    summary="Refund all or part of a purchase; its points are clawed back in proportion",
+)
+def refund_purchase(
+    partner_txn_id: str, body: RefundIn, session: WriteSession, auth: PartnerAuth
+) -> RefundOut:
+    r = refunds.refund_purchase(
+        session, auth.partner_id, partner_txn_id, body.refund_id, body.amount_fen
+    )
+    return RefundOut(
+        partner_txn_id=r.partner_txn_id,
+        refund_id=r.partner_refund_id,
+        amount_fen=r.amount_fen,
+        points=r.points,
+        from_available=r.from_available,
+        to_debt=r.to_debt,
+        value_fen=r.value_fen,
+    )
+
+
+class PurchaseOut(BaseModel):
+    partner_txn_id: str
+    member_id: str
+    store_id: str | None
+    amount_fen: int
+    occurred_at: datetime
+    points: int
+    refunded_fen: int
+    refunded_points: int
+    rules_version: int
+    rates_version: int
+    breakdown: list[BreakdownLineOut]
+
+
+@router.get("/purchases/{partner_txn_id}", summary="One of the partner's purchases")
+def get_purchase(partner_txn_id: str, session: ReadSession, auth: PartnerAuth) -> PurchaseOut:
+    row = session.execute(
+        select(purchases).where(
+            purchases.c.partner_id == auth.partner_id,
+            purchases.c.partner_txn_id == partner_txn_id,
+        )
+    ).first()
+    if row is None:
+        raise refunds.PurchaseNotFound(f"no purchase {partner_txn_id}")
+    return PurchaseOut(
+        partner_txn_id=row.partner_txn_id,
+        member_id=row.member_id,
+        store_id=row.store_id,
+        amount_fen=row.amount_fen,
+        occurred_at=row.occurred_at,
+        points=row.points,
+        refunded_fen=row.refunded_fen,
+        refunded_points=row.refunded_points,
+        rules_version=row.rules_version,
+        rates_version=row.rates_version,
+        breakdown=[BreakdownLineOut(**line) for line in row.breakdown],
+    )
+
+
+class HoldIn(BaseModel):
+    member_id: str = Field(pattern=MEMBER_ID)
+    points: int = Field(gt=0, le=10**12)
+    store_id: str | None = None
+    partner_ref: str | None = Field(default=None, pattern=REF)
+    expires_in_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
+
+
+class RedeemIn(BaseModel):
+    member_id: str = Field(pattern=MEMBER_ID)
+    points: int = Field(gt=0, le=10**12)
+    store_id: str | None = None
+    partner_ref: str | None = Field(default=None, pattern=REF)
+
+
+class HoldOut(BaseModel):
+    hold_id: str
+    member_id: str
+    store_id: str | None
+    partner_ref: str | None
+    points: int
+    captured: int
+    refunded: int
+    state: str
+    value_fen: int = Field(description="Cash value of the held (or captured) points.")
+    rates_version: int
+    expires_at: datetime
+    created_at: datetime
+    closed_at: datetime | None
+
+    @classmethod
+    def of(cls, h: holds.Hold) -> HoldOut:
+        return cls(
+            hold_id=h.id,
+            member_id=h.member_id,
+            store_id=h.store_id,
+            partner_ref=h.partner_ref,
+            points=h.amount,
+            captured=h.captured,
+            refunded=h.refunded,
+            state=h.state,
+            value_fen=h.value_fen,
+            rates_version=h.rates_version,
+            expires_at=h.expires_at,
+            created_at=h.created_at,
+            closed_at=h.closed_at,
+        )
+
+
+@router.post("/holds", status_code=status.HTTP_201_CREATED, summary="Reserve points")
+def place_hold(
+    body: HoldIn, session: WriteSession, auth: PartnerAuth, key: IdempotencyKey
+) -> HoldOut:
+    return HoldOut.of(
+        holds.place_hold(
+            session,
+            auth.partner_id,
+            body.member_id,
+            body.points,
+            key=key,
+            store_id=body.store_id,
+            partner_ref=body.partner_ref,
+            minutes=body.expires_in_minutes,
+        )
+    )
+
+
+@router.get("/holds/{hold_id}", summary="One of the partner's holds")
+def get_hold(hold_id: str, session: ReadSession, auth: PartnerAuth) -> HoldOut:
+    return HoldOut.of(holds.get_hold(session, auth.partner_id, hold_id))
+
+
+class CaptureIn(BaseModel):
+    points: int | None = Field(default=None, gt=0, description="Omit to capture all.")
+
+
+@router.post("/holds/{hold_id}/capture", summary="Capture all or part of a hold")
+def capture_hold(
+    hold_id: str, body: CaptureIn, session: WriteSession, auth: PartnerAuth
+) -> HoldOut:
+    return HoldOut.of(holds.capture(session, auth.partner_id, hold_id, body.points))
+
+
+@router.post("/holds/{hold_id}/void", summary="Release a hold's points to the member")
+def void_hold(hold_id: str, session: WriteSession, auth: PartnerAuth) -> HoldOut:
+    return HoldOut.of(holds.void(session, auth.partner_id, hold_id))
+
+
+@router.post(
+    "/redemptions", status_code=status.HTTP_201_CREATED, summary="Redeem points in one step"
+)
+def redeem(
+    body: RedeemIn, session: WriteSession, auth: PartnerAuth, key: IdempotencyKey
+) -> HoldOut:
+    return HoldOut.of(
+        holds.redeem(
+            session,
+            auth.partner_id,
+            body.member_id,
+            body.points,
+            key=key,
+            store_id=body.store_id,
+            partner_ref=body.partner_ref,
+        )
+    )
+
+
+class RedemptionRefundIn(BaseModel):
+    points: int = Field(gt=0, le=10**12)
+
+
+class RedemptionRefundOut(BaseModel):
+    hold_id: str
+    points: int
+    refunded_total: int
+
+
+@router.post(
+    "/holds/{hold_id}/refunds",
+    status_code=status.HTTP_201_CREATED,
+    summary="Refund points of a captured redemption to the member, with their lots' expiry",
+)
+def refund_redemption(
+    hold_id: str,
+    body: RedemptionRefundIn,
+    session: WriteSession,
+    auth: PartnerAuth,
+    key: IdempotencyKey,
+) -> RedemptionRefundOut:
+    r = refunds.refund_redemption(session, auth.partner_id, hold_id, body.points, key=key)
+    return RedemptionRefundOut(hold_id=r.hold_id, points=r.points, refunded_total=r.refunded_total)
+
+
+class LotOut(BaseModel):
+    earned_at: datetime
+    expires_at: datetime
+    points: int
+    source: str
+
+
+class ExpiringOut(BaseModel):
+    member_id: str
+    days: int
+    points: int
+    lots: list[LotOut]
+
+
+@router.get("/members/{member_id}/lots", summary="A linked member's points by lot")
+def member_lots(member_id: MemberIdPath, session: ReadSession, auth: PartnerAuth) -> list[LotOut]:
+    linked_member(session, auth.partner_id, member_id)
+    return [
+        LotOut(
+            earned_at=lot.earned_at,
+            expires_at=lot.expires_at,
+            points=lot.remaining,
+            source=lot.source,
+        )
+        for lot in lots.open_lots(session, member_id)
+    ]
+
+
+Days = Annotated[int, Query(ge=1, le=3660)]
+
+
+@router.get("/members/{member_id}/expiring", summary="A linked member's points expiring soon")
+def member_expiring(
+    member_id: MemberIdPath, session: ReadSession, auth: PartnerAuth, days: Days = 30
+) -> ExpiringOut:
+    linked_member(session, auth.partner_id, member_id)
+    horizon = datetime.now(UTC) + timedelta(days=days)
+    due = [lot for lot in lots.open_lots(session, member_id) if lot.expires_at <= horizon]
+    return ExpiringOut(
+        member_id=member_id,
+        days=days,
+        points=sum(lot.remaining for lot in due),
+        lots=[
+            LotOut(
+                earned_at=lot.earned_at,
+                expires_at=lot.expires_at,
+                points=lot.remaining,
+                source=lot.source,
+            )
+            for lot in due
+        ],
+    )
+
+
+class ExpiringMemberOut(BaseModel):
+    member_id: str
+    customer_ref: str
+    points: int
+    first_expiry: datetime
+
+
+@router.get(
+    "/expiring-members",
+    summary="Members linked to the partner with points expiring soon (for reminder pushes)",
+)
+def expiring_members(
+    session: ReadSession,
+    auth: PartnerAuth,
+    days: Days = 30,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[str | None, Query(description="member_id to continue after")] = None,
+) -> list[ExpiringMemberOut]:
+    horizon = datetime.now(UTC) + timedelta(days=days)
+    query: Any = (
+        select(
+            member_links.c.member_id,
+            member_links.c.customer_ref,
+            func.sum(point_lots.c.remaining).label("points"),
+            func.min(point_lots.c.expires_at).label("first_expiry"),
+        )
+        .join(point_lots, point_lots.c.member_id == member_links.c.member_id)
+        .where(
+            member_links.c.partner_id == auth.partner_id,
+            point_lots.c.remaining > 0,
+            point_lots.c.expires_at <= horizon,
+        )
+        .group_by(member_links.c.member_id, member_links.c.customer_ref)
+        .order_by(member_links.c.member_id)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(member_links.c.member_id > after)
+    return [
+        ExpiringMemberOut(
+            member_id=r.member_id,
+            customer_ref=r.customer_ref,
+            points=int(r.points),
+            first_expiry=r.first_expiry,
+        )
+        for r in session.execute(query)
+    ]
+
+
+class ReferralIn(BaseModel):
+    inviter_member_id: str = Field(pattern=MEMBER_ID)
+    invitee_member_id: str = Field(pattern=MEMBER_ID)
+
+
+class ReferralOut(BaseModel):
+    inviter_member_id: str
+    invitee_member_id: str
+    registered_at: datetime
+    bonus_paid: bool
+
+
+@router.post(
+    "/referrals",
+    status_code=status.HTTP_201_CREATED,
+    summary="Register that one member invited another; the inviter earns a bonus at the "
+    "invitee's first purchase",
+)
+def register_referral(body: ReferralIn, session: WriteSession, auth: PartnerAuth) -> ReferralOut:
+    r = referrals.register_referral(
+        session, auth.partner_id, body.inviter_member_id, body.invitee_member_id
+    )
+    return ReferralOut(
+        inviter_member_id=r.inviter_member_id,
+        invitee_member_id=r.invitee_member_id,
+        registered_at=r.registered_at,
+        bonus_paid=r.bonus_entry_id is not None,
+    )

@@ -1,0 +1,126 @@
+"""Referral bonus (seed 001): a partner registers that member A invited member B; when B
+completes a first purchase anywhere in the coalition, A receives the configured bonus, once,
+funded by the configured partner or the coalition."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from clearinghouse import ledger
+from clearinghouse.config import get_settings
+from clearinghouse.errors import Conflict, InvalidRequest
+from clearinghouse.members.service import linked_member
+from clearinghouse.points import lots, wallet
+from clearinghouse.points.policy import RuleSet
+from clearinghouse.points.tables import purchases, referrals
+
+
+@dataclass(frozen=True)
+class Referral:
+    inviter_member_id: str
+    invitee_member_id: str
+    registered_at: datetime
+    bonus_entry_id: int | None
+
+
+def register_referral(
+    session: Session, partner_id: str, inviter_member_id: str, invitee_member_id: str
+) -> Referral:
+    linked_member(session, partner_id, inviter_member_id)
+    linked_member(session, partner_id, invitee_member_id)
+    if inviter_member_id == invitee_member_id:
+        raise InvalidRequest("a member cannot invite themself")
+    wallet.lock_member(session, invitee_member_id)
+    bought = session.execute(
+        select(func.count()).where(purchases.c.member_id == invitee_member_id)
+    ).scalar_one()
+    if bought:
+        raise Conflict("the invitee has already made a purchase: only new members are referred")
+    reverse = session.execute(
+        select(referrals.c.invitee_member_id).where(
+            referrals.c.invitee_member_id == inviter_member_id,
+            referrals.c.inviter_member_id == invitee_member_id,
+        )
+    ).first()
+    if reverse is not None:
+        raise Conflict("the invitee invited the inviter: referrals cannot go both ways")
+    row = session.execute(
+        insert(referrals)
+        .values(
+            invitee_member_id=invitee_member_id,
+            inviter_member_id=inviter_member_id,
+            partner_id=partner_id,
+        )
+        .on_conflict_do_nothing()
+        .returning(referrals)
+    ).first()
+    if row is None:
+        existing = session.execute(
+            select(referrals).where(referrals.c.invitee_member_id == invitee_member_id)
+        ).one()
+        if existing.inviter_member_id != inviter_member_id:
+            raise Conflict("the invitee was already referred by another member")
+        row = existing
+    return Referral(
+        row.inviter_member_id, row.invitee_member_id, row.registered_at, row.bonus_entry_id
+    )
+
+
+def pay_referral_bonus(session: Session, member_id: str, rules: RuleSet) -> int | None:
+    """After `member_id`'s purchase: pay the inviter's bonus if this was the first purchase.
+    Returns the bonus entry id when one was posted."""
+    referral = session.execute(
+        select(referrals)
+        .where(referrals.c.invitee_member_id == member_id, referrals.c.bonus_entry_id.is_(None))
+        .with_for_update()
+    ).first()
+    if referral is None:
+        return None
+    count = session.execute(
+        select(func.count()).where(purchases.c.member_id == member_id, purchases.c.points > 0)
+    ).scalar_one()
+    bonus = rules.policy.referral_bonus_points
+    if count != 1 or bonus == 0:
+        return None
+    inviter = wallet.lock_member(session, referral.inviter_member_id).id
+    funder = rules.policy.referral_funder
+    source = (
+        "coalition:bonus"
+        if funder == "coalition"
+        else str(ledger.Address.partner(funder, "issued"))
+    )
+    now = datetime.now(UTC)
+    posted = ledger.post(
+        session,
+        ledger.transfer(
+            kind="referral_bonus",
+            origin="coalition",
+            idempotency_key=f"referral:{member_id}",
+            source=source,
+            destination=wallet.available_account(inviter),
+            amount=bonus,
+            occurred_at=now,
+            metadata={"invitee": member_id, "inviter": inviter, "rules_version": rules.version},
+        ),
+    )
+    lots.create_lot(
+        session,
+        member_id=inviter,
+        source="referral",
+        issuer_partner_id=None if funder == "coalition" else funder,
+        entry_id=posted.id,
+        earned_at=now,
+        expires_at=lots.expiry_for(now, rules.policy.expiry_months, get_settings().zone),
+        amount=bonus,
+    )
+    session.execute(
+        update(referrals)
+        .where(referrals.c.invitee_member_id == member_id)
+        .values(bonus_entry_id=posted.id)
+    )
+    return posted.id
