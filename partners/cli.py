@@ -27,11 +27,21 @@ def partner_create(
     kind: Annotated[
         str, typer.Option(help="online_merchant, store_chain, programme or charity.")
     ] = "online_merchant",
+    asset: Annotated[
+        str | None, typer.Option(help="A programme's points asset code (default: from the id).")
+    ] = None,
 ) -> None:
     """Register a partner and open its ledger accounts."""
     with transaction() as session:
-        partner = directory.create_partner(session, partner_id, name, kind)  # type: ignore[arg-type]
-    typer.echo(f"created partner {partner.id} ({partner.kind})")
+        partner = directory.create_partner(
+            session,
+            partner_id,
+            name,
+            kind,  # type: ignore[arg-type]
+            programme_asset=asset,
+        )
+    extra = f", points asset {partner.programme_asset}" if partner.programme_asset else ""
+    typer.echo(f"created partner {partner.id} ({partner.kind}{extra})")
 
 
 @partner_app.command("list")

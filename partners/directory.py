@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from clearinghouse import ledger
 from clearinghouse.errors import AlreadyExists, InvalidRequest, NotFound
+from clearinghouse.ledger.tables import assets
 from partners.tables import PARTNER_KINDS, SLUG_PATTERN, partners, stores
 
 PartnerKind = Literal["online_merchant", "store_chain", "programme", "charity"]
@@ -20,6 +21,7 @@ Channel = Literal["online", "offline", "terminal"]
 Status = Literal["active", "suspended"]
 
 _SLUG = re.compile(SLUG_PATTERN)
+_ASSET = re.compile(r"^[A-Z][A-Z0-9_]{1,15}$")
 
 # Every partner has these point accounts from the start: points it issued (a negative balance,
 # what it owes for), and points it honoured at redemption (what it is owed for).
@@ -62,6 +64,7 @@ class Partner:
     status: str
     created_at: datetime
     status_changed_at: datetime | None
+    programme_asset: str | None
 
 
 @dataclass(frozen=True)
@@ -94,22 +97,65 @@ def _check_slug(value: str, what: str) -> None:
         )
 
 
-def create_partner(session: Session, partner_id: str, name: str, kind: PartnerKind) -> Partner:
-    """Register a partner and open its ledger accounts."""
+def programme_account(partner_id: str) -> str:
+    """The programme's side of its own points in the ledger (points exchange)."""
+    return str(ledger.Address.partner(partner_id, "programme"))
+
+
+def exchange_account(asset: str) -> str:
+    """The coalition's holding of a programme's points, taken in by exchanges."""
+    return str(ledger.Address.coalition(f"exchange:{asset.lower()}"))
+
+
+def _default_asset(partner_id: str) -> str:
+    return ("P_" + re.sub(r"[^A-Z0-9]", "_", partner_id.upper()))[:16]
+
+
+def create_partner(
+    session: Session,
+    partner_id: str,
+    name: str,
+    kind: PartnerKind,
+    *,
+    programme_asset: str | None = None,
+) -> Partner:
+    """Register a partner and open its ledger accounts. A partner programme's own points
+    become a ledger asset (`programme_asset`, derived from the id unless given)."""
     _check_slug(partner_id, "partner id")
     if kind not in PARTNER_KINDS:
         raise InvalidRequest(f"partner kind must be one of {', '.join(PARTNER_KINDS)}")
     if not name.strip():
         raise InvalidRequest("a partner needs a name")
+    asset = None
+    if kind == "programme":
+        asset = programme_asset or _default_asset(partner_id)
+        if not _ASSET.match(asset):
+            raise InvalidRequest(f"asset code {asset!r}: 2-16 of A-Z, 0-9, '_', from a letter")
+        taken = session.execute(
+            insert(assets)
+            .values(code=asset, name=f"{name.strip()} points", unit="point")
+            .on_conflict_do_nothing()
+            .returning(assets.c.code)
+        ).first()
+        if taken is None:
+            raise AlreadyExists(f"asset {asset} exists; give the programme another asset code")
+    elif programme_asset is not None:
+        raise InvalidRequest("only partner programmes have an asset of their own")
     row = session.execute(
         insert(partners)
-        .values(id=partner_id, name=name.strip(), kind=kind)
+        .values(id=partner_id, name=name.strip(), kind=kind, programme_asset=asset)
         .on_conflict_do_nothing()
         .returning(*partners.c)
     ).first()
     if row is None:
         raise AlreadyExists(f"partner {partner_id} already exists")
-    ledger.open_accounts(session, _opening_accounts(partner_id))
+    specs = _opening_accounts(partner_id)
+    if asset is not None:
+        specs += [
+            ledger.AccountSpec(programme_account(partner_id), asset),
+            ledger.AccountSpec(exchange_account(asset), asset),
+        ]
+    ledger.open_accounts(session, specs)
     return _partner(row)
 
 

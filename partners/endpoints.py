@@ -20,6 +20,7 @@ class PartnerOut(BaseModel):
     name: str
     kind: str
     status: str
+    programme_asset: str | None
 
 
 class RatesOut(BaseModel):
@@ -72,7 +73,13 @@ def _store_out(store: directory.Store) -> StoreOut:
 @router.get("/partner", summary="The calling partner")
 def get_partner(session: ReadSession, auth: PartnerAuth) -> PartnerOut:
     partner = directory.get_partner(session, auth.partner_id)
-    return PartnerOut(id=partner.id, name=partner.name, kind=partner.kind, status=partner.status)
+    return PartnerOut(
+        id=partner.id,
+        name=partner.name,
+        kind=partner.kind,
+        status=partner.status,
+        programme_asset=partner.programme_asset,
+    )
 
 
 @router.get("/partner/rates", summary="The partner's conversion rates: in effect now, and all")

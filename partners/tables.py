@@ -31,7 +31,12 @@ partners = Table(
     Column("status", Text, nullable=False, server_default=text("'active'")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("status_changed_at", DateTime(timezone=True)),
+    # A partner programme's own points are an asset of the ledger.
+    Column("programme_asset", Text, ForeignKey("assets.code"), unique=True),
     CheckConstraint(f"id ~ '{SLUG_PATTERN}'", name="id_format"),
+    CheckConstraint(
+        "(kind = 'programme') = (programme_asset IS NOT NULL)", name="programme_asset_present"
+    ),
     CheckConstraint(
         "kind IN ('online_merchant', 'store_chain', 'programme', 'charity')", name="kind_known"
     ),

@@ -5,7 +5,8 @@ referrals."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, status
 from pydantic import AwareDatetime, BaseModel, Field
@@ -15,7 +16,7 @@ from clearinghouse.api.deps import PartnerAuth, ReadSession, WriteSession
 from clearinghouse.members.endpoints import MEMBER_ID, MemberIdPath
 from clearinghouse.members.service import linked_member
 from clearinghouse.members.tables import member_links
-from clearinghouse.points import accrual, holds, lots, referrals, refunds
+from clearinghouse.points import accrual, exchange, holds, lots, referrals, refunds
 from clearinghouse.points.tables import point_lots, purchases
 
 router = APIRouter(prefix="/v1", tags=["points"])
@@ -432,4 +433,50 @@ def register_referral(body: ReferralIn, session: WriteSession, auth: PartnerAuth
         invitee_member_id=r.invitee_member_id,
         registered_at=r.registered_at,
         bonus_paid=r.bonus_entry_id is not None,
+    )
+
+
+class ExchangeIn(BaseModel):
+    member_id: str = Field(pattern=MEMBER_ID)
+    direction: Literal["in", "out"] = Field(
+        description="in: programme points to coalition points; out: the reverse."
+    )
+    points: int = Field(
+        gt=0, le=10**12, description="Programme points going in, or coalition points going out."
+    )
+
+
+class ExchangeOut(BaseModel):
+    direction: str
+    member_id: str
+    programme_asset: str
+    programme_points: int
+    coalition_points: int
+    fee_points: int
+    rounding_points: int
+    rate: Decimal
+    rates_version: int
+
+
+@router.post(
+    "/exchanges",
+    status_code=status.HTTP_201_CREATED,
+    summary="Exchange a member's points between the partner's programme and the coalition",
+)
+def exchange_points(
+    body: ExchangeIn, session: WriteSession, auth: PartnerAuth, key: IdempotencyKey
+) -> ExchangeOut:
+    e = exchange.exchange(
+        session, auth.partner_id, body.member_id, body.direction, body.points, key=key
+    )
+    return ExchangeOut(
+        direction=e.direction,
+        member_id=e.member_id,
+        programme_asset=e.programme_asset,
+        programme_points=e.programme_points,
+        coalition_points=e.coalition_points,
+        fee_points=e.fee_points,
+        rounding_points=e.rounding_points,
+        rate=e.rate,
+        rates_version=e.rates_version,
     )

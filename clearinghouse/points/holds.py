@@ -101,6 +101,10 @@ def place_hold(
             metadata={"member_id": member_id, "store_id": store_id, "partner_ref": partner_ref},
         ),
     )
+    if posted.replayed:
+        # The same request again (its idempotency key reached the ledger): the first hold.
+        first = session.execute(select(holds).where(holds.c.hold_entry_id == posted.id)).one()
+        return _hold(first)
     lots.consume(session, member_id, points, posted.id)
     hold_id = "H" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(15))
     row = session.execute(

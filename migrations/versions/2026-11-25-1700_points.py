@@ -366,6 +366,18 @@ def upgrade() -> None:
             name=op.f("refunds_purchase_id_partner_refund_id_key"),
         ),
     )
+    op.add_column("partners", sa.Column("programme_asset", sa.Text(), nullable=True))
+    op.create_foreign_key(
+        op.f("partners_programme_asset_fkey"), "partners", "assets", ["programme_asset"], ["code"]
+    )
+    op.create_unique_constraint(
+        op.f("partners_programme_asset_key"), "partners", ["programme_asset"]
+    )
+    op.create_check_constraint(
+        op.f("partners_programme_asset_present_check"),
+        "partners",
+        "(kind = 'programme') = (programme_asset IS NOT NULL)",
+    )
     op.add_column("members", sa.Column("birth_month", sa.SmallInteger(), nullable=True))
     op.create_check_constraint(
         op.f("members_birth_month_range_check"), "members", "birth_month BETWEEN 1 AND 12"
@@ -385,6 +397,7 @@ def upgrade() -> None:
         """
         INSERT INTO accounts (address, asset, owner_type, owner_id, kind, non_negative, shards)
         VALUES ('coalition:bonus', 'PTS', 'coalition', NULL, 'bonus', false, 16),
+               ('coalition:fees', 'PTS', 'coalition', NULL, 'fees', false, 16),
                ('coalition:credit_lines', 'CNY', 'coalition', NULL, 'credit_lines', false, 16);
         """
     )
@@ -392,13 +405,15 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute(
-        "DELETE FROM account_balances WHERE account_id IN "
-        "(SELECT id FROM accounts WHERE address IN ('coalition:bonus', 'coalition:credit_lines'))"
+        "DELETE FROM account_balances WHERE account_id IN (SELECT id FROM accounts WHERE address "
+        "IN ('coalition:bonus', 'coalition:fees', 'coalition:credit_lines'))"
     )
     op.execute(
-        "DELETE FROM accounts WHERE address IN ('coalition:bonus', 'coalition:credit_lines')"
+        "DELETE FROM accounts WHERE address IN "
+        "('coalition:bonus', 'coalition:fees', 'coalition:credit_lines')"
     )
     op.drop_column("members", "birth_month")
+    op.drop_column("partners", "programme_asset")
     op.drop_table("refunds")
     op.drop_index("ix_purchases_member_id_occurred_at", table_name="purchases")
     op.drop_table("purchases")

@@ -1,0 +1,168 @@
+"""Points exchange (异业 interoperability): a member converts a partner programme's own points
+into coalition points and back, at the programme's effective-dated exchange rate (coalition
+points per programme point), with the fee, minimum and maximum of the points policy.
+
+In: the programme hands N of its points to the coalition (asset of the programme) and issues
+floor(N x rate) coalition points, like an accrual (against its issuance limit, creating a lot);
+the fee, rounded half-even, goes to `coalition:fees`, the rest to the member.
+Out: the member gives M coalition points; the fee (half-even) goes to `coalition:fees`; the
+programme honours the rest like a redemption, paying out K = floor(rest / rate) of its points;
+the coalition points that do not make up a whole programme point go to `coalition:rounding`.
+Each asset balances within the entry. Going in and out again never yields more than went in."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from typing import Literal
+
+from sqlalchemy.orm import Session
+
+from clearinghouse import ledger
+from clearinghouse.config import get_settings
+from clearinghouse.errors import InvalidRequest
+from clearinghouse.members.service import linked_member
+from clearinghouse.points import lots, wallet
+from clearinghouse.points.accrual import IssuanceLimitExceeded, money
+from clearinghouse.points.policy import rule_set_at
+from partners import directory, rates
+
+FEES = "coalition:fees"
+ROUNDING = "coalition:rounding"
+
+Direction = Literal["in", "out"]
+
+
+@dataclass(frozen=True)
+class Exchange:
+    direction: Direction
+    member_id: str
+    programme_asset: str
+    programme_points: int
+    coalition_points: int
+    fee_points: int
+    rounding_points: int
+    rate: Decimal
+    rates_version: int
+    entry_id: int
+
+
+def _whole(value: Decimal, rounding: str) -> int:
+    return int(value.to_integral_value(rounding=rounding))
+
+
+def exchange(
+    session: Session,
+    partner_id: str,
+    member_id: str,
+    direction: Direction,
+    points: int,
+    *,
+    key: str,
+) -> Exchange:
+    """`points` are programme points going in, or coalition points going out."""
+    partner = directory.get_partner(session, partner_id)
+    if partner.programme_asset is None:
+        raise InvalidRequest(f"partner {partner_id} is not a partner programme")
+    linked_member(session, partner_id, member_id)
+    now = datetime.now(UTC)
+    policy = rule_set_at(session, now).policy
+    terms = policy.exchange_terms(partner_id)
+    if not terms.min_points <= points <= terms.max_points:
+        raise InvalidRequest(
+            f"an exchange moves {terms.min_points} to {terms.max_points} points at a time"
+        )
+    partner_rates = rates.rates_at(session, partner_id, now)
+    rate = partner_rates.exchange_rate
+    assert rate is not None  # a programme's rates always carry one
+    fee_share = terms.fee_percent / 100
+    asset = partner.programme_asset
+    wallet.lock_member(session, member_id)
+    member = wallet.available_account(member_id)
+    programme = directory.programme_account(partner_id)
+    held = directory.exchange_account(asset)
+    origin = f"partner:{partner_id}"
+    if direction == "in":
+        gross = _whole(points * rate, ROUND_FLOOR)
+        fee = _whole(gross * fee_share, ROUND_HALF_EVEN)
+        net = gross - fee
+        if net <= 0:
+            raise InvalidRequest("too few programme points to make one coalition point")
+        value = money(partner_rates.issue_price * gross)
+        legs = [
+            ledger.Posting(programme, -points, asset),
+            ledger.Posting(held, points, asset),
+            ledger.Posting(str(ledger.Address.partner(partner_id, "issued")), -gross),
+            ledger.Posting(member, net),
+            ledger.Posting(FEES, fee),
+            ledger.Posting(directory.headroom_account(partner_id), -value, "CNY"),
+            ledger.Posting(directory.exposure_account(partner_id), value, "CNY"),
+        ]
+        programme_points, coalition_points, rounding = points, net, 0
+    else:
+        fee = _whole(points * fee_share, ROUND_HALF_EVEN)
+        payout = _whole((points - fee) / rate, ROUND_FLOOR)
+        if payout <= 0:
+            raise InvalidRequest("too few coalition points to make one programme point")
+        used = math.ceil(payout * rate)
+        rounding = points - fee - used
+        legs = [
+            ledger.Posting(member, -points),
+            ledger.Posting(FEES, fee),
+            ledger.Posting(str(ledger.Address.partner(partner_id, "redeemed")), used),
+            ledger.Posting(ROUNDING, rounding),
+            ledger.Posting(held, -payout, asset),
+            ledger.Posting(programme, payout, asset),
+        ]
+        programme_points, coalition_points = payout, points
+    try:
+        posted = ledger.post(
+            session,
+            ledger.Entry(
+                kind=f"exchange_{direction}",
+                origin=origin,
+                idempotency_key=f"exchange:{key}",
+                postings=[leg for leg in legs if leg.amount],
+                occurred_at=now,
+                metadata={
+                    "member_id": member_id,
+                    "rate": rate,
+                    "rates_version": partner_rates.version,
+                    "fee_percent": terms.fee_percent,
+                },
+            ),
+        )
+    except ledger.InsufficientFunds as exc:
+        if exc.account == directory.headroom_account(partner_id):
+            raise IssuanceLimitExceeded(
+                f"the exchange would exceed partner {partner_id}'s issuance limit"
+            ) from exc
+        raise
+    if not posted.replayed:
+        if direction == "in":
+            lots.create_lot(
+                session,
+                member_id=member_id,
+                source="exchange",
+                issuer_partner_id=partner_id,
+                entry_id=posted.id,
+                earned_at=now,
+                expires_at=lots.expiry_for(now, policy.expiry_months, get_settings().zone),
+                amount=coalition_points,
+            )
+        else:
+            lots.consume(session, member_id, points, posted.id)
+    return Exchange(
+        direction=direction,
+        member_id=member_id,
+        programme_asset=asset,
+        programme_points=programme_points,
+        coalition_points=coalition_points,
+        fee_points=fee,
+        rounding_points=rounding,
+        rate=rate,
+        rates_version=partner_rates.version,
+        entry_id=posted.id,
+    )
