@@ -61,3 +61,34 @@ def funded_member(session: Session, points: int) -> str:
         address = member(session)
         accrue(session, partner(session), address, points)
     return address
+
+
+def store(session: Session, asset: str = "PTS", kind: str = "till") -> str:
+    """A new store's (single-row, unguarded) account address holding `asset`."""
+    address = str(ledger.Address.store(unique_id("s"), kind))
+    ledger.open_account(session, address, asset)
+    return address
+
+
+def cny_account(session: Session) -> str:
+    """A new partner's (sharded) CNY payable account address."""
+    address = str(ledger.Address.partner(unique_id("p"), "payable"))
+    ledger.open_account(session, address, "CNY")
+    return address
+
+
+def entry(
+    *legs: tuple[str, int] | tuple[str, int, str],
+    kind: str = "test",
+    origin: str = "test",
+    idempotency_key: str | None = None,
+    occurred_at: datetime | None = None,
+) -> ledger.Entry:
+    """An entry with one posting per leg: (address, amount) in PTS or (address, amount, asset)."""
+    return ledger.Entry(
+        kind=kind,
+        origin=origin,
+        idempotency_key=idempotency_key or key(),
+        postings=tuple(ledger.Posting(*leg) for leg in legs),
+        occurred_at=occurred_at or now(),
+    )

@@ -108,7 +108,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
         recorded_at = datetime.fromisoformat(stamp)
         if recorded_at.tzinfo is None:
             raise ValueError("naive time")
-        return recorded_at, int(posting_id)
+        number = int(posting_id)
+        if not 1 <= number <= 2**63 - 1:
+            raise ValueError("posting id out of range")
+        return recorded_at, number
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidEntry(f"malformed statement cursor {cursor!r}") from exc
 
