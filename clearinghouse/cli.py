@@ -16,6 +16,7 @@ from clearinghouse.cli_support import fail, points, transaction
 from clearinghouse.config import get_settings
 from clearinghouse.database import make_engine, resolve_url, session_factory
 from clearinghouse.jobs_cli import jobs_app, rules_app
+from clearinghouse.points import lots
 from partners.cli import key_app, partner_app, store_app
 
 app = typer.Typer(help="Coalition loyalty-points clearing house.", no_args_is_help=True)
@@ -132,26 +133,48 @@ def ledger_check() -> None:
 
 @app.command()
 def demo() -> None:
-    """Start the database (embedded unless DATABASE_URL is set), migrate it, post a small day
-    of coalition traffic and print the trial balance."""
-    url = resolve_url(get_settings())
+    """Start the database (embedded unless DATABASE_URL is set), migrate it, and run a small
+    coalition day through the signed partner API; print what happened and the trial balance."""
+    settings = get_settings()
+    url = resolve_url(settings)
     migrate.upgrade(url)
-    factory = session_factory(make_engine(url, pool_size=1))
-    with factory() as session, session.begin():
-        result = demo_module.run(session)
-    typer.echo(f"posted {result.posted} entries ({result.replayed} already posted, replayed)")
+    factory = session_factory(make_engine(url, pool_size=4))
+    day = demo_module.run(factory, settings.home.expanduser())
+    accrual, redemption, member = day.accrual, day.redemption, day.member
+    typer.echo(f"member {day.member_id} (Alice), linked at the tea house and the book chain")
+    typer.echo(
+        f"\nteahouse: purchase of {accrual['partner_txn_id']} for 520.00 yuan earned "
+        f"{points(accrual['points'])} points (rules v{accrual['rules_version']})"
+    )
+    for line in accrual["breakdown"]:
+        typer.echo(f"  {line['rule']:<22} {line['points']:>10}  {line['description']}")
+    typer.echo(
+        f"\nbookchain: redeemed {points(redemption['captured'])} points as "
+        f"{redemption['value_fen'] / 100:,.2f} yuan (hold {redemption['hold_id']}, "
+        f"{redemption['state']})"
+    )
+    typer.echo(
+        f"\nAlice: {points(member['available_points'])} points available, tier "
+        f"{member['tier']['tier']}, {points(member['tier']['points_to_next_tier'] or 0)} "
+        "points to the next tier"
+    )
+    for lot in day.lots:
+        typer.echo(f"  lot of {points(lot['points'])} points expiring {lot['expires_at']}")
     with factory() as session:
-        typer.echo("\nbalances")
-        for spec in demo_module.chart_of_accounts():
-            typer.echo(f"  {spec.address:<30} {points(ledger.balance(session, spec.address)):>8}")
-        breakage = ledger.balance(session, "coalition:breakage")
-        typer.echo(f"  {'coalition:breakage':<30} {points(breakage):>8}")
+        typer.echo("\npartner accounts")
+        for partner in demo_module.PARTNERS:
+            for kind in ("issued", "redeemed"):
+                address = f"partner:{partner}:{kind}"
+                typer.echo(f"  {address:<30} {points(ledger.balance(session, address)):>10}")
         typer.echo("\ntrial balance")
         print_trial_balance(ledger.trial_balance(session))
         mismatches = ledger.check_consistency(session)
-    if mismatches:
-        raise fail(f"{len(mismatches)} balances differ from their postings")
-    typer.echo("\nevery balance equals the sum of its postings")
+        lot_mismatches = lots.check_lots(session)
+    if mismatches or lot_mismatches:
+        raise fail("the books are inconsistent: run `clearinghouse ledger check`")
+    typer.echo(
+        "\nevery balance equals the sum of its postings; every member's lots equal their balance"
+    )
 
 
 @app.command()

@@ -1,67 +1,158 @@
-"""A small coalition day on the ledger: two partners issue points, a member spends points earned
-at one partner at the other, and an expired remainder goes to breakage.
+"""A small coalition day, through the real signed API: a tea-house chain and a book chain share
+the coalition's points; Alice earns at the tea house and spends at the book chain.
 
-Every entry has a fixed idempotency key, so running the demo again replays it and posts nothing
-twice."""
+The demo sets the partners up (rates, issuance limits, keys kept in CLEARINGHOUSE_HOME/demo-keys),
+serves the API on 127.0.0.1 and calls it with the partner client. Every request carries a fixed
+idempotency key or transaction id for the day, so running it again the same day changes nothing."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-from sqlalchemy.orm import Session
+import uvicorn
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse import ledger
+from clearinghouse.api.app import create_app
+from clearinghouse.errors import NotFound
+from partners import directory, keys, limits, rates
+from partners.client import PartnerClient
+from partners.tables import partner_keys
 
-PARTNERS = {"teahouse": "Teahouse (online shop)", "bookchain": "Book chain (offline stores)"}
-MEMBERS = ("alice", "bob")
-DAY = datetime(2026, 11, 24, tzinfo=UTC)
+PARTNERS = {
+    "teahouse": ("Teahouse (online shop)", "online_merchant"),
+    "bookchain": ("Book chain (offline stores)", "store_chain"),
+}
+LIMIT_FEN = 10_000_000
 
 
 @dataclass(frozen=True)
-class DemoResult:
-    posted: int
-    replayed: int
+class DemoDay:
+    member_id: str
+    accrual: dict[str, Any]
+    redemption: dict[str, Any]
+    member: dict[str, Any]
+    lots: list[dict[str, Any]]
 
 
-def chart_of_accounts() -> list[ledger.AccountSpec]:
-    specs = [ledger.AccountSpec(str(ledger.Address.member(m))) for m in MEMBERS]
-    for partner in PARTNERS:
-        specs.append(ledger.AccountSpec(str(ledger.Address.partner(partner, "issued"))))
-        specs.append(ledger.AccountSpec(str(ledger.Address.partner(partner, "redeemed"))))
-    return specs
+def _key_file(home: Path, partner_id: str) -> Path:
+    return home / "demo-keys" / f"{partner_id}.pem"
 
 
-def _entries() -> list[ledger.Entry]:
-    def move(
-        key: str, kind: str, source: str, destination: str, amount: int, hour: int
-    ) -> ledger.Entry:
-        return ledger.transfer(
-            kind=kind,
-            origin="demo",
-            idempotency_key=key,
-            source=source,
-            destination=destination,
-            amount=amount,
-            occurred_at=DAY.replace(hour=hour),
+def set_up_partners(sessions: sessionmaker[Session], home: Path) -> dict[str, str]:
+    """Create the demo partners if they are missing; return each one's key id."""
+    key_ids: dict[str, str] = {}
+    (home / "demo-keys").mkdir(parents=True, exist_ok=True)
+    for partner_id, (name, kind) in PARTNERS.items():
+        with sessions() as session, session.begin():
+            try:
+                directory.get_partner(session, partner_id)
+            except NotFound:
+                directory.create_partner(session, partner_id, name, kind)  # type: ignore[arg-type]
+                rates.set_rates(
+                    session, partner_id, earn_rate="1", issue_price="1", redemption_value="1"
+                )
+                limits.set_issuance_limit(session, partner_id, LIMIT_FEN)
+                if kind == "store_chain":
+                    directory.add_store(
+                        session,
+                        partner_id,
+                        "bookchain-sh-001",
+                        name="People's Square",
+                        channel="offline",
+                        city="Shanghai",
+                        latitude=31.2304,
+                        longitude=121.4737,
+                    )
+            key_file = _key_file(home, partner_id)
+            if not key_file.exists():
+                # A new home: the old demo keys' private halves are gone, so retire them.
+                for record in keys.list_keys(session, partner_id):
+                    if record.status != "revoked":
+                        keys.revoke_key(session, record.id)
+                keys.generate_key(session, partner_id, key_file)
+            key_ids[partner_id] = session.execute(
+                select(partner_keys.c.id)
+                .where(partner_keys.c.partner_id == partner_id, partner_keys.c.status == "active")
+                .order_by(partner_keys.c.created_at.desc())
+                .limit(1)
+            ).scalar_one()
+    return key_ids
+
+
+@contextmanager
+def serving(sessions: sessionmaker[Session]) -> Iterator[str]:
+    """The API on a free port of 127.0.0.1, for as long as the block runs."""
+    config = uvicorn.Config(create_app(sessions), host="127.0.0.1", port=0, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the demo API server did not start")
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def run(sessions: sessionmaker[Session], home: Path) -> DemoDay:
+    key_ids = set_up_partners(sessions, home)
+    now = datetime.now(UTC)
+    today = now.date().isoformat()
+    with sessions() as session:
+        rates_from = rates.rate_history(session, "teahouse")[0].effective_from
+    # The same instant on every run of the day, and never before the tea house's first rates.
+    purchased_at = max(
+        now.replace(hour=0, minute=0, second=0, microsecond=0),
+        rates_from.replace(microsecond=0) + timedelta(seconds=1),
+    )
+    # On the first run that instant may be a moment ahead; a purchase is reported after it.
+    time.sleep(max(0.0, (purchased_at - datetime.now(UTC)).total_seconds()))
+    with serving(sessions) as base_url:
+        tea = PartnerClient.from_key_file(
+            base_url, key_ids["teahouse"], _key_file(home, "teahouse")
         )
-
-    tea_issued, tea_redeemed = "partner:teahouse:issued", "partner:teahouse:redeemed"
-    book_issued, book_redeemed = "partner:bookchain:issued", "partner:bookchain:redeemed"
-    alice, bob = "member:alice:available", "member:bob:available"
-    return [
-        move("accrual-1", "accrual", tea_issued, alice, 520, 2),
-        move("accrual-2", "accrual", book_issued, alice, 180, 3),
-        move("accrual-3", "accrual", book_issued, bob, 300, 4),
-        move("redemption-1", "redemption", alice, book_redeemed, 600, 6),
-        move("redemption-2", "redemption", bob, tea_redeemed, 250, 7),
-        move("expiry-1", "expiry", bob, "coalition:breakage", 50, 15),
-    ]
-
-
-def run(session: Session) -> DemoResult:
-    """Open the demo's accounts and post its day, in the session's transaction."""
-    ledger.open_accounts(session, chart_of_accounts())
-    results = [ledger.post(session, entry) for entry in _entries()]
-    replayed = sum(r.replayed for r in results)
-    return DemoResult(posted=len(results) - replayed, replayed=replayed)
+        books = PartnerClient.from_key_file(
+            base_url, key_ids["bookchain"], _key_file(home, "bookchain")
+        )
+        try:
+            alice = tea.post("/v1/members", {"customer_ref": "alice"}, idempotency_key="alice")
+            member_id = alice["member_id"]
+            books.post(
+                "/v1/members",
+                {"customer_ref": "BC-alice", "member_id": member_id},
+                idempotency_key="alice",
+            )
+            accrual = tea.post(
+                "/v1/purchases",
+                {
+                    "partner_txn_id": f"demo-{today}",
+                    "member_id": member_id,
+                    "amount_fen": 52_000,
+                    "occurred_at": purchased_at.isoformat(),
+                },
+                idempotency_key=f"demo-purchase-{today}",
+            )
+            redemption = books.post(
+                "/v1/redemptions",
+                {"member_id": member_id, "points": 1_000, "store_id": "bookchain-sh-001"},
+                idempotency_key=f"demo-redemption-{today}",
+            )
+            member = tea.get(f"/v1/members/{member_id}")
+            lots = tea.get(f"/v1/members/{member_id}/lots")
+        finally:
+            tea.close()
+            books.close()
+    return DemoDay(member_id, accrual, redemption, member, lots)

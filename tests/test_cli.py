@@ -22,17 +22,23 @@ def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_demo_on_embedded_database_prints_zero_trial_balance_and_replays(tmp_path: Path) -> None:
+def test_demo_on_embedded_database_earns_spends_and_replays(tmp_path: Path) -> None:
     # An empty DATABASE_URL means "not configured": the embedded server in CLEARINGHOUSE_HOME.
     env = {"DATABASE_URL": "", "CLEARINGHOUSE_HOME": str(tmp_path)}
     first = run("demo", env=env)
     assert first.returncode == 0, first.stderr
-    assert "posted 6 entries (0 already posted" in first.stdout
-    assert "PTS           6          1,000          1,000        0" in first.stdout
-    # The server stopped with the process; the next run starts it on the same data.
+    # 520 yuan reach the 2 % bracket: 1,040 points, plus the first-purchase bonus.
+    assert "earned 1,540 points" in first.stdout
+    assert "redeemed 1,000 points as 10.00 yuan" in first.stdout
+    assert "Alice: 540 points available" in first.stdout
+    assert "PTS           3          1,540          1,540        0" in first.stdout
+    assert "every balance equals the sum of its postings" in first.stdout
+    # The server stopped with the process; the next run starts it on the same data, and the
+    # same day's requests are answered again without posting anything twice.
     second = run("demo", env=env)
     assert second.returncode == 0, second.stderr
-    assert "posted 0 entries (6 already posted, replayed)" in second.stdout
+    assert "Alice: 540 points available" in second.stdout
+    assert "PTS           3          1,540          1,540        0" in second.stdout
     assert not (tmp_path / "pgdata" / "postmaster.pid").exists()
 
 

@@ -403,10 +403,11 @@ def _accrue(
     if member.first_purchase_at_partner:
         bonus = rules.first_purchase_bonus_for(partner)
         if bonus:
+            # Either way the partner issues the bonus points; this says whose setting it is.
             source = (
-                "partner's own bonus"
+                "this partner's setting"
                 if partner in rules.first_purchase_bonus_by_partner
-                else "coalition bonus"
+                else "coalition default"
             )
             add(
                 "first_purchase_bonus",
