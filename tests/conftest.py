@@ -5,6 +5,7 @@ of each other's way by using fresh account owners (see tests/builders.py)."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -101,3 +102,12 @@ def session(sessions: sessionmaker[Session]) -> Iterator[Session]:
     with sessions() as s:
         yield s
         s.rollback()
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """A fresh CLEARINGHOUSE_HOME for an embedded server. Outside pytest's own temporary
+    folders, which another pytest run on the machine may prune while the server still runs."""
+    path = Path(tempfile.mkdtemp(prefix="clearinghouse-home-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -22,9 +22,9 @@ def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_demo_on_embedded_database_earns_spends_and_replays(tmp_path: Path) -> None:
+def test_demo_on_embedded_database_earns_spends_and_replays(home: Path) -> None:
     # An empty DATABASE_URL means "not configured": the embedded server in CLEARINGHOUSE_HOME.
-    env = {"DATABASE_URL": "", "CLEARINGHOUSE_HOME": str(tmp_path)}
+    env = {"DATABASE_URL": "", "CLEARINGHOUSE_HOME": str(home)}
     first = run("demo", env=env)
     assert first.returncode == 0, first.stderr
     # 520 yuan reach the 2 % bracket: 1,040 points, plus the first-purchase bonus.
@@ -39,7 +39,7 @@ def test_demo_on_embedded_database_earns_spends_and_replays(tmp_path: Path) -> N
     assert second.returncode == 0, second.stderr
     assert "Alice: 540 points available" in second.stdout
     assert "PTS           3          1,540          1,540        0" in second.stdout
-    assert not (tmp_path / "pgdata" / "postmaster.pid").exists()
+    assert not (home / "pgdata" / "postmaster.pid").exists()
 
 
 def test_commands_refuse_an_unmigrated_database(databases: Databases) -> None:

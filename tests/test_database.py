@@ -24,8 +24,7 @@ def _postmaster_running(home: Path) -> bool:
     return (home / "pgdata" / "postmaster.pid").exists()
 
 
-def test_embedded_server_stops_and_restarts_on_the_same_data(tmp_path: Path) -> None:
-    home = tmp_path / "home"
+def test_embedded_server_stops_and_restarts_on_the_same_data(home: Path) -> None:
     url = start_embedded(home)
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         conn.execute("CREATE TABLE kept (note text)")

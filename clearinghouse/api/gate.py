@@ -122,6 +122,10 @@ class PartnerGate:
         )
         sessions: sessionmaker[Session] = scope["app"].state.sessions
         try:
+            if request.method == "POST":
+                # Before the signature: a missing key is a plain mistake, and saying so gives
+                # nothing away.
+                idempotency.check_key(headers.get("idempotency-key"))
             admission = await run_in_threadpool(_admit, sessions, request)
         except DomainError as exc:
             await from_domain_error(exc, instance)(scope, receive, send)
@@ -156,16 +160,18 @@ class PartnerGate:
         assert admission.key is not None
         partner_id, key = admission.partner.partner_id, admission.key
         status = 500
-        content_type = "application/json"
+        headers: list[tuple[str, str]] = []
         parts: list[bytes] = []
 
         async def capture(message: Message) -> None:
-            nonlocal status, content_type
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                for name, value in message.get("headers", []):
-                    if name.lower() == b"content-type":
-                        content_type = value.decode("latin-1")
+                headers.extend(
+                    (name.decode("latin-1"), value.decode("latin-1"))
+                    for name, value in message.get("headers", [])
+                    if name.lower() != b"content-length"
+                )
             elif message["type"] == "http.response.body":
                 parts.append(message.get("body", b""))
 
@@ -174,7 +180,7 @@ class PartnerGate:
         except Exception:
             await run_in_threadpool(_finish, sessions, partner_id, key, None)
             raise
-        answer = idempotency.StoredResponse(status, content_type, b"".join(parts))
+        answer = idempotency.StoredResponse(status, headers, b"".join(parts))
         stored = answer if status < 500 else None
         await run_in_threadpool(_finish, sessions, partner_id, key, stored)
         await _send_stored(send, answer, replayed=False)
@@ -182,9 +188,9 @@ class PartnerGate:
 
 async def _send_stored(send: Send, response: idempotency.StoredResponse, *, replayed: bool) -> None:
     headers = [
-        (b"content-type", response.content_type.encode("latin-1")),
-        (b"content-length", str(len(response.body)).encode()),
+        (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers
     ]
+    headers.append((b"content-length", str(len(response.body)).encode()))
     if replayed:
         headers.append((b"idempotent-replayed", b"true"))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})

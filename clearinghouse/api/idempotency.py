@@ -49,7 +49,8 @@ class RequestInProgress(Conflict):
 @dataclass(frozen=True)
 class StoredResponse:
     status: int
-    content_type: str
+    headers: list[tuple[str, str]]
+    """As sent, but for Content-Length, which follows from the body."""
     body: bytes
 
 
@@ -98,7 +99,9 @@ def claim(session: Session, partner_id: str, key: str, digest: bytes) -> StoredR
         )
     if record.state == "done":
         return StoredResponse(
-            record.response_status, record.response_content_type, record.response_body
+            record.response_status,
+            [(name, value) for name, value in record.response_headers],
+            record.response_body,
         )
     taken_over = session.execute(
         update(idempotency_records)
@@ -122,7 +125,7 @@ def complete(session: Session, partner_id: str, key: str, response: StoredRespon
         .values(
             state="done",
             response_status=response.status,
-            response_content_type=response.content_type,
+            response_headers=[list(pair) for pair in response.headers],
             response_body=response.body,
             completed_at=func.now(),
         )

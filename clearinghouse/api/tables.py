@@ -13,6 +13,7 @@ from sqlalchemy import (
     Text,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from clearinghouse.schema import metadata
 
@@ -25,7 +26,7 @@ idempotency_records = Table(
     Column("state", Text, nullable=False),
     Column("lease_until", DateTime(timezone=True), nullable=False),
     Column("response_status", Integer),
-    Column("response_content_type", Text),
+    Column("response_headers", JSONB),
     Column("response_body", LargeBinary),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("completed_at", DateTime(timezone=True)),

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0002_partners"
 down_revision: str | None = "0001_ledger"
@@ -76,7 +77,7 @@ def upgrade() -> None:
         sa.Column("state", sa.Text(), nullable=False),
         sa.Column("lease_until", sa.DateTime(timezone=True), nullable=False),
         sa.Column("response_status", sa.Integer(), nullable=True),
-        sa.Column("response_content_type", sa.Text(), nullable=True),
+        sa.Column("response_headers", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("response_body", sa.LargeBinary(), nullable=True),
         sa.Column(
             "created_at",

@@ -1,0 +1,182 @@
+"""`clearinghouse partner|store ...`, run as an operator would: in a child process, on this
+worker's database."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from partners import directory, keys
+from partners.keys import raw_public_key
+from partners.signing import load_private_key_pem, public_key_to_pem
+from tests.api.builders import (
+    SigningKey,
+    assert_unauthorized,
+    client_for,
+    create_partner,
+    unique_id,
+)
+
+
+@pytest.fixture
+def cli(database_url: str) -> CommandLine:
+    return CommandLine(database_url)
+
+
+class CommandLine:
+    def __init__(self, database_url: str) -> None:
+        self.env = {**os.environ, "DATABASE_URL": database_url}
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "clearinghouse", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def ok(self, *args: str) -> str:
+        result = self.run(*args)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def refused(self, *args: str) -> str:
+        result = self.run(*args)
+        assert result.returncode == 1, result.stdout + result.stderr
+        return result.stderr
+
+
+def test_partner_create_list_suspend_activate(
+    cli: CommandLine, sessions: sessionmaker[Session]
+) -> None:
+    partner_id = unique_id("p")
+    created = cli.ok(
+        "partner", "create", partner_id, "--name", "Tea House", "--kind", "store_chain"
+    )
+    assert created.strip() == f"created partner {partner_id} (store_chain)"
+
+    listed = [line.split() for line in cli.ok("partner", "list").splitlines()]
+    assert [partner_id, "active", "store_chain", "Tea", "House"] in listed
+
+    assert cli.ok("partner", "suspend", partner_id).strip() == f"partner {partner_id} is suspended"
+    with sessions() as session:
+        assert directory.get_partner(session, partner_id).status == "suspended"
+    assert cli.ok("partner", "activate", partner_id).strip() == f"partner {partner_id} is active"
+
+    assert "already exists" in cli.refused("partner", "create", partner_id, "--name", "Again")
+
+
+def test_store_add(cli: CommandLine, sessions: sessionmaker[Session]) -> None:
+    partner = create_partner(sessions, with_key=False)
+    store_id = unique_id("s")
+    options = ("--name", "Airport", "--channel", "terminal", "--city", "Chengdu")
+    out = cli.ok("store", "add", partner.id, store_id, *options)
+    assert out.strip() == f"added store {store_id} to partner {partner.id}"
+    with sessions() as session:
+        store = directory.get_store(session, partner.id, store_id)
+    assert (store.name, store.channel, store.city) == ("Airport", "terminal", "Chengdu")
+
+
+def test_rates_set_show_and_seven_places_refused(
+    cli: CommandLine, sessions: sessionmaker[Session]
+) -> None:
+    partner = create_partner(sessions, with_key=False, with_rates=False)
+    assert "has no rates" in cli.refused("partner", "rates", "show", partner.id)
+
+    rates = ("--earn-rate", "1.5", "--issue-price", "0.85", "--redemption-value", "0.7")
+    out = cli.ok("partner", "rates", "set", partner.id, *rates)
+    assert out.startswith("v1 from ")
+    assert "earn=1.500000 pts/yuan issue=0.850000 fen/pt redemption=0.700000 fen/pt" in out
+
+    shown = cli.ok("partner", "rates", "show", partner.id).splitlines()
+    assert len(shown) == 1
+    assert shown[0] == out.strip()
+
+    too_precise = ("--earn-rate", "1.1234567", "--issue-price", "1", "--redemption-value", "1")
+    error = cli.refused("partner", "rates", "set", partner.id, *too_precise)
+    assert "more than 6 decimal places" in error
+    assert len(cli.ok("partner", "rates", "show", partner.id).splitlines()) == 1
+
+
+def test_key_generate_writes_an_owner_only_pem_and_never_overwrites(
+    cli: CommandLine, sessions: sessionmaker[Session], http: TestClient, tmp_path: Path
+) -> None:
+    partner = create_partner(sessions, with_key=False)
+    pem = tmp_path / "partner.pem"
+    out = cli.ok("partner", "key", "generate", partner.id, "--out", str(pem))
+    key_id = out.split()[2].rstrip(";")
+    assert out.strip() == f"key id {key_id}; private key written to {pem}"
+    assert stat.S_IMODE(pem.stat().st_mode) == 0o600
+    private_key = load_private_key_pem(pem.read_bytes())
+    with sessions() as session:
+        (record,) = keys.list_keys(session, partner.id)
+    assert record.id == key_id
+    assert record.public_key == raw_public_key(private_key.public_key())
+    assert client_for(SigningKey(key_id, private_key), http).get("/v1/partner")["id"] == partner.id
+
+    before = pem.read_bytes()
+    assert "exists" in cli.refused("partner", "key", "generate", partner.id, "--out", str(pem))
+    assert pem.read_bytes() == before
+    with sessions() as session:
+        assert [k.id for k in keys.list_keys(session, partner.id)] == [key_id]
+
+
+def test_key_add_list_retire_revoke(
+    cli: CommandLine, sessions: sessionmaker[Session], http: TestClient, tmp_path: Path
+) -> None:
+    partner = create_partner(sessions)
+    private_key = Ed25519PrivateKey.generate()
+    public_pem = tmp_path / "partner.pub.pem"
+    public_pem.write_bytes(public_key_to_pem(private_key.public_key()))
+    key_id = f"{partner.id}-new"
+
+    assert cli.ok("partner", "key", "add", partner.id, str(public_pem), "--key-id", key_id) == (
+        f"key id {key_id}\n"
+    )
+    new = client_for(SigningKey(key_id, private_key), http)
+    assert new.get("/v1/partner")["id"] == partner.id
+
+    listed = cli.ok("partner", "key", "list", partner.id).splitlines()
+    assert [line.split()[:2] for line in listed] == [
+        [partner.key_id, "active,"],
+        [key_id, "active,"],
+    ]
+    assert "last used 20" in listed[1]
+
+    retired = cli.ok("partner", "key", "retire", key_id, "--days", "1")
+    assert retired.split()[:3] == [key_id, "retiring", "until"]
+    assert new.get("/v1/partner")["id"] == partner.id
+
+    assert cli.ok("partner", "key", "revoke", key_id).split()[:2] == [key_id, "revoked,"]
+    assert_unauthorized(http.send(new.build("GET", "/v1/partner")))
+    assert "is revoked" in cli.refused("partner", "key", "revoke", key_id)
+
+    not_a_key = tmp_path / "garbage.pem"
+    not_a_key.write_text("not a key")
+    assert "cannot read an Ed25519 public key" in cli.refused(
+        "partner", "key", "add", partner.id, str(not_a_key)
+    )
+
+
+def test_key_generate_into_a_missing_folder_is_a_clear_error(
+    cli: CommandLine, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    # Every OSError, not only FileExistsError, must become a one-line error, not a traceback.
+    partner = create_partner(sessions, with_key=False)
+    pem = tmp_path / "missing" / "partner.pem"
+    error = cli.refused("partner", "key", "generate", partner.id, "--out", str(pem))
+    assert "Traceback" not in error
+    assert error.startswith("error: ")
+    assert str(pem) in error
+    with sessions() as session:
+        assert keys.list_keys(session, partner.id) == []
