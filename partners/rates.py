@@ -121,6 +121,17 @@ def rates_at(session: Session, partner_id: str, at: datetime | None = None) -> R
     return _rates(row)
 
 
+def rates_version(session: Session, partner_id: str, version: int) -> Rates:
+    row = session.execute(
+        select(*partner_rates.c).where(
+            partner_rates.c.partner_id == partner_id, partner_rates.c.version == version
+        )
+    ).first()
+    if row is None:
+        raise RatesNotFound(f"partner {partner_id} has no rates version {version}")
+    return _rates(row)
+
+
 def rate_history(session: Session, partner_id: str) -> list[Rates]:
     rows = session.execute(
         select(*partner_rates.c)

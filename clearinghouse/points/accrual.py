@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from sqlalchemy import Row, func, select
@@ -16,6 +15,7 @@ from clearinghouse import ledger
 from clearinghouse.config import get_settings
 from clearinghouse.errors import Conflict, InvalidRequest
 from clearinghouse.members.service import linked_member
+from clearinghouse.numbers import money
 from clearinghouse.points import lots, wallet
 from clearinghouse.points.policy import RuleSet, rule_set_at
 from clearinghouse.points.referrals import pay_referral_bonus
@@ -64,11 +64,6 @@ class AccrualResult:
     tier: str
 
 
-def money(value: Decimal) -> int:
-    """Fen from an exact amount: money rounds half-even."""
-    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
-
-
 def _result(
     row: Row[tuple[object, ...]], debt_repaid: int, lot_expires_at: datetime | None, tier: str
 ) -> AccrualResult:
@@ -83,7 +78,8 @@ def _result(
         rates_version=row.rates_version,
         issue_value_fen=row.issue_value_fen,
         entry_id=row.entry_id,
-        lot_expires_at=lot_expires_at,
+        # One form whether computed now or read back on a replay.
+        lot_expires_at=lot_expires_at.astimezone(UTC) if lot_expires_at else None,
         tier=tier,
     )
 
@@ -225,6 +221,8 @@ def accrue(session: Session, partner_id: str, report: PurchaseReport) -> Accrual
                     postings=[leg for leg in legs if leg.amount],
                     occurred_at=report.occurred_at,
                     metadata={
+                        "partner_id": partner_id,
+                        "value_fen": value,
                         "partner_txn_id": report.partner_txn_id,
                         "member_id": member.id,
                         "store_id": report.store_id,

@@ -24,8 +24,9 @@ from clearinghouse import ledger
 from clearinghouse.config import get_settings
 from clearinghouse.errors import InvalidRequest
 from clearinghouse.members.service import linked_member
+from clearinghouse.numbers import money
 from clearinghouse.points import lots, wallet
-from clearinghouse.points.accrual import IssuanceLimitExceeded, money
+from clearinghouse.points.accrual import IssuanceLimitExceeded
 from clearinghouse.points.policy import rule_set_at
 from partners import directory, rates
 
@@ -117,6 +118,7 @@ def exchange(
             ledger.Posting(programme, payout, asset),
         ]
         programme_points, coalition_points = payout, points
+        value = money(partner_rates.redemption_value * used)
     try:
         posted = ledger.post(
             session,
@@ -127,6 +129,8 @@ def exchange(
                 postings=[leg for leg in legs if leg.amount],
                 occurred_at=now,
                 metadata={
+                    "partner_id": partner_id,
+                    "value_fen": value,
                     "member_id": member_id,
                     "rate": rate,
                     "rates_version": partner_rates.version,

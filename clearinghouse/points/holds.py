@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from clearinghouse import ledger
 from clearinghouse.errors import Conflict, InvalidRequest, NotFound
 from clearinghouse.members.service import linked_member
+from clearinghouse.numbers import money
 from clearinghouse.points import lots, wallet
-from clearinghouse.points.accrual import money
 from clearinghouse.points.policy import rule_set_at
 from clearinghouse.points.tables import holds
 from partners import directory, rates
@@ -150,6 +150,9 @@ def _close(
         legs.append(ledger.Posting(str(ledger.Address.partner(partner_id, "redeemed")), captured))
     if released:
         legs.append(ledger.Posting(wallet.available_account(member_id), released))
+    value = _value(
+        captured, rates.rates_version(session, partner_id, hold.rates_version).redemption_value
+    )
     posted = ledger.post(
         session,
         ledger.Entry(
@@ -158,19 +161,24 @@ def _close(
             idempotency_key=f"close:{hold.id}",
             postings=legs,
             occurred_at=now,
-            metadata={"hold_id": hold.id, "member_id": member_id, "captured": captured},
+            metadata={
+                "partner_id": partner_id,
+                "value_fen": value,
+                "hold_id": hold.id,
+                "member_id": member_id,
+                "captured": captured,
+            },
         ),
     )
     if released:
         lots.restore(session, lots.movements_of(session, hold.hold_entry_id), released, posted.id)
-    partner_rates = rates.rates_at(session, partner_id, hold.created_at)
     row = session.execute(
         update(holds)
         .where(holds.c.id == hold.id)
         .values(
             state=state,
             captured=captured,
-            value_fen=_value(captured, partner_rates.redemption_value),
+            value_fen=value,
             close_entry_id=posted.id,
             closed_at=func.now(),
         )

@@ -15,9 +15,11 @@ from clearinghouse import ledger
 from clearinghouse.config import get_settings
 from clearinghouse.errors import Conflict, InvalidRequest
 from clearinghouse.members.service import linked_member
+from clearinghouse.numbers import money
 from clearinghouse.points import lots, wallet
 from clearinghouse.points.policy import RuleSet
 from clearinghouse.points.tables import purchases, referrals
+from partners import rates
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,15 @@ def pay_referral_bonus(session: Session, member_id: str, rules: RuleSet) -> int 
         else str(ledger.Address.partner(funder, "issued"))
     )
     now = datetime.now(UTC)
+    metadata: dict[str, object] = {
+        "invitee": member_id,
+        "inviter": inviter,
+        "rules_version": rules.version,
+    }
+    if funder != "coalition":
+        # A partner that pays for referrals issues the bonus: it is settled like an accrual.
+        issue_price = rates.rates_at(session, funder, now).issue_price
+        metadata |= {"partner_id": funder, "value_fen": money(issue_price * bonus)}
     posted = ledger.post(
         session,
         ledger.transfer(
@@ -105,7 +116,7 @@ def pay_referral_bonus(session: Session, member_id: str, rules: RuleSet) -> int 
             destination=wallet.available_account(inviter),
             amount=bonus,
             occurred_at=now,
-            metadata={"invitee": member_id, "inviter": inviter, "rules_version": rules.version},
+            metadata=metadata,
         ),
     )
     lots.create_lot(

@@ -15,9 +15,11 @@ from sqlalchemy.orm import Session
 from clearinghouse import ledger
 from clearinghouse.errors import Conflict, InvalidRequest, NotFound
 from clearinghouse.ledger.tables import journal_entries
+from clearinghouse.numbers import money
 from clearinghouse.points import lots, wallet
 from clearinghouse.points.holds import lock_hold
 from clearinghouse.points.tables import holds, point_lots, purchases, refunds
+from partners import rates
 from partners.directory import exposure_account, headroom_account
 
 
@@ -118,7 +120,12 @@ def refund_purchase(
                 idempotency_key=f"refund:{partner_txn_id}:{partner_refund_id}",
                 postings=[leg for leg in legs if leg.amount],
                 occurred_at=datetime.now(UTC),
-                metadata={"partner_txn_id": partner_txn_id, "amount_fen": amount_fen},
+                metadata={
+                    "partner_id": partner_id,
+                    "value_fen": value,
+                    "partner_txn_id": partner_txn_id,
+                    "amount_fen": amount_fen,
+                },
                 reverses=purchase.entry_id,
             ),
         )
@@ -180,6 +187,7 @@ def refund_redemption(
         raise RefundExceedsPurchase(
             f"refund 1 to {hold.captured - hold.refunded} points of redemption {hold_id}"
         )
+    redemption = rates.rates_version(session, partner_id, hold.rates_version).redemption_value
     posted = ledger.post(
         session,
         ledger.transfer(
@@ -190,7 +198,11 @@ def refund_redemption(
             destination=wallet.available_account(hold.member_id),
             amount=points,
             occurred_at=datetime.now(UTC),
-            metadata={"hold_id": hold_id},
+            metadata={
+                "partner_id": partner_id,
+                "value_fen": money(redemption * points),
+                "hold_id": hold_id,
+            },
             reverses=hold.close_entry_id,
         ),
     )
