@@ -18,6 +18,7 @@ from clearinghouse.database import make_engine, resolve_url, session_factory
 from clearinghouse.jobs_cli import jobs_app, rules_app
 from clearinghouse.points import lots
 from partners.cli import key_app, partner_app, store_app
+from settlement.cli import settle_command, settlement_app, user_app
 
 app = typer.Typer(help="Coalition loyalty-points clearing house.", no_args_is_help=True)
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
@@ -29,6 +30,9 @@ partner_app.add_typer(key_app, name="key")
 app.add_typer(store_app, name="store")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(rules_app, name="rules")
+app.add_typer(settlement_app, name="settlement")
+app.add_typer(user_app, name="user")
+app.command("settle")(settle_command)
 
 
 def print_trial_balance(lines: list[ledger.TrialBalanceLine]) -> None:

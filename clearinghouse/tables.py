@@ -4,6 +4,16 @@ from clearinghouse.api import tables as api_tables
 from clearinghouse.ledger import tables as ledger_tables
 from clearinghouse.members import tables as member_tables
 from clearinghouse.points import tables as points_tables
+from clearinghouse.users import tables as user_tables
 from partners import tables as partner_tables
+from settlement import tables as settlement_tables
 
-__all__ = ["api_tables", "ledger_tables", "member_tables", "partner_tables", "points_tables"]
+__all__ = [
+    "api_tables",
+    "ledger_tables",
+    "member_tables",
+    "partner_tables",
+    "points_tables",
+    "settlement_tables",
+    "user_tables",
+]

@@ -21,6 +21,7 @@ from clearinghouse.members import endpoints as member_endpoints
 from clearinghouse.points import endpoints as points_endpoints
 from partners import auth as partner_auth
 from partners import endpoints as partner_endpoints
+from settlement import endpoints as settlement_endpoints
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ def create_app(sessions: sessionmaker[Session] | None = None) -> FastAPI:
     app.include_router(partner_endpoints.router)
     app.include_router(member_endpoints.router)
     app.include_router(points_endpoints.router)
+    app.include_router(settlement_endpoints.partner)
+    app.include_router(settlement_endpoints.finance)
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from clearinghouse.users.service import NotSignedIn, User, require_role, user_by_token
 from partners.auth import AuthenticatedPartner, Unauthorized
 
 
@@ -34,3 +35,17 @@ def _partner(request: Request) -> AuthenticatedPartner:
 WriteSession = Annotated[Session, Depends(_write_session, scope="function")]
 ReadSession = Annotated[Session, Depends(_read_session, scope="function")]
 PartnerAuth = Annotated[AuthenticatedPartner, Depends(_partner)]
+
+
+def _finance_user(request: Request) -> User:
+    """The person behind the bearer token; finance and approver roles only."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise NotSignedIn("send Authorization: Bearer <API token>")
+    with request.app.state.sessions() as session:
+        user = user_by_token(session, token.strip())
+    require_role(user, "finance", "approver")
+    return user
+
+
+FinanceUser = Annotated[User, Depends(_finance_user)]

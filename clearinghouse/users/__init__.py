@@ -1,0 +1,1 @@
+"""People who use the clearing house: finance staff, approvers, auditors, operators."""

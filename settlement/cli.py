@@ -1,0 +1,124 @@
+"""`clearinghouse settle`, `clearinghouse settlement ...` and `clearinghouse user create`."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clearinghouse.cli_support import fail, sessions, transaction
+from clearinghouse.config import get_settings
+from clearinghouse.users.service import User, create_user, user_by_token
+from settlement import netting, reports
+
+settlement_app = typer.Typer(help="Settlement reports and their approval.", no_args_is_help=True)
+user_app = typer.Typer(help="People: finance, approver, auditor, operator.", no_args_is_help=True)
+
+Token = Annotated[
+    str | None,
+    typer.Option(help="Your API token (or set CLEARINGHOUSE_TOKEN).", show_default=False),
+]
+
+
+def _yesterday() -> date:
+    return datetime.now(get_settings().zone).date() - timedelta(days=1)
+
+
+def print_run(run: netting.Run) -> None:
+    typer.echo(
+        f"settlement {run.business_date} (attempt {run.attempt}): {run.state}, "
+        f"{run.entries} entries, cut-off {run.cutoff.isoformat()}"
+    )
+    typer.echo(
+        f"  {'partner':<16} {'issued':>12} {'reversed':>10} {'redeemed':>12} {'refunded':>10} "
+        f"{'exch in':>9} {'exch out':>9} {'net (yuan)':>14}"
+    )
+    for line in run.lines:
+        typer.echo(
+            f"  {line.partner_id:<16} {line.issued_fen / 100:>12,.2f} "
+            f"{line.reversed_fen / 100:>10,.2f} {line.redeemed_fen / 100:>12,.2f} "
+            f"{line.redemption_refunded_fen / 100:>10,.2f} {line.exchange_in_fen / 100:>9,.2f} "
+            f"{line.exchange_out_fen / 100:>9,.2f} {line.net_fen / 100:>14,.2f}"
+        )
+    typer.echo(f"  {'coalition keeps':<16} {'':>78} {run.coalition_fen / 100:>14,.2f}")
+    verdict = "cancel to the fen" if run.zero_sum else "DO NOT CANCEL"
+    typer.echo(f"  partner nets and the coalition's revenue {verdict} (net > 0: the partner pays)")
+
+
+def settle_command(
+    business_date: Annotated[
+        str | None, typer.Option("--date", help="YYYY-MM-DD; yesterday by default.")
+    ] = None,
+) -> None:
+    """Settle a business date (and any earlier open dates first). Safe to repeat."""
+    target = date.fromisoformat(business_date) if business_date else _yesterday()
+    for run in netting.settle(sessions(), target):
+        print_run(run)
+
+
+def _user(token: str | None) -> User:
+    value = token or os.environ.get("CLEARINGHOUSE_TOKEN")
+    if not value:
+        raise fail("give --token or set CLEARINGHOUSE_TOKEN")
+    with transaction() as session:
+        return user_by_token(session, value)
+
+
+@settlement_app.command("show")
+def show(
+    business_date: str,
+    csv: Annotated[Path | None, typer.Option(help="Also write the CSV report here.")] = None,
+) -> None:
+    with transaction() as session:
+        run = netting.load_run(session, date.fromisoformat(business_date))
+    print_run(run)
+    if csv is not None:
+        csv.write_text(reports.settlement_csv(run))
+        typer.echo(f"wrote {csv}")
+
+
+@settlement_app.command("approve")
+def approve(business_date: str, token: Token = None) -> None:
+    user = _user(token)
+    with transaction() as session:
+        run, warnings = netting.approve(session, date.fromisoformat(business_date), user)
+    for warning in warnings:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW)
+    typer.echo(f"{user.id} approved; settlement {run.business_date} is {run.state}")
+
+
+@settlement_app.command("reject")
+def reject(business_date: str, reason: Annotated[str, typer.Option()], token: Token = None) -> None:
+    user = _user(token)
+    with transaction() as session:
+        netting.reject(session, date.fromisoformat(business_date), user, reason)
+    typer.echo(f"rejected; run `clearinghouse settle --date {business_date}` to compute it anew")
+
+
+@settlement_app.command("paid")
+def paid(
+    business_date: str, bank_reference: Annotated[str, typer.Option()], token: Token = None
+) -> None:
+    user = _user(token)
+    with transaction() as session:
+        run = netting.mark_paid(session, date.fromisoformat(business_date), user, bank_reference)
+    typer.echo(f"settlement {run.business_date} is paid ({bank_reference})")
+
+
+@settlement_app.command("liability")
+def liability() -> None:
+    with transaction() as session:
+        report = reports.liability_report(session)
+    typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+
+
+@user_app.command("create")
+def user_create(user_id: str, role: Annotated[str, typer.Option()]) -> None:
+    """Create a user and print its API token once; only a digest of it is kept."""
+    with transaction() as session:
+        user, token = create_user(session, user_id, role)
+    typer.echo(f"user {user.id} ({user.role}); API token, shown once:\n{token}")

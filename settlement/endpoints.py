@@ -1,0 +1,207 @@
+"""Settlement routes: finance staff (bearer token) review, approve, reject and mark paid; each
+partner reads its own statement and reconciles its day through the signed API."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Response, status
+from pydantic import BaseModel, Field
+
+from clearinghouse.api.deps import FinanceUser, PartnerAuth, ReadSession, WriteSession
+from settlement import netting, reconciliation, reports
+
+finance = APIRouter(prefix="/finance", tags=["finance"])
+partner = APIRouter(prefix="/v1", tags=["settlement"])
+
+BusinessDate = Annotated[date, Path(description="Business date, in the coalition's time zone.")]
+
+
+class RunSummary(BaseModel):
+    business_date: date
+    state: str
+    attempt: int
+    entries: int
+    partners_net_fen: int
+    coalition_fen: int
+    open_breaks: int
+
+
+@finance.get("/settlements", summary="Settlement dates with their state and totals")
+def list_settlements(session: ReadSession, user: FinanceUser) -> list[RunSummary]:
+    return [
+        RunSummary(
+            business_date=run.business_date,
+            state=run.state,
+            attempt=run.attempt,
+            entries=run.entries,
+            partners_net_fen=run.partners_net_fen,
+            coalition_fen=run.coalition_fen,
+            open_breaks=netting.open_breaks(session, run.business_date),
+        )
+        for run in netting.list_runs(session)
+    ]
+
+
+def _detail(session: Any, business_date: date) -> dict[str, Any]:
+    run = netting.load_run(session, business_date)
+    return {
+        **reports.settlement_report(run),
+        "history": netting.history(session, business_date),
+        "approvals": netting.approvals(session, business_date),
+        "reconciliations": [
+            {
+                "id": r.id,
+                "partner_id": r.partner_id,
+                "matched": r.matched,
+                "breaks": len(r.breaks),
+                "resolved": r.resolved_at is not None,
+            }
+            for r in reconciliation.for_date(session, business_date)
+        ],
+        "open_breaks": netting.open_breaks(session, business_date),
+    }
+
+
+@finance.get("/settlements/{business_date}", summary="One settlement: lines, totals, history")
+def get_settlement(
+    business_date: BusinessDate, session: ReadSession, user: FinanceUser
+) -> dict[str, Any]:
+    return _detail(session, business_date)
+
+
+@finance.get(
+    "/settlements/{business_date}/report.csv",
+    summary="The settlement report as CSV (amounts in fen)",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def settlement_csv(
+    business_date: BusinessDate, session: ReadSession, user: FinanceUser
+) -> Response:
+    run = netting.load_run(session, business_date)
+    return Response(
+        reports.settlement_csv(run),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="settlement-{business_date}.csv"'},
+    )
+
+
+@finance.post("/settlements/{business_date}/approve", summary="Approve (four eyes)")
+def approve(
+    business_date: BusinessDate, session: WriteSession, user: FinanceUser
+) -> dict[str, Any]:
+    _, warnings = netting.approve(session, business_date, user)
+    return {**_detail(session, business_date), "warnings": warnings}
+
+
+class RejectIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+@finance.post("/settlements/{business_date}/reject", summary="Reject; it is computed anew")
+def reject(
+    business_date: BusinessDate, body: RejectIn, session: WriteSession, user: FinanceUser
+) -> dict[str, Any]:
+    run = netting.reject(session, business_date, user, body.reason)
+    return reports.settlement_report(run)
+
+
+class PaidIn(BaseModel):
+    bank_reference: str = Field(min_length=1, max_length=100)
+
+
+@finance.post("/settlements/{business_date}/paid", summary="Record the bank transfer")
+def mark_paid(
+    business_date: BusinessDate, body: PaidIn, session: WriteSession, user: FinanceUser
+) -> dict[str, Any]:
+    netting.mark_paid(session, business_date, user, body.bank_reference)
+    return _detail(session, business_date)
+
+
+@finance.get("/liability", summary="Outstanding points by issuer, breakage, expiring soon")
+def liability(session: ReadSession, user: FinanceUser) -> dict[str, Any]:
+    return reports.liability_report(session)
+
+
+@finance.post("/reconciliations/{reconciliation_id}/resolve", summary="Close the breaks")
+def resolve(reconciliation_id: int, session: WriteSession, user: FinanceUser) -> dict[str, Any]:
+    r = reconciliation.resolve(session, reconciliation_id)
+    return {"id": r.id, "resolved_at": r.resolved_at}
+
+
+class StatementOut(BaseModel):
+    business_date: date
+    state: str
+    line: dict[str, int | str]
+
+
+@partner.get("/settlements/{business_date}", summary="The partner's own settlement line")
+def statement(business_date: BusinessDate, session: ReadSession, auth: PartnerAuth) -> StatementOut:
+    run = netting.load_run(session, business_date)
+    mine = next((line for line in run.lines if line.partner_id == auth.partner_id), None)
+    line = netting.Line(auth.partner_id) if mine is None else mine
+    values: dict[str, int | str] = {**vars(line), "net_fen": line.net_fen}
+    return StatementOut(business_date=business_date, state=run.state, line=values)
+
+
+class ReconcileIn(BaseModel):
+    business_date: date
+    csv: str = Field(
+        min_length=1,
+        max_length=900_000,
+        description="The partner's record of the day: txn_id,type,amount_fen,points",
+    )
+
+
+class ReconciliationOut(BaseModel):
+    id: int
+    business_date: date
+    uploaded_at: datetime
+    matched: int
+    breaks: list[dict[str, Any]]
+    resolved: bool
+
+
+def _out(r: reconciliation.Reconciliation) -> ReconciliationOut:
+    return ReconciliationOut(
+        id=r.id,
+        business_date=r.business_date,
+        uploaded_at=r.uploaded_at,
+        matched=r.matched,
+        breaks=r.breaks,
+        resolved=r.resolved_at is not None,
+    )
+
+
+@partner.post(
+    "/reconciliations",
+    status_code=status.HTTP_201_CREATED,
+    summary="Upload the partner's record of a day; get matches and breaks",
+)
+def reconcile(body: ReconcileIn, session: WriteSession, auth: PartnerAuth) -> ReconciliationOut:
+    return _out(
+        reconciliation.reconcile(session, auth.partner_id, body.business_date, body.csv.encode())
+    )
+
+
+@partner.get("/reconciliations/{reconciliation_id}", summary="A reconciliation's result")
+def get_reconciliation(
+    reconciliation_id: int, session: ReadSession, auth: PartnerAuth
+) -> ReconciliationOut:
+    row = reconciliation.get(session, reconciliation_id, auth.partner_id)
+    return _out(reconciliation.as_reconciliation(row))
+
+
+@partner.get(
+    "/reconciliations/{reconciliation_id}/file",
+    summary="The uploaded file",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def reconciliation_file(
+    reconciliation_id: int, session: ReadSession, auth: PartnerAuth
+) -> Response:
+    row = reconciliation.get(session, reconciliation_id, auth.partner_id)
+    return Response(row.file, media_type="text/csv")

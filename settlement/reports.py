@@ -1,0 +1,123 @@
+"""Finance reports: the settlement report of a date (JSON and CSV) and the liability report."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from clearinghouse import ledger
+from clearinghouse.numbers import money
+from clearinghouse.points.tables import point_lots
+from partners import rates
+from partners.rates import RatesNotFound
+from settlement.netting import Run
+
+LINE_COLUMNS = (
+    "partner_id",
+    "issued_points",
+    "issued_fen",
+    "reversed_points",
+    "reversed_fen",
+    "redeemed_points",
+    "redeemed_fen",
+    "redemption_refunded_points",
+    "redemption_refunded_fen",
+    "exchange_in_points",
+    "exchange_in_fen",
+    "exchange_out_points",
+    "exchange_out_fen",
+    "net_fen",
+)
+
+
+def settlement_report(run: Run) -> dict[str, Any]:
+    lines = [{**asdict(line), "net_fen": line.net_fen} for line in run.lines]
+    totals = {column: sum(line[column] for line in lines) for column in LINE_COLUMNS[1:]}
+    return {
+        "business_date": run.business_date.isoformat(),
+        "attempt": run.attempt,
+        "cutoff": run.cutoff.isoformat(),
+        "state": run.state,
+        "bank_reference": run.bank_reference,
+        "entries": run.entries,
+        "lines": lines,
+        "totals": totals,
+        "partners_pay_fen": sum(max(line["net_fen"], 0) for line in lines),
+        "partners_receive_fen": sum(-min(line["net_fen"], 0) for line in lines),
+        "coalition_fen": run.coalition_fen,
+        "zero_sum": run.zero_sum,
+    }
+
+
+def settlement_csv(run: Run) -> str:
+    """One row per partner, then a total row and the coalition's side; amounts in fen."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["business_date", *LINE_COLUMNS])
+    report = settlement_report(run)
+    for line in report["lines"]:
+        writer.writerow([report["business_date"], *(line[c] for c in LINE_COLUMNS)])
+    writer.writerow(
+        [report["business_date"], "TOTAL", *(report["totals"][c] for c in LINE_COLUMNS[1:])]
+    )
+    writer.writerow(
+        [
+            report["business_date"],
+            "COALITION",
+            *([""] * (len(LINE_COLUMNS) - 2)),
+            report["coalition_fen"],
+        ]
+    )
+    return out.getvalue()
+
+
+def liability_report(session: Session, now: datetime | None = None) -> dict[str, Any]:
+    """Outstanding points by issuing partner, valued at that partner's redemption value now;
+    breakage to date; points expiring in the next 30, 60 and 90 days."""
+    moment = now or datetime.now(UTC)
+    rows = session.execute(
+        select(point_lots.c.issuer_partner_id, func.sum(point_lots.c.remaining))
+        .where(point_lots.c.remaining > 0, point_lots.c.expires_at > moment)
+        .group_by(point_lots.c.issuer_partner_id)
+        .order_by(point_lots.c.issuer_partner_id)
+    ).all()
+    by_issuer = []
+    for issuer, outstanding in rows:
+        value: int | None = None
+        if issuer is not None:
+            try:
+                redemption = rates.rates_at(session, issuer, moment).redemption_value
+                value = money(redemption * int(outstanding))
+            except RatesNotFound:
+                value = None
+        else:
+            value = money(Decimal(int(outstanding)))  # coalition bonuses: 100 points = 1 yuan
+        by_issuer.append(
+            {"issuer": issuer or "coalition", "points": int(outstanding), "value_fen": value}
+        )
+    expiring = {}
+    for days in (30, 60, 90):
+        expiring[f"{days}_days"] = int(
+            session.execute(
+                select(func.coalesce(func.sum(point_lots.c.remaining), 0)).where(
+                    point_lots.c.remaining > 0,
+                    point_lots.c.expires_at > moment,
+                    point_lots.c.expires_at <= moment + timedelta(days=days),
+                )
+            ).scalar_one()
+        )
+    return {
+        "as_of": moment.isoformat(),
+        "outstanding": by_issuer,
+        "total_points": sum(item["points"] for item in by_issuer),
+        "total_value_fen": sum(item["value_fen"] or 0 for item in by_issuer),
+        "breakage_points": ledger.balance(session, "coalition:breakage"),
+        "expiring_points": expiring,
+    }

@@ -1,0 +1,119 @@
+"""Settlement runs, what they cover, their per-partner lines and their history; partners'
+reconciliation uploads and the breaks found in them."""
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from clearinghouse.schema import metadata
+
+settlement_runs = Table(
+    "settlement_runs",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("business_date", Date, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("cutoff", DateTime(timezone=True), nullable=False),
+    Column("state", Text, nullable=False),
+    Column("entry_id", BigInteger, ForeignKey("journal_entries.id")),
+    Column("bank_reference", Text),
+    Column("computed_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    UniqueConstraint("business_date", "attempt"),
+    CheckConstraint("state IN ('computed', 'approved', 'paid', 'rejected')", name="state_known"),
+    CheckConstraint("(state = 'paid') = (bank_reference IS NOT NULL)", name="paid_has_reference"),
+    # The run key: one live run per business date.
+    Index(
+        "ix_settlement_runs_business_date_live",
+        "business_date",
+        unique=True,
+        postgresql_where=text("state <> 'rejected'"),
+    ),
+)
+
+settlement_items = Table(
+    "settlement_items",
+    metadata,
+    Column("entry_id", BigInteger, ForeignKey("journal_entries.id"), nullable=False),
+    Column("run_id", BigInteger, ForeignKey("settlement_runs.id"), nullable=False),
+    PrimaryKeyConstraint("entry_id", "run_id"),
+    Index("ix_settlement_items_run_id", "run_id"),
+)
+
+settlement_lines = Table(
+    "settlement_lines",
+    metadata,
+    Column("run_id", BigInteger, ForeignKey("settlement_runs.id"), nullable=False),
+    Column("partner_id", Text, ForeignKey("partners.id"), nullable=False),
+    Column("issued_points", BigInteger, nullable=False),
+    Column("issued_fen", BigInteger, nullable=False),
+    Column("reversed_points", BigInteger, nullable=False),
+    Column("reversed_fen", BigInteger, nullable=False),
+    Column("redeemed_points", BigInteger, nullable=False),
+    Column("redeemed_fen", BigInteger, nullable=False),
+    Column("redemption_refunded_points", BigInteger, nullable=False),
+    Column("redemption_refunded_fen", BigInteger, nullable=False),
+    Column("exchange_in_points", BigInteger, nullable=False),
+    Column("exchange_in_fen", BigInteger, nullable=False),
+    Column("exchange_out_points", BigInteger, nullable=False),
+    Column("exchange_out_fen", BigInteger, nullable=False),
+    Column("net_fen", BigInteger, nullable=False),
+    PrimaryKeyConstraint("run_id", "partner_id"),
+    CheckConstraint(
+        "net_fen = issued_fen - reversed_fen - redeemed_fen + redemption_refunded_fen"
+        " + exchange_in_fen - exchange_out_fen",
+        name="net_adds_up",
+    ),
+)
+
+settlement_events = Table(
+    "settlement_events",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("run_id", BigInteger, ForeignKey("settlement_runs.id"), nullable=False),
+    Column("from_state", Text),
+    Column("to_state", Text, nullable=False),
+    Column("user_id", Text, ForeignKey("users.id")),
+    Column("note", Text),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=text("clock_timestamp()")),
+    Index("ix_settlement_events_run_id", "run_id"),
+)
+
+settlement_approvals = Table(
+    "settlement_approvals",
+    metadata,
+    Column("run_id", BigInteger, ForeignKey("settlement_runs.id"), nullable=False),
+    Column("user_id", Text, ForeignKey("users.id"), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("run_id", "user_id"),
+)
+
+reconciliations = Table(
+    "reconciliations",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("partner_id", Text, ForeignKey("partners.id"), nullable=False),
+    Column("business_date", Date, nullable=False),
+    Column("file_sha256", LargeBinary, nullable=False),
+    Column("file", LargeBinary, nullable=False),
+    Column("matched", Integer, nullable=False),
+    Column("breaks", JSONB, nullable=False),
+    Column("uploaded_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("resolved_at", DateTime(timezone=True)),
+    Index("ix_reconciliations_business_date", "business_date"),
+    UniqueConstraint("partner_id", "business_date", "file_sha256"),
+)
