@@ -18,7 +18,7 @@ from clearinghouse.database import make_engine, resolve_url, session_factory
 from clearinghouse.jobs_cli import jobs_app, rules_app
 from clearinghouse.points import lots
 from partners.cli import key_app, partner_app, store_app
-from settlement.cli import settle_command, settlement_app, user_app
+from settlement.cli import print_run, settle_command, settlement_app, user_app
 
 app = typer.Typer(help="Coalition loyalty-points clearing house.", no_args_is_help=True)
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
@@ -174,6 +174,9 @@ def demo() -> None:
         print_trial_balance(ledger.trial_balance(session))
         mismatches = ledger.check_consistency(session)
         lot_mismatches = lots.check_lots(session)
+    typer.echo("")
+    print_run(day.settlement)
+    typer.echo(f"settlement report written to {day.report}")
     if mismatches or lot_mismatches:
         raise fail("the books are inconsistent: run `clearinghouse ledger check`")
     typer.echo(

@@ -1,5 +1,6 @@
 """A small coalition day, through the real signed API: a tea-house chain and a book chain share
-the coalition's points; Alice earns at the tea house and spends at the book chain.
+the coalition's points; Alice earns at the tea house and spends at the book chain; the day is
+settled and its report written as CSV.
 
 The demo sets the partners up (rates, issuance limits, keys kept in CLEARINGHOUSE_HOME/demo-keys),
 serves the API on 127.0.0.1 and calls it with the partner client. Every request carries a fixed
@@ -21,10 +22,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse.api.app import create_app
+from clearinghouse.config import get_settings
 from clearinghouse.errors import NotFound
 from partners import directory, keys, limits, rates
 from partners.client import PartnerClient
 from partners.tables import partner_keys
+from settlement import netting, reports
 
 PARTNERS = {
     "teahouse": ("Teahouse (online shop)", "online_merchant"),
@@ -40,6 +43,8 @@ class DemoDay:
     redemption: dict[str, Any]
     member: dict[str, Any]
     lots: list[dict[str, Any]]
+    settlement: netting.Run
+    report: Path
 
 
 def _key_file(home: Path, partner_id: str) -> Path:
@@ -155,4 +160,10 @@ def run(sessions: sessionmaker[Session], home: Path) -> DemoDay:
         finally:
             tea.close()
             books.close()
-    return DemoDay(member_id, accrual, redemption, member, lots)
+    # Settle the business day so far (a scheduler runs it after the cut-off), and keep the CSV.
+    business_date = datetime.now(get_settings().zone).date()
+    run = netting.settle(sessions, business_date)[-1]
+    report = home / "reports" / f"settlement-{business_date.isoformat()}.csv"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(reports.settlement_csv(run))
+    return DemoDay(member_id, accrual, redemption, member, lots, run, report)

@@ -44,7 +44,8 @@ def print_run(run: netting.Run) -> None:
             f"{line.redemption_refunded_fen / 100:>10,.2f} {line.exchange_in_fen / 100:>9,.2f} "
             f"{line.exchange_out_fen / 100:>9,.2f} {line.net_fen / 100:>14,.2f}"
         )
-    typer.echo(f"  {'coalition keeps':<16} {'':>78} {run.coalition_fen / 100:>14,.2f}")
+    blank = f"{'':>12} {'':>10} {'':>12} {'':>10} {'':>9} {'':>9}"
+    typer.echo(f"  {'coalition keeps':<16} {blank} {run.coalition_fen / 100:>14,.2f}")
     verdict = "cancel to the fen" if run.zero_sum else "DO NOT CANCEL"
     typer.echo(f"  partner nets and the coalition's revenue {verdict} (net > 0: the partner pays)")
 

@@ -33,6 +33,13 @@ def test_demo_on_embedded_database_earns_spends_and_replays(home: Path) -> None:
     assert "Alice: 540 points available" in first.stdout
     assert "PTS           3          1,540          1,540        0" in first.stdout
     assert "every balance equals the sum of its postings" in first.stdout
+    # The day is settled: the tea house pays 15.40 yuan, the book chain receives 10.00.
+    assert "teahouse                15.40" in first.stdout
+    assert "-10.00" in first.stdout
+    assert "coalition's revenue cancel to the fen" in first.stdout
+    reports = list((home / "reports").glob("settlement-*.csv"))
+    assert len(reports) == 1
+    assert "COALITION_REVENUE" in reports[0].read_text()
     # The server stopped with the process; the next run starts it on the same data, and the
     # same day's requests are answered again without posting anything twice.
     second = run("demo", env=env)
