@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import ledger
 from clearinghouse.points import lots, wallet
-from clearinghouse.points.tables import point_lots
+from clearinghouse.points.tables import lot_movements, point_lots
 
 BREAKAGE = "coalition:breakage"
 
@@ -42,8 +42,15 @@ def _expire_member(session: Session, member_id: str, now: datetime) -> tuple[int
     total = sum(r.remaining for r in due)
     if not total:
         return 0, 0
+    # The lots' latest movement makes the key unique even when the same amounts come back to the
+    # same lots again later.
+    last_move = session.execute(
+        select(func.coalesce(func.max(lot_movements.c.id), 0)).where(
+            lot_movements.c.lot_id.in_([r.id for r in due])
+        )
+    ).scalar_one()
     fingerprint = hashlib.sha256(
-        ";".join(f"{r.id}:{r.remaining}" for r in due).encode()
+        (f"{last_move}|" + ";".join(f"{r.id}:{r.remaining}" for r in due)).encode()
     ).hexdigest()
     posted = ledger.post(
         session,

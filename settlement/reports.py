@@ -70,7 +70,7 @@ def settlement_csv(run: Run) -> str:
     writer.writerow(
         [
             report["business_date"],
-            "COALITION",
+            "COALITION_REVENUE",
             *([""] * (len(LINE_COLUMNS) - 2)),
             report["coalition_fen"],
         ]

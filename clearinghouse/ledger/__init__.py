@@ -28,6 +28,7 @@ from clearinghouse.ledger.queries import (
     balance,
     check_consistency,
     entry_postings,
+    find_entry,
     statement,
     trial_balance,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "balance",
     "check_consistency",
     "entry_postings",
+    "find_entry",
     "get_account",
     "open_account",
     "open_accounts",

@@ -231,3 +231,14 @@ def entry_postings(session: Session, entry_id: int) -> list[EntryPosting]:
         .order_by(postings.c.id)
     )
     return [EntryPosting(r.address, r.asset, r.amount) for r in rows]
+
+
+def find_entry(session: Session, origin: str, idempotency_key: str) -> int | None:
+    """The entry written under this origin and idempotency key, if any."""
+    found: int | None = session.execute(
+        select(journal_entries.c.id).where(
+            journal_entries.c.origin == origin,
+            journal_entries.c.idempotency_key == idempotency_key,
+        )
+    ).scalar_one_or_none()
+    return found

@@ -67,7 +67,9 @@ class MemberOut(BaseModel):
 def link_member(
     body: LinkMemberIn, session: WriteSession, auth: PartnerAuth, response: Response
 ) -> MemberLinkOut:
-    link, created = service.link_member(session, auth.partner_id, body.customer_ref, body.member_id)
+    link, created = service.link_member(
+        session, auth.partner_id, body.customer_ref, body.member_id, body.birth_month
+    )
     if not created:
         response.status_code = status.HTTP_200_OK
     return MemberLinkOut(

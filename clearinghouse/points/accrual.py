@@ -181,7 +181,9 @@ def accrue(session: Session, partner_id: str, report: PurchaseReport) -> Accrual
     rules = rule_set_at(session, report.occurred_at)
     _validate(report, now, rules)
     partner_rates = rates.rates_at(session, partner_id, report.occurred_at)
-    tier = wallet.update_tier(session, member.id, report.occurred_at, rules).tier
+    # The tier at the time of the purchase gives its multiplier; only the present is recorded,
+    # so a back-dated till roll never writes a change that did not happen.
+    tier = wallet.tier_status(session, member.id, report.occurred_at, rules).tier
     context = _member_context(session, partner_id, member, report, tier)
     accrual = compute_accrual(
         Purchase(
@@ -275,6 +277,8 @@ def accrue(session: Session, partner_id: str, report: PurchaseReport) -> Accrual
         )
         .returning(purchases)
     ).one()
-    status = wallet.update_tier(session, member.id, report.occurred_at, rules)
+    status = wallet.update_tier(
+        session, member.id, max(now, report.occurred_at), rule_set_at(session, now)
+    )
     pay_referral_bonus(session, member.id, rules)
     return _result(row, repaid, lot_expires_at, status.tier)

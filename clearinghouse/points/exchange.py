@@ -18,11 +18,13 @@ from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Literal
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clearinghouse import ledger
 from clearinghouse.config import get_settings
 from clearinghouse.errors import InvalidRequest
+from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.members.service import linked_member
 from clearinghouse.numbers import money
 from clearinghouse.points import lots, wallet
@@ -81,6 +83,10 @@ def exchange(
     fee_share = terms.fee_percent / 100
     asset = partner.programme_asset
     wallet.lock_member(session, member_id)
+    earlier = ledger.find_entry(session, f"partner:{partner_id}", f"exchange:{key}")
+    if earlier is not None:
+        # A retry whose first answer was lost: the first exchange, whatever the clock says now.
+        return _recorded(session, earlier, direction, member_id, partner.programme_asset)
     member = wallet.available_account(member_id)
     programme = directory.programme_account(partner_id)
     held = directory.exchange_account(asset)
@@ -144,20 +150,19 @@ def exchange(
                 f"the exchange would exceed partner {partner_id}'s issuance limit"
             ) from exc
         raise
-    if not posted.replayed:
-        if direction == "in":
-            lots.create_lot(
-                session,
-                member_id=member_id,
-                source="exchange",
-                issuer_partner_id=partner_id,
-                entry_id=posted.id,
-                earned_at=now,
-                expires_at=lots.expiry_for(now, policy.expiry_months, get_settings().zone),
-                amount=coalition_points,
-            )
-        else:
-            lots.consume(session, member_id, points, posted.id)
+    if direction == "in":
+        lots.create_lot(
+            session,
+            member_id=member_id,
+            source="exchange",
+            issuer_partner_id=partner_id,
+            entry_id=posted.id,
+            earned_at=now,
+            expires_at=lots.expiry_for(now, policy.expiry_months, get_settings().zone),
+            amount=coalition_points,
+        )
+    else:
+        lots.consume(session, member_id, points, posted.id)
     return Exchange(
         direction=direction,
         member_id=member_id,
@@ -169,4 +174,28 @@ def exchange(
         rate=rate,
         rates_version=partner_rates.version,
         entry_id=posted.id,
+    )
+
+
+def _recorded(
+    session: Session, entry_id: int, direction: Direction, member_id: str, asset: str
+) -> Exchange:
+    """An exchange as its entry recorded it."""
+    legs = {p.address: p.amount for p in ledger.entry_postings(session, entry_id)}
+    metadata = session.execute(
+        select(journal_entries.c.metadata).where(journal_entries.c.id == entry_id)
+    ).scalar_one()
+    member = abs(legs[wallet.available_account(member_id)])
+    programme = abs(next(a for addr, a in legs.items() if addr.endswith(":programme")))
+    return Exchange(
+        direction=direction,
+        member_id=member_id,
+        programme_asset=asset,
+        programme_points=programme,
+        coalition_points=member,
+        fee_points=legs.get(FEES, 0),
+        rounding_points=legs.get(ROUNDING, 0),
+        rate=Decimal(str(metadata["rate"])),
+        rates_version=int(metadata["rates_version"]),
+        entry_id=entry_id,
     )

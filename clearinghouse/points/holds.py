@@ -88,6 +88,10 @@ def place_hold(
         raise InvalidRequest("a hold lasts 1 minute to 7 days")
     partner_rates = rates.rates_at(session, partner_id, now)
     wallet.lock_member(session, member_id)
+    earlier = ledger.find_entry(session, f"partner:{partner_id}", f"hold:{key}")
+    if earlier is not None:
+        # A retry whose first answer was lost: the first hold, whatever the clock says now.
+        return _hold(session.execute(select(holds).where(holds.c.hold_entry_id == earlier)).one())
     posted = ledger.post(
         session,
         ledger.transfer(
@@ -101,10 +105,6 @@ def place_hold(
             metadata={"member_id": member_id, "store_id": store_id, "partner_ref": partner_ref},
         ),
     )
-    if posted.replayed:
-        # The same request again (its idempotency key reached the ledger): the first hold.
-        first = session.execute(select(holds).where(holds.c.hold_entry_id == posted.id)).one()
-        return _hold(first)
     lots.consume(session, member_id, points, posted.id)
     hold_id = "H" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(15))
     row = session.execute(

@@ -181,6 +181,11 @@ def refund_redemption(
 ) -> RedemptionRefund:
     """Give back `points` of a captured redemption into the lots they were spent from."""
     hold = lock_hold(session, partner_id, hold_id)
+    entry_key = f"redemption-refund:{hold_id}:{key}"
+    earlier = ledger.find_entry(session, f"partner:{partner_id}", entry_key)
+    if earlier is not None:
+        # A retry whose first answer was lost: the first refund, whatever the clock says now.
+        return RedemptionRefund(hold_id, points, hold.refunded, earlier)
     if hold.state != "captured":
         raise Conflict(f"hold {hold_id} is {hold.state}: only captured redemptions are refunded")
     if not 1 <= points <= hold.captured - hold.refunded:
@@ -193,21 +198,21 @@ def refund_redemption(
         ledger.transfer(
             kind="redemption_refund",
             origin=f"partner:{partner_id}",
-            idempotency_key=f"redemption-refund:{hold_id}:{key}",
+            idempotency_key=entry_key,
             source=str(ledger.Address.partner(partner_id, "redeemed")),
             destination=wallet.available_account(hold.member_id),
             amount=points,
             occurred_at=datetime.now(UTC),
             metadata={
                 "partner_id": partner_id,
-                "value_fen": money(redemption * points),
+                # On the running total, so refunds in pieces give back exactly what was paid.
+                "value_fen": money(redemption * (hold.refunded + points))
+                - money(redemption * hold.refunded),
                 "hold_id": hold_id,
             },
             reverses=hold.close_entry_id,
         ),
     )
-    if posted.replayed:
-        return RedemptionRefund(hold_id, points, hold.refunded, posted.id)
     # What the redemption still holds of each lot: taken at hold, less what capture released
     # and what earlier refunds returned.
     spent: dict[int, int] = {}
