@@ -12,6 +12,7 @@ import typer
 
 from clearinghouse import demo as demo_module
 from clearinghouse import ledger, migrate
+from clearinghouse.audit.cli import audit_app
 from clearinghouse.cli_support import fail, points, transaction
 from clearinghouse.config import get_settings
 from clearinghouse.database import make_engine, resolve_url, session_factory
@@ -32,6 +33,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(rules_app, name="rules")
 app.add_typer(settlement_app, name="settlement")
 app.add_typer(user_app, name="user")
+app.add_typer(audit_app, name="audit")
 app.command("settle")(settle_command)
 
 

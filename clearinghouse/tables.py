@@ -1,6 +1,7 @@
 """Imports every table module, so the metadata knows the whole schema."""
 
 from clearinghouse.api import tables as api_tables
+from clearinghouse.audit import tables as audit_tables
 from clearinghouse.ledger import tables as ledger_tables
 from clearinghouse.members import tables as member_tables
 from clearinghouse.points import tables as points_tables
@@ -10,6 +11,7 @@ from settlement import tables as settlement_tables
 
 __all__ = [
     "api_tables",
+    "audit_tables",
     "ledger_tables",
     "member_tables",
     "partner_tables",

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path, Response, status
 from pydantic import BaseModel, Field
 
 from clearinghouse.api.deps import FinanceUser, PartnerAuth, ReadSession, WriteSession
+from clearinghouse.audit import sealing
 from settlement import netting, reconciliation, reports
 
 finance = APIRouter(prefix="/finance", tags=["finance"])
@@ -135,6 +136,9 @@ class StatementOut(BaseModel):
     business_date: date
     state: str
     line: dict[str, int | str]
+    ledger_digest: str | None = Field(
+        description="The newest sealed block's hash: keep it to verify the journal later."
+    )
 
 
 @partner.get("/settlements/{business_date}", summary="The partner's own settlement line")
@@ -143,7 +147,13 @@ def statement(business_date: BusinessDate, session: ReadSession, auth: PartnerAu
     mine = next((line for line in run.lines if line.partner_id == auth.partner_id), None)
     line = netting.Line(auth.partner_id) if mine is None else mine
     values: dict[str, int | str] = {**vars(line), "net_fen": line.net_fen}
-    return StatementOut(business_date=business_date, state=run.state, line=values)
+    newest = sealing.newest_block(session)
+    return StatementOut(
+        business_date=business_date,
+        state=run.state,
+        line=values,
+        ledger_digest=None if newest is None else newest.block_hash.hex(),
+    )
 
 
 class ReconcileIn(BaseModel):

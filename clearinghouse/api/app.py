@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
@@ -15,6 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from clearinghouse import migrate
 from clearinghouse.api import health, idempotency, openapi, problems
 from clearinghouse.api.gate import PartnerGate
+from clearinghouse.audit import endpoints as audit_endpoints
+from clearinghouse.audit.sealing import seal_all
 from clearinghouse.config import get_settings
 from clearinghouse.database import make_engine, resolve_url, session_factory
 from clearinghouse.members import endpoints as member_endpoints
@@ -26,6 +29,7 @@ from settlement import endpoints as settlement_endpoints
 log = logging.getLogger(__name__)
 
 PURGE_EVERY_SECONDS = 60.0
+SEAL_EVERY_SECONDS = 5.0
 
 
 def purge_expired(sessions: sessionmaker[Session]) -> tuple[int, int]:
@@ -34,14 +38,16 @@ def purge_expired(sessions: sessionmaker[Session]) -> tuple[int, int]:
         return partner_auth.purge_nonces(session), idempotency.purge(session)
 
 
-async def _purge_periodically(sessions: sessionmaker[Session]) -> None:
+async def _every(seconds: float, job: Callable[[], object], name: str) -> None:
+    """Run a job in a worker thread every so often, off the request path; log and go on when
+    it fails."""
     while True:
-        await asyncio.sleep(PURGE_EVERY_SECONDS)
+        await asyncio.sleep(seconds)
         try:
-            nonces, records = await run_in_threadpool(purge_expired, sessions)
-            log.info("purged", extra={"nonces": nonces, "idempotency_records": records})
+            result = await run_in_threadpool(job)
+            log.info(name, extra={"result": repr(result)})
         except Exception:
-            log.exception("purge failed; will retry")
+            log.exception("%s failed; will retry", name)
 
 
 def create_app(sessions: sessionmaker[Session] | None = None) -> FastAPI:
@@ -54,9 +60,17 @@ def create_app(sessions: sessionmaker[Session] | None = None) -> FastAPI:
             engine = make_engine(resolve_url(get_settings()))
             migrate.require_current_schema(engine)
             app.state.sessions = session_factory(engine)
-        purger = asyncio.create_task(_purge_periodically(app.state.sessions))
+        jobs = [
+            asyncio.create_task(
+                _every(PURGE_EVERY_SECONDS, partial(purge_expired, app.state.sessions), "purge")
+            ),
+            asyncio.create_task(
+                _every(SEAL_EVERY_SECONDS, partial(seal_all, app.state.sessions), "seal")
+            ),
+        ]
         yield
-        purger.cancel()
+        for job in jobs:
+            job.cancel()
 
     app = FastAPI(
         title="Coalition points clearing house",
@@ -75,6 +89,7 @@ def create_app(sessions: sessionmaker[Session] | None = None) -> FastAPI:
     app.include_router(points_endpoints.router)
     app.include_router(settlement_endpoints.partner)
     app.include_router(settlement_endpoints.finance)
+    app.include_router(audit_endpoints.router)
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

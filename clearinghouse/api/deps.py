@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 from clearinghouse.users.service import NotSignedIn, User, require_role, user_by_token
 from partners.auth import AuthenticatedPartner, Unauthorized
 
+READ_ONLY_ROLE = "clearinghouse_readonly"
+
 
 def _write_session(request: Request) -> Iterator[Session]:
     """Committed when the route returns, rolled back when it raises; before the answer is sent."""
@@ -37,15 +39,40 @@ ReadSession = Annotated[Session, Depends(_read_session, scope="function")]
 PartnerAuth = Annotated[AuthenticatedPartner, Depends(_partner)]
 
 
-def _finance_user(request: Request) -> User:
-    """The person behind the bearer token; finance and approver roles only."""
+def _bearer(request: Request) -> User:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise NotSignedIn("send Authorization: Bearer <API token>")
     with request.app.state.sessions() as session:
-        user = user_by_token(session, token.strip())
+        return user_by_token(session, token.strip())
+
+
+def _finance_user(request: Request) -> User:
+    """The person behind the bearer token; finance and approver roles only."""
+    user = _bearer(request)
     require_role(user, "finance", "approver")
     return user
 
 
 FinanceUser = Annotated[User, Depends(_finance_user)]
+
+
+def _auditor(request: Request) -> User:
+    """The auditor behind the bearer token."""
+    user = _bearer(request)
+    require_role(user, "auditor")
+    return user
+
+
+def _audit_session(request: Request) -> Iterator[Session]:
+    """A transaction under the read-only database role: whatever a route does, PostgreSQL
+    itself refuses any write."""
+    with request.app.state.sessions() as session, session.begin():
+        # One snapshot for the whole request, so that exports and reports agree with themselves.
+        session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+        session.execute(text(f"SET LOCAL ROLE {READ_ONLY_ROLE}"))
+        yield session
+
+
+Auditor = Annotated[User, Depends(_auditor)]
+AuditSession = Annotated[Session, Depends(_audit_session, scope="function")]

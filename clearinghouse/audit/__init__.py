@@ -1,0 +1,1 @@
+"""Auditors: read-only queries, exports, sealing and verification of the journal."""

@@ -1,0 +1,115 @@
+"""The canonical encoding of a journal entry: the bytes that sealing hashes and exports carry,
+so that anyone can recompute a block from exported data alone."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from clearinghouse.ledger.tables import accounts, journal_entries, postings
+
+
+@dataclass(frozen=True)
+class EntryRecord:
+    id: int
+    kind: str
+    origin: str
+    idempotency_key: str
+    request_hash: str
+    occurred_at: datetime
+    recorded_at: datetime
+    metadata: dict[str, Any]
+    reverses_id: int | None
+    postings: tuple[tuple[str, str, int], ...]
+    """(account address, asset, amount), in posting order."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "origin": self.origin,
+            "idempotency_key": self.idempotency_key,
+            "request_hash": self.request_hash,
+            "occurred_at": _instant(self.occurred_at),
+            "recorded_at": _instant(self.recorded_at),
+            "metadata": self.metadata,
+            "reverses_id": self.reverses_id,
+            "postings": [list(p) for p in self.postings],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EntryRecord:
+        return cls(
+            id=int(data["id"]),
+            kind=data["kind"],
+            origin=data["origin"],
+            idempotency_key=data["idempotency_key"],
+            request_hash=data["request_hash"],
+            occurred_at=datetime.fromisoformat(data["occurred_at"]),
+            recorded_at=datetime.fromisoformat(data["recorded_at"]),
+            metadata=data["metadata"],
+            reverses_id=data["reverses_id"],
+            postings=tuple((str(a), str(s), int(n)) for a, s, n in data["postings"]),
+        )
+
+
+def _instant(value: datetime) -> str:
+    # Microseconds, UTC, always the same shape: the database keeps microseconds.
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def encode(entry: EntryRecord) -> bytes:
+    """Sorted keys, no spaces, UTF-8: the same entry always gives the same bytes."""
+    return json.dumps(
+        entry.as_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode()
+
+
+def load_entries(session: Session, entry_ids: Sequence[int]) -> list[EntryRecord]:
+    """The entries with these ids, in id order, with their postings."""
+    return _load(session, journal_entries.c.id.in_(list(entry_ids)))
+
+
+def entries_recorded(session: Session, start: datetime, end: datetime) -> list[EntryRecord]:
+    """Entries recorded in [start, end), in id order."""
+    return _load(
+        session, (journal_entries.c.recorded_at >= start) & (journal_entries.c.recorded_at < end)
+    )
+
+
+def _load(session: Session, condition: Any) -> list[EntryRecord]:
+    heads = session.execute(
+        select(journal_entries).where(condition).order_by(journal_entries.c.id)
+    ).all()
+    if not heads:
+        return []
+    legs: dict[int, list[tuple[str, str, int]]] = {}
+    rows: Iterable[Any] = session.execute(
+        select(postings.c.entry_id, accounts.c.address, postings.c.asset, postings.c.amount)
+        .join(accounts, accounts.c.id == postings.c.account_id)
+        .where(postings.c.entry_id.in_([h.id for h in heads]))
+        .order_by(postings.c.id)
+    )
+    for row in rows:
+        legs.setdefault(row.entry_id, []).append((row.address, row.asset, row.amount))
+    return [
+        EntryRecord(
+            id=h.id,
+            kind=h.kind,
+            origin=h.origin,
+            idempotency_key=h.idempotency_key,
+            request_hash=bytes(h.request_hash).hex(),
+            occurred_at=h.occurred_at,
+            recorded_at=h.recorded_at,
+            metadata=h.metadata,
+            reverses_id=h.reverses_id,
+            postings=tuple(legs.get(h.id, [])),
+        )
+        for h in heads
+    ]

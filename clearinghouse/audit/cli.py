@@ -1,0 +1,97 @@
+"""`clearinghouse audit ...`: seal, verify (the database or an export folder), prove an entry's
+inclusion offline, export a date range."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy import text
+
+from clearinghouse.audit import sealing, verify
+from clearinghouse.audit.exports import export_journal, record_file
+from clearinghouse.cli_support import fail, sessions, transaction
+
+audit_app = typer.Typer(help="Seal, verify and export the journal.", no_args_is_help=True)
+
+
+@audit_app.command("seal")
+def seal() -> None:
+    """Seal every committed entry not sealed yet (the server also does it every few seconds)."""
+    blocks = sealing.seal_all(sessions())
+    for block in blocks:
+        typer.echo(f"sealed block {block.number}: {block.entry_count} entries")
+    if blocks:
+        typer.echo(f"newest digest {blocks[-1].block_hash.hex()}")
+
+
+@audit_app.command("verify")
+def verify_command(
+    export: Annotated[
+        Path | None, typer.Option(help="Verify this export folder instead, with no database.")
+    ] = None,
+) -> None:
+    """Recompute every sealed block; exit 1 naming the first bad block and entry."""
+    if export is not None:
+        verdict = verify.verify_export(export)
+    else:
+        with transaction() as session:
+            verdict = verify.verify_database(session)
+    if verdict.problems:
+        first = verdict.problems[0]
+        typer.secho(f"FAILED: {first}", fg=typer.colors.RED, err=True)
+        for problem in verdict.problems[1:]:
+            typer.echo(f"  also: {problem}", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"verified {verdict.blocks} blocks and {verdict.entries} entries: intact")
+
+
+@audit_app.command("prove")
+def prove(
+    entry_id: int,
+    digest: Annotated[str, typer.Option(help="The published digest to prove against.")],
+    proof: Annotated[
+        Path | None,
+        typer.Option(help="A proof from GET /audit/proofs/ENTRY_ID; else read from the database."),
+    ] = None,
+) -> None:
+    """Check that an entry is in the journal that `digest` seals."""
+    if proof is not None:
+        document = json.loads(proof.read_text())
+    else:
+        with transaction() as session:
+            found = sealing.prove(session, entry_id)
+        if found is None:
+            raise fail(f"entry {entry_id} is not sealed (yet)")
+        document = found.as_json()
+    if int(document["entry"]["id"]) != entry_id:
+        raise fail(f"the proof is for entry {document['entry']['id']}, not {entry_id}")
+    problems = sealing.check_proof(document, digest)
+    if problems:
+        for problem in problems:
+            typer.secho(f"FAILED: {problem}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"entry {entry_id} is included in the journal sealed by {digest}")
+
+
+@audit_app.command("export")
+def export(
+    start: Annotated[datetime, typer.Option("--from", help="Recorded at or after (ISO 8601).")],
+    end: Annotated[datetime, typer.Option("--to", help="Recorded before (ISO 8601).")],
+    out: Annotated[Path, typer.Option(help="A new folder for the export.")],
+) -> None:
+    """Write entries, CSV, beancount, seals and a manifest of digests for a date range."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise fail("--from and --to need a time zone offset")
+    with transaction() as session:
+        # One snapshot: the files and the seals describe the same journal.
+        session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+        manifest = export_journal(session, start, end, out)
+        verify.write_seals(session, out)
+        manifest = record_file(out, verify.SEALS_FILE)
+    typer.echo(
+        f"exported {manifest.counts.entries} entries to {out}; digests in {out / 'manifest.json'}"
+    )

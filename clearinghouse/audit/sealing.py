@@ -1,0 +1,266 @@
+"""Sealing: committed journal entries are gathered into blocks, off the request path. A block
+stores the Merkle root of its entries' canonical encodings (clearinghouse.audit.canonical) and
+`block_hash = SHA-256("block" | number | count | previous block's hash | root)`, so the newest
+block hash is a digest of the whole journal: anyone holding it can detect a changed, deleted or
+inserted entry. Leaves and nodes are hashed as in RFC 6962: SHA-256(0x00 | leaf) and
+SHA-256(0x01 | left | right); an odd node at the end of a level is carried up unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from clearinghouse.audit.canonical import EntryRecord, encode, load_entries
+from clearinghouse.audit.tables import seal_blocks, seal_items
+from clearinghouse.ledger.tables import journal_entries
+
+GENESIS = bytes(32)
+MAX_BLOCK_ENTRIES = 10_000
+# Entries recorded in the last moments may belong to transactions still committing: sealing
+# waits this long, so that an entry's place in the chain follows the order of time.
+SEAL_DELAY = timedelta(seconds=2)
+# An honest entry is sealed soon after it is recorded; one recorded this long before the block
+# it first appears in was made was written with a back-dated clock, or inserted behind our back.
+BACKDATE_TOLERANCE = timedelta(minutes=1)
+
+Side = Literal["L", "R"]
+
+
+def leaf_hash(encoded: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + encoded).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def merkle_root(leaves: list[bytes]) -> bytes:
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    level = leaves
+    while len(level) > 1:
+        level = [
+            node_hash(level[i], level[i + 1]) if i + 1 < len(level) else level[i]
+            for i in range(0, len(level), 2)
+        ]
+    return level[0]
+
+
+def merkle_path(leaves: list[bytes], index: int) -> list[tuple[Side, bytes]]:
+    """The siblings from leaf `index` up to the root, each with the side it sits on."""
+    path: list[tuple[Side, bytes]] = []
+    level = leaves
+    while len(level) > 1:
+        sibling = index ^ 1
+        if sibling < len(level):
+            path.append(("L" if sibling < index else "R", level[sibling]))
+        level = [
+            node_hash(level[i], level[i + 1]) if i + 1 < len(level) else level[i]
+            for i in range(0, len(level), 2)
+        ]
+        index //= 2
+    return path
+
+
+def root_from_path(leaf: bytes, path: list[tuple[Side, bytes]]) -> bytes:
+    node = leaf
+    for side, sibling in path:
+        node = node_hash(sibling, node) if side == "L" else node_hash(node, sibling)
+    return node
+
+
+def block_hash(number: int, entry_count: int, previous_hash: bytes, root: bytes) -> bytes:
+    return hashlib.sha256(
+        b"block" + number.to_bytes(8, "big") + entry_count.to_bytes(8, "big") + previous_hash + root
+    ).digest()
+
+
+@dataclass(frozen=True)
+class Block:
+    number: int
+    entry_count: int
+    merkle_root: bytes
+    previous_hash: bytes
+    block_hash: bytes
+    sealed_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "entry_count": self.entry_count,
+            "merkle_root": self.merkle_root.hex(),
+            "previous_hash": self.previous_hash.hex(),
+            "block_hash": self.block_hash.hex(),
+            "sealed_at": self.sealed_at.isoformat(),
+        }
+
+
+def _block(row: Any) -> Block:
+    return Block(
+        row.number,
+        row.entry_count,
+        bytes(row.merkle_root),
+        bytes(row.previous_hash),
+        bytes(row.block_hash),
+        row.sealed_at,
+    )
+
+
+def newest_block(session: Session) -> Block | None:
+    row = session.execute(
+        select(seal_blocks).order_by(seal_blocks.c.number.desc()).limit(1)
+    ).first()
+    return None if row is None else _block(row)
+
+
+def seal_next(session: Session) -> Block | None:
+    """Seal the next block of unsealed entries, oldest first; None when there are none."""
+    session.execute(select(func.pg_advisory_xact_lock(func.hashtext("sealing"))))
+    ids = list(
+        session.execute(
+            select(journal_entries.c.id)
+            .where(
+                journal_entries.c.recorded_at < func.clock_timestamp() - SEAL_DELAY,
+                ~exists().where(seal_items.c.entry_id == journal_entries.c.id),
+            )
+            .order_by(journal_entries.c.id)
+            .limit(MAX_BLOCK_ENTRIES)
+        ).scalars()
+    )
+    if not ids:
+        return None
+    entries = load_entries(session, ids)
+    leaves = [leaf_hash(encode(entry)) for entry in entries]
+    previous = newest_block(session)
+    number = 1 if previous is None else previous.number + 1
+    previous_hash = GENESIS if previous is None else previous.block_hash
+    root = merkle_root(leaves)
+    digest = block_hash(number, len(leaves), previous_hash, root)
+    row = session.execute(
+        seal_blocks.insert()
+        .values(
+            number=number,
+            entry_count=len(leaves),
+            merkle_root=root,
+            previous_hash=previous_hash,
+            block_hash=digest,
+        )
+        .returning(seal_blocks)
+    ).one()
+    session.execute(
+        seal_items.insert(),
+        [
+            {
+                "entry_id": entry.id,
+                "block_number": number,
+                "position": i,
+                "leaf_hash": leaf,
+                "recorded_at": entry.recorded_at,
+            }
+            for i, (entry, leaf) in enumerate(zip(entries, leaves, strict=True))
+        ],
+    )
+    return _block(row)
+
+
+def seal_all(sessions: sessionmaker[Session]) -> list[Block]:
+    """Seal until nothing is left; each block in its own transaction."""
+    sealed: list[Block] = []
+    while True:
+        with sessions() as session, session.begin():
+            block = seal_next(session)
+        if block is None:
+            return sealed
+        sealed.append(block)
+
+
+@dataclass(frozen=True)
+class Proof:
+    entry: EntryRecord
+    block: Block
+    index: int
+    path: list[tuple[Side, bytes]]
+    later_blocks: list[Block]
+    """The blocks after the entry's, up to the newest: they carry its hash forward."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "entry": self.entry.as_json(),
+            "block": self.block.as_json(),
+            "index": self.index,
+            "path": [{"side": side, "hash": h.hex()} for side, h in self.path],
+            "later_blocks": [
+                {
+                    "number": b.number,
+                    "entry_count": b.entry_count,
+                    "merkle_root": b.merkle_root.hex(),
+                }
+                for b in self.later_blocks
+            ],
+            "newest_digest": (
+                self.later_blocks[-1] if self.later_blocks else self.block
+            ).block_hash.hex(),
+        }
+
+
+def prove(session: Session, entry_id: int) -> Proof | None:
+    """The inclusion proof of a sealed entry; None if it is not sealed (yet)."""
+    item = session.execute(select(seal_items).where(seal_items.c.entry_id == entry_id)).first()
+    if item is None:
+        return None
+    block = _block(
+        session.execute(select(seal_blocks).where(seal_blocks.c.number == item.block_number)).one()
+    )
+    leaves = [
+        bytes(h)
+        for h in session.execute(
+            select(seal_items.c.leaf_hash)
+            .where(seal_items.c.block_number == item.block_number)
+            .order_by(seal_items.c.position)
+        ).scalars()
+    ]
+    later = [
+        _block(r)
+        for r in session.execute(
+            select(seal_blocks)
+            .where(seal_blocks.c.number > block.number)
+            .order_by(seal_blocks.c.number)
+        )
+    ]
+    (entry,) = load_entries(session, [entry_id])
+    return Proof(entry, block, item.position, merkle_path(leaves, item.position), later)
+
+
+def check_proof(proof: dict[str, Any], digest: str) -> list[str]:
+    """Check a proof (as served, JSON) against a published digest, with no database: the
+    entry's leaf climbs its path to the block's root, the block hash follows, and the later
+    blocks carry it forward to the digest. Returns the problems; empty means proven."""
+    problems: list[str] = []
+    entry = EntryRecord.from_json(proof["entry"])
+    leaf = leaf_hash(encode(entry))
+    path = [(p["side"], bytes.fromhex(p["hash"])) for p in proof["path"]]
+    root = root_from_path(leaf, path)
+    block = proof["block"]
+    if root.hex() != block["merkle_root"]:
+        problems.append(f"entry {entry.id} does not lead to the root of block {block['number']}")
+    current = block_hash(
+        int(block["number"]),
+        int(block["entry_count"]),
+        bytes.fromhex(block["previous_hash"]),
+        root,
+    )
+    for later in proof["later_blocks"]:
+        current = block_hash(
+            int(later["number"]),
+            int(later["entry_count"]),
+            current,
+            bytes.fromhex(later["merkle_root"]),
+        )
+    if current.hex() != digest.lower():
+        problems.append("the chain does not lead to the digest given")
+    return problems

@@ -1,0 +1,230 @@
+"""Verification: recompute every sealed block from the entries themselves — from the database,
+or from an export folder with no database at all — and name the first block and entry that
+differ. One function judges both sources."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session
+
+from clearinghouse.audit.canonical import EntryRecord, encode, load_entries
+from clearinghouse.audit.sealing import (
+    BACKDATE_TOLERANCE,
+    GENESIS,
+    block_hash,
+    leaf_hash,
+    merkle_root,
+)
+from clearinghouse.audit.tables import seal_blocks, seal_items
+from clearinghouse.ledger.tables import journal_entries
+
+SEALS_FILE = "seals.jsonl"
+
+
+@dataclass(frozen=True)
+class SealedBlock:
+    number: int
+    entry_count: int
+    merkle_root: str
+    previous_hash: str
+    block_hash: str
+    sealed_at: datetime
+    items: list[tuple[int, str, datetime]]
+    """(entry id, leaf hash, recorded at) in position order."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "entry_count": self.entry_count,
+            "merkle_root": self.merkle_root,
+            "previous_hash": self.previous_hash,
+            "block_hash": self.block_hash,
+            "sealed_at": self.sealed_at.isoformat(),
+            "items": [[e, h, r.isoformat()] for e, h, r in self.items],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SealedBlock:
+        return cls(
+            int(data["number"]),
+            int(data["entry_count"]),
+            data["merkle_root"],
+            data["previous_hash"],
+            data["block_hash"],
+            datetime.fromisoformat(data["sealed_at"]),
+            [(int(e), h, datetime.fromisoformat(r)) for e, h, r in data["items"]],
+        )
+
+
+@dataclass(frozen=True)
+class Problem:
+    block: int | None
+    entry_id: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = []
+        if self.block is not None:
+            where.append(f"block {self.block}")
+        if self.entry_id is not None:
+            where.append(f"entry {self.entry_id}")
+        return f"{', '.join(where) or 'journal'}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    blocks: int
+    entries: int
+    problems: list[Problem]
+
+
+def judge(
+    blocks: list[SealedBlock],
+    entries: dict[int, EntryRecord],
+    window: tuple[datetime, datetime] | None = None,
+) -> Verdict:
+    """`entries` are what the source holds; with a `window`, only entries recorded in it are
+    expected (an export of a date range); without one, all of them (the database)."""
+    problems: list[Problem] = []
+    previous_hash = GENESIS.hex()
+    previous_sealed: datetime | None = None
+    sealed_ids: set[int] = set()
+    checked = 0
+    for expected_number, block in enumerate(blocks, start=1):
+        if block.number != expected_number:
+            problems.append(Problem(block.number, None, f"block {expected_number} is missing"))
+        if block.previous_hash != previous_hash:
+            problems.append(Problem(block.number, None, "does not follow the previous block"))
+        if len(block.items) != block.entry_count:
+            problems.append(Problem(block.number, None, "holds another number of entries"))
+        leaves: list[bytes] = []
+        complete = True
+        for entry_id, stored_leaf, recorded_at in block.items:
+            sealed_ids.add(entry_id)
+            entry = entries.get(entry_id)
+            expected = window is None or window[0] <= recorded_at < window[1]
+            if entry is None:
+                complete = False
+                if expected:
+                    problems.append(Problem(block.number, entry_id, "sealed entry is missing"))
+                leaves.append(bytes.fromhex(stored_leaf))
+                continue
+            checked += 1
+            leaf = leaf_hash(encode(entry))
+            leaves.append(leaf)
+            if leaf.hex() != stored_leaf:
+                problems.append(Problem(block.number, entry_id, "entry changed after sealing"))
+            if previous_sealed is not None and entry.recorded_at < (
+                previous_sealed - BACKDATE_TOLERANCE
+            ):
+                problems.append(
+                    Problem(
+                        block.number,
+                        entry_id,
+                        "recorded long before the previous block was sealed: back-dated",
+                    )
+                )
+        root = merkle_root(leaves)
+        if complete and root.hex() != block.merkle_root:
+            problems.append(Problem(block.number, None, "Merkle root differs from its entries"))
+        digest = block_hash(
+            block.number,
+            block.entry_count,
+            bytes.fromhex(block.previous_hash),
+            bytes.fromhex(block.merkle_root),
+        ).hex()
+        if digest != block.block_hash:
+            problems.append(Problem(block.number, None, "block hash differs from its contents"))
+        previous_hash = block.block_hash
+        previous_sealed = block.sealed_at
+    if blocks:
+        last_seal = blocks[-1].sealed_at
+        for entry in sorted(entries.values(), key=lambda e: e.id):
+            if entry.id not in sealed_ids and entry.recorded_at < last_seal - BACKDATE_TOLERANCE:
+                problems.append(
+                    Problem(
+                        None,
+                        entry.id,
+                        "recorded before the last seal but never sealed: inserted after the fact",
+                    )
+                )
+    problems.sort(
+        key=lambda p: (p.block is None, p.block or 0, p.entry_id is None, p.entry_id or 0)
+    )
+    return Verdict(len(blocks), checked, problems)
+
+
+def sealed_blocks(session: Session) -> list[SealedBlock]:
+    items: dict[int, list[tuple[int, str, datetime]]] = {}
+    for row in session.execute(
+        select(seal_items).order_by(seal_items.c.block_number, seal_items.c.position)
+    ):
+        items.setdefault(row.block_number, []).append(
+            (row.entry_id, bytes(row.leaf_hash).hex(), row.recorded_at)
+        )
+    return [
+        SealedBlock(
+            row.number,
+            row.entry_count,
+            bytes(row.merkle_root).hex(),
+            bytes(row.previous_hash).hex(),
+            bytes(row.block_hash).hex(),
+            row.sealed_at,
+            items.get(row.number, []),
+        )
+        for row in session.execute(select(seal_blocks).order_by(seal_blocks.c.number))
+    ]
+
+
+def verify_database(session: Session) -> Verdict:
+    blocks = sealed_blocks(session)
+    present = sorted(session.execute(select(journal_entries.c.id)).scalars())
+    return judge(blocks, {e.id: e for e in _load_in_batches(session, present)})
+
+
+def _load_in_batches(session: Session, ids: list[int], size: int = 5000) -> Iterable[EntryRecord]:
+    for start in range(0, len(ids), size):
+        yield from load_entries(session, ids[start : start + size])
+
+
+def write_seals(session: Session, out_dir: Path) -> int:
+    """Write every block, with its items, next to an export; returns the number of blocks."""
+    blocks = sealed_blocks(session)
+    with (out_dir / SEALS_FILE).open("w") as out:
+        for block in blocks:
+            out.write(json.dumps(block.as_json(), sort_keys=True, separators=(",", ":")) + "\n")
+    return len(blocks)
+
+
+def verify_export(folder: Path) -> Verdict:
+    """Verify an export folder (entries.jsonl, seals.jsonl, manifest.json) alone."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    window = (
+        datetime.fromisoformat(manifest["start"]),
+        datetime.fromisoformat(manifest["end"]),
+    )
+    entries = {}
+    for line in (folder / "entries.jsonl").read_text().splitlines():
+        if line:
+            entry = EntryRecord.from_json(json.loads(line))
+            entries[entry.id] = entry
+    blocks = [
+        SealedBlock.from_json(json.loads(line))
+        for line in (folder / SEALS_FILE).read_text().splitlines()
+        if line
+    ]
+    return judge(blocks, entries, window)
+
+
+def unsealed_count(session: Session) -> int:
+    count: int = session.execute(
+        select(func.count()).where(~exists().where(seal_items.c.entry_id == journal_entries.c.id))
+    ).scalar_one()
+    return count
