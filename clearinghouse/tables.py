@@ -2,6 +2,7 @@
 
 from clearinghouse.api import tables as api_tables
 from clearinghouse.audit import tables as audit_tables
+from clearinghouse.fraud import tables as fraud_tables
 from clearinghouse.ledger import tables as ledger_tables
 from clearinghouse.members import tables as member_tables
 from clearinghouse.points import tables as points_tables
@@ -12,6 +13,7 @@ from settlement import tables as settlement_tables
 __all__ = [
     "api_tables",
     "audit_tables",
+    "fraud_tables",
     "ledger_tables",
     "member_tables",
     "partner_tables",

@@ -162,7 +162,7 @@ def create_partner(
 def get_partner(session: Session, partner_id: str, *, for_update: bool = False) -> Partner:
     query = select(*partners.c).where(partners.c.id == partner_id)
     if for_update:
-        query = query.with_for_update()
+        query = query.with_for_update(key_share=True)
     row = session.execute(query).first()
     if row is None:
         raise PartnerNotFound(f"no partner {partner_id}")

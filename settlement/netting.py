@@ -48,6 +48,7 @@ CATEGORIES: dict[str, tuple[str, int]] = {
     "accrual": ("issued", 1),
     "referral_bonus": ("issued", 1),
     "refund": ("reversed", -1),
+    "fraud_reversal": ("reversed", -1),
     "capture": ("redeemed", -1),
     "redemption_refund": ("redemption_refunded", 1),
     "exchange_in": ("exchange_in", 1),
@@ -186,8 +187,11 @@ def _entry_points(session: Session, entry_ids: list[int]) -> dict[tuple[int, str
     return {(r.entry_id, r.address): r.amount for r in rows}
 
 
-def compute_lines(session: Session, entries: Sequence[Any]) -> tuple[list[Line], dict[str, int]]:
-    """Lines per partner, and per partner the issue value to give back to its headroom."""
+def compute_lines(
+    session: Session, entries: Sequence[Any], freed: frozenset[int] = frozenset()
+) -> tuple[list[Line], dict[str, int]]:
+    """Lines per partner, and per partner the issue value to give back to its headroom (less
+    that of the `freed` entries, whose limit an earlier, rejected run already gave back)."""
     amounts = _entry_points(session, [e.id for e in entries])
     lines: dict[str, Line] = {}
     restored: dict[str, int] = defaultdict(int)
@@ -198,8 +202,8 @@ def compute_lines(session: Session, entries: Sequence[Any]) -> tuple[list[Line],
         points = abs(amounts.get((entry.id, address), 0))
         line = lines.setdefault(partner_id, Line(partner_id))
         line.add(category, points, int(entry.metadata["value_fen"]))
-        exposure = amounts.get((entry.id, exposure_account(partner_id)), 0)
-        restored[partner_id] += exposure
+        if entry.id not in freed:
+            restored[partner_id] += amounts.get((entry.id, exposure_account(partner_id)), 0)
     return sorted(lines.values(), key=lambda line: line.partner_id), dict(restored)
 
 
@@ -286,7 +290,17 @@ def _first_open_date(session: Session) -> date | None:
 def _compute(session: Session, business_date: date) -> Run:
     cut = cutoff(business_date)
     entries = session.execute(_unsettled(cut)).all()
-    lines, restored = compute_lines(session, entries)
+    freed = frozenset(
+        session.execute(
+            select(settlement_items.c.entry_id)
+            .join(settlement_runs, settlement_runs.c.id == settlement_items.c.run_id)
+            .where(
+                settlement_runs.c.state == "rejected",
+                settlement_items.c.entry_id.in_([e.id for e in entries]),
+            )
+        ).scalars()
+    )
+    lines, restored = compute_lines(session, entries, freed)
     attempt = (
         1
         + session.execute(
@@ -483,15 +497,17 @@ def approve(session: Session, business_date: date, user: User) -> tuple[Run, lis
 
 
 def reject(session: Session, business_date: date, user: User, reason: str) -> Run:
-    """Reject a computed or approved run: its CNY entry is reversed and its entries become
-    unsettled again, to be computed anew."""
+    """Reject a computed or approved run: its payables are reversed and its entries become
+    unsettled again, to be computed anew. The issuance limit it freed stays freed (the partner
+    may already have used it); the next run does not free it twice."""
     require_role(user, "finance", "approver")
     row = _transition(session, business_date, ("computed", "approved"), "rejected", user, reason)
-    if row.entry_id is not None:
-        reversal = [
-            ledger.Posting(p.address, -p.amount, p.asset)
-            for p in ledger.entry_postings(session, row.entry_id)
-        ]
+    reversal = [
+        ledger.Posting(p.address, -p.amount, p.asset)
+        for p in (ledger.entry_postings(session, row.entry_id) if row.entry_id else [])
+        if p.address == CLEARING or p.address.endswith(":payable")
+    ]
+    if reversal:
         ledger.post(
             session,
             ledger.Entry(

@@ -1,7 +1,7 @@
 """Reconciliation: a partner uploads its own record of a business day and we compare it, line by
 line, with ours. The partner's CSV has the columns `txn_id,type,amount_fen,points`, one row per
-transaction, type one of `purchase` (txn_id: the partner's transaction id), `refund` (the
-partner's refund id) and `redemption` (the hold's partner_ref, or the hold id)."""
+transaction, type one of `purchase` (txn_id: the partner's transaction id), `refund`
+(`<transaction id>/<refund id>`) and `redemption` (the hold's partner_ref, or the hold id)."""
 
 from __future__ import annotations
 
@@ -92,8 +92,13 @@ def our_lines(session: Session, partner_id: str, business_date: date) -> dict[Ke
         )
     ):
         ours[("purchase", row.partner_txn_id)] = (row.amount_fen, row.points)
-    for row in session.execute(
-        select(refunds.c.partner_refund_id, refunds.c.amount_fen, refunds.c.points)
+    for refund in session.execute(
+        select(
+            purchases.c.partner_txn_id,
+            refunds.c.partner_refund_id,
+            refunds.c.amount_fen,
+            refunds.c.points,
+        )
         .join(purchases, purchases.c.id == refunds.c.purchase_id)
         .where(
             purchases.c.partner_id == partner_id,
@@ -101,7 +106,11 @@ def our_lines(session: Session, partner_id: str, business_date: date) -> dict[Ke
             refunds.c.created_at < end,
         )
     ):
-        ours[("refund", row.partner_refund_id)] = (row.amount_fen, row.points)
+        # Refund ids are the partner's own per purchase: "<transaction id>/<refund id>".
+        ours[("refund", f"{refund.partner_txn_id}/{refund.partner_refund_id}")] = (
+            refund.amount_fen,
+            refund.points,
+        )
     for row in session.execute(
         select(
             func.coalesce(holds.c.partner_ref, holds.c.id).label("ref"),

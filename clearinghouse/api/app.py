@@ -20,6 +20,7 @@ from clearinghouse.audit import endpoints as audit_endpoints
 from clearinghouse.audit.sealing import seal_all
 from clearinghouse.config import get_settings
 from clearinghouse.database import make_engine, resolve_url, session_factory
+from clearinghouse.fraud import endpoints as fraud_endpoints
 from clearinghouse.members import endpoints as member_endpoints
 from clearinghouse.points import endpoints as points_endpoints
 from partners import auth as partner_auth
@@ -90,6 +91,8 @@ def create_app(sessions: sessionmaker[Session] | None = None) -> FastAPI:
     app.include_router(settlement_endpoints.partner)
     app.include_router(settlement_endpoints.finance)
     app.include_router(audit_endpoints.router)
+    app.include_router(fraud_endpoints.operator)
+    app.include_router(fraud_endpoints.partner)
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

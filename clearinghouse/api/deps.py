@@ -76,3 +76,12 @@ def _audit_session(request: Request) -> Iterator[Session]:
 
 Auditor = Annotated[User, Depends(_auditor)]
 AuditSession = Annotated[Session, Depends(_audit_session, scope="function")]
+
+
+def _operator(request: Request) -> User:
+    user = _bearer(request)
+    require_role(user, "operator")
+    return user
+
+
+Operator = Annotated[User, Depends(_operator)]

@@ -49,10 +49,16 @@ def debt_account(member_id: str) -> str:
     return str(ledger.Address.member(member_id, "debt"))
 
 
+def pending_account(member_id: str) -> str:
+    """Points earned but held back for a risk review: not spendable."""
+    return str(ledger.Address.member(member_id, "pending"))
+
+
 def member_accounts(member_id: str) -> list[ledger.AccountSpec]:
     return [
         ledger.AccountSpec(available_account(member_id)),
         ledger.AccountSpec(held_account(member_id)),
+        ledger.AccountSpec(pending_account(member_id)),
         ledger.AccountSpec(debt_account(member_id), non_negative=False),
     ]
 

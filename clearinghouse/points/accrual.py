@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 from clearinghouse import ledger
 from clearinghouse.config import get_settings
 from clearinghouse.errors import Conflict, InvalidRequest
+from clearinghouse.fraud import service as fraud
+from clearinghouse.fraud.tables import fraud_cases
 from clearinghouse.members.service import linked_member
 from clearinghouse.numbers import money
 from clearinghouse.points import lots, wallet
@@ -62,10 +64,16 @@ class AccrualResult:
     entry_id: int | None
     lot_expires_at: datetime | None
     tier: str
+    review_case_id: str | None = None
+    """Set when the points wait, pending, for a risk review."""
 
 
 def _result(
-    row: Row[tuple[object, ...]], debt_repaid: int, lot_expires_at: datetime | None, tier: str
+    row: Row[tuple[object, ...]],
+    debt_repaid: int,
+    lot_expires_at: datetime | None,
+    tier: str,
+    review_case_id: str | None = None,
 ) -> AccrualResult:
     return AccrualResult(
         purchase_id=row.id,
@@ -81,6 +89,7 @@ def _result(
         # One form whether computed now or read back on a replay.
         lot_expires_at=lot_expires_at.astimezone(UTC) if lot_expires_at else None,
         tier=tier,
+        review_case_id=review_case_id,
     )
 
 
@@ -164,7 +173,26 @@ def _replay(session: Session, partner_id: str, report: PurchaseReport) -> Accrua
         debt_repaid = sum(
             p.amount for p in ledger.entry_postings(session, row.entry_id) if p.address == debt
         )
-    return _result(row, debt_repaid, lot_expiry, wallet.current_tier(session, row.member_id))
+    case_id = None
+    if row.entry_id is not None:
+        case_id = session.execute(
+            select(fraud_cases.c.id).where(fraud_cases.c.entry_id == row.entry_id)
+        ).scalar_one_or_none()
+    return _result(
+        row, debt_repaid, lot_expiry, wallet.current_tier(session, row.member_id), case_id
+    )
+
+
+def _attempt_of(partner_id: str, report: PurchaseReport, points: int) -> fraud.Attempt:
+    return fraud.Attempt(
+        operation="accrual",
+        partner_id=partner_id,
+        member_id=report.member_id,
+        occurred_at=report.occurred_at,
+        points=points,
+        amount_fen=report.amount_fen,
+        store_id=report.store_id,
+    )
 
 
 def accrue(session: Session, partner_id: str, report: PurchaseReport) -> AccrualResult:
@@ -198,14 +226,18 @@ def accrue(session: Session, partner_id: str, report: PurchaseReport) -> Accrual
     )
     points = accrual.points
     value = money(partner_rates.issue_price * points)
+    decision = fraud.screen(session, _attempt_of(partner_id, report, points))
+    # Under review, the points wait in the member's pending account: not spendable, no lot.
+    review = decision.action == "review" and points > 0
     owed = -ledger.balance(session, wallet.debt_account(member.id))
-    repaid = min(points, max(owed, 0))
+    repaid = 0 if review else min(points, max(owed, 0))
+    destination = wallet.pending_account if review else wallet.available_account
     entry_id: int | None = None
     lot_expires_at: datetime | None = None
     if points:
         legs = [
             ledger.Posting(str(ledger.Address.partner(partner_id, "issued")), -points),
-            ledger.Posting(wallet.available_account(member.id), points - repaid),
+            ledger.Posting(destination(member.id), points - repaid),
             ledger.Posting(wallet.debt_account(member.id), repaid),
         ]
         if value:
@@ -244,7 +276,7 @@ def accrue(session: Session, partner_id: str, report: PurchaseReport) -> Accrual
                 ) from exc
             raise
         entry_id = posted.id
-        if points - repaid:
+        if points - repaid and not review:
             lot_expires_at = lots.expiry_for(
                 report.occurred_at, rules.policy.expiry_months, get_settings().zone
             )
@@ -281,4 +313,9 @@ def accrue(session: Session, partner_id: str, report: PurchaseReport) -> Accrual
         session, member.id, max(now, report.occurred_at), rule_set_at(session, now)
     )
     pay_referral_bonus(session, member.id, rules)
-    return _result(row, repaid, lot_expires_at, status.tier)
+    case_id = None
+    if review:
+        case_id = fraud.open_case(
+            session, _attempt_of(partner_id, report, points), decision, entry_id=entry_id
+        )
+    return _result(row, repaid, lot_expires_at, status.tier, case_id)

@@ -59,6 +59,11 @@ class AccrualOut(BaseModel):
     issue_value_fen: int
     lot_expires_at: datetime | None
     tier: str
+    review_case_id: str | None = Field(
+        default=None,
+        description="Set when the points wait, not spendable, for a risk review: see "
+        "GET /v1/cases/{id}.",
+    )
 
     @classmethod
     def of(cls, r: accrual.AccrualResult) -> AccrualOut:
@@ -74,6 +79,7 @@ class AccrualOut(BaseModel):
             issue_value_fen=r.issue_value_fen,
             lot_expires_at=r.lot_expires_at,
             tier=r.tier,
+            review_case_id=r.review_case_id,
         )
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from clearinghouse import ledger
 from clearinghouse.config import get_settings
 from clearinghouse.errors import InvalidRequest
+from clearinghouse.fraud import service as fraud
 from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.members.service import linked_member
 from clearinghouse.numbers import money
@@ -87,6 +88,16 @@ def exchange(
     if earlier is not None:
         # A retry whose first answer was lost: the first exchange, whatever the clock says now.
         return _recorded(session, earlier, direction, member_id, partner.programme_asset)
+    attempt = fraud.Attempt(
+        operation="exchange",
+        partner_id=partner_id,
+        member_id=member_id,
+        occurred_at=now,
+        points=points,
+        direction=direction,
+    )
+    # Under review an exchange still goes ahead; the case asks a person to look at the member.
+    decision = fraud.screen(session, attempt)
     member = wallet.available_account(member_id)
     programme = directory.programme_account(partner_id)
     held = directory.exchange_account(asset)
@@ -163,6 +174,8 @@ def exchange(
         )
     else:
         lots.consume(session, member_id, points, posted.id)
+    if decision.action == "review":
+        fraud.open_case(session, attempt, decision, entry_id=posted.id)
     return Exchange(
         direction=direction,
         member_id=member_id,

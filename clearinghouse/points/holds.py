@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from clearinghouse import ledger
 from clearinghouse.errors import Conflict, InvalidRequest, NotFound
+from clearinghouse.fraud import service as fraud
 from clearinghouse.members.service import linked_member
 from clearinghouse.numbers import money
 from clearinghouse.points import lots, wallet
@@ -92,6 +93,15 @@ def place_hold(
     if earlier is not None:
         # A retry whose first answer was lost: the first hold, whatever the clock says now.
         return _hold(session.execute(select(holds).where(holds.c.hold_entry_id == earlier)).one())
+    attempt = fraud.Attempt(
+        operation="hold",
+        partner_id=partner_id,
+        member_id=member_id,
+        occurred_at=now,
+        points=points,
+        store_id=store_id,
+    )
+    decision = fraud.screen(session, attempt)
     posted = ledger.post(
         session,
         ledger.transfer(
@@ -123,6 +133,9 @@ def place_hold(
         )
         .returning(holds)
     ).one()
+    if decision.action == "review":
+        # The points stay reserved; capture waits for an operator's decision.
+        fraud.open_case(session, attempt, decision, hold_id=hold_id)
     return _hold(row)
 
 
@@ -136,7 +149,9 @@ def lock_hold(session: Session, partner_id: str | None, hold_id: str) -> Row[tup
     if member_id is None:
         raise HoldNotFound(f"no hold {hold_id}")
     wallet.lock_member(session, member_id)
-    return session.execute(select(holds).where(holds.c.id == hold_id).with_for_update()).one()
+    return session.execute(
+        select(holds).where(holds.c.id == hold_id).with_for_update(key_share=True)
+    ).one()
 
 
 def _close(
@@ -199,6 +214,11 @@ def capture(session: Session, partner_id: str, hold_id: str, points: int | None 
     hold = lock_hold(session, partner_id, hold_id)
     now = datetime.now(UTC)
     _open(hold, now)
+    case_id = fraud.open_case_on_hold(session, hold_id)
+    if case_id is not None:
+        raise fraud.UnderReview(
+            f"hold {hold_id} waits for risk review (case {case_id})", case_id=case_id
+        )
     amount = hold.amount if points is None else points
     if not 1 <= amount <= hold.amount:
         raise InvalidRequest(f"capture 1 to {hold.amount} points of hold {hold_id}")
@@ -251,7 +271,8 @@ def redeem(
     store_id: str | None = None,
     partner_ref: str | None = None,
 ) -> Hold:
-    """One-step redemption: hold and capture at once."""
+    """One-step redemption: hold and capture at once; under risk review, the hold stays open
+    until an operator decides."""
     hold = place_hold(
         session,
         partner_id,
@@ -261,4 +282,6 @@ def redeem(
         store_id=store_id,
         partner_ref=partner_ref,
     )
+    if hold.state != "held" or fraud.open_case_on_hold(session, hold.id) is not None:
+        return hold
     return capture(session, partner_id, hold.id)

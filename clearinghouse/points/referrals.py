@@ -79,7 +79,7 @@ def pay_referral_bonus(session: Session, member_id: str, rules: RuleSet) -> int 
     referral = session.execute(
         select(referrals)
         .where(referrals.c.invitee_member_id == member_id, referrals.c.bonus_entry_id.is_(None))
-        .with_for_update()
+        .with_for_update(key_share=True)
     ).first()
     if referral is None:
         return None

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from clearinghouse import ledger
 from clearinghouse.errors import Conflict, InvalidRequest, NotFound
+from clearinghouse.fraud import service as fraud
 from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.numbers import money
 from clearinghouse.points import lots, wallet
@@ -61,7 +62,7 @@ def refund_purchase(
     purchase = session.execute(
         select(purchases)
         .where(purchases.c.partner_id == partner_id, purchases.c.partner_txn_id == partner_txn_id)
-        .with_for_update()
+        .with_for_update(key_share=True)
     ).one()
     previous = session.execute(
         select(refunds).where(
@@ -92,14 +93,29 @@ def refund_purchase(
         )
     # Floor division claws back whole points and hands the fractions to the member; a full
     # refund reaches exactly all points and all value.
-    points = purchase.points * refunded_after // purchase.amount_fen - purchase.refunded_points
-    value = (
-        purchase.issue_value_fen * refunded_after // purchase.amount_fen
-        - purchase.refunded_value_fen
+    points_after = purchase.points * refunded_after // purchase.amount_fen
+    points = points_after - purchase.refunded_points
+    # The value follows the points clawed back, so no fen moves without its points.
+    value_after = (
+        purchase.issue_value_fen * points_after // purchase.points if purchase.points else 0
     )
+    value = value_after - purchase.refunded_value_fen
     available = ledger.balance(session, wallet.available_account(member_id))
     from_available = min(points, available)
     to_debt = points - from_available
+    attempt = fraud.Attempt(
+        operation="refund",
+        partner_id=partner_id,
+        member_id=member_id,
+        occurred_at=datetime.now(UTC),
+        points=points,
+        amount_fen=amount_fen,
+        store_id=purchase.store_id,
+        points_already_spent=to_debt > 0,
+    )
+    # A refund only takes points back: under review it still goes ahead, and the case asks a
+    # person to look at the member (a refund after the points were spent).
+    decision = fraud.screen(session, attempt)
     entry_id: int | None = None
     if points:
         legs = [
@@ -135,6 +151,8 @@ def refund_purchase(
                 select(point_lots.c.id).where(point_lots.c.entry_id == purchase.entry_id)
             ).scalar_one_or_none()
             lots.consume(session, member_id, from_available, posted.id, first=own_lot)
+        if decision.action == "review":
+            fraud.open_case(session, attempt, decision, entry_id=posted.id)
     session.execute(
         update(purchases)
         .where(purchases.c.id == purchase.id)

@@ -14,6 +14,7 @@ from clearinghouse.members.service import (
     debt_account,
     held_account,
     member_accounts,
+    pending_account,
 )
 from clearinghouse.members.tables import members
 from clearinghouse.points.policy import RuleSet
@@ -33,7 +34,7 @@ def lock_member(session: Session, member_id: str) -> MemberRow:
     row = session.execute(
         select(members.c.id, members.c.birth_month)
         .where(members.c.id == member_id)
-        .with_for_update()
+        .with_for_update(key_share=True)  # FOR NO KEY UPDATE: foreign keys to it still check
     ).first()
     if row is None:
         raise MemberNotFound(f"no member {member_id}")
@@ -92,6 +93,7 @@ __all__ = [
     "held_account",
     "lock_member",
     "member_accounts",
+    "pending_account",
     "qualifying_points",
     "tier_status",
     "update_tier",

@@ -96,7 +96,9 @@ $$;
 
 CREATE FUNCTION ledger_check_entry_has_postings() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM postings WHERE entry_id = NEW.id) THEN
+    -- count(*) rather than NOT EXISTS: a plan cached while postings was small would scan the
+    -- whole table at every commit for the life of the connection.
+    IF (SELECT count(*) FROM postings WHERE entry_id = NEW.id) = 0 THEN
         RAISE EXCEPTION 'journal entry % has no postings', NEW.id USING ERRCODE = 'LD005';
     END IF;
     RETURN NULL;

@@ -62,6 +62,9 @@ def upgrade() -> None:
             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'clearinghouse_readonly') THEN
                 CREATE ROLE clearinghouse_readonly NOLOGIN;
             END IF;
+        EXCEPTION
+            -- Another database on the same server created it at the same moment.
+            WHEN duplicate_object OR unique_violation THEN NULL;
         END
         $$;
         GRANT USAGE ON SCHEMA public TO clearinghouse_readonly;

@@ -1,0 +1,1 @@
+"""Fraud and risk checks on every points movement, and the operators' review queue."""

@@ -1,0 +1,81 @@
+"""The review queue for operators (bearer token, role operator), and each partner's view of
+the outcome of its own cases (signed)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from clearinghouse.api.deps import Operator, PartnerAuth, ReadSession, WriteSession
+from clearinghouse.fraud import service
+from clearinghouse.fraud.tables import fraud_actions
+
+operator = APIRouter(prefix="/operator", tags=["risk"])
+partner = APIRouter(prefix="/v1", tags=["risk"])
+
+
+def _case(session: Any, case: service.Case) -> dict[str, Any]:
+    actions = [
+        {"action": r.action, "user": r.user_id, "note": r.note, "at": r.at}
+        for r in session.execute(
+            select(fraud_actions)
+            .where(fraud_actions.c.case_id == case.id)
+            .order_by(fraud_actions.c.id)
+        )
+    ]
+    return {**asdict(case), "actions": actions}
+
+
+@operator.get("/cases", summary="Risk cases, oldest first (open ones by default)")
+def list_cases(
+    session: ReadSession,
+    user: Operator,
+    state: Annotated[str | None, Query(pattern="^(open|approved|rejected|blocked)$")] = "open",
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[dict[str, Any]]:
+    return [_case(session, c) for c in service.list_cases(session, state, limit)]
+
+
+@operator.get("/cases/{case_id}", summary="One case: the rules, their inputs and versions")
+def get_case(case_id: str, session: ReadSession, user: Operator) -> dict[str, Any]:
+    return _case(session, service.get_case(session, case_id))
+
+
+class DecisionIn(BaseModel):
+    note: str | None = Field(default=None, max_length=1000)
+
+
+@operator.post("/cases/{case_id}/approve", summary="Release what the case held back")
+def approve(
+    case_id: str, body: DecisionIn, session: WriteSession, user: Operator
+) -> dict[str, Any]:
+    return _case(session, service.approve(session, case_id, user, body.note))
+
+
+@operator.post("/cases/{case_id}/reject", summary="Reverse what the case held back")
+def reject(case_id: str, body: DecisionIn, session: WriteSession, user: Operator) -> dict[str, Any]:
+    return _case(session, service.reject(session, case_id, user, body.note))
+
+
+class PartnerCaseOut(BaseModel):
+    case_id: str
+    operation: str
+    decision: str
+    state: str
+    reasons: list[str]
+
+
+@partner.get("/cases/{case_id}", summary="The outcome of a risk case on the partner's request")
+def partner_case(case_id: str, session: ReadSession, auth: PartnerAuth) -> PartnerCaseOut:
+    case = service.get_case(session, case_id, auth.partner_id)
+    return PartnerCaseOut(
+        case_id=case.id,
+        operation=case.operation,
+        decision=case.decision,
+        state=case.state,
+        reasons=[rule["reason"] for rule in case.verdicts["rules"]],
+    )

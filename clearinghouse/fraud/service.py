@@ -1,0 +1,254 @@
+"""Screening a points movement against the rules, recording every decision as a case, and the
+operators' review of the cases that need a person."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from clearinghouse.errors import Conflict, DomainError, InvalidRequest, NotFound
+from clearinghouse.fraud.rules import RULES, SEVERITY, Action, Attempt, Thresholds, Verdict
+
+__all__ = [
+    "Attempt",
+    "Decision",
+    "FraudBlocked",
+    "UnderReview",
+    "open_case",
+    "open_case_on_hold",
+    "screen",
+]
+from clearinghouse.fraud.tables import fraud_actions, fraud_cases, fraud_thresholds
+from clearinghouse.users.service import User, require_role
+
+_ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+class FraudBlocked(DomainError):
+    code = "fraud_blocked"
+    status = 403
+    title = "Refused by risk control"
+
+    def __init__(self, case_id: str, reason: str) -> None:
+        super().__init__(f"refused by risk control: {reason}", case_id=case_id)
+        self.case_id = case_id
+
+
+class CaseNotFound(NotFound):
+    code = "case_not_found"
+    title = "Unknown case"
+
+
+class UnderReview(Conflict):
+    code = "under_review"
+    title = "Waiting for a risk review"
+
+    def __init__(self, detail: str, *, case_id: str) -> None:
+        super().__init__(detail, case_id=case_id)
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    verdicts: list[Verdict]
+    versions: dict[str, int]
+
+    def reasons(self) -> list[dict[str, Any]]:
+        return [asdict(v) for v in self.verdicts]
+
+
+def thresholds_for(
+    session: Session, partner_id: str, at: datetime
+) -> tuple[Thresholds, dict[str, int]]:
+    """The coalition defaults in effect, overridden by the partner's own version, if any."""
+    settings: dict[str, Any] = {}
+    versions: dict[str, int] = {}
+    for scope in (None, partner_id):
+        row = session.execute(
+            select(fraud_thresholds.c.version, fraud_thresholds.c.settings)
+            .where(
+                fraud_thresholds.c.partner_id.is_(None)
+                if scope is None
+                else fraud_thresholds.c.partner_id == scope,
+                fraud_thresholds.c.effective_from <= at,
+            )
+            .order_by(fraud_thresholds.c.version.desc())
+            .limit(1)
+        ).first()
+        if row is not None:
+            settings |= row.settings
+            versions["coalition" if scope is None else scope] = row.version
+    return Thresholds.model_validate(settings), versions
+
+
+def evaluate(session: Session, attempt: Attempt) -> Decision:
+    thresholds, versions = thresholds_for(session, attempt.partner_id, attempt.occurred_at)
+    verdicts = [v for rule in RULES if (v := rule(session, attempt, thresholds)) is not None]
+    verdicts = [v for v in verdicts if v.action != "allow"]
+    action: Action = max((v.action for v in verdicts), key=SEVERITY.__getitem__, default="allow")
+    return Decision(action, verdicts, versions)
+
+
+def _new_id() -> str:
+    return "C" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(15))
+
+
+def _case_values(attempt: Attempt, decision: Decision, state: str) -> dict[str, Any]:
+    return {
+        "id": _new_id(),
+        "partner_id": attempt.partner_id,
+        "member_id": attempt.member_id,
+        "operation": attempt.operation,
+        "decision": decision.action,
+        "state": state,
+        "verdicts": {"rules": decision.reasons(), "versions": decision.versions},
+        "attempt": {
+            **asdict(attempt),
+            "occurred_at": attempt.occurred_at.isoformat(),
+        },
+    }
+
+
+def screen(session: Session, attempt: Attempt) -> Decision:
+    """Run the rules. A block is recorded as a case in a transaction of its own (the request's
+    is rolled back, so nothing is posted) and raised; a review is returned for the caller to
+    hold the points back and open a case with `open_case`."""
+    decision = evaluate(session, attempt)
+    if decision.action == "block":
+        values = _case_values(attempt, decision, "blocked")
+        with Session(bind=session.get_bind()) as own, own.begin():
+            own.execute(fraud_cases.insert().values(**values))
+        raise FraudBlocked(values["id"], "; ".join(v.reason for v in decision.verdicts))
+    return decision
+
+
+def open_case(
+    session: Session,
+    attempt: Attempt,
+    decision: Decision,
+    *,
+    entry_id: int | None = None,
+    hold_id: str | None = None,
+) -> str:
+    values = _case_values(attempt, decision, "open")
+    session.execute(fraud_cases.insert().values(**values, entry_id=entry_id, hold_id=hold_id))
+    return str(values["id"])
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    partner_id: str
+    member_id: str | None
+    operation: str
+    decision: str
+    state: str
+    verdicts: dict[str, Any]
+    attempt: dict[str, Any]
+    entry_id: int | None
+    hold_id: str | None
+    created_at: datetime
+    decided_at: datetime | None
+    decided_by: str | None
+
+
+def get_case(session: Session, case_id: str, partner_id: str | None = None) -> Case:
+    query = select(fraud_cases).where(fraud_cases.c.id == case_id)
+    if partner_id is not None:
+        query = query.where(fraud_cases.c.partner_id == partner_id)
+    row = session.execute(query).first()
+    if row is None:
+        raise CaseNotFound(f"no case {case_id}")
+    return Case(**row._asdict())
+
+
+def list_cases(session: Session, state: str | None = "open", limit: int = 100) -> list[Case]:
+    query = select(fraud_cases).order_by(fraud_cases.c.created_at).limit(limit)
+    if state is not None:
+        query = query.where(fraud_cases.c.state == state)
+    return [Case(**row._asdict()) for row in session.execute(query)]
+
+
+def open_case_on_hold(session: Session, hold_id: str) -> str | None:
+    found: str | None = session.execute(
+        select(fraud_cases.c.id).where(
+            fraud_cases.c.hold_id == hold_id, fraud_cases.c.state == "open"
+        )
+    ).scalar_one_or_none()
+    return found
+
+
+def _decide(session: Session, case_id: str, user: User, state: str, note: str | None) -> Any:
+    require_role(user, "operator")
+    row = session.execute(
+        select(fraud_cases).where(fraud_cases.c.id == case_id).with_for_update()
+    ).first()
+    if row is None:
+        raise CaseNotFound(f"no case {case_id}")
+    if row.state != "open":
+        raise Conflict(f"case {case_id} is {row.state}")
+    session.execute(
+        update(fraud_cases)
+        .where(fraud_cases.c.id == case_id)
+        .values(state=state, decided_at=func.now(), decided_by=user.id)
+    )
+    session.execute(
+        fraud_actions.insert().values(case_id=case_id, action=state, user_id=user.id, note=note)
+    )
+    return row
+
+
+def approve(session: Session, case_id: str, user: User, note: str | None = None) -> Case:
+    """Release what the case held back: pending points become available (with their lot), a
+    held redemption may be captured."""
+    from clearinghouse.points import release
+
+    row = _decide(session, case_id, user, "approved", note)
+    if row.operation == "accrual" and row.entry_id is not None:
+        release.release_pending(session, row.entry_id, case_id)
+    return get_case(session, case_id)
+
+
+def reject(session: Session, case_id: str, user: User, note: str | None = None) -> Case:
+    """Undo what the case held back: pending points are reversed to the issuer, a held
+    redemption is voided."""
+    from clearinghouse.points import holds, release
+
+    row = _decide(session, case_id, user, "rejected", note)
+    if row.operation == "accrual" and row.entry_id is not None:
+        release.reverse_pending(session, row.entry_id, case_id)
+    if row.hold_id is not None:
+        hold = holds.lock_hold(session, None, row.hold_id)
+        if hold.state == "held":
+            holds.void(session, row.partner_id, row.hold_id)
+    return get_case(session, case_id)
+
+
+def publish_thresholds(session: Session, partner_id: str | None, settings: dict[str, Any]) -> int:
+    """A new version of the thresholds for a partner (or the coalition's defaults)."""
+    try:
+        Thresholds.model_validate(settings)
+    except ValueError as exc:
+        raise InvalidRequest(f"invalid thresholds: {exc}") from exc
+    latest = session.execute(
+        select(func.max(fraud_thresholds.c.version)).where(
+            fraud_thresholds.c.partner_id.is_(None)
+            if partner_id is None
+            else fraud_thresholds.c.partner_id == partner_id
+        )
+    ).scalar_one()
+    version = (latest or 0) + 1
+    session.execute(
+        fraud_thresholds.insert().values(
+            partner_id=partner_id,
+            version=version,
+            effective_from=datetime.now(UTC),
+            settings=settings,
+        )
+    )
+    return version

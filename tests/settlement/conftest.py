@@ -1,0 +1,17 @@
+"""Each settlement test runs on a throwaway migrated database of its own: settlement settles
+every unsettled entry of the database up to a cut-off, so no two tests may share one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import Databases
+from tests.settlement.builders import World, own_world
+
+
+@pytest.fixture
+def world(databases: Databases) -> Iterator[World]:
+    with own_world(databases) as own:
+        yield own

@@ -1,0 +1,69 @@
+"""`clearinghouse user create`, `clearinghouse settle` and `clearinghouse settlement ...`, run as
+an operator would: in a child process, on a throwaway database of the test's own."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from clearinghouse.users.service import user_by_token
+from settlement.reports import LINE_COLUMNS
+from tests.settlement.builders import World, a_day_of_traffic, business_today
+
+
+def run(world: World, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clearinghouse", *args],
+        env={**os.environ, "DATABASE_URL": world.url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_create_a_user_settle_a_date_and_export_its_report(world: World, tmp_path: Path) -> None:
+    traffic = a_day_of_traffic(world)
+    day = business_today().isoformat()
+
+    created = run(world, "user", "create", "fin1", "--role", "finance")
+    assert created.returncode == 0, created.stderr
+    assert "user fin1 (finance)" in created.stdout
+    token = created.stdout.strip().splitlines()[-1]
+    assert token.startswith("cht_")
+    with world.sessions() as session:
+        assert user_by_token(session, token).id == "fin1"
+
+    settled = run(world, "settle", "--date", day)
+    assert settled.returncode == 0, settled.stderr
+    out = settled.stdout
+    assert f"settlement {day} (attempt 1): computed, 2 entries" in out
+    payer_row = next(line for line in out.splitlines() if traffic.payer.id in line)
+    receiver_row = next(line for line in out.splitlines() if traffic.receiver.id in line)
+    assert payer_row.split()[-1] == f"{traffic.issued_fen / 100:,.2f}"
+    assert receiver_row.split()[-1] == f"{-traffic.redeemed_fen / 100:,.2f}"
+    keeps = (traffic.issued_fen - traffic.redeemed_fen) / 100
+    keeps_row = next(line for line in out.splitlines() if "coalition keeps" in line)
+    assert keeps_row.split()[-1] == f"{keeps:,.2f}"
+    assert "cancel to the fen" in out
+
+    report = tmp_path / "report.csv"
+    shown = run(world, "settlement", "show", day, "--csv", str(report))
+    assert shown.returncode == 0, shown.stderr
+    assert f"wrote {report}" in shown.stdout
+    rows = list(csv.reader(io.StringIO(report.read_text())))
+    assert rows[0] == ["business_date", *LINE_COLUMNS]
+    assert [row[1] for row in rows[1:]] == [
+        *sorted([traffic.payer.id, traffic.receiver.id]),
+        "TOTAL",
+        "COALITION_REVENUE",
+    ]
+    assert int(rows[-1][-1]) == traffic.issued_fen - traffic.redeemed_fen
+
+    approved = run(world, "settlement", "approve", day, "--token", token)
+    assert approved.returncode == 0, approved.stderr
+    assert f"fin1 approved; settlement {day} is computed" in approved.stdout
