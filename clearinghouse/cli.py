@@ -16,6 +16,7 @@ from clearinghouse.audit.cli import audit_app
 from clearinghouse.cli_support import fail, points, transaction
 from clearinghouse.config import get_settings
 from clearinghouse.database import make_engine, resolve_url, session_factory
+from clearinghouse.fraud.cli import fraud_app
 from clearinghouse.jobs_cli import jobs_app, rules_app
 from clearinghouse.points import lots
 from partners.cli import key_app, partner_app, store_app
@@ -34,6 +35,7 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(settlement_app, name="settlement")
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
+app.add_typer(fraud_app, name="fraud")
 app.command("settle")(settle_command)
 
 
