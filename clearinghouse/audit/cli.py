@@ -33,13 +33,16 @@ def verify_command(
     export: Annotated[
         Path | None, typer.Option(help="Verify this export folder instead, with no database.")
     ] = None,
+    digest: Annotated[
+        str | None, typer.Option(help="A digest you hold: some block must have it.")
+    ] = None,
 ) -> None:
     """Recompute every sealed block; exit 1 naming the first bad block and entry."""
     if export is not None:
-        verdict = verify.verify_export(export)
+        verdict = verify.verify_export(export, digest)
     else:
         with transaction() as session:
-            verdict = verify.verify_database(session)
+            verdict = verify.verify_database(session, digest)
     if verdict.problems:
         first = verdict.problems[0]
         typer.secho(f"FAILED: {first}", fg=typer.colors.RED, err=True)

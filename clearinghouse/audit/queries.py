@@ -63,12 +63,19 @@ def find_entries(
             )
         )
     if where.store:
+        at_store = journal_entries.alias("at_store")
         query = query.where(
             or_(
                 _touching(
                     (accounts.c.owner_type == "store") & (accounts.c.owner_id == where.store)
                 ),
                 journal_entries.c.metadata["store_id"].astext == where.store,
+                # Reversals (refunds) of the store's entries belong to the store too.
+                journal_entries.c.reverses_id.in_(
+                    select(at_store.c.id).where(
+                        at_store.c.metadata["store_id"].astext == where.store
+                    )
+                ),
             )
         )
     if where.kind:

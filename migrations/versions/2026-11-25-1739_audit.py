@@ -70,7 +70,13 @@ def upgrade() -> None:
         GRANT USAGE ON SCHEMA public TO clearinghouse_readonly;
         GRANT SELECT ON ALL TABLES IN SCHEMA public TO clearinghouse_readonly;
         ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO clearinghouse_readonly;
-        GRANT clearinghouse_readonly TO CURRENT_USER;
+        DO $$
+        BEGIN
+            GRANT clearinghouse_readonly TO CURRENT_USER;
+        EXCEPTION
+            WHEN duplicate_object OR unique_violation THEN NULL;
+        END
+        $$;
         """
     )
 

@@ -1,0 +1,122 @@
+"""Typed helpers for the audit tests. Sealing and verification are global to a database, so every
+test works on a throwaway migrated database of its own (`own_books`); entries are written with
+the ledger builders, people get bearer tokens, and tampering happens as the database owner with
+the append-only triggers switched off."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from clearinghouse.audit.tables import seal_blocks
+from clearinghouse.database import make_engine, session_factory
+from clearinghouse.users.service import create_user
+from tests import builders
+from tests.conftest import Databases
+
+
+@dataclass(frozen=True)
+class Books:
+    """A throwaway migrated database of one test (or module) alone."""
+
+    url: str
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+
+@contextmanager
+def own_books(databases: Databases) -> Iterator[Books]:
+    engine = make_engine(databases.create("ch_audit"), pool_size=5)
+    try:
+        yield Books(
+            engine.url.render_as_string(hide_password=False), engine, session_factory(engine)
+        )
+    finally:
+        engine.dispose()
+
+
+def run_cli(
+    *args: str, env: Mapping[str, str], cwd: Path | None = None, unset: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """`clearinghouse ARGS` in a child process, with this environment plus `env`, less the
+    variables named in `unset`."""
+    environment = {k: v for k, v in os.environ.items() if k not in unset}
+    return subprocess.run(
+        [sys.executable, "-m", "clearinghouse", *args],
+        env={**environment, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@dataclass(frozen=True)
+class Posted:
+    id: int
+    recorded_at: datetime
+    source: str
+    destination: str
+    amount: int
+
+
+def transfers(sessions: sessionmaker[Session], count: int, amount: int = 100) -> list[Posted]:
+    """`count` accruals, each from a fresh partner to a fresh member, each committed alone."""
+    posted: list[Posted] = []
+    for i in range(count):
+        with sessions() as session, session.begin():
+            source = builders.partner(session)
+            destination = builders.member(session)
+            entry = builders.accrue(session, source, destination, amount + i)
+        posted.append(Posted(entry.id, entry.recorded_at, source, destination, amount + i))
+    return posted
+
+
+def token_for(sessions: sessionmaker[Session], role: str) -> str:
+    """A new user of this role; its bearer token."""
+    with sessions() as session, session.begin():
+        _, token = create_user(session, builders.unique_id(role[:3]).lower(), role)
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@contextmanager
+def triggers_off(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """One transaction as the database owner with every user trigger of the journal and the
+    postings disabled (append-only, balance upkeep, the balanced-entry check): what someone
+    with the keys to the database could do behind the application's back. The triggers are
+    back on at commit."""
+    tables = ("postings", "journal_entries")
+    with sessions() as session, session.begin():
+        for table in tables:
+            session.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
+        yield session
+        for table in tables:
+            session.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER USER"))
+
+
+def block_of(session: Session, entry_id: int) -> int:
+    number: int = session.execute(
+        text("SELECT block_number FROM seal_items WHERE entry_id = :id"), {"id": entry_id}
+    ).scalar_one()
+    return number
+
+
+def newest_sealed_at(session: Session) -> datetime:
+    sealed_at: datetime = session.execute(
+        select(seal_blocks.c.sealed_at).order_by(seal_blocks.c.number.desc()).limit(1)
+    ).scalar_one()
+    return sealed_at

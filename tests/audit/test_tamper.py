@@ -1,0 +1,213 @@
+"""Tamper evidence, the point of sealing: someone with the keys to the database switches the
+append-only triggers off and changes, deletes or back-dates journal entries. Verification names
+the first bad block and entry, and `clearinghouse audit verify` exits 1 saying so; on honest
+books it exits 0. (The materialised balances drift too when postings change behind the triggers'
+back: `ledger check` reports that separately.)"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from clearinghouse import ledger
+from clearinghouse.audit import sealing, verify
+from clearinghouse.audit.canonical import encode, load_entries
+from clearinghouse.audit.verify import Problem
+from tests.audit.helpers import (
+    Books,
+    Posted,
+    block_of,
+    newest_sealed_at,
+    run_cli,
+    transfers,
+    triggers_off,
+)
+
+CHANGED = "entry changed after sealing"
+MISSING = "sealed entry is missing"
+ROOT = "Merkle root differs from its entries"
+INSERTED = "recorded before the last seal but never sealed: inserted after the fact"
+BACKDATED = "recorded long before the previous block was sealed: back-dated"
+
+
+def _three_blocks(books: Books) -> list[list[Posted]]:
+    """Three sealed blocks of three entries each."""
+    blocks: list[list[Posted]] = []
+    for number in (1, 2, 3):
+        blocks.append(transfers(books.sessions, 3))
+        (block,) = sealing.seal_all(books.sessions)
+        assert (block.number, block.entry_count) == (number, 3)
+    return blocks
+
+
+def _problems(books: Books) -> list[Problem]:
+    with books.sessions() as session:
+        return verify.verify_database(session).problems
+
+
+def _verify_cli(books: Books) -> tuple[int, str, str]:
+    result = run_cli("audit", "verify", env={"DATABASE_URL": books.url})
+    return result.returncode, result.stdout, result.stderr
+
+
+def _assert_cli_names(books: Books, first: Problem) -> str:
+    code, _, err = _verify_cli(books)
+    assert code == 1, err
+    assert err.splitlines()[0] == f"FAILED: {first}"
+    return err
+
+
+def _shift_amounts(session: Session, entry_id: int, by: int) -> None:
+    """Take `by` off both legs of a transfer: the entry still balances."""
+    session.execute(
+        text(
+            "UPDATE postings SET amount = amount + CASE WHEN amount < 0 THEN :by ELSE -:by END"
+            " WHERE entry_id = :id"
+        ),
+        {"id": entry_id, "by": by},
+    )
+
+
+def test_honest_books_verify(books: Books, no_seal_delay: None) -> None:
+    _three_blocks(books)
+    transfers(books.sessions, 1)  # recorded just now, not sealed yet: not a problem
+    assert _problems(books) == []
+    code, out, err = _verify_cli(books)
+    assert code == 0, err
+    assert "verified 3 blocks and 9 entries: intact" in out
+
+
+def test_the_triggers_refuse_what_the_tests_below_do_behind_their_back(
+    books: Books, no_seal_delay: None
+) -> None:
+    (posted,) = transfers(books.sessions, 1)
+    for statement in (
+        "UPDATE postings SET amount = amount WHERE entry_id = :id",
+        "DELETE FROM postings WHERE entry_id = :id",
+        "UPDATE journal_entries SET metadata = '{}' WHERE id = :id",
+        "DELETE FROM journal_entries WHERE id = :id",
+    ):
+        with books.sessions() as session:
+            with pytest.raises(DBAPIError) as refused:
+                session.execute(text(statement), {"id": posted.id})
+            assert getattr(refused.value.orig, "sqlstate", None) == "LD007"  # append-only
+
+
+def test_a_changed_posting_names_its_block_and_entry(books: Books, no_seal_delay: None) -> None:
+    blocks = _three_blocks(books)
+    target, later = blocks[1][1], blocks[2][0]
+    with triggers_off(books.sessions) as session:
+        _shift_amounts(session, target.id, 10)
+        _shift_amounts(session, later.id, 1)
+    with books.sessions() as session:
+        assert ledger.balance(session, target.destination, as_of=None) == target.amount
+        assert sorted(p.amount for p in ledger.entry_postings(session, target.id)) == [
+            -(target.amount - 10),
+            target.amount - 10,
+        ]
+        drifted = {m.address for m in ledger.check_consistency(session)}
+    assert {target.source, target.destination} <= drifted
+
+    problems = _problems(books)
+    assert problems[:2] == [Problem(2, target.id, CHANGED), Problem(2, None, ROOT)]
+    assert Problem(3, later.id, CHANGED) in problems
+    err = _assert_cli_names(books, Problem(2, target.id, CHANGED))
+    assert f"also: block 3, entry {later.id}: {CHANGED}" in err
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        'UPDATE journal_entries SET metadata = \'{"note": "later"}\' WHERE id = :id',
+        "UPDATE journal_entries SET occurred_at = occurred_at - interval '1 day' WHERE id = :id",
+        "UPDATE journal_entries SET recorded_at = recorded_at + interval '1 second' WHERE id = :id",
+        "UPDATE journal_entries SET kind = 'refund' WHERE id = :id",
+        "UPDATE postings SET account_id = (SELECT id FROM accounts"
+        " WHERE address = 'coalition:breakage') WHERE entry_id = :id AND amount < 0",
+    ],
+    ids=["metadata", "occurred_at", "recorded_at", "kind", "account"],
+)
+def test_any_change_to_an_entry_is_caught(books: Books, no_seal_delay: None, change: str) -> None:
+    blocks = _three_blocks(books)
+    target = blocks[0][2]
+    with triggers_off(books.sessions) as session:
+        session.execute(text(change), {"id": target.id})
+    assert _problems(books)[0] == Problem(1, target.id, CHANGED)
+
+
+def test_an_entry_changed_with_its_seal_is_caught_by_the_root(
+    books: Books, no_seal_delay: None
+) -> None:
+    blocks = _three_blocks(books)
+    target = blocks[1][0]
+    with triggers_off(books.sessions) as session:
+        _shift_amounts(session, target.id, 5)
+        session.execute(text("ALTER TABLE seal_items DISABLE TRIGGER USER"))
+        (entry,) = load_entries(session, [target.id])
+        leaf = sealing.leaf_hash(encode(entry))
+        session.execute(
+            text("UPDATE seal_items SET leaf_hash = :leaf WHERE entry_id = :id"),
+            {"leaf": leaf, "id": target.id},
+        )
+        session.execute(text("ALTER TABLE seal_items ENABLE TRIGGER USER"))
+    assert _problems(books) == [Problem(2, None, ROOT)]
+    _assert_cli_names(books, Problem(2, None, ROOT))
+
+
+def test_a_deleted_entry_names_its_block_and_entry(books: Books, no_seal_delay: None) -> None:
+    blocks = _three_blocks(books)
+    target = blocks[1][2]
+    with triggers_off(books.sessions) as session:
+        session.execute(text("DELETE FROM postings WHERE entry_id = :id"), {"id": target.id})
+        session.execute(text("DELETE FROM journal_entries WHERE id = :id"), {"id": target.id})
+    with books.sessions() as session:
+        assert load_entries(session, [target.id]) == []
+        assert ledger.check_consistency(session) != []
+    assert _problems(books) == [Problem(2, target.id, MISSING)]
+    _assert_cli_names(books, Problem(2, target.id, MISSING))
+
+
+def test_a_back_dated_entry_is_caught_before_and_after_sealing(
+    books: Books, no_seal_delay: None
+) -> None:
+    blocks = _three_blocks(books)
+    honest = blocks[0][0]
+    with triggers_off(books.sessions) as session:
+        recorded = newest_sealed_at(session) - timedelta(hours=1)
+        inserted: int = session.execute(
+            text(
+                "INSERT INTO journal_entries (kind, origin, idempotency_key, request_hash,"
+                " occurred_at, recorded_at) VALUES ('accrual', 'test', 'slipped-in',"
+                " CAST('x' AS bytea), :at, :at) RETURNING id"
+            ),
+            {"at": recorded},
+        ).scalar_one()
+        session.execute(
+            text(
+                "INSERT INTO postings (entry_id, account_id, asset, amount, recorded_at)"
+                " SELECT :entry, id, 'PTS', CASE WHEN address = :source THEN -500 ELSE 500 END,"
+                " :at FROM accounts WHERE address IN (:source, :destination)"
+            ),
+            {
+                "entry": inserted,
+                "at": recorded,
+                "source": honest.source,
+                "destination": honest.destination,
+            },
+        )
+    with books.sessions() as session:
+        assert ledger.balance(session, honest.destination, as_of=recorded) == 500
+
+    assert _problems(books) == [Problem(None, inserted, INSERTED)]
+    _assert_cli_names(books, Problem(None, inserted, INSERTED))
+
+    # The sealer picks it up in a block of its own: still flagged, now by block.
+    (block,) = sealing.seal_all(books.sessions)
+    with books.sessions() as session:
+        assert block_of(session, inserted) == block.number == 4
+    assert _problems(books) == [Problem(4, inserted, BACKDATED)]
+    _assert_cli_names(books, Problem(4, inserted, BACKDATED))
