@@ -136,6 +136,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_fraud_actions_case_id", "fraud_actions", ["case_id"], unique=False)
 
+    op.create_index("ix_purchases_store_id_occurred_at", "purchases", ["store_id", "occurred_at"])
+    op.create_index("ix_purchases_store_id_id", "purchases", ["store_id", "id"])
     op.execute(
         sa.text(
             "INSERT INTO fraud_thresholds (partner_id, version, effective_from, settings) "
@@ -153,6 +155,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_purchases_store_id_id", table_name="purchases")
+    op.drop_index("ix_purchases_store_id_occurred_at", table_name="purchases")
     op.drop_index("ix_fraud_actions_case_id", table_name="fraud_actions")
     op.drop_table("fraud_actions")
     op.drop_index("ix_fraud_cases_state_created_at", table_name="fraud_cases")

@@ -1,0 +1,165 @@
+"""Risk-control overhead: what the fraud rules add to each accrual and redemption.
+
+    .venv/bin/python -m bench.fraud_bench [--purchases N] [--database-url URL]
+
+On a fresh database (embedded unless --database-url or DATABASE_URL), a partner with an online
+store and an offline store gets a history of accruals, then the bench measures, one request at a
+time: `accrue()` with its screening, `place_hold()` with its screening, and the screening alone
+(`fraud.service.evaluate`) on the same attempts, and prints the rules' share of each operation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from functools import partial
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from bench.ledger_bench import bench_server, scratch_database
+from clearinghouse import migrate
+from clearinghouse.database import make_engine, session_factory
+from clearinghouse.fraud import service as fraud
+from clearinghouse.members.service import link_member
+from clearinghouse.points import accrual, holds
+from partners import directory, limits, rates
+
+
+def _timed(sessions: sessionmaker[Session], work: Callable[[Session], object]) -> float:
+    """Milliseconds of `work` inside its own transaction (the commit included)."""
+    start = time.perf_counter()
+    with sessions() as session, session.begin():
+        work(session)
+    return (time.perf_counter() - start) * 1000
+
+
+def _summary(samples: list[float]) -> str:
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    mean, middle = statistics.fmean(ordered), statistics.median(ordered)
+    return f"mean {mean:.2f} ms, p50 {middle:.2f}, p99 {p99:.2f}"
+
+
+def set_up(sessions: sessionmaker[Session]) -> tuple[str, list[str]]:
+    partner_id = f"bench{uuid.uuid4().hex[:6]}"
+    with sessions() as s, s.begin():
+        directory.create_partner(s, partner_id, "Bench", "store_chain")
+        rates.set_rates(s, partner_id, earn_rate="1", issue_price="1", redemption_value="1")
+        limits.set_issuance_limit(s, partner_id, 10**12)
+        directory.add_store(s, partner_id, f"{partner_id}-on", name="Online", channel="online")
+        directory.add_store(
+            s,
+            partner_id,
+            f"{partner_id}-off",
+            name="Offline",
+            channel="offline",
+            city="Shanghai",
+            latitude=31.23,
+            longitude=121.47,
+        )
+        members = [link_member(s, partner_id, f"c{i}")[0].member_id for i in range(200)]
+        # A busy bench store would pass the daily caps; every rule still runs in full.
+        fraud.publish_thresholds(
+            s,
+            partner_id,
+            {"store_daily_accrual_fen_online": 10**12, "store_daily_accrual_fen_offline": 10**12},
+        )
+    return partner_id, members
+
+
+def accrue(session: Session, partner_id: str, member_id: str, store: str) -> None:
+    accrual.accrue(
+        session,
+        partner_id,
+        accrual.PurchaseReport(
+            partner_txn_id=uuid.uuid4().hex,
+            member_id=member_id,
+            amount_fen=random.randint(1_000, 50_000),
+            occurred_at=datetime.now(UTC),
+            store_id=store,
+        ),
+    )
+
+
+def run(sessions: sessionmaker[Session], purchases: int) -> None:
+    partner_id, members = set_up(sessions)
+    stores = [f"{partner_id}-on", f"{partner_id}-off"]
+    for _ in range(purchases):
+        _timed(
+            sessions,
+            partial(
+                accrue,
+                partner_id=partner_id,
+                member_id=random.choice(members),
+                store=random.choice(stores),
+            ),
+        )
+    with_rules: list[float] = []
+    screening: list[float] = []
+    hold_times: list[float] = []
+    hold_screening: list[float] = []
+    for _ in range(300):
+        member, store = random.choice(members), random.choice(stores)
+        attempt = fraud.Attempt(
+            operation="accrual",
+            partner_id=partner_id,
+            member_id=member,
+            occurred_at=datetime.now(UTC),
+            points=100,
+            amount_fen=10_000,
+            store_id=store,
+        )
+        hold_attempt = replace(attempt, operation="hold", amount_fen=0)
+        screening.append(_timed(sessions, partial(fraud.evaluate, attempt=attempt)))
+        with_rules.append(
+            _timed(sessions, partial(accrue, partner_id=partner_id, member_id=member, store=store))
+        )
+        hold_screening.append(_timed(sessions, partial(fraud.evaluate, attempt=hold_attempt)))
+        hold_times.append(
+            _timed(
+                sessions,
+                partial(
+                    holds.place_hold,
+                    partner_id=partner_id,
+                    member_id=member,
+                    points=100,
+                    key=uuid.uuid4().hex,
+                    store_id=store,
+                ),
+            )
+        )
+    print(f"history: {purchases} purchases at two stores, 200 members")
+    print(f"accrual, whole operation:   {_summary(with_rules)}")
+    print(f"accrual, rules alone:       {_summary(screening)}")
+    print(f"hold, whole operation:      {_summary(hold_times)}")
+    print(f"hold, rules alone:          {_summary(hold_screening)}")
+    share = statistics.fmean(screening) / statistics.fmean(with_rules)
+    hold_share = statistics.fmean(hold_screening) / statistics.fmean(hold_times)
+    print(f"rules' share: {share:.0%} of an accrual, {hold_share:.0%} of a hold")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--purchases", type=int, default=2_000)
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args(argv)
+    configured = args.database_url or os.environ.get("DATABASE_URL")
+    with bench_server(configured) as server, scratch_database(server) as url:
+        migrate.upgrade(url)
+        engine = make_engine(url, pool_size=2)
+        try:
+            run(session_factory(engine), args.purchases)
+        finally:
+            engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
