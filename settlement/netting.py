@@ -604,3 +604,10 @@ def list_runs(session: Session, limit: int = 60) -> list[Run]:
         .limit(limit)
     ).all()
     return [_run(session, row) for row in rows]
+
+
+def settle_due(sessions: sessionmaker[Session]) -> list[Run]:
+    """Settle yesterday (coalition time) and any open date before it; the server runs this
+    every few minutes, so a date is settled soon after its cut-off. Safe to repeat."""
+    yesterday = datetime.now(get_settings().zone).date() - timedelta(days=1)
+    return settle(sessions, yesterday)

@@ -26,11 +26,13 @@ from clearinghouse.points import endpoints as points_endpoints
 from partners import auth as partner_auth
 from partners import endpoints as partner_endpoints
 from settlement import endpoints as settlement_endpoints
+from settlement.netting import settle_due
 
 log = logging.getLogger(__name__)
 
 PURGE_EVERY_SECONDS = 60.0
 SEAL_EVERY_SECONDS = 5.0
+SETTLE_EVERY_SECONDS = 300.0
 
 
 def purge_expired(sessions: sessionmaker[Session]) -> tuple[int, int]:
@@ -67,6 +69,9 @@ def create_app(sessions: sessionmaker[Session] | None = None) -> FastAPI:
             ),
             asyncio.create_task(
                 _every(SEAL_EVERY_SECONDS, partial(seal_all, app.state.sessions), "seal")
+            ),
+            asyncio.create_task(
+                _every(SETTLE_EVERY_SECONDS, partial(settle_due, app.state.sessions), "settle")
             ),
         ]
         yield
