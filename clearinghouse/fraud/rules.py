@@ -139,7 +139,7 @@ def burn_after_earn(session: Session, a: Attempt, t: Thresholds) -> Verdict | No
         select(func.max(purchases.c.points)).where(
             purchases.c.member_id == a.member_id,
             purchases.c.store_id == a.store_id,
-            purchases.c.created_at > a.occurred_at - timedelta(minutes=t.burn_after_earn_minutes),
+            purchases.c.occurred_at > a.occurred_at - timedelta(minutes=t.burn_after_earn_minutes),
         )
     ).scalar_one()
     if recent is not None and recent >= t.burn_after_earn_min_points:
@@ -177,7 +177,8 @@ def store_outlier(session: Session, a: Attempt, t: Thresholds) -> Verdict | None
     if len(history) < t.store_outlier_history:
         return None
     middle = median(history)
-    mad = median(abs(x - middle) for x in history) or 1
+    deviations = [abs(x - middle) for x in history]
+    mad = median(deviations) or sum(deviations) / len(deviations) or 1
     limit = middle + t.store_outlier_mads * mad
     if a.amount_fen > limit:
         return Verdict(
@@ -213,6 +214,8 @@ def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 
 def impossible_travel(session: Session, a: Attempt, t: Thresholds) -> Verdict | None:
+    if a.operation not in ("accrual", "hold", "redemption"):
+        return None
     store = _store(session, a.store_id)
     if store is None or store.latitude is None:
         return None
@@ -236,8 +239,13 @@ def impossible_travel(session: Session, a: Attempt, t: Thresholds) -> Verdict | 
         return Verdict(
             "impossible_travel",
             t.impossible_travel_action,
-            f"{distance:.0f} km from store {last.id} in {hours * 60:.0f} minutes",
-            {"km": round(distance, 1), "hours": round(hours, 3), "kmh": round(speed)},
+            f"{distance:.0f} km from the member's nearest purchase in {hours * 60:.0f} minutes",
+            {
+                "km": round(distance, 1),
+                "hours": round(hours, 3),
+                "kmh": round(speed),
+                "other_store_id": last.id,
+            },
         )
     return None
 

@@ -87,7 +87,7 @@ def thresholds_for(
 
 
 def evaluate(session: Session, attempt: Attempt) -> Decision:
-    thresholds, versions = thresholds_for(session, attempt.partner_id, attempt.occurred_at)
+    thresholds, versions = thresholds_for(session, attempt.partner_id, datetime.now(UTC))
     verdicts = [v for rule in RULES if (v := rule(session, attempt, thresholds)) is not None]
     verdicts = [v for v in verdicts if v.action != "allow"]
     action: Action = max((v.action for v in verdicts), key=SEVERITY.__getitem__, default="allow")

@@ -312,7 +312,8 @@ def accrue(session: Session, partner_id: str, report: PurchaseReport) -> Accrual
     status = wallet.update_tier(
         session, member.id, max(now, report.occurred_at), rule_set_at(session, now)
     )
-    pay_referral_bonus(session, member.id, rules)
+    if not review:
+        pay_referral_bonus(session, member.id, rules)
     case_id = None
     if review:
         case_id = fraud.open_case(

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from clearinghouse import ledger
 from clearinghouse.config import get_settings
 from clearinghouse.errors import Conflict, InvalidRequest
+from clearinghouse.fraud.tables import fraud_cases
 from clearinghouse.members.service import linked_member
 from clearinghouse.numbers import money
 from clearinghouse.points import lots, wallet
@@ -83,8 +84,17 @@ def pay_referral_bonus(session: Session, member_id: str, rules: RuleSet) -> int 
     ).first()
     if referral is None:
         return None
+    held_back = select(fraud_cases.c.entry_id).where(
+        fraud_cases.c.operation == "accrual",
+        fraud_cases.c.state.in_(("open", "rejected")),
+        fraud_cases.c.entry_id.is_not(None),
+    )
     count = session.execute(
-        select(func.count()).where(purchases.c.member_id == member_id, purchases.c.points > 0)
+        select(func.count()).where(
+            purchases.c.member_id == member_id,
+            purchases.c.points > 0,
+            purchases.c.entry_id.not_in(held_back),
+        )
     ).scalar_one()
     bonus = rules.policy.referral_bonus_points
     if count != 1 or bonus == 0:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from clearinghouse import ledger
 from clearinghouse.errors import Conflict, InvalidRequest, NotFound
 from clearinghouse.fraud import service as fraud
+from clearinghouse.fraud.tables import fraud_cases
 from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.numbers import money
 from clearinghouse.points import lots, wallet
@@ -100,8 +101,18 @@ def refund_purchase(
         purchase.issue_value_fen * points_after // purchase.points if purchase.points else 0
     )
     value = value_after - purchase.refunded_value_fen
+    under_review = purchase.entry_id is not None and (
+        session.execute(
+            select(fraud_cases.c.id).where(
+                fraud_cases.c.entry_id == purchase.entry_id,
+                fraud_cases.c.operation == "accrual",
+                fraud_cases.c.state == "open",
+            )
+        ).first()
+        is not None
+    )
     available = ledger.balance(session, wallet.available_account(member_id))
-    from_available = min(points, available)
+    from_available = points if under_review else min(points, available)
     to_debt = points - from_available
     attempt = fraud.Attempt(
         operation="refund",
@@ -120,7 +131,12 @@ def refund_purchase(
     if points:
         legs = [
             ledger.Posting(str(ledger.Address.partner(partner_id, "issued")), points),
-            ledger.Posting(wallet.available_account(member_id), -from_available),
+            ledger.Posting(
+                wallet.pending_account(member_id)
+                if under_review
+                else wallet.available_account(member_id),
+                -from_available,
+            ),
             ledger.Posting(wallet.debt_account(member_id), -to_debt),
         ]
         if value:
@@ -146,7 +162,7 @@ def refund_purchase(
             ),
         )
         entry_id = posted.id
-        if from_available:
+        if from_available and not under_review:
             own_lot = session.execute(
                 select(point_lots.c.id).where(point_lots.c.entry_id == purchase.entry_id)
             ).scalar_one_or_none()

@@ -13,7 +13,9 @@ from clearinghouse import ledger
 from clearinghouse.config import get_settings
 from clearinghouse.points import lots, wallet
 from clearinghouse.points.policy import rule_set_at
+from clearinghouse.points.referrals import pay_referral_bonus
 from clearinghouse.points.tables import purchases
+from partners.directory import exposure_account, headroom_account
 
 
 def _purchase(session: Session, entry_id: int) -> Any:
@@ -24,56 +26,73 @@ def release_pending(session: Session, entry_id: int, case_id: str) -> None:
     purchase = _purchase(session, entry_id)
     wallet.lock_member(session, purchase.member_id)
     now = datetime.now(UTC)
-    posted = ledger.post(
-        session,
-        ledger.transfer(
-            kind="fraud_release",
-            origin="operator",
-            idempotency_key=f"release:{case_id}",
-            source=wallet.pending_account(purchase.member_id),
-            destination=wallet.available_account(purchase.member_id),
-            amount=purchase.points,
-            occurred_at=now,
-            metadata={"case_id": case_id, "member_id": purchase.member_id},
-        ),
-    )
-    policy = rule_set_at(session, purchase.occurred_at).policy
-    lots.create_lot(
-        session,
-        member_id=purchase.member_id,
-        source="purchase",
-        issuer_partner_id=purchase.partner_id,
-        entry_id=posted.id,
-        earned_at=purchase.occurred_at,
-        expires_at=lots.expiry_for(purchase.occurred_at, policy.expiry_months, get_settings().zone),
-        amount=purchase.points,
-    )
+    left = purchase.points - purchase.refunded_points
+    owed = max(-ledger.balance(session, wallet.debt_account(purchase.member_id)), 0)
+    repaid = min(left, owed)
+    legs = [
+        ledger.Posting(wallet.pending_account(purchase.member_id), -left),
+        ledger.Posting(wallet.available_account(purchase.member_id), left - repaid),
+        ledger.Posting(wallet.debt_account(purchase.member_id), repaid),
+    ]
+    rules = rule_set_at(session, purchase.occurred_at)
+    if left:
+        ledger.post(
+            session,
+            ledger.Entry(
+                kind="fraud_release",
+                origin="operator",
+                idempotency_key=f"release:{case_id}",
+                postings=[leg for leg in legs if leg.amount],
+                occurred_at=now,
+                metadata={"case_id": case_id, "member_id": purchase.member_id},
+            ),
+        )
+    if left - repaid:
+        lots.create_lot(
+            session,
+            member_id=purchase.member_id,
+            source="purchase",
+            issuer_partner_id=purchase.partner_id,
+            entry_id=entry_id,
+            earned_at=purchase.occurred_at,
+            expires_at=lots.expiry_for(
+                purchase.occurred_at, rules.policy.expiry_months, get_settings().zone
+            ),
+            amount=left - repaid,
+        )
+    pay_referral_bonus(session, purchase.member_id, rules)
 
 
 def reverse_pending(session: Session, entry_id: int, case_id: str) -> None:
     purchase = _purchase(session, entry_id)
     wallet.lock_member(session, purchase.member_id)
+    left = purchase.points - purchase.refunded_points
+    value = purchase.issue_value_fen - purchase.refunded_value_fen
     legs = [
-        ledger.Posting(p.address, -p.amount, p.asset)
-        for p in ledger.entry_postings(session, entry_id)
+        ledger.Posting(str(ledger.Address.partner(purchase.partner_id, "issued")), left),
+        ledger.Posting(wallet.pending_account(purchase.member_id), -left),
+        ledger.Posting(headroom_account(purchase.partner_id), value, "CNY"),
+        ledger.Posting(exposure_account(purchase.partner_id), -value, "CNY"),
     ]
-    ledger.post(
-        session,
-        ledger.Entry(
-            kind="fraud_reversal",
-            origin="operator",
-            idempotency_key=f"reverse:{case_id}",
-            postings=legs,
-            occurred_at=datetime.now(UTC),
-            metadata={
-                "case_id": case_id,
-                "partner_id": purchase.partner_id,
-                "value_fen": purchase.issue_value_fen,
-                "member_id": purchase.member_id,
-            },
-            reverses=entry_id,
-        ),
-    )
+    legs = [leg for leg in legs if leg.amount]
+    if legs:
+        ledger.post(
+            session,
+            ledger.Entry(
+                kind="fraud_reversal",
+                origin="operator",
+                idempotency_key=f"reverse:{case_id}",
+                postings=legs,
+                occurred_at=datetime.now(UTC),
+                metadata={
+                    "case_id": case_id,
+                    "partner_id": purchase.partner_id,
+                    "value_fen": value,
+                    "member_id": purchase.member_id,
+                },
+                reverses=entry_id,
+            ),
+        )
     session.execute(
         update(purchases)
         .where(purchases.c.id == purchase.id)

@@ -166,11 +166,8 @@ def test_points_that_come_back_to_an_expired_lot_twice_are_expired_each_time(
     isolated: Isolated,
 ) -> None:
     sessions, client = isolated.sessions, isolated.client
-    # Fails today: the job's idempotency key is the member and a digest of (lot, remaining);
-    # the second time 400 points come back to the same lot, the key repeats. On a later day the
-    # ledger refuses the entry (idempotency_conflict) and the job stops for good; re-run with
-    # the same `now` the old entry is replayed and the lot emptied without any posting (see
-    # the report: settlement/expiry.py, _expire_member).
+    # The same 400 points come back to the same expired lot twice: each time the next run
+    # expires them (the job's key includes the lots' latest movement).
     member_id = enrol(client)
     buy(client, member_id, 52_000)  # one lot of 1,540
     first = client.post("/v1/holds", {"member_id": member_id, "points": 400})
@@ -192,8 +189,8 @@ def test_a_rerun_of_the_same_days_job_after_points_came_back_keeps_lots_and_book
     isolated: Isolated,
 ) -> None:
     sessions, client = isolated.sessions, isolated.client
-    # Fails today, the other face of the bug above: with the same `now` the repeated key
-    # replays the first expiry entry (no posting) and the lot is emptied anyway.
+    # Re-running the same day's job after points came back expires them with an entry of its
+    # own: lots and books stay agreed.
     member_id = enrol(client)
     buy(client, member_id, 52_000)
     first = client.post("/v1/holds", {"member_id": member_id, "points": 400})

@@ -308,12 +308,8 @@ def test_a_settlement_can_be_rejected_after_the_partner_issued_again_on_its_free
 ) -> None:
     """Settlement frees the settled issue value in the partner's issuance limit (exposure back
     to headroom); the partner then issues again up to its limit. Finance must still be able to
-    reject the settlement, and the date settled again must leave the limit as it should be.
-
-    BUG: netting.reject reverses every leg of the settlement entry, the headroom restore
-    included; the partner's headroom may not go below zero, so the reversal is refused (422
-    insufficient_balance) and a wrong settlement cannot be rejected once the partner has used
-    its freed limit."""
+    reject the settlement (only its payables are reversed; the freed limit stays freed), and
+    the date settled again must not free it twice."""
     shop = world.merchant(issue_price="1")
     member_id = new_member(world.sessions, [shop.id])
     first = accrue(world.sessions, shop.id, member_id, 50_000)

@@ -422,12 +422,8 @@ def test_a_purchase_refunded_in_full_in_pieces_settles_to_a_net_of_zero(
 ) -> None:
     """A refund of less than one whole point's worth of the purchase, then the rest: the pieces
     of a full refund add up to the whole purchase, in the refund answers and in settlement, so
-    the partner owes nothing for it.
-
-    BUG: refunds.refund_purchase posts its ledger entry only `if points:`, so the value of a
-    refund that claws back no whole point is recorded on the purchase (refunded_value_fen) but
-    never posted (the first answer says points 0, value_fen 1), and settlement never gives it
-    back: the partner pays 1 fen for a purchase that was refunded in full."""
+    the partner owes nothing for it (the value returned follows the points clawed back, so a
+    refund that claws back no whole point returns no fen either)."""
     with own_world(databases) as world:
         shop = world.merchant(issue_price="1.5")
         member_id = new_member(world.sessions, [shop.id])
