@@ -342,7 +342,7 @@ def test_the_books_balance_after_a_mix_of_approvals_and_rejections(
     assert_books_balanced(sessions)
 
 
-# --- what a review must not get wrong (bugs) --------------------------------------------------
+# --- what a review must not get wrong ---------------------------------------------------------
 
 
 def test_a_purchase_refunded_while_under_review_takes_nothing_else_from_the_member(

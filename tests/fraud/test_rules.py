@@ -520,7 +520,7 @@ def test_exchanges_that_do_not_go_round_and_round_raise_nothing(
     assert view(client, member_id)["available_points"] == 2_000
 
 
-# --- false alarms and leaks (bugs) ------------------------------------------------------------
+# --- no false alarms, no leaks ------------------------------------------------------------------
 
 
 def test_at_a_fixed_price_store_a_usual_amount_is_no_outlier(

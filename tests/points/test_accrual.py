@@ -233,8 +233,7 @@ def test_a_promotion_at_one_partner_does_not_reach_another(
 
 
 def test_the_birthday_month_doubles(client: PartnerClient) -> None:
-    # Fails today: POST /v1/members accepts birth_month but never stores it (see the report:
-    # clearinghouse/members/endpoints.py, link_member).
+    # POST /v1/members stores birth_month, and the birthday month doubles.
     now = datetime.now(UTC)
     member_id = enrol(client, birth_month=now.astimezone(SHANGHAI).month)
 

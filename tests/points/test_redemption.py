@@ -184,9 +184,8 @@ def test_a_one_step_redemption_captures_at_once(
 def test_a_hold_retried_after_its_answer_was_lost_returns_the_first_hold(
     sessions: sessionmaker[Session], partner: ApiPartner, client: PartnerClient, http: TestClient
 ) -> None:
-    # Fails today (409 idempotency_conflict): the answer is stored after the commit, so a crash
-    # in between leaves no record and the retry runs place_hold again; its ledger key repeats
-    # but the entry's occurred_at (now) does not (see the report: points/holds.py, place_hold).
+    # The answer is stored after the commit, so a crash in between leaves no record and the
+    # retry runs place_hold again: it finds the first hold by its ledger key.
     member_id = _member_with(client)
     key = unique_id("k")
     body = {"member_id": member_id, "points": 100}

@@ -210,9 +210,8 @@ def test_a_refunded_partial_capture_returns_at_most_what_was_captured(
 def test_a_redemption_refunded_in_pieces_gives_back_exactly_the_value_it_paid(
     sessions: sessionmaker[Session], http: TestClient
 ) -> None:
-    # Fails today: each piece's value_fen (the figure settlement nets) is rounded on its own,
-    # 33 points at 0.9 fen = 29.7 -> 30, 30, then 34 -> 31: 91 fen back for 90 paid (see the
-    # report: points/refunds.py, refund_redemption).
+    # Each piece's value_fen (the figure settlement nets) is computed on the running total,
+    # so 33 + 33 + 34 points at 0.9 fen give back exactly the 90 fen paid.
     client = client_for(points_partner(sessions, redemption_value="0.9"), http)
     member_id = enrol(client)
     buy(client, member_id, 52_000)

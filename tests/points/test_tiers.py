@@ -68,9 +68,8 @@ def test_enough_qualifying_points_move_a_member_to_silver(
 def test_a_back_dated_purchase_does_not_record_a_downgrade(
     sessions: sessionmaker[Session], client: PartnerClient
 ) -> None:
-    # Fails today: accrue() records tier changes as of the purchase's occurred_at, so a till
-    # roll from before the member reached silver writes silver -> normal, and the answer says
-    # "normal" while GET /v1/members says silver (see the report: points/accrual.py, accrue).
+    # A till roll from before the member reached silver earns at the tier of its time but
+    # records no change: the member stays silver.
     member_id = enrol(client)
     assert buy(client, member_id, 235_000)["tier"] == "silver"  # 4,700 + 500 = 5,200
     late = buy(client, member_id, 10_000, occurred_at=datetime.now(UTC) - timedelta(days=20))
