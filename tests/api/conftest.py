@@ -3,46 +3,20 @@ partner's HTTP transport, and partners with freshly generated keys."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
-from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse.api.app import create_app
-from partners.client import PartnerClient
-from tests.api.builders import ApiPartner, client_for, create_partner
-
-
-@pytest.fixture
-def app(sessions: sessionmaker[Session]) -> FastAPI:
-    return create_app(sessions)
-
-
-@pytest.fixture
-def http(app: FastAPI) -> Iterator[TestClient]:
-    # Not entered as a context manager: the lifespan (and its purge task) stays off.
-    client = TestClient(app, raise_server_exceptions=False)
-    yield client
-    client.close()
+from tests.api.builders import create_partner
+from tests.api_fixtures import (  # noqa: F401  (fixtures, by name)
+    NewPartner,
+    app,
+    client,
+    http,
+    other_client,
+    other_partner,
+    partner,
+)
 
 
 @pytest.fixture
-def partner(sessions: sessionmaker[Session]) -> ApiPartner:
-    return create_partner(sessions)
-
-
-@pytest.fixture
-def other_partner(sessions: sessionmaker[Session]) -> ApiPartner:
-    return create_partner(sessions)
-
-
-@pytest.fixture
-def client(partner: ApiPartner, http: TestClient) -> PartnerClient:
-    return client_for(partner, http)
-
-
-@pytest.fixture
-def other_client(other_partner: ApiPartner, http: TestClient) -> PartnerClient:
-    return client_for(other_partner, http)
+def new_partner() -> NewPartner:
+    return create_partner

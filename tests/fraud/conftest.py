@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,6 +20,15 @@ from clearinghouse.api.app import create_app
 from clearinghouse.database import make_engine, session_factory
 from partners.client import PartnerClient
 from tests.api.builders import ApiPartner, client_for
+from tests.api_fixtures import (  # noqa: F401  (fixtures, by name)
+    NewPartner,
+    app,
+    client,
+    http,
+    other_client,
+    other_partner,
+    partner,
+)
 from tests.conftest import Databases
 from tests.fraud.builders import Staff, staff
 from tests.points.builders import points_partner
@@ -33,44 +41,16 @@ def fraud_engine(databases: Databases) -> Iterator[Engine]:
     eng.dispose()
 
 
+@pytest.fixture
+def new_partner() -> NewPartner:
+    return points_partner
+
+
 @pytest.fixture(scope="session")
 def sessions(fraud_engine: Engine) -> sessionmaker[Session]:
     """Overrides the worker-wide factory: every fixture below (and `session`) uses this
     database."""
     return session_factory(fraud_engine)
-
-
-@pytest.fixture
-def app(sessions: sessionmaker[Session]) -> FastAPI:
-    return create_app(sessions)
-
-
-@pytest.fixture
-def http(app: FastAPI) -> Iterator[TestClient]:
-    # Not entered as a context manager: the lifespan (and its purge task) stays off.
-    client = TestClient(app, raise_server_exceptions=False)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def partner(sessions: sessionmaker[Session]) -> ApiPartner:
-    return points_partner(sessions)
-
-
-@pytest.fixture
-def other_partner(sessions: sessionmaker[Session]) -> ApiPartner:
-    return points_partner(sessions)
-
-
-@pytest.fixture
-def client(partner: ApiPartner, http: TestClient) -> PartnerClient:
-    return client_for(partner, http)
-
-
-@pytest.fixture
-def other_client(other_partner: ApiPartner, http: TestClient) -> PartnerClient:
-    return client_for(other_partner, http)
 
 
 @pytest.fixture
@@ -94,16 +74,16 @@ class Isolated:
 def isolated(databases: Databases) -> Iterator[Isolated]:
     eng = make_engine(databases.create("ch_fraud_own"), pool_size=5)
     own_sessions = session_factory(eng)
-    http = TestClient(create_app(own_sessions), raise_server_exceptions=False)
+    transport = TestClient(create_app(own_sessions), raise_server_exceptions=False)
     own_partner = points_partner(own_sessions)
     try:
         yield Isolated(
             own_sessions,
-            http,
+            transport,
             own_partner,
-            client_for(own_partner, http),
+            client_for(own_partner, transport),
             staff(own_sessions, "operator"),
         )
     finally:
-        http.close()
+        transport.close()
         eng.dispose()
