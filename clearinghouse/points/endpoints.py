@@ -11,8 +11,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, status
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from clearinghouse.api.deps import PartnerAuth, ReadSession, WriteSession
+from clearinghouse.fraud import service as fraud
 from clearinghouse.members.endpoints import MEMBER_ID, MemberIdPath
 from clearinghouse.members.service import linked_member
 from clearinghouse.members.tables import member_links
@@ -205,9 +207,14 @@ class HoldOut(BaseModel):
     expires_at: datetime
     created_at: datetime
     closed_at: datetime | None
+    review_case_id: str | None = Field(
+        default=None,
+        description="Set while the hold waits for a risk review (capture answers 409 until "
+        "then): see GET /v1/cases/{id}.",
+    )
 
     @classmethod
-    def of(cls, h: holds.Hold) -> HoldOut:
+    def of(cls, session: Session, h: holds.Hold) -> HoldOut:
         return cls(
             hold_id=h.id,
             member_id=h.member_id,
@@ -222,6 +229,7 @@ class HoldOut(BaseModel):
             expires_at=h.expires_at,
             created_at=h.created_at,
             closed_at=h.closed_at,
+            review_case_id=fraud.open_case_on_hold(session, h.id),
         )
 
 
@@ -230,6 +238,7 @@ def place_hold(
     body: HoldIn, session: WriteSession, auth: PartnerAuth, key: IdempotencyKey
 ) -> HoldOut:
     return HoldOut.of(
+        session,
         holds.place_hold(
             session,
             auth.partner_id,
@@ -239,13 +248,13 @@ def place_hold(
             store_id=body.store_id,
             partner_ref=body.partner_ref,
             minutes=body.expires_in_minutes,
-        )
+        ),
     )
 
 
 @router.get("/holds/{hold_id}", summary="One of the partner's holds")
 def get_hold(hold_id: str, session: ReadSession, auth: PartnerAuth) -> HoldOut:
-    return HoldOut.of(holds.get_hold(session, auth.partner_id, hold_id))
+    return HoldOut.of(session, holds.get_hold(session, auth.partner_id, hold_id))
 
 
 class CaptureIn(BaseModel):
@@ -256,12 +265,12 @@ class CaptureIn(BaseModel):
 def capture_hold(
     hold_id: str, body: CaptureIn, session: WriteSession, auth: PartnerAuth
 ) -> HoldOut:
-    return HoldOut.of(holds.capture(session, auth.partner_id, hold_id, body.points))
+    return HoldOut.of(session, holds.capture(session, auth.partner_id, hold_id, body.points))
 
 
 @router.post("/holds/{hold_id}/void", summary="Release a hold's points to the member")
 def void_hold(hold_id: str, session: WriteSession, auth: PartnerAuth) -> HoldOut:
-    return HoldOut.of(holds.void(session, auth.partner_id, hold_id))
+    return HoldOut.of(session, holds.void(session, auth.partner_id, hold_id))
 
 
 @router.post(
@@ -271,6 +280,7 @@ def redeem(
     body: RedeemIn, session: WriteSession, auth: PartnerAuth, key: IdempotencyKey
 ) -> HoldOut:
     return HoldOut.of(
+        session,
         holds.redeem(
             session,
             auth.partner_id,
@@ -279,7 +289,7 @@ def redeem(
             key=key,
             store_id=body.store_id,
             partner_ref=body.partner_ref,
-        )
+        ),
     )
 
 

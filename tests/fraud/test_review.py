@@ -237,12 +237,14 @@ def test_a_hold_under_review_cannot_be_captured_until_approved(
 
     problem = refused(409, "under_review", capture, client, placed["hold_id"])
     case_id = problem["case_id"]
+    assert placed["review_case_id"] == case_id
     assert case_id in open_case_ids(http, operator)
     assert operator_case(http, operator, case_id)["hold_id"] == placed["hold_id"]
     assert partner_case(client, case_id)["state"] == "open"
     assert client.get(f"/v1/holds/{placed['hold_id']}")["state"] == "held"
 
     decided(http, operator, case_id, "approve")
+    assert client.get(f"/v1/holds/{placed['hold_id']}")["review_case_id"] is None
     captured = capture(client, placed["hold_id"])
 
     assert (captured["state"], captured["captured"]) == ("captured", 500)
