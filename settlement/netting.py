@@ -421,15 +421,8 @@ def settle(sessions: sessionmaker[Session], business_date: date) -> list[Run]:
                 return results
 
 
-def _transition(
-    session: Session,
-    business_date: date,
-    allowed: tuple[str, ...],
-    after: str,
-    user: User | None,
-    note: str,
-    **values: Any,
-) -> Any:
+def _lock_run(session: Session, business_date: date, allowed: tuple[str, ...]) -> Any:
+    """The date's live run, locked, provided it is in one of the `allowed` states."""
     row = session.execute(
         select(settlement_runs)
         .where(
@@ -442,10 +435,29 @@ def _transition(
         raise SettlementNotFound(f"{business_date.isoformat()} has not been settled")
     if row.state not in allowed:
         raise WrongState(f"the settlement of {business_date.isoformat()} is {row.state}")
+    return row
+
+
+def _set_state(
+    session: Session, row: Any, after: str, user: User | None, note: str, **values: Any
+) -> None:
     session.execute(
         update(settlement_runs).where(settlement_runs.c.id == row.id).values(state=after, **values)
     )
     _event(session, row.id, row.state, after, user, note)
+
+
+def _transition(
+    session: Session,
+    business_date: date,
+    allowed: tuple[str, ...],
+    after: str,
+    user: User | None,
+    note: str,
+    **values: Any,
+) -> Any:
+    row = _lock_run(session, business_date, allowed)
+    _set_state(session, row, after, user, note, **values)
     return row
 
 
@@ -463,18 +475,7 @@ def approve(session: Session, business_date: date, user: User) -> tuple[Run, lis
     """Record the user's approval; the second approval by another person approves the run.
     Returns the run and warnings (open reconciliation breaks)."""
     require_role(user, "finance", "approver")
-    row = session.execute(
-        select(settlement_runs)
-        .where(
-            settlement_runs.c.business_date == business_date,
-            settlement_runs.c.state != "rejected",
-        )
-        .with_for_update()
-    ).first()
-    if row is None:
-        raise SettlementNotFound(f"{business_date.isoformat()} has not been settled")
-    if row.state != "computed":
-        raise WrongState(f"the settlement of {business_date.isoformat()} is {row.state}")
+    row = _lock_run(session, business_date, ("computed",))
     done = (
         session.execute(
             select(settlement_approvals.c.user_id).where(settlement_approvals.c.run_id == row.id)
@@ -490,7 +491,7 @@ def approve(session: Session, business_date: date, user: User) -> tuple[Run, lis
     if breaks:
         warnings.append(f"{breaks} reconciliation breaks are open for this date")
     if len(done) + 1 >= APPROVERS_NEEDED:
-        _transition(session, business_date, ("computed",), "approved", user, "second approval")
+        _set_state(session, row, "approved", user, "second approval")
     else:
         _event(session, row.id, "computed", "computed", user, "first approval")
     return load_run(session, business_date), warnings
