@@ -59,14 +59,14 @@ async def _read_body(receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
-def _admit(sessions: sessionmaker[Session], request: HttpRequest) -> Admission:
+def _admit(sessions: sessionmaker[Session], request: HttpRequest, key: str | None) -> Admission:
+    """Authenticate, and claim the POST's idempotency `key` (already checked)."""
     refusal: DomainError | None = None
     with sessions() as session, session.begin():
         partner = authenticate(session, request)
-        key, stored = None, None
-        if request.method == "POST":
+        stored = None
+        if key is not None:
             try:
-                key = idempotency.check_key(request.headers.get("idempotency-key"))
                 digest = idempotency.request_hash(
                     request.method, request.path, request.query, request.body
                 )
@@ -122,11 +122,12 @@ class PartnerGate:
         )
         sessions: sessionmaker[Session] = scope["app"].state.sessions
         try:
+            key = None
             if request.method == "POST":
                 # Before the signature: a missing key is a plain mistake, and saying so gives
                 # nothing away.
-                idempotency.check_key(headers.get("idempotency-key"))
-            admission = await run_in_threadpool(_admit, sessions, request)
+                key = idempotency.check_key(headers.get("idempotency-key"))
+            admission = await run_in_threadpool(_admit, sessions, request, key)
         except DomainError as exc:
             await from_domain_error(exc, instance)(scope, receive, send)
             return
