@@ -203,12 +203,22 @@ def get(session: Session, reconciliation_id: int, partner_id: str | None = None)
     return row
 
 
+# Listings leave the uploaded files out.
+_LISTED = [c for c in reconciliations.c if c.name != "file"]
+
+
 def for_date(session: Session, business_date: date) -> list[Reconciliation]:
     rows = session.execute(
-        select(reconciliations)
+        select(*_LISTED)
         .where(reconciliations.c.business_date == business_date)
         .order_by(reconciliations.c.id)
     )
+    return [as_reconciliation(r) for r in rows]
+
+
+def recent(session: Session, limit: int = 100) -> list[Reconciliation]:
+    """The newest uploads first, open breaks or not."""
+    rows = session.execute(select(*_LISTED).order_by(reconciliations.c.id.desc()).limit(limit))
     return [as_reconciliation(r) for r in rows]
 
 

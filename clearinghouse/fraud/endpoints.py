@@ -8,26 +8,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from clearinghouse.api.deps import Operator, PartnerAuth, ReadSession, WriteSession
 from clearinghouse.fraud import service
-from clearinghouse.fraud.tables import fraud_actions
 
 operator = APIRouter(prefix="/operator", tags=["risk"])
 partner = APIRouter(prefix="/v1", tags=["risk"])
 
 
 def _case(session: Any, case: service.Case) -> dict[str, Any]:
-    actions = [
-        {"action": r.action, "user": r.user_id, "note": r.note, "at": r.at}
-        for r in session.execute(
-            select(fraud_actions)
-            .where(fraud_actions.c.case_id == case.id)
-            .order_by(fraud_actions.c.id)
-        )
-    ]
-    return {**asdict(case), "actions": actions}
+    return {**asdict(case), "actions": service.case_actions(session, case.id)}
 
 
 @operator.get("/cases", summary="Risk cases, oldest first (open ones by default)")

@@ -174,6 +174,18 @@ def list_cases(session: Session, state: str | None = "open", limit: int = 100) -
     return [Case(**row._asdict()) for row in session.execute(query)]
 
 
+def case_actions(session: Session, case_id: str) -> list[dict[str, Any]]:
+    """What operators did on the case, in order."""
+    return [
+        {"action": r.action, "user": r.user_id, "note": r.note, "at": r.at}
+        for r in session.execute(
+            select(fraud_actions)
+            .where(fraud_actions.c.case_id == case_id)
+            .order_by(fraud_actions.c.id)
+        )
+    ]
+
+
 def open_case_on_hold(session: Session, hold_id: str) -> str | None:
     found: str | None = session.execute(
         select(fraud_cases.c.id).where(
