@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +13,7 @@ import typer
 
 from clearinghouse.cli_support import fail, sessions, transaction
 from clearinghouse.config import get_settings
+from clearinghouse.users import signin
 from clearinghouse.users.service import User, create_user, user_by_token
 from settlement import netting, reports
 
@@ -117,9 +119,58 @@ def liability() -> None:
     typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
 
 
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+]
+
+
+def _new_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    value: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return value
+
+
 @user_app.command("create")
-def user_create(user_id: str, role: Annotated[str, typer.Option()]) -> None:
-    """Create a user and print its API token once; only a digest of it is kept."""
+def user_create(
+    user_id: str,
+    role: Annotated[str, typer.Option()],
+    password_stdin: PasswordStdin = False,
+    no_password: Annotated[
+        bool, typer.Option("--no-password", help="API token only: no console sign-in.")
+    ] = False,
+) -> None:
+    """Create a user: a password for the console (prompted for, unless --password-stdin or
+    --no-password) and an API token printed once; only an argon2 hash and a digest are kept."""
+    password = None if no_password else _new_password(password_stdin)
     with transaction() as session:
         user, token = create_user(session, user_id, role)
-    typer.echo(f"user {user.id} ({user.role}); API token, shown once:\n{token}")
+        if password is not None:
+            signin.set_password(session, user.id, password)
+    signs_in = "signs in with a password" if password is not None else "API token only"
+    typer.echo(f"user {user.id} ({user.role}), {signs_in}; API token, shown once:\n{token}")
+
+
+@user_app.command("password")
+def user_password(user_id: str, password_stdin: PasswordStdin = False) -> None:
+    """Set a new console password; the user's open sessions end."""
+    password = _new_password(password_stdin)
+    with transaction() as session:
+        signin.set_password(session, user_id, password)
+    typer.echo(f"password of {user_id} changed; its console sessions have ended")
+
+
+@user_app.command("unlock")
+def user_unlock(user_id: str) -> None:
+    """Lift a sign-in lock-out now."""
+    with transaction() as session:
+        signin.unlock(session, user_id)
+    typer.echo(f"{user_id} may sign in again")
+
+
+@user_app.command("disable")
+def user_disable(user_id: str) -> None:
+    """No more sign-in or API token for the user; open sessions end."""
+    with transaction() as session:
+        signin.disable(session, user_id)
+    typer.echo(f"{user_id} is disabled")

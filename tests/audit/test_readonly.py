@@ -178,14 +178,21 @@ def test_the_ledgers_posting_function_is_refused_with_and_without_read_only(worl
     assert world.counts() == before
 
 
-def test_the_role_can_read_every_table(world: World) -> None:
+def test_the_role_can_read_every_table_but_console_sessions(world: World) -> None:
     with world.books.sessions() as session, session.begin():
         session.execute(text(f"SET LOCAL ROLE {READ_ONLY_ROLE}"))
         tables = session.execute(
-            text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+            text(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                " AND tablename <> 'console_sessions' ORDER BY 1"
+            )
         ).scalars()
         for table in list(tables):
             session.execute(text(f'SELECT * FROM "{table}" LIMIT 1')).all()
+    with world.books.sessions() as session, session.begin():
+        session.execute(text(f"SET LOCAL ROLE {READ_ONLY_ROLE}"))
+        with pytest.raises(DBAPIError, match="permission denied"):
+            session.execute(text("SELECT * FROM console_sessions LIMIT 1"))
 
 
 def test_a_route_on_the_audit_session_cannot_write(world: World) -> None:

@@ -10,14 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from clearinghouse.users import signin
 from clearinghouse.users.service import user_by_token
 from settlement.reports import LINE_COLUMNS
 from tests.settlement.builders import World, a_day_of_traffic, business_today
 
 
-def run(world: World, *args: str) -> subprocess.CompletedProcess[str]:
+def run(world: World, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "clearinghouse", *args],
+        input=stdin,
         env={**os.environ, "DATABASE_URL": world.url},
         capture_output=True,
         text=True,
@@ -30,13 +32,23 @@ def test_create_a_user_settle_a_date_and_export_its_report(world: World, tmp_pat
     traffic = a_day_of_traffic(world)
     day = business_today().isoformat()
 
-    created = run(world, "user", "create", "fin1", "--role", "finance")
+    created = run(
+        world,
+        "user",
+        "create",
+        "fin1",
+        "--role",
+        "finance",
+        "--password-stdin",
+        stdin="correct horse battery\n",
+    )
     assert created.returncode == 0, created.stderr
-    assert "user fin1 (finance)" in created.stdout
+    assert "user fin1 (finance), signs in with a password" in created.stdout
     token = created.stdout.strip().splitlines()[-1]
     assert token.startswith("cht_")
-    with world.sessions() as session:
+    with world.sessions() as session, session.begin():
         assert user_by_token(session, token).id == "fin1"
+        assert signin.sign_in(session, "fin1", "correct horse battery", None).id == "fin1"
 
     settled = run(world, "settle", "--date", day)
     assert settled.returncode == 0, settled.stderr
