@@ -1,8 +1,11 @@
 # The two commands in README.md: `make demo` and `make test`. Each installs what it needs first.
 PYTHON ?= python3
 BIN := .venv/bin
+# The browser tests drive Debian's Chromium (never a downloaded one); apt installs it once.
+CHROMIUM_PATH ?= /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install demo serve test lint check bench
+.PHONY: install demo serve test lint check bench screenshot
 
 $(BIN)/clearinghouse: pyproject.toml
 	$(PYTHON) -m venv .venv
@@ -10,13 +13,17 @@ $(BIN)/clearinghouse: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+$(CHROMIUM_PATH):
+	$(SUDO) apt-get install -y --no-install-recommends chromium \
+		|| ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium)
+
 install: $(BIN)/clearinghouse
 
 demo: install
 	$(BIN)/clearinghouse demo
 
-test: install
-	$(BIN)/pytest -n 2
+test: install $(CHROMIUM_PATH)
+	CHROMIUM_PATH=$(CHROMIUM_PATH) $(BIN)/pytest -n 2
 
 lint: install
 	$(BIN)/ruff check .
@@ -27,3 +34,7 @@ check: lint test
 
 bench: install
 	$(BIN)/python -m bench.ledger_bench
+
+# The settlement page's picture in docs/, taken by the browser test.
+screenshot: install $(CHROMIUM_PATH)
+	CHROMIUM_PATH=$(CHROMIUM_PATH) $(BIN)/pytest tests/browser -k approve --screenshots docs

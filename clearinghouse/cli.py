@@ -15,6 +15,7 @@ from clearinghouse import ledger, migrate
 from clearinghouse.audit.cli import audit_app
 from clearinghouse.cli_support import fail, points, transaction
 from clearinghouse.config import get_settings
+from clearinghouse.console.cli import console_app
 from clearinghouse.database import make_engine, resolve_url, session_factory
 from clearinghouse.fraud.cli import fraud_app
 from clearinghouse.jobs_cli import jobs_app, rules_app
@@ -36,6 +37,7 @@ app.add_typer(settlement_app, name="settlement")
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
 app.add_typer(fraud_app, name="fraud")
+app.add_typer(console_app, name="console")
 app.command("settle")(settle_command)
 
 

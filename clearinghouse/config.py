@@ -34,6 +34,12 @@ class Settings(BaseSettings):
         description="The coalition's time zone: business dates and settlement cut-offs use it.",
     )
 
+    language: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CLEARINGHOUSE_LANGUAGE"),
+        description="The console's language (a gettext catalogue such as zh_CN); English if unset.",
+    )
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:

@@ -28,6 +28,15 @@ from clearinghouse.database import (
 )
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--screenshots",
+        type=Path,
+        default=None,
+        help="Also keep the browser tests' screenshots in this folder (e.g. docs/).",
+    )
+
+
 def _configured_server() -> str | None:
     return os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL") or None
 

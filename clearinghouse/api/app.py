@@ -1,4 +1,5 @@
-"""The partner API application."""
+"""The application: the signed partner API, the finance, audit and operator routes, and the
+finance console."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -19,6 +21,8 @@ from clearinghouse.api.gate import PartnerGate
 from clearinghouse.audit import endpoints as audit_endpoints
 from clearinghouse.audit.sealing import seal_all
 from clearinghouse.config import get_settings
+from clearinghouse.console import auth as console_auth
+from clearinghouse.console import pages as console_pages
 from clearinghouse.database import make_engine, resolve_url, session_factory
 from clearinghouse.fraud import endpoints as fraud_endpoints
 from clearinghouse.members import endpoints as member_endpoints
@@ -98,6 +102,13 @@ def create_app(sessions: sessionmaker[Session] | None = None) -> FastAPI:
     app.include_router(audit_endpoints.router)
     app.include_router(fraud_endpoints.operator)
     app.include_router(fraud_endpoints.partner)
+    app.include_router(console_auth.router)
+    app.include_router(console_pages.router)
+    app.mount(
+        f"{console_auth.PREFIX}/static",
+        StaticFiles(directory=console_pages.STATIC),
+        name="console-static",
+    )
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -1,0 +1,28 @@
+"""How the console writes numbers and instants: money as yuan with two decimals and thousands
+separators, points as grouped integers, instants in the coalition's time zone."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from clearinghouse.config import get_settings
+
+
+def yuan(fen: int) -> str:
+    """`123456789` → `¥1,234,567.89`; negative amounts lead with a minus sign. Exact: integer
+    arithmetic only."""
+    sign = "-" if fen < 0 else ""
+    whole, cents = divmod(abs(fen), 100)
+    return f"{sign}¥{whole:,}.{cents:02d}"
+
+
+def points(amount: int) -> str:
+    return f"{amount:,}"
+
+
+def local_time(instant: datetime | None) -> str:
+    """The instant in the coalition's time zone, to the minute, with the zone's abbreviation."""
+    if instant is None:
+        return ""
+    local = instant.astimezone(get_settings().zone)
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"

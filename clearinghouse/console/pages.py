@@ -1,0 +1,293 @@
+"""The console's pages: settlement dates, one settlement with its approval, the liability,
+reconciliation results and the fraud review queue. Routes stay thin; the settlement, reports
+and fraud modules do the work."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path as FsPath
+from typing import Annotated
+
+from fastapi import Form, Path, Query, Request, Response
+from fastapi.responses import RedirectResponse
+
+from clearinghouse.api.deps import ReadSession, WriteSession
+from clearinghouse.config import get_settings
+from clearinghouse.console import charts, formatting, pdf, render
+from clearinghouse.console.auth import (
+    FINANCE_ACTORS,
+    PREFIX,
+    FinanceActor,
+    FinanceViewer,
+    OperatorActor,
+    OperatorViewer,
+    console_router,
+)
+from clearinghouse.console.i18n import N_
+from clearinghouse.console.i18n import gettext as _
+from clearinghouse.fraud import service as fraud
+from settlement import netting, reconciliation, reports
+
+router = console_router()
+
+STATIC = FsPath(__file__).parent / "static"
+
+BusinessDate = Annotated[date, Path()]
+
+# Outcomes of a form, shown on the page it returns to (a code in the URL, never free text).
+NOTICES = {
+    "approved": N_("Your approval is recorded."),
+    "rejected": N_("The settlement is rejected; it will be computed anew."),
+    "paid": N_("The payment is recorded."),
+    "resolved": N_("The breaks are marked resolved."),
+    "case_approved": N_("The case is approved: what it held back is released."),
+    "case_rejected": N_("The case is rejected: what it held back is reversed."),
+}
+
+
+def _notice(done: str | None) -> str | None:
+    return _(NOTICES[done]) if done in NOTICES else None
+
+
+def _after(path: str, done: str) -> RedirectResponse:
+    return RedirectResponse(f"{PREFIX}{path}?done={done}", status_code=303)
+
+
+@router.get("/settlements")
+def settlements(request: Request, session: ReadSession, me: FinanceViewer) -> Response:
+    runs = [
+        {
+            "run": run,
+            "pays_fen": sum(max(line.net_fen, 0) for line in run.lines),
+            "open_breaks": netting.open_breaks(session, run.business_date),
+        }
+        for run in netting.list_runs(session)
+    ]
+    return render.page(request, "settlements.html", runs=runs)
+
+
+@router.get("/settlements/{business_date}")
+def settlement(
+    request: Request,
+    business_date: BusinessDate,
+    session: ReadSession,
+    me: FinanceViewer,
+    done: str | None = None,
+) -> Response:
+    run = netting.load_run(session, business_date)
+    report = reports.settlement_report(run)
+    approvals = netting.approvals(session, business_date)
+    acting = me.user.role in FINANCE_ACTORS
+    chart = charts.grouped_bars(
+        [line["partner_id"] for line in report["lines"]],
+        [
+            charts.Series(_("Issued"), [line["issued_fen"] for line in report["lines"]]),
+            charts.Series(_("Redeemed"), [line["redeemed_fen"] for line in report["lines"]]),
+        ],
+        title=_("Issued and redeemed value by partner"),
+        value_label=formatting.yuan,
+    )
+    return render.page(
+        request,
+        "settlement.html",
+        run=run,
+        report=report,
+        chart=chart,
+        history=netting.history(session, business_date),
+        approvals=approvals,
+        approvals_needed=netting.APPROVERS_NEEDED,
+        reconciliations=reconciliation.for_date(session, business_date),
+        open_breaks=netting.open_breaks(session, business_date),
+        can_approve=acting
+        and run.state == "computed"
+        and all(a["user"] != me.user.id for a in approvals),
+        can_reject=acting and run.state in ("computed", "approved"),
+        can_mark_paid=acting and run.state == "approved",
+        notice=_notice(done),
+    )
+
+
+def _download(content: bytes | str, media_type: str, filename: str) -> Response:
+    return Response(
+        content,
+        media_type=media_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+@router.get("/settlements/{business_date}/report.csv")
+def settlement_csv(
+    business_date: BusinessDate, session: ReadSession, me: FinanceViewer
+) -> Response:
+    run = netting.load_run(session, business_date)
+    return _download(reports.settlement_csv(run), "text/csv", f"settlement-{business_date}.csv")
+
+
+@router.get("/settlements/{business_date}/report.pdf")
+def settlement_pdf(
+    business_date: BusinessDate, session: ReadSession, me: FinanceViewer
+) -> Response:
+    run = netting.load_run(session, business_date)
+    content = pdf.settlement_pdf(
+        reports.settlement_report(run),
+        netting.history(session, business_date),
+        netting.approvals(session, business_date),
+        generated_at=datetime.now(get_settings().zone),
+    )
+    return _download(content, "application/pdf", f"settlement-{business_date}.pdf")
+
+
+@router.post("/settlements/{business_date}/approve")
+def approve(business_date: BusinessDate, session: WriteSession, me: FinanceActor) -> Response:
+    netting.approve(session, business_date, me.user)
+    return _after(f"/settlements/{business_date}", "approved")
+
+
+@router.post("/settlements/{business_date}/reject")
+def reject(
+    business_date: BusinessDate,
+    reason: Annotated[str, Form(min_length=1, max_length=500)],
+    session: WriteSession,
+    me: FinanceActor,
+) -> Response:
+    netting.reject(session, business_date, me.user, reason.strip())
+    return _after(f"/settlements/{business_date}", "rejected")
+
+
+@router.post("/settlements/{business_date}/paid")
+def mark_paid(
+    business_date: BusinessDate,
+    bank_reference: Annotated[str, Form(min_length=1, max_length=100)],
+    session: WriteSession,
+    me: FinanceActor,
+) -> Response:
+    netting.mark_paid(session, business_date, me.user, bank_reference)
+    return _after(f"/settlements/{business_date}", "paid")
+
+
+@router.get("/liability")
+def liability(
+    request: Request,
+    session: ReadSession,
+    me: FinanceViewer,
+    days: Annotated[int, Query(ge=7, le=366)] = 30,
+) -> Response:
+    now = datetime.now(UTC)
+    report = reports.liability_report(session, now)
+    history = reports.liability_history(session, days, now)
+    issuers = sorted({issuer for day in history for issuer in day["by_issuer"]})
+    chart = charts.line_chart(
+        [day["business_date"].isoformat() for day in history],
+        [charts.Series(_("All issuers"), [day["total_points"] for day in history])]
+        + [
+            charts.Series(issuer, [day["by_issuer"].get(issuer, 0) for day in history])
+            for issuer in issuers
+        ],
+        title=_("Outstanding points at the end of each day"),
+        value_label=formatting.points,
+    )
+    return render.page(request, "liability.html", report=report, as_of=now, chart=chart, days=days)
+
+
+@router.get("/reconciliations")
+def reconciliations(
+    request: Request,
+    session: ReadSession,
+    me: FinanceViewer,
+    business_date: Annotated[date | None, Query(alias="date")] = None,
+) -> Response:
+    found = (
+        reconciliation.recent(session)
+        if business_date is None
+        else reconciliation.for_date(session, business_date)
+    )
+    return render.page(
+        request, "reconciliations.html", reconciliations=found, business_date=business_date
+    )
+
+
+@router.get("/reconciliations/{reconciliation_id}")
+def reconciliation_page(
+    request: Request,
+    reconciliation_id: int,
+    session: ReadSession,
+    me: FinanceViewer,
+    done: str | None = None,
+) -> Response:
+    found = reconciliation.as_reconciliation(reconciliation.get(session, reconciliation_id))
+    return render.page(
+        request,
+        "reconciliation.html",
+        rec=found,
+        can_resolve=me.user.role in FINANCE_ACTORS and found.resolved_at is None,
+        notice=_notice(done),
+    )
+
+
+@router.post("/reconciliations/{reconciliation_id}/resolve")
+def resolve(reconciliation_id: int, session: WriteSession, me: FinanceActor) -> Response:
+    reconciliation.resolve(session, reconciliation_id)
+    return _after(f"/reconciliations/{reconciliation_id}", "resolved")
+
+
+CASE_STATES = ("open", "approved", "rejected", "blocked")
+
+
+@router.get("/cases")
+def cases(
+    request: Request,
+    session: ReadSession,
+    me: OperatorViewer,
+    state: Annotated[str, Query(pattern="^(open|approved|rejected|blocked)$")] = "open",
+) -> Response:
+    return render.page(
+        request,
+        "cases.html",
+        cases=fraud.list_cases(session, state, 200),
+        state=state,
+        states=CASE_STATES,
+    )
+
+
+@router.get("/cases/{case_id}")
+def case(
+    request: Request,
+    case_id: str,
+    session: ReadSession,
+    me: OperatorViewer,
+    done: str | None = None,
+) -> Response:
+    found = fraud.get_case(session, case_id)
+    return render.page(
+        request,
+        "case.html",
+        case=found,
+        actions=fraud.case_actions(session, case_id),
+        notice=_notice(done),
+    )
+
+
+@router.post("/cases/{case_id}/approve")
+def approve_case(
+    case_id: str,
+    session: WriteSession,
+    me: OperatorActor,
+    note: Annotated[str, Form(max_length=1000)] = "",
+) -> Response:
+    fraud.approve(session, case_id, me.user, note.strip() or None)
+    return _after(f"/cases/{case_id}", "case_approved")
+
+
+@router.post("/cases/{case_id}/reject")
+def reject_case(
+    case_id: str,
+    session: WriteSession,
+    me: OperatorActor,
+    note: Annotated[str, Form(max_length=1000)] = "",
+) -> Response:
+    fraud.reject(session, case_id, me.user, note.strip() or None)
+    return _after(f"/cases/{case_id}", "case_rejected")

@@ -1,0 +1,89 @@
+"""Templates: Jinja2 with autoescaping, gettext-marked labels, and the console's filters for
+money, points and instants."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from clearinghouse.config import get_settings
+from clearinghouse.console import formatting, i18n
+from clearinghouse.console.i18n import N_
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+# Pages answer with these, whatever they show: nothing cached, nothing framed, no script or
+# style from anywhere but the console itself.
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+
+
+# Codes the pages show (states, decisions, kinds of break), in words a person reads.
+LABELS = {
+    "computed": N_("computed"),
+    "approved": N_("approved"),
+    "rejected": N_("rejected"),
+    "paid": N_("paid"),
+    "open": N_("open"),
+    "blocked": N_("blocked"),
+    "review": N_("review"),
+    "block": N_("block"),
+    "allow": N_("allow"),
+    "missing_ours": N_("not in our records"),
+    "missing_theirs": N_("not in the partner's file"),
+    "amount_differs": N_("amount differs"),
+    "points_differ": N_("points differ"),
+}
+
+
+def label(code: str) -> str:
+    return i18n.gettext(LABELS[code]) if code in LABELS else code
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(default=True),
+        undefined=StrictUndefined,
+        extensions=["jinja2.ext.i18n"],
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.install_gettext_translations(i18n.current(), newstyle=True)  # type: ignore[attr-defined]
+    env.filters["label"] = label
+    env.filters["yuan"] = formatting.yuan
+    env.filters["points"] = formatting.points
+    env.filters["local_time"] = formatting.local_time
+    env.globals["time_zone"] = get_settings().timezone
+    return env
+
+
+def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    """The template rendered for this request; the signed-in person (if any) and the CSRF
+    token their forms carry are in the context."""
+    console = getattr(request.state, "console", None)
+    html = (
+        environment()
+        .get_template(template)
+        .render(
+            request=request,
+            me=None if console is None else console.user,
+            csrf_token=None if console is None else console.csrf_token,
+            **context,
+        )
+    )
+    return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)

@@ -1,0 +1,359 @@
+"""The console through HTTP as a browser uses it: sign-in, cookies, CSRF, roles, and the
+settlement's whole path from computed to paid, with its downloads."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable
+from datetime import date
+
+import pytest
+from pypdf import PdfReader
+from sqlalchemy import func, select
+
+from clearinghouse.console.formatting import yuan
+from clearinghouse.fraud import service as fraud
+from settlement import netting
+from settlement.reports import LINE_COLUMNS
+from settlement.tables import settlement_approvals
+from tests.console.builders import Console, Person, person
+from tests.fraud.builders import publish
+from tests.settlement.builders import (
+    Traffic,
+    World,
+    a_day_of_traffic,
+    accrue,
+    business_today,
+    new_member,
+)
+
+Browser = Callable[..., Console]
+
+
+def settled_day(world: World) -> tuple[Traffic, date]:
+    traffic = a_day_of_traffic(world)
+    day = business_today()
+    netting.settle(world.sessions, day)
+    return traffic, day
+
+
+def signed_in(browser: Browser, who: Person) -> Console:
+    console = browser()
+    response = console.sign_in(who)
+    assert response.status_code == 303, response.text
+    return console
+
+
+def text_of(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def approvals_of(world: World, day: date) -> int:
+    with world.sessions() as session:
+        return session.execute(select(func.count()).select_from(settlement_approvals)).scalar_one()
+
+
+# --- signing in and out ---------------------------------------------------------------------
+
+
+def test_pages_send_strangers_to_the_sign_in_page(world: World, browser: Browser) -> None:
+    console = browser()
+    response = console.get("/console/settlements/2026-11-24")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/sign-in?next=/console/settlements/2026-11-24"
+
+
+def test_signing_in_sets_a_guarded_cookie_and_goes_where_asked(
+    world: World, browser: Browser
+) -> None:
+    finance = person(world.sessions, "finance")
+    console = browser()
+    response = console.sign_in(finance, next="/console/liability")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/liability"
+    cookie = next(h for h in response.headers.get_list("set-cookie") if h.startswith("ch_session="))
+    assert "HttpOnly" in cookie
+    assert "SameSite=lax" in cookie
+    assert "Path=/console" in cookie
+    assert "Secure" not in cookie  # plain HTTP: a Secure cookie would never come back
+    assert console.get("/console/liability").status_code == 200
+
+
+def test_behind_tls_the_cookie_is_secure(world: World, browser: Browser) -> None:
+    finance = person(world.sessions, "finance")
+    response = browser("https://testserver").sign_in(finance)
+    cookie = next(h for h in response.headers.get_list("set-cookie") if h.startswith("ch_session="))
+    assert "Secure" in cookie
+
+
+def test_sign_in_never_redirects_off_the_console(world: World, browser: Browser) -> None:
+    finance = person(world.sessions, "finance")
+    for target in ("https://evil.example/", "//evil.example/x", "/v1/anything"):
+        response = browser().sign_in(finance, next=target)
+        assert response.headers["location"] == "/console/"
+
+
+def test_a_wrong_password_shows_the_form_again_and_five_lock_the_name(
+    world: World, browser: Browser
+) -> None:
+    finance = person(world.sessions, "finance")
+    console = browser()
+    for _ in range(5):
+        wrong = console.sign_in(finance, password="not the password")
+        assert wrong.status_code == 401
+        assert "The name or the password is wrong." in wrong.text
+        assert "ch_session" not in wrong.headers.get("set-cookie", "")
+    locked = console.sign_in(finance)
+    assert locked.status_code == 429
+    assert "locked" in locked.text
+
+
+def test_a_sign_in_form_without_its_token_is_refused(world: World, browser: Browser) -> None:
+    """Login CSRF: another site cannot sign a victim in to the attacker's account."""
+    finance = person(world.sessions, "finance")
+    console = browser()
+    response = console.http.post(
+        "/console/sign-in",
+        data={"login": finance.id, "password": finance.password, "signin_token": "forged"},
+    )
+    assert response.status_code == 403
+    assert "ch_session" not in response.headers.get("set-cookie", "")
+
+
+def test_sign_out_ends_the_session_on_the_server(world: World, browser: Browser) -> None:
+    finance = person(world.sessions, "finance")
+    console = signed_in(browser, finance)
+    console.get("/console/settlements")
+    cookie = console.http.cookies["ch_session"]
+    out = console.post("/console/sign-out")
+    assert out.status_code == 303
+    assert out.headers["location"] == "/console/sign-in"
+    replay = browser()
+    replay.http.cookies.set("ch_session", cookie, domain="testserver.local", path="/console")
+    assert replay.get("/console/settlements").status_code == 303
+
+
+def test_pages_carry_security_headers(world: World, browser: Browser) -> None:
+    console = signed_in(browser, person(world.sessions, "finance"))
+    response = console.get("/console/settlements")
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+
+
+# --- roles ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("role", "path", "status"),
+    [
+        ("finance", "/console/cases", 403),
+        ("approver", "/console/cases", 403),
+        ("auditor", "/console/cases", 403),
+        ("operator", "/console/cases", 200),
+        ("operator", "/console/settlements", 403),
+        ("operator", "/console/liability", 403),
+        ("operator", "/console/reconciliations", 403),
+        ("auditor", "/console/settlements", 200),
+        ("auditor", "/console/liability", 200),
+        ("approver", "/console/reconciliations", 200),
+    ],
+)
+def test_each_page_admits_its_roles_only(
+    world: World, browser: Browser, role: str, path: str, status: int
+) -> None:
+    console = signed_in(browser, person(world.sessions, role))
+    response = console.get(path)
+    assert response.status_code == status
+    if status == 403:
+        assert "Not allowed for this role" in response.text
+
+
+def test_home_leads_each_role_to_its_work(world: World, browser: Browser) -> None:
+    assert (
+        signed_in(browser, person(world.sessions, "operator")).get("/console/").headers["location"]
+        == "/console/cases"
+    )
+    assert (
+        signed_in(browser, person(world.sessions, "finance")).get("/console/").headers["location"]
+        == "/console/settlements"
+    )
+
+
+def test_an_auditor_reads_a_settlement_but_cannot_approve_it(
+    world: World, browser: Browser
+) -> None:
+    _, day = settled_day(world)
+    auditor = signed_in(browser, person(world.sessions, "auditor"))
+    page = auditor.get(f"/console/settlements/{day}")
+    assert page.status_code == 200
+    assert "/approve" not in page.text
+    refused = auditor.post(f"/console/settlements/{day}/approve")
+    assert refused.status_code == 403
+    assert approvals_of(world, day) == 0
+
+
+# --- the settlement, from computed to paid ----------------------------------------------------
+
+
+def test_two_people_approve_then_one_marks_it_paid(world: World, browser: Browser) -> None:
+    traffic, day = settled_day(world)
+    alice = signed_in(browser, person(world.sessions, "finance"))
+    bob = signed_in(browser, person(world.sessions, "approver"))
+
+    listing = alice.get("/console/settlements")
+    assert f'href="/console/settlements/{day}"' in listing.text
+    assert "computed" in listing.text
+
+    page = alice.get(f"/console/settlements/{day}")
+    text = text_of(page.text)
+    assert yuan(traffic.issued_fen) in text
+    assert yuan(traffic.redeemed_fen) in text
+    assert "Zero-sum check passed" in text
+    assert "0 / 2" in text
+    assert "<svg" in page.text
+
+    first = alice.follow(alice.post(f"/console/settlements/{day}/approve"))
+    assert "Your approval is recorded." in first.text
+    assert "1 / 2" in text_of(first.text)
+    assert "/approve" not in first.text  # Alice may not approve twice
+
+    bob.get(f"/console/settlements/{day}")
+    second = bob.follow(bob.post(f"/console/settlements/{day}/approve"))
+    assert "state-approved" in second.text
+    assert "2 / 2" in text_of(second.text)
+
+    paid = bob.follow(bob.post(f"/console/settlements/{day}/paid", bank_reference="ICBC-42"))
+    assert "state-paid" in paid.text
+    assert "ICBC-42" in paid.text
+    with world.sessions() as session:
+        run = netting.load_run(session, day)
+    assert (run.state, run.bank_reference) == ("paid", "ICBC-42")
+
+
+def test_the_same_person_cannot_approve_twice(world: World, browser: Browser) -> None:
+    _, day = settled_day(world)
+    alice = signed_in(browser, person(world.sessions, "finance"))
+    alice.get(f"/console/settlements/{day}")
+    alice.post(f"/console/settlements/{day}/approve")
+    again = alice.post(f"/console/settlements/{day}/approve")
+    assert again.status_code == 409
+    assert "another person must approve" in again.text
+    assert f'href="/console/settlements/{day}"' in again.text
+    assert approvals_of(world, day) == 1
+
+
+def test_a_form_without_the_session_token_changes_nothing(world: World, browser: Browser) -> None:
+    _, day = settled_day(world)
+    alice = signed_in(browser, person(world.sessions, "finance"))
+    alice.get(f"/console/settlements/{day}")
+    for token in ("", "forged"):
+        refused = alice.post(f"/console/settlements/{day}/approve", csrf_token=token)
+        assert refused.status_code == 403
+        assert "The form has expired" in refused.text
+    assert approvals_of(world, day) == 0
+
+
+def test_rejecting_needs_a_reason_and_records_it(world: World, browser: Browser) -> None:
+    _, day = settled_day(world)
+    alice = signed_in(browser, person(world.sessions, "finance"))
+    alice.get(f"/console/settlements/{day}")
+    assert alice.post(f"/console/settlements/{day}/reject", reason="").status_code == 422
+    rejected = alice.post(f"/console/settlements/{day}/reject", reason="rates were wrong")
+    assert rejected.status_code == 303
+    with world.sessions() as session:
+        steps = netting.history(session, day)
+    assert steps[-1]["to"] == "rejected"
+    assert steps[-1]["note"] == "rates were wrong"
+
+
+def test_the_csv_and_pdf_downloads(world: World, browser: Browser) -> None:
+    traffic, day = settled_day(world)
+    alice = signed_in(browser, person(world.sessions, "finance"))
+
+    csv_response = alice.get(f"/console/settlements/{day}/report.csv")
+    assert csv_response.status_code == 200
+    assert csv_response.headers["content-type"].startswith("text/csv")
+    assert f'filename="settlement-{day}.csv"' in csv_response.headers["content-disposition"]
+    rows = list(csv.reader(io.StringIO(csv_response.text)))
+    assert rows[0] == ["business_date", *LINE_COLUMNS]
+    payer = next(row for row in rows if row[1] == traffic.payer.id)
+    assert int(payer[-1]) == traffic.issued_fen
+
+    pdf_response = alice.get(f"/console/settlements/{day}/report.pdf")
+    assert pdf_response.status_code == 200
+    assert pdf_response.headers["content-type"] == "application/pdf"
+    text = "".join(
+        page.extract_text() for page in PdfReader(io.BytesIO(pdf_response.content)).pages
+    )
+    assert traffic.payer.id in text
+    assert yuan(traffic.issued_fen) in text
+
+
+def test_an_unsettled_date_is_a_readable_not_found_page(world: World, browser: Browser) -> None:
+    alice = signed_in(browser, person(world.sessions, "finance"))
+    missing = alice.get("/console/settlements/2001-01-01")
+    assert missing.status_code == 404
+    assert "has not been settled" in missing.text
+    assert alice.get("/console/settlements/not-a-date").status_code == 404
+
+
+# --- liability, reconciliation, fraud ---------------------------------------------------------
+
+
+def test_the_liability_page_shows_outstanding_points_and_a_chart(
+    world: World, browser: Browser
+) -> None:
+    traffic, _ = settled_day(world)
+    alice = signed_in(browser, person(world.sessions, "finance"))
+    page = alice.get("/console/liability?days=7")
+    assert page.status_code == 200
+    assert traffic.payer.id in page.text
+    assert "<svg" in page.text
+    assert "Expiring soon" in page.text
+
+
+def test_reconciliation_breaks_are_listed_and_resolved(world: World, browser: Browser) -> None:
+    traffic, day = settled_day(world)
+    upload = world.client(traffic.payer).post(
+        "/v1/reconciliations",
+        {
+            "business_date": day.isoformat(),
+            "csv": "txn_id,type,amount_fen,points\nghost,purchase,100,1\n",
+        },
+    )
+    alice = signed_in(browser, person(world.sessions, "finance"))
+    listing = alice.get(f"/console/reconciliations?date={day}")
+    assert f'href="/console/reconciliations/{upload["id"]}"' in listing.text
+    assert "open breaks" in listing.text
+    settlement_page = text_of(alice.get(f"/console/settlements/{day}").text)
+    assert "Open breaks" in settlement_page
+
+    detail = alice.get(f"/console/reconciliations/{upload['id']}")
+    assert "ghost" in detail.text
+    assert "not in our records" in detail.text
+    resolved = alice.follow(alice.post(f"/console/reconciliations/{upload['id']}/resolve"))
+    assert "The breaks are marked resolved." in resolved.text
+
+
+def test_an_operator_works_the_fraud_queue(world: World, browser: Browser) -> None:
+    partner = world.merchant()
+    publish(world.sessions, partner.id, max_accrual_fen_online=10_000, amount_cap_action="review")
+    member_id = new_member(world.sessions, [partner.id])
+    accrued = accrue(world.sessions, partner.id, member_id, 52_000)
+    case_id = accrued.review_case_id
+    assert case_id is not None
+
+    operator = signed_in(browser, person(world.sessions, "operator"))
+    queue = operator.get("/console/cases")
+    assert f'href="/console/cases/{case_id}"' in queue.text
+    operator.get(f"/console/cases/{case_id}")
+    done = operator.follow(
+        operator.post(f"/console/cases/{case_id}/approve", note="known customer")
+    )
+    assert "The case is approved" in done.text
+    assert "known customer" in done.text
+    with world.sessions() as session:
+        assert fraud.get_case(session, case_id).state == "approved"
