@@ -46,15 +46,16 @@ def purge_expired(sessions: sessionmaker[Session]) -> tuple[int, int]:
 
 
 async def _every(seconds: float, job: Callable[[], object], name: str) -> None:
-    """Run a job in a worker thread every so often, off the request path; log and go on when
-    it fails."""
+    """Run a job in a worker thread at start and then every so often, off the request path;
+    log and go on when it fails. At start, so that a server started in the morning shows
+    yesterday's settlement at once."""
     while True:
-        await asyncio.sleep(seconds)
         try:
             result = await run_in_threadpool(job)
             log.info(name, extra={"result": repr(result)})
         except Exception:
             log.exception("%s failed; will retry", name)
+        await asyncio.sleep(seconds)
 
 
 def create_app(sessions: sessionmaker[Session] | None = None) -> FastAPI:
