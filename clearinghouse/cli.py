@@ -195,8 +195,19 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            help="Trust X-Forwarded-Proto and -For from these addresses (the TLS proxy in "
+            "front, e.g. 127.0.0.1); console cookies are then Secure."
+        ),
+    ] = None,
+    ssl_certfile: Annotated[
+        Path | None, typer.Option(help="Serve TLS with this certificate.")
+    ] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
 ) -> None:
-    """Run the partner API (on the configured database, or the embedded one)."""
+    """Run the API and the finance console (on the configured database, or the embedded one)."""
     import uvicorn
 
     engine = make_engine(resolve_url(get_settings()), pool_size=1)
@@ -212,7 +223,11 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        proxy_headers=False,
+        # Forwarded headers are believed only from the proxy named, never from anyone.
+        proxy_headers=forwarded_allow_ips is not None,
+        forwarded_allow_ips=forwarded_allow_ips,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
     )
 
 
