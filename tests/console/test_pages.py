@@ -11,13 +11,11 @@ from datetime import date
 
 import pytest
 from pypdf import PdfReader
-from sqlalchemy import func, select
 
 from clearinghouse.console.formatting import yuan
 from clearinghouse.fraud import service as fraud
 from settlement import netting
 from settlement.reports import LINE_COLUMNS
-from settlement.tables import settlement_approvals
 from tests.console.builders import Console, Person, person
 from tests.fraud.builders import publish
 from tests.settlement.builders import (
@@ -52,7 +50,7 @@ def text_of(html: str) -> str:
 
 def approvals_of(world: World, day: date) -> int:
     with world.sessions() as session:
-        return session.execute(select(func.count()).select_from(settlement_approvals)).scalar_one()
+        return len(netting.approvals(session, day))
 
 
 # --- signing in and out ---------------------------------------------------------------------
