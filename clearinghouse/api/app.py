@@ -103,13 +103,15 @@ def create_app(sessions: sessionmaker[Session] | None = None) -> FastAPI:
     app.include_router(audit_endpoints.router)
     app.include_router(fraud_endpoints.operator)
     app.include_router(fraud_endpoints.partner)
-    app.include_router(console_auth.router)
-    app.include_router(console_pages.router)
+    # The stylesheet's mount comes before the console's routes, whose last one answers every
+    # other /console path with a page saying it does not exist.
     app.mount(
         f"{console_auth.PREFIX}/static",
         StaticFiles(directory=console_pages.STATIC),
         name="console-static",
     )
+    app.include_router(console_auth.router)
+    app.include_router(console_pages.router)
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -40,9 +40,11 @@ class CsrfFailed(DomainError):
 
 
 def _back(request: Request) -> str:
-    """Where a person goes back to after an error: the page a form was posted from."""
-    path = request.url.path
-    return path.rsplit("/", 1)[0] if request.method == "POST" else path
+    """Where a person goes back to after an error: the page a form was posted from, or the
+    console's home when a page itself failed."""
+    if request.method == "POST":
+        return request.url.path.rsplit("/", 1)[0]
+    return PREFIX + "/"
 
 
 class ConsoleRoute(APIRoute):
@@ -56,9 +58,9 @@ class ConsoleRoute(APIRoute):
             try:
                 return await handler(request)
             except SignInRequired:
-                return RedirectResponse(
-                    f"{PREFIX}/sign-in?next={quote(_back(request))}", status_code=303
-                )
+                # After signing in, back to the page asked for (or the form's page).
+                target = request.url.path if request.method == "GET" else _back(request)
+                return RedirectResponse(f"{PREFIX}/sign-in?next={quote(target)}", status_code=303)
             except DomainError as exc:
                 return render.page(
                     request,

@@ -4,7 +4,7 @@ and fraud modules do the work."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path as FsPath
 from typing import Annotated
 
@@ -21,10 +21,12 @@ from clearinghouse.console.auth import (
     FinanceViewer,
     OperatorActor,
     OperatorViewer,
+    Signed,
     console_router,
 )
 from clearinghouse.console.i18n import N_
 from clearinghouse.console.i18n import gettext as _
+from clearinghouse.errors import NotFound
 from clearinghouse.fraud import service as fraud
 from settlement import netting, reconciliation, reports
 
@@ -63,7 +65,8 @@ def settlements(request: Request, session: ReadSession, me: FinanceViewer) -> Re
         }
         for run in netting.list_runs(session)
     ]
-    return render.page(request, "settlements.html", runs=runs)
+    yesterday = datetime.now(get_settings().zone).date() - timedelta(days=1)
+    return render.page(request, "settlements.html", runs=runs, yesterday=yesterday)
 
 
 @router.get("/settlements/{business_date}")
@@ -291,3 +294,8 @@ def reject_case(
 ) -> Response:
     fraud.reject(session, case_id, me.user, note.strip() or None)
     return _after(f"/cases/{case_id}", "case_rejected")
+
+
+@router.get("/{path:path}")
+def unknown_page(path: str, me: Signed) -> Response:
+    raise NotFound(f"there is no page /console/{path}")

@@ -7,7 +7,7 @@ import csv
 import io
 import re
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from pypdf import PdfReader
@@ -295,7 +295,26 @@ def test_an_unsettled_date_is_a_readable_not_found_page(world: World, browser: B
     missing = alice.get("/console/settlements/2001-01-01")
     assert missing.status_code == 404
     assert "has not been settled" in missing.text
+    assert 'href="/console/"' in missing.text
     assert alice.get("/console/settlements/not-a-date").status_code == 404
+
+
+def test_an_unknown_console_path_is_a_page_too(world: World, browser: Browser) -> None:
+    assert browser().get("/console/nowhere").status_code == 303
+    alice = signed_in(browser, person(world.sessions, "finance"))
+    missing = alice.get("/console/nowhere/at/all")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("text/html")
+    assert "there is no page /console/nowhere/at/all" in missing.text
+    assert alice.get("/console/static/console.css").status_code == 200
+
+
+def test_the_list_marks_yesterday(world: World, browser: Browser) -> None:
+    yesterday = business_today() - timedelta(days=1)
+    netting.settle(world.sessions, yesterday)
+    listing = signed_in(browser, person(world.sessions, "finance")).get("/console/settlements")
+    row = next(r for r in listing.text.split("<tr>") if yesterday.isoformat() in r)
+    assert "yesterday" in row
 
 
 # --- liability, reconciliation, fraud ---------------------------------------------------------
