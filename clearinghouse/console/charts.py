@@ -231,6 +231,59 @@ def _bars_desc(
     return f"{title}. " + "; ".join(groups) + "."
 
 
+@dataclass(frozen=True)
+class _Plot:
+    """What both kinds of chart work out first: the axis, the legend, and whether there is
+    anything to draw."""
+
+    kind: str
+    title: str
+    chart_id: str
+    values: list[int]
+    axis: _Axis
+    legend: list[str]
+    legend_height: float
+
+    @classmethod
+    def of(cls, kind: str, title: str, labels: Sequence[str], series: Sequence[Series]) -> _Plot:
+        _check(labels, series, "x labels" if kind == "line" else "categories")
+        values = [v for s in series for v in s.values]
+        legend, legend_height = _legend(series, line=kind == "line")
+        return cls(
+            kind,
+            title,
+            _chart_id(kind, title, labels, series),
+            values,
+            _axis(values),
+            legend,
+            legend_height,
+        )
+
+    @property
+    def empty(self) -> bool:
+        return all(v == 0 for v in self.values)
+
+    def start(
+        self,
+        frame: _Frame,
+        height: float,
+        value_label: Callable[[int], str],
+        y: Callable[[int], float],
+        describe: Callable[[], str],
+    ) -> list[str]:
+        """The opening markup: title, description, legend, value axis, and "No data" when
+        there is nothing to draw."""
+        desc = (
+            _no_data_desc(self.title, value_label, bool(self.values)) if self.empty else describe()
+        )
+        parts = _open(self.chart_id, self.kind, height, self.title, desc)
+        parts += self.legend
+        parts += _value_axis(self.axis, frame, value_label, y)
+        if self.empty:
+            parts.append(_no_data(frame))
+        return parts
+
+
 def grouped_bars(
     categories: Sequence[str],
     series: Sequence[Series],
@@ -239,12 +292,8 @@ def grouped_bars(
     value_label: Callable[[int], str],
 ) -> Markup:
     """One group of bars per category (a partner), one bar per series in each group."""
-    _check(categories, series, "categories")
-    values = [v for s in series for v in s.values]
-    empty = not values or all(v == 0 for v in values)
-    axis = _axis(values)
-    chart_id = _chart_id("bars", title, categories, series)
-    legend, legend_height = _legend(series)
+    plot = _Plot.of("bars", title, categories, series)
+    axis, legend_height = plot.axis, plot.legend_height
 
     left = _left_margin(axis, value_label)
     slot = (WIDTH - 12 - left) / max(len(categories), 1)
@@ -263,17 +312,10 @@ def grouped_bars(
     frame = _Frame(left, legend_height + 12, WIDTH - 12, legend_height + 12 + 240)
     y = _scale(axis, frame)
 
-    desc = (
-        _no_data_desc(title, value_label, bool(values))
-        if empty
-        else _bars_desc(title, categories, series, value_label)
+    parts = plot.start(
+        frame, height, value_label, y, lambda: _bars_desc(title, categories, series, value_label)
     )
-    parts = _open(chart_id, "bars", height, title, desc)
-    parts += legend
-    parts += _value_axis(axis, frame, value_label, y)
-    if empty:
-        parts.append(_no_data(frame))
-    else:
+    if not plot.empty:
         bar = slot * 0.8 / len(series)
         zero = y(0)
         for index, s in enumerate(series):
@@ -348,12 +390,8 @@ def line_chart(
     value_label: Callable[[int], str],
 ) -> Markup:
     """One line per series over the x labels (dates), each point marked."""
-    _check(x_labels, series, "x labels")
-    values = [v for s in series for v in s.values]
-    empty = not values or all(v == 0 for v in values)
-    axis = _axis(values)
-    chart_id = _chart_id("line", title, x_labels, series)
-    legend, legend_height = _legend(series, line=True)
+    plot = _Plot.of("line", title, x_labels, series)
+    axis, legend_height = plot.axis, plot.legend_height
 
     # The first and last x labels are centred on the plot's edges: room for half of each.
     widest = max((_text_width(label) for label in x_labels), default=0.0)
@@ -367,17 +405,10 @@ def line_chart(
     def x(i: int) -> float:
         return frame.left + i * step if count > 1 else frame.left + frame.width / 2
 
-    desc = (
-        _no_data_desc(title, value_label, bool(values))
-        if empty
-        else _line_desc(title, x_labels, series, value_label)
+    parts = plot.start(
+        frame, height, value_label, y, lambda: _line_desc(title, x_labels, series, value_label)
     )
-    parts = _open(chart_id, "line", height, title, desc)
-    parts += legend
-    parts += _value_axis(axis, frame, value_label, y)
-    if empty:
-        parts.append(_no_data(frame))
-    else:
+    if not plot.empty:
         # Markers shrink when the days crowd together (a year of them); each keeps its tooltip.
         radius = max(1.5, min(3.0, step / 3)) if count > 1 else 3.0
         for index, s in enumerate(series):
