@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path as FsPath
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Form, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse
@@ -274,26 +274,24 @@ def case(
     )
 
 
-@router.post("/cases/{case_id}/approve")
-def approve_case(
+# An operator's decision, and what follows it: the points held back released or reversed.
+DECISIONS = {
+    "approve": (fraud.approve, "case_approved"),
+    "reject": (fraud.reject, "case_rejected"),
+}
+
+
+@router.post("/cases/{case_id}/{decision}")
+def decide_case(
     case_id: str,
+    decision: Literal["approve", "reject"],
     session: WriteSession,
     me: OperatorActor,
     note: Annotated[str, Form(max_length=1000)] = "",
 ) -> Response:
-    fraud.approve(session, case_id, me.user, note.strip() or None)
-    return _after(f"/cases/{case_id}", "case_approved")
-
-
-@router.post("/cases/{case_id}/reject")
-def reject_case(
-    case_id: str,
-    session: WriteSession,
-    me: OperatorActor,
-    note: Annotated[str, Form(max_length=1000)] = "",
-) -> Response:
-    fraud.reject(session, case_id, me.user, note.strip() or None)
-    return _after(f"/cases/{case_id}", "case_rejected")
+    decide, done = DECISIONS[decision]
+    decide(session, case_id, me.user, note.strip() or None)
+    return _after(f"/cases/{case_id}", done)
 
 
 @router.get("/{path:path}")

@@ -141,8 +141,14 @@ def new_member(sessions: sessionmaker[Session], partner_ids: list[str]) -> str:
 
 
 def accrue(
-    sessions: sessionmaker[Session], partner_id: str, member_id: str, amount_fen: int
+    sessions: sessionmaker[Session],
+    partner_id: str,
+    member_id: str,
+    amount_fen: int,
+    occurred_at: datetime | None = None,
 ) -> accrual.AccrualResult:
+    """A purchase reported now that happened at `occurred_at` (now by default): its lot is
+    earned then."""
     with sessions() as session, session.begin():
         return accrual.accrue(
             session,
@@ -151,7 +157,7 @@ def accrue(
                 partner_txn_id=unique_id("t"),
                 member_id=member_id,
                 amount_fen=amount_fen,
-                occurred_at=datetime.now(UTC),
+                occurred_at=occurred_at or datetime.now(UTC),
             ),
         )
 

@@ -15,14 +15,14 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse.points import accrual, referrals
+from clearinghouse.points import referrals
 from clearinghouse.points.lots import check_lots
 from clearinghouse.points.tables import lot_movements
 from settlement.expiry import expire_lots
 from settlement.reports import liability_history, liability_report
-from tests.api.builders import unique_id
 from tests.settlement.builders import (
     World,
+    accrue,
     available,
     new_member,
     redeem,
@@ -32,27 +32,6 @@ from tests.settlement.builders import (
 )
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-
-
-def accrue_at(
-    sessions: sessionmaker[Session],
-    partner_id: str,
-    member_id: str,
-    amount_fen: int,
-    occurred_at: datetime,
-) -> accrual.AccrualResult:
-    """A purchase reported now that happened at `occurred_at`: its lot is earned then."""
-    with sessions() as session, session.begin():
-        return accrual.accrue(
-            session,
-            partner_id,
-            accrual.PurchaseReport(
-                partner_txn_id=unique_id("t"),
-                member_id=member_id,
-                amount_fen=amount_fen,
-                occurred_at=occurred_at,
-            ),
-        )
 
 
 def history(
@@ -110,8 +89,8 @@ def test_history_follows_earning_spending_and_refunds_day_by_day(world: World) -
     member = new_member(world.sessions, [payer.id, other.id])
     start = datetime.now(UTC)
     today = start.astimezone(SHANGHAI).date()
-    earned = accrue_at(world.sessions, payer.id, member, 52_000, start - timedelta(days=3))
-    second = accrue_at(world.sessions, other.id, member, 20_000, start - timedelta(days=1))
+    earned = accrue(world.sessions, payer.id, member, 52_000, start - timedelta(days=3))
+    second = accrue(world.sessions, other.id, member, 20_000, start - timedelta(days=1))
     assert earned.points > 300
     assert second.points > 0
     # The oldest-expiring lot (the payer's) pays; 100 of the 300 held go back to it.
@@ -143,7 +122,7 @@ def test_history_follows_earning_spending_and_refunds_day_by_day(world: World) -
 def test_a_moment_before_a_movement_does_not_see_it(world: World) -> None:
     partner = world.merchant()
     member = new_member(world.sessions, [partner.id])
-    earned = accrue_at(world.sessions, partner.id, member, 30_000, datetime.now(UTC))
+    earned = accrue(world.sessions, partner.id, member, 30_000, datetime.now(UTC))
     with world.sessions() as session:
         between = session.execute(select(func.clock_timestamp())).scalar_one()
     refund(world.sessions, partner.id, earned.partner_txn_id, 10_000)
@@ -161,7 +140,7 @@ def test_coalition_bonuses_are_reported_as_the_coalitions(world: World) -> None:
     invitee = new_member(world.sessions, [partner.id])
     with world.sessions() as session, session.begin():
         referrals.register_referral(session, partner.id, inviter, invitee)
-    bought = accrue_at(world.sessions, partner.id, invitee, 10_000, datetime.now(UTC))
+    bought = accrue(world.sessions, partner.id, invitee, 10_000, datetime.now(UTC))
 
     now = datetime.now(UTC)
     last = history(world.sessions, 3, now)[-1]
@@ -173,7 +152,7 @@ def test_coalition_bonuses_are_reported_as_the_coalitions(world: World) -> None:
 def test_expired_lots_leave_the_history_at_their_expiry(world: World) -> None:
     partner = world.merchant()
     member = new_member(world.sessions, [partner.id])
-    earned = accrue_at(world.sessions, partner.id, member, 40_000, datetime.now(UTC))
+    earned = accrue(world.sessions, partner.id, member, 40_000, datetime.now(UTC))
     redeem(world.sessions, partner.id, member, 100, 100)
     expires_at = earned.lot_expires_at
     assert expires_at is not None
@@ -227,7 +206,7 @@ def test_random_traffic_matches_the_model_and_the_liability_report(world: World)
             if kind == "accrue":
                 occurred_at = datetime.now(UTC) - timedelta(days=days_ago)
                 amount_fen = 1_000 + 400 * size
-                result = accrue_at(world.sessions, partner, member, amount_fen, occurred_at)
+                result = accrue(world.sessions, partner, member, amount_fen, occurred_at)
                 assert result.review_case_id is None
                 if result.points - result.debt_repaid:
                     lots.append((partner, occurred_at, result.points - result.debt_repaid))
