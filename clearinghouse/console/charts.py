@@ -185,10 +185,11 @@ def _value_axis(
 
 
 def _no_data(frame: _Frame) -> str:
+    label = _("No data")
     return (
         f'<text class="no-data" x="{_n(frame.left + frame.width / 2)}"'
         f' y="{_n(frame.top + frame.height / 2)}" text-anchor="middle"'
-        f' fill="currentColor">{escape(_("No data"))}</text>'
+        f' fill="currentColor">{escape(label)}</text>'
     )
 
 

@@ -1,12 +1,19 @@
 """Labels are written in English and marked for translation (`gettext` in Python, `{% trans %}`
-and `_()` in templates); `locale/messages.pot` is the catalogue a translator starts from, and a
-compiled `locale/<lang>/LC_MESSAGES/messages.mo` is used when the settings name that language."""
+and `_()` in templates); `locale/messages.pot` is the catalogue a translator starts from, and
+`locale/<lang>/LC_MESSAGES/messages.po` is used when the settings name that language.
+
+The .po is compiled in memory, once per process: no binary .mo is kept beside it, so the
+translation a reviewer reads is the one the console shows."""
 
 from __future__ import annotations
 
 import gettext as _gettext
+import io
 from functools import lru_cache
 from pathlib import Path
+
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
 
 from clearinghouse.config import get_settings
 
@@ -14,12 +21,42 @@ LOCALE_DIR = Path(__file__).parent / "locale"
 DOMAIN = "messages"
 
 
+def catalogue_path(language: str) -> Path:
+    return LOCALE_DIR / language / "LC_MESSAGES" / f"{DOMAIN}.po"
+
+
+def normalise(language: str | None) -> str | None:
+    """`zh-CN`, `zh_CN` and `zh_CN.UTF-8` all name the catalogue `zh_CN`."""
+    if not language:
+        return None
+    tag, _, _encoding = language.partition(".")
+    base, _, region = tag.replace("-", "_").partition("_")
+    return f"{base.lower()}_{region.upper()}" if region else base.lower()
+
+
+def html_lang() -> str:
+    """The page's `lang` attribute: what the console is shown in (BCP 47, `zh-CN`)."""
+    language = normalise(get_settings().language)
+    if language is None or not catalogue_path(language).is_file():
+        return "en"
+    return language.replace("_", "-")
+
+
 @lru_cache(maxsize=8)
 def translations(language: str | None) -> _gettext.NullTranslations:
     """The catalogue for `language`, or English (the source strings) when there is none."""
-    if not language:
+    language = normalise(language)
+    if language is None:
         return _gettext.NullTranslations()
-    return _gettext.translation(DOMAIN, LOCALE_DIR, languages=[language], fallback=True)
+    path = catalogue_path(language)
+    if not path.is_file():
+        return _gettext.NullTranslations()
+    with path.open("rb") as po:
+        catalog = read_po(po, domain=DOMAIN)
+    compiled = io.BytesIO()
+    write_mo(compiled, catalog)  # fuzzy entries are left out, as msgfmt does
+    compiled.seek(0)
+    return _gettext.GNUTranslations(compiled)
 
 
 def current() -> _gettext.NullTranslations:

@@ -4,7 +4,8 @@ the run's state history; a footer with the generation time and page numbers on e
 
 Written with fpdf2's core Helvetica, which needs no font file but only draws Windows-1252 text
 (Latin-1 plus a few signs such as the em dash): characters outside it print as "?" rather than
-stopping the report. The same inputs give the same bytes (the creation date is `generated_at`)."""
+stopping the report. For that reason its labels are English whatever the console's language.
+The same inputs give the same bytes (the creation date is `generated_at`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,12 @@ from fpdf import FPDF
 from fpdf.fonts import FontFace
 
 from clearinghouse.console.formatting import local_time, yuan
-from clearinghouse.console.i18n import gettext as _
+from clearinghouse.console.i18n import translations
+
+# English labels whatever CLEARINGHOUSE_LANGUAGE says: the core font has no CJK glyphs, so Chinese
+# labels would print as "?". A Chinese PDF needs a CJK font embedded (fpdf2's `add_font`); the
+# labels stay marked with `_()` so the catalogue already holds them for that day.
+_ = translations(None).gettext
 
 ENCODING = "windows-1252"
 FONT = "Helvetica"
@@ -48,7 +54,7 @@ def _net(fen: int) -> str:
 
 
 def _state(state: str | None) -> str:
-    """A run's state in words; looked up on each call so the current language applies."""
+    """A run's state in words."""
     if state is None:
         return ""
     names = {

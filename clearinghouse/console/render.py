@@ -46,6 +46,10 @@ LABELS = {
     "missing_theirs": N_("not in the partner's file"),
     "amount_differs": N_("amount differs"),
     "points_differ": N_("points differ"),
+    "finance": N_("finance"),
+    "approver": N_("approver"),
+    "auditor": N_("auditor"),
+    "operator": N_("operator"),
 }
 
 
@@ -69,6 +73,7 @@ def environment() -> Environment:
     env.filters["points"] = formatting.points
     env.filters["local_time"] = formatting.local_time
     env.globals["time_zone"] = get_settings().timezone
+    env.globals["html_lang"] = i18n.html_lang()
     return env
 
 

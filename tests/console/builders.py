@@ -4,13 +4,18 @@ forms posted with the CSRF token of the page they came from, redirects not follo
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
+from clearinghouse.config import get_settings
+from clearinghouse.console import i18n, render
 from clearinghouse.users import signin
 from clearinghouse.users.service import create_user
 from tests.api.builders import unique_id
@@ -78,3 +83,24 @@ class Console:
     def follow(self, response: httpx.Response) -> httpx.Response:
         assert response.status_code == 303, response.text
         return self.get(response.headers["location"])
+
+
+@contextmanager
+def console_language(language: str) -> Iterator[None]:
+    """The console as with CLEARINGHOUSE_LANGUAGE=`language`, then as it was. Settings,
+    catalogues and the template environment are cached per process, and an xdist worker runs
+    other tests in the same process, so the caches are dropped on the way in and again once the
+    variable is restored."""
+
+    def forget() -> None:
+        get_settings.cache_clear()
+        i18n.translations.cache_clear()
+        render.environment.cache_clear()
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("CLEARINGHOUSE_LANGUAGE", language)
+            forget()
+            yield
+    finally:
+        forget()

@@ -10,9 +10,11 @@ from zoneinfo import ZoneInfo
 
 from pypdf import PdfReader
 
+from clearinghouse.console import i18n
 from clearinghouse.console.pdf import settlement_pdf
 from settlement.netting import Line, Run
 from settlement.reports import settlement_report
+from tests.console.builders import console_language
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 GENERATED = datetime(2026, 3, 10, 3, 15, tzinfo=UTC)  # 11:15 in Shanghai
@@ -182,3 +184,16 @@ def test_text_the_core_font_cannot_draw_does_not_stop_the_report() -> None:
     history = [{**HISTORY[1], "note": "第一次批准 ok"}]
     [text] = pages(settlement_pdf(report_of(two_partners()), history, [], generated_at=GENERATED))
     assert "????? ok" in text
+
+
+def test_with_the_console_in_chinese_the_pdf_keeps_its_english_labels() -> None:
+    report = report_of(two_partners())
+    english = settlement_pdf(report, HISTORY, APPROVALS, generated_at=GENERATED)
+    with console_language("zh_CN"):
+        assert i18n.gettext("Settlement report — %(date)s") == "结算报告 — %(date)s"
+        in_chinese_console = settlement_pdf(report, HISTORY, APPROVALS, generated_at=GENERATED)
+    assert in_chinese_console == english
+    [text] = pages(in_chinese_console)
+    assert "Settlement report — 2026-03-09" in text
+    assert re.search(r"State\s+approved", text)
+    assert "?" not in text
