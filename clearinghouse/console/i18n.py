@@ -70,3 +70,33 @@ def gettext(message: str) -> str:
 def N_(message: str) -> str:
     """Mark a label for the catalogue where it is defined; it is translated where shown."""
     return message
+
+
+# Codes the pages show (states, decisions, kinds of break), in words a person reads.
+LABELS = {
+    "computed": N_("computed"),
+    "approved": N_("approved"),
+    "rejected": N_("rejected"),
+    "paid": N_("paid"),
+    "open": N_("open"),
+    "blocked": N_("blocked"),
+    "review": N_("review"),
+    "block": N_("block"),
+    "allow": N_("allow"),
+    "missing_ours": N_("not in our records"),
+    "missing_theirs": N_("not in the partner's file"),
+    "amount_differs": N_("amount differs"),
+    "points_differ": N_("points differ"),
+    "finance": N_("finance"),
+    "approver": N_("approver"),
+    "auditor": N_("auditor"),
+    "operator": N_("operator"),
+}
+
+
+def label(code: str, using: _gettext.NullTranslations | None = None) -> str:
+    """A code in words, through `using` (the console's language by default); a code without a
+    label is shown as it is."""
+    if code not in LABELS:
+        return code
+    return (using or current()).gettext(LABELS[code])

@@ -16,13 +16,14 @@ from typing import Any
 from fpdf import FPDF
 from fpdf.fonts import FontFace
 
+from clearinghouse.console import i18n
 from clearinghouse.console.formatting import local_time, yuan
-from clearinghouse.console.i18n import translations
 
 # English labels whatever CLEARINGHOUSE_LANGUAGE says: the core font has no CJK glyphs, so Chinese
 # labels would print as "?". A Chinese PDF needs a CJK font embedded (fpdf2's `add_font`); the
 # labels stay marked with `_()` so the catalogue already holds them for that day.
-_ = translations(None).gettext
+ENGLISH = i18n.translations(None)
+_ = ENGLISH.gettext
 
 ENCODING = "windows-1252"
 FONT = "Helvetica"
@@ -54,16 +55,7 @@ def _net(fen: int) -> str:
 
 
 def _state(state: str | None) -> str:
-    """A run's state in words."""
-    if state is None:
-        return ""
-    names = {
-        "computed": _("computed"),
-        "approved": _("approved"),
-        "paid": _("paid"),
-        "rejected": _("rejected"),
-    }
-    return names.get(state, state)
+    return "" if state is None else i18n.label(state, ENGLISH)
 
 
 class _SettlementPdf(FPDF):

@@ -13,7 +13,6 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from clearinghouse.config import get_settings
 from clearinghouse.console import formatting, i18n
-from clearinghouse.console.i18n import N_
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -31,32 +30,6 @@ SECURITY_HEADERS = {
 }
 
 
-# Codes the pages show (states, decisions, kinds of break), in words a person reads.
-LABELS = {
-    "computed": N_("computed"),
-    "approved": N_("approved"),
-    "rejected": N_("rejected"),
-    "paid": N_("paid"),
-    "open": N_("open"),
-    "blocked": N_("blocked"),
-    "review": N_("review"),
-    "block": N_("block"),
-    "allow": N_("allow"),
-    "missing_ours": N_("not in our records"),
-    "missing_theirs": N_("not in the partner's file"),
-    "amount_differs": N_("amount differs"),
-    "points_differ": N_("points differ"),
-    "finance": N_("finance"),
-    "approver": N_("approver"),
-    "auditor": N_("auditor"),
-    "operator": N_("operator"),
-}
-
-
-def label(code: str) -> str:
-    return i18n.gettext(LABELS[code]) if code in LABELS else code
-
-
 @lru_cache(maxsize=1)
 def environment() -> Environment:
     env = Environment(
@@ -68,7 +41,7 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.install_gettext_translations(i18n.current(), newstyle=True)  # type: ignore[attr-defined]
-    env.filters["label"] = label
+    env.filters["label"] = i18n.label
     env.filters["yuan"] = formatting.yuan
     env.filters["points"] = formatting.points
     env.filters["local_time"] = formatting.local_time

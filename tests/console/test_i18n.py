@@ -105,12 +105,12 @@ def test_in_chinese_the_sign_in_page_has_no_english_left() -> None:
 
 def test_in_chinese_labels_from_python_are_chinese_and_english_returns_afterwards() -> None:
     with console_language("zh_CN"):
-        assert render.label("approved") == "已批准"
+        assert i18n.label("approved") == "已批准"
         assert i18n.gettext("Settlements") == "结算"
         assert i18n.gettext("Page %(page)s of %(pages)s") % {"page": 1, "pages": 2} == (
             "第 1 页，共 2 页"
         )
-    assert render.label("approved") == "approved"
+    assert i18n.label("approved") == "approved"
     assert i18n.gettext("Settlements") == "Settlements"
 
 
