@@ -133,6 +133,16 @@ class Run:
     def partners_net_fen(self) -> int:
         return sum(line.net_fen for line in self.lines)
 
+    @property
+    def partners_pay_fen(self) -> int:
+        """What the partners with a positive net pay the coalition."""
+        return sum(max(line.net_fen, 0) for line in self.lines)
+
+    @property
+    def partners_receive_fen(self) -> int:
+        """What the coalition pays the partners with a negative net."""
+        return sum(-min(line.net_fen, 0) for line in self.lines)
+
     clearing_fen: int = 0
     """The coalition's leg of the posted settlement entry (what it receives, negated)."""
 

@@ -51,8 +51,8 @@ def settlement_report(run: Run) -> dict[str, Any]:
         "entries": run.entries,
         "lines": lines,
         "totals": totals,
-        "partners_pay_fen": sum(max(line["net_fen"], 0) for line in lines),
-        "partners_receive_fen": sum(-min(line["net_fen"], 0) for line in lines),
+        "partners_pay_fen": run.partners_pay_fen,
+        "partners_receive_fen": run.partners_receive_fen,
         "coalition_fen": run.coalition_fen,
         "zero_sum": run.zero_sum,
     }

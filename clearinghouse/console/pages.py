@@ -60,7 +60,6 @@ def settlements(request: Request, session: ReadSession, me: FinanceViewer) -> Re
     runs = [
         {
             "run": run,
-            "pays_fen": sum(max(line.net_fen, 0) for line in run.lines),
             "open_breaks": netting.open_breaks(session, run.business_date),
         }
         for run in netting.list_runs(session)

@@ -8,6 +8,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -75,11 +76,15 @@ def check_password_rules(password: str) -> None:
 def set_password(session: Session, user_id: str, password: str) -> None:
     """Set (or replace) a user's password; every console session of the user ends."""
     check_password_rules(password)
+    _change_user(
+        session, user_id, password_hash=_hasher.hash(password), password_changed_at=func.now()
+    )
+
+
+def _change_user(session: Session, user_id: str, **values: Any) -> None:
+    """Change what decides who may sign in: every open session of the user ends with it."""
     changed = session.execute(
-        update(users)
-        .where(users.c.id == user_id)
-        .values(password_hash=_hasher.hash(password), password_changed_at=func.now())
-        .returning(users.c.id)
+        update(users).where(users.c.id == user_id).values(**values).returning(users.c.id)
     ).first()
     if changed is None:
         raise UserNotFound(f"user {user_id} does not exist")
@@ -250,12 +255,4 @@ def end_sessions_of(session: Session, user_id: str) -> int:
 
 def disable(session: Session, user_id: str) -> None:
     """The user can no longer sign in or use the API token; open sessions end."""
-    changed = session.execute(
-        update(users)
-        .where(users.c.id == user_id)
-        .values(disabled_at=func.coalesce(users.c.disabled_at, func.now()))
-        .returning(users.c.id)
-    ).first()
-    if changed is None:
-        raise UserNotFound(f"user {user_id} does not exist")
-    end_sessions_of(session, user_id)
+    _change_user(session, user_id, disabled_at=func.coalesce(users.c.disabled_at, func.now()))

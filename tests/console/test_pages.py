@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable
 from datetime import date, timedelta
 
+import httpx
 import pytest
 from pypdf import PdfReader
 
@@ -44,6 +45,10 @@ def signed_in(browser: Browser, who: Person) -> Console:
     return console
 
 
+def session_cookie(response: httpx.Response) -> str:
+    return next(h for h in response.headers.get_list("set-cookie") if h.startswith("ch_session="))
+
+
 def text_of(html: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
 
@@ -71,7 +76,7 @@ def test_signing_in_sets_a_guarded_cookie_and_goes_where_asked(
     response = console.sign_in(finance, next="/console/liability")
     assert response.status_code == 303
     assert response.headers["location"] == "/console/liability"
-    cookie = next(h for h in response.headers.get_list("set-cookie") if h.startswith("ch_session="))
+    cookie = session_cookie(response)
     assert "HttpOnly" in cookie
     assert "SameSite=lax" in cookie
     assert "Path=/console" in cookie
@@ -82,7 +87,7 @@ def test_signing_in_sets_a_guarded_cookie_and_goes_where_asked(
 def test_behind_tls_the_cookie_is_secure(world: World, browser: Browser) -> None:
     finance = person(world.sessions, "finance")
     response = browser("https://testserver").sign_in(finance)
-    cookie = next(h for h in response.headers.get_list("set-cookie") if h.startswith("ch_session="))
+    cookie = session_cookie(response)
     assert "Secure" in cookie
 
 

@@ -14,15 +14,13 @@ from clearinghouse.users import signin
 from clearinghouse.users.service import User, create_user
 from clearinghouse.users.tables import console_sessions, signin_attempts, users
 from tests.api.builders import unique_id
-
-PASSWORD = "correct horse battery staple"
+from tests.console.builders import PASSWORD
+from tests.console.builders import person as console_person
 
 
 def person(sessions: sessionmaker[Session], role: str = "finance") -> User:
-    with sessions() as session, session.begin():
-        user, _ = create_user(session, unique_id("p"), role)
-        signin.set_password(session, user.id, PASSWORD)
-    return user
+    who = console_person(sessions, role)
+    return User(who.id, who.role)
 
 
 def attempt(sessions: sessionmaker[Session], login: str, password: str) -> User | Exception:
