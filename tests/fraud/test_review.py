@@ -37,6 +37,7 @@ from tests.fraud.builders import (
 from tests.fraud.conftest import Isolated
 from tests.points.builders import (
     DEFAULT_LIMIT_FEN,
+    SHANGHAI,
     balance,
     enrol,
     redeemed_account,
@@ -412,10 +413,14 @@ def test_a_refund_after_approval_takes_the_purchases_own_lot(
     operator: Staff,
 ) -> None:
     member_id = enrol(client)
-    earlier = datetime.now().astimezone() - timedelta(days=2)
+    # Noon and one o'clock two days ago, in the coalition's zone: one month, whatever the time.
+    two_days_ago = datetime.now(SHANGHAI) - timedelta(days=2)
+    earlier = two_days_ago.replace(hour=12, minute=0, second=0, microsecond=0)
     accrue(client, member_id, 52_000, occurred_at=earlier)  # 1,540 points, online, no review
     _reviews_every_till_accrual(sessions, partner.id)
-    accrual = accrue(client, member_id, 20_000, store_id=partner.store_id)
+    # The month's spend reaches 720 yuan: 2 points a yuan.
+    later = earlier + timedelta(hours=1)
+    accrual = accrue(client, member_id, 20_000, store_id=partner.store_id, occurred_at=later)
     decided(http, operator, accrual["review_case_id"], "approve")
     assert sorted(lot["points"] for lot in client.get(f"/v1/members/{member_id}/lots")) == [
         400,
