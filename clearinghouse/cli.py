@@ -194,7 +194,18 @@ def demo() -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes: as many as the machine has cores.")
+    ] = 1,
+    jobs: Annotated[
+        bool,
+        typer.Option(
+            help="Run the periodic jobs in the server (one worker at a time); --no-jobs where "
+            "`clearinghouse jobs run` runs them."
+        ),
+    ] = True,
+    loop: Annotated[str, typer.Option(help="Event loop: uvloop or asyncio.")] = "uvloop",
+    http: Annotated[str, typer.Option(help="HTTP parser: httptools or h11.")] = "httptools",
     forwarded_allow_ips: Annotated[
         str | None,
         typer.Option(
@@ -208,8 +219,10 @@ def serve(
     ssl_keyfile: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
 ) -> None:
     """Run the API and the finance console (on the configured database, or the embedded one)."""
-    import uvicorn
+    from clearinghouse import server
 
+    if loop not in ("uvloop", "asyncio") or http not in ("httptools", "h11"):
+        raise fail("--loop is uvloop or asyncio; --http is httptools or h11")
     engine = make_engine(resolve_url(get_settings()), pool_size=1)
     try:
         migrate.require_current_schema(engine)
@@ -217,14 +230,13 @@ def serve(
         raise fail(str(exc)) from exc
     finally:
         engine.dispose()
-    uvicorn.run(
-        "clearinghouse.api.app:create_app",
-        factory=True,
+    server.serve(
         host=host,
         port=port,
         workers=workers,
-        # Forwarded headers are believed only from the proxy named, never from anyone.
-        proxy_headers=forwarded_allow_ips is not None,
+        jobs=jobs,
+        loop=loop,
+        http=http,
         forwarded_allow_ips=forwarded_allow_ips,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,

@@ -34,6 +34,13 @@ class Settings(BaseSettings):
         description="The coalition's time zone: business dates and settlement cut-offs use it.",
     )
 
+    jobs: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("CLEARINGHOUSE_JOBS"),
+        description="Whether the server's processes run the periodic jobs (one of them at a "
+        "time); off where `clearinghouse jobs run` runs them.",
+    )
+
     language: str | None = Field(
         default=None,
         validation_alias=AliasChoices("CLEARINGHOUSE_LANGUAGE"),

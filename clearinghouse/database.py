@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, LiteralString, TypeVar
 
 import psycopg
 from psycopg import errors, sql
-from sqlalchemy import Engine, create_engine
+from psycopg.rows import namedtuple_row
+from sqlalchemy import Connection, Engine, create_engine, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -93,12 +96,24 @@ def resolve_url(settings: Settings) -> str:
     return start_embedded(settings.home.expanduser().resolve())
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+# Connections are replaced after this long, so that none outlives a server-side limit or keeps
+# plans made for tables that have since grown.
+RECYCLE_SECONDS = 1800
+
+
+def make_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int | None = None, name: str = "clearinghouse"
+) -> Engine:
+    """An engine whose pool hands out the most recently used connection first (its prepared
+    statements are warm) and never pings: a unit of work that finds its connection dropped is
+    retried on a new one (`run_in_transaction`). `name` shows in pg_stat_activity."""
     return create_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
+        pool_recycle=RECYCLE_SECONDS,
+        pool_use_lifo=True,
+        connect_args={"application_name": f"{name} {os.getpid()}"},
     )
 
 
@@ -111,3 +126,99 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One transaction: committed when the block ends normally, rolled back otherwise."""
     with factory() as session, session.begin():
         yield session
+
+
+Params = Sequence[Any] | Mapping[str, Any] | None
+Row = Any
+"""A row of a statement sent through `Tx`: a named tuple, its fields named after the columns."""
+
+
+class ConnectionLost(RuntimeError):
+    """The database connection broke before the unit of work committed: nothing of it was
+    written, and it may run again on another connection."""
+
+
+class Tx:
+    """One database transaction, shared by two ways of talking to it: `execute` sends a statement
+    straight through psycopg (prepared on the connection once it has run a few times, with no
+    ORM on the way: the partner request path), and `session` is an SQLAlchemy session joined to
+    the same transaction (for everything else). The owner of the transaction commits it."""
+
+    def __init__(self, connection: Connection, session: Session | None = None) -> None:
+        self.connection = connection
+        driver = connection.connection.driver_connection
+        assert isinstance(driver, psycopg.Connection)
+        self.driver: psycopg.Connection[Any] = driver
+        self._session = session
+        self.reference_versions: dict[str, int] | None = None
+        """The versions of the reference data (see clearinghouse.reference) this transaction
+        read, once it has read them."""
+
+    @classmethod
+    def of(cls, session: Session) -> Tx:
+        """The session's own transaction (begun if it was not)."""
+        return cls(session.connection(), session)
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            self._session = Session(bind=self.connection)
+        return self._session
+
+    def execute(self, query: LiteralString, params: Params = None) -> psycopg.Cursor[Row]:
+        """Run one statement; its rows are named tuples."""
+        try:
+            return self.driver.cursor(row_factory=namedtuple_row).execute(query, params)
+        except psycopg.OperationalError as error:
+            if self.driver.broken or self.driver.closed:
+                self.connection.invalidate()
+                raise ConnectionLost(str(error)) from error
+            raise
+
+    def one(self, query: LiteralString, params: Params = None) -> Row:
+        row = self.execute(query, params).fetchone()
+        if row is None:
+            raise LookupError("the statement returned no row")
+        return row
+
+    def first(self, query: LiteralString, params: Params = None) -> Row | None:
+        return self.execute(query, params).fetchone()
+
+    def scalar(self, query: LiteralString, params: Params = None) -> Any:
+        row = self.execute(query, params).fetchone()
+        return None if row is None else row[0]
+
+    def all(self, query: LiteralString, params: Params = None) -> list[Row]:
+        return self.execute(query, params).fetchall()
+
+
+T = TypeVar("T")
+
+
+def _lost(error: BaseException) -> bool:
+    if isinstance(error, ConnectionLost):
+        return True
+    return isinstance(error, exc.DBAPIError) and error.connection_invalidated
+
+
+def run_in_transaction(engine: Engine, work: Callable[[Tx], T]) -> T:
+    """Run `work` in one transaction and commit it. A connection found broken before the commit
+    (the server restarted, the pool kept a dead one) costs one more attempt on a fresh
+    connection, which is why the pool does not ping before every use; a failure at the commit
+    itself is raised, since its outcome is unknown."""
+    for attempt in (1, 2):
+        with engine.connect() as connection:
+            transaction = connection.begin()
+            try:
+                result = work(Tx(connection))
+            except BaseException as error:
+                if transaction.is_active:
+                    with contextlib.suppress(exc.DBAPIError):
+                        transaction.rollback()
+                if attempt == 1 and _lost(error):
+                    log.warning("database connection lost; running the unit of work again")
+                    continue
+                raise
+            transaction.commit()
+            return result
+    raise AssertionError("unreachable")

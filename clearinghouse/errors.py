@@ -3,7 +3,10 @@ any of them as RFC 9457 problem+json."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from clearinghouse.database import Tx
 
 PROBLEM_BASE = "https://clearinghouse.example/problems/"
 
@@ -21,6 +24,10 @@ class DomainError(Exception):
     @classmethod
     def type_uri(cls) -> str:
         return PROBLEM_BASE + cls.code.replace("_", "-")
+
+    def keep(self, tx: Tx) -> None:
+        """Write what must stand although the request is refused and its work rolled back (a
+        blocked attempt's risk case), in the transaction that records the refusal."""
 
 
 class NotFound(DomainError):

@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from clearinghouse.api.app import purge_expired
 from clearinghouse.cli_support import fail, sessions, transaction
 from clearinghouse.points import holds, policy
 from settlement.expiry import expire_lots
@@ -37,8 +36,24 @@ def release_holds() -> None:
 @jobs_app.command("purge")
 def purge() -> None:
     """Forget request nonces and idempotency records past their retention."""
+    from clearinghouse.jobs import purge_expired
+
     nonces, records = purge_expired(sessions())
     typer.echo(f"purged {nonces} nonces and {records} idempotency records")
+
+
+@jobs_app.command("run")
+def run() -> None:
+    """Run the periodic jobs (purge, seal, settle) until stopped, where the web processes run
+    with `serve --no-jobs`. Several may run: one leads at a time."""
+    import asyncio
+    import contextlib
+
+    from clearinghouse.jobs import Scheduler
+
+    scheduler = Scheduler(sessions())
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(scheduler.run())
 
 
 @rules_app.command("show")

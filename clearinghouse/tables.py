@@ -1,5 +1,6 @@
 """Imports every table module, so the metadata knows the whole schema."""
 
+from clearinghouse import reference
 from clearinghouse.api import tables as api_tables
 from clearinghouse.audit import tables as audit_tables
 from clearinghouse.fraud import tables as fraud_tables
@@ -18,6 +19,7 @@ __all__ = [
     "member_tables",
     "partner_tables",
     "points_tables",
+    "reference",
     "settlement_tables",
     "user_tables",
 ]

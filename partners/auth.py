@@ -1,18 +1,26 @@
-"""Authenticating a partner request: the signature (partners.signing), the key record, and the
-nonce store that refuses replays."""
+"""Authenticating a partner request: the signature (partners.signing) against the partner's
+keys, which every process keeps in memory (`keyring`), and the nonce store that refuses
+replays.
+
+A signature is checked against this process's copy of the keys before the request touches the
+database; the request's transaction then reads the keys' version and, if the copy was behind,
+confirms the key against the current one (`confirm`), so a revoked key or a suspended partner
+is refused from the next request on, in every process."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import delete, func
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from clearinghouse.database import Tx
 from clearinghouse.errors import DomainError
-from partners import keys
+from clearinghouse.reference import Reference
 from partners.signing import (
     MAX_AGE_SECONDS,
     MAX_SKEW_SECONDS,
@@ -45,36 +53,110 @@ class AuthenticatedPartner:
     key_id: str
 
 
-def authenticate(session: Session, request: HttpRequest) -> AuthenticatedPartner:
-    """Verify the request's signature and record its nonce; raise Unauthorized otherwise.
+@dataclass(frozen=True)
+class KeyRecord:
+    id: str
+    partner_id: str
+    algorithm: str
+    public_key: Ed25519PublicKey
+    raw_public_key: bytes
+    status: str
+    retire_at: datetime | None
+    partner_active: bool
 
-    Runs in the caller's transaction: the nonce is spent only if that transaction commits.
-    """
-    found: dict[str, keys.PartnerKey] = {}
+    def usable(self, now: datetime) -> bool:
+        """Requests signed with the key are accepted now: the key is active, or retiring
+        before its deadline, and its partner is active."""
+        if not self.partner_active:
+            return False
+        if self.status == "active":
+            return True
+        return self.status == "retiring" and self.retire_at is not None and self.retire_at > now
+
+
+Keyring = Mapping[str, KeyRecord]
+
+_KEYS = """
+SELECT k.id, k.partner_id, k.algorithm, k.public_key, k.status, k.retire_at,
+       p.status = 'active' AS partner_active
+  FROM partner_keys k JOIN partners p ON p.id = k.partner_id
+ WHERE k.status <> 'revoked'
+"""
+
+
+def _load_keyring(tx: Tx) -> Keyring:
+    return {
+        row.id: KeyRecord(
+            id=row.id,
+            partner_id=row.partner_id,
+            algorithm=row.algorithm,
+            public_key=Ed25519PublicKey.from_public_bytes(row.public_key),
+            raw_public_key=row.public_key,
+            status=row.status,
+            retire_at=row.retire_at,
+            partner_active=row.partner_active,
+        )
+        for row in tx.all(_KEYS)
+    }
+
+
+keyring: Reference[Keyring] = Reference(("partners", "partner_keys"), _load_keyring)
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A request whose signature is good under the key `key`; its nonce is not spent yet."""
+
+    key: KeyRecord
+    nonce: str
+
+    @property
+    def partner(self) -> AuthenticatedPartner:
+        return AuthenticatedPartner(self.key.partner_id, self.key.id)
+
+
+class UnknownKey(Exception):
+    """The keyring at hand has no usable key by this id: it may be behind."""
+
+
+def verify(
+    request: HttpRequest, ring: Keyring, now: datetime | None = None, *, current: bool = False
+) -> Verified:
+    """Check the request's signature with the keys in `ring`. When the key is not usable in
+    `ring`, raises UnknownKey so that the caller may look at the current keyring and try again,
+    or, with `current` (the caller just did), Unauthorized like every other failure."""
+    moment = now or datetime.now(UTC)
+    found: list[KeyRecord] = []
 
     def resolve(key_id: str) -> VerificationKey | None:
-        record = keys.usable_key(session, key_id)
-        if record is None:
+        record = ring.get(key_id)
+        if record is None or not record.usable(moment):
             return None
-        found[key_id] = record
-        return VerificationKey(record.public_key_object(), record.algorithm)
+        found.append(record)
+        return VerificationKey(record.public_key, record.algorithm)
 
     try:
-        verified = verify_request(request, resolve_key=resolve, now=datetime.now(UTC))
+        verified = verify_request(request, resolve_key=resolve, now=moment)
     except SignatureRejected as exc:
+        if exc.reason == "unknown_keyid" and not current:
+            raise UnknownKey from exc
         log.info("signature refused", extra={"reason": exc.reason, "path": request.path})
         raise Unauthorized() from exc
-    fresh = session.execute(
-        insert(request_nonces)
-        .values(key_id=verified.keyid, nonce=verified.nonce)
-        .on_conflict_do_nothing()
-        .returning(request_nonces.c.nonce)
-    ).first()
-    if fresh is None:
-        log.info("signature refused", extra={"reason": "nonce_replayed", "path": request.path})
+    return Verified(found[0], verified.nonce)
+
+
+def confirm(tx: Tx, verified: Verified, now: datetime | None = None) -> None:
+    """Refuse the request unless its key is still usable in the keyring this transaction sees
+    (a key revoked, or a partner suspended, since this process last looked)."""
+    current = keyring.get(tx).get(verified.key.id)
+    if (
+        current is None
+        or not current.usable(now or datetime.now(UTC))
+        or current.raw_public_key != verified.key.raw_public_key
+        or current.partner_id != verified.key.partner_id
+    ):
+        log.info("signature refused", extra={"reason": "key_no_longer_usable"})
         raise Unauthorized()
-    keys.touch_key(session, verified.keyid)
-    return AuthenticatedPartner(found[verified.keyid].partner_id, verified.keyid)
 
 
 def purge_nonces(session: Session) -> int:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
-from clearinghouse.api.deps import PartnerAuth, ReadSession
+from clearinghouse.api.gate import Partner
+from clearinghouse.database import Tx
 from partners import directory, rates
 from partners.rates import RatesNotFound
 
@@ -70,33 +71,47 @@ def _store_out(store: directory.Store) -> StoreOut:
     )
 
 
-@router.get("/partner", summary="The calling partner")
-def get_partner(session: ReadSession, auth: PartnerAuth) -> PartnerOut:
-    partner = directory.get_partner(session, auth.partner_id)
-    return PartnerOut(
-        id=partner.id,
-        name=partner.name,
-        kind=partner.kind,
-        status=partner.status,
-        programme_asset=partner.programme_asset,
+@router.get("/partner", summary="The calling partner", response_model=PartnerOut)
+async def get_partner(call: Partner) -> Response:
+    def partner(tx: Tx) -> PartnerOut:
+        found = directory.get_partner(tx.session, call.partner_id)
+        return PartnerOut(
+            id=found.id,
+            name=found.name,
+            kind=found.kind,
+            status=found.status,
+            programme_asset=found.programme_asset,
+        )
+
+    return await call.answer(partner)
+
+
+@router.get(
+    "/partner/rates",
+    summary="The partner's conversion rates: in effect now, and all",
+    response_model=RatesResponse,
+)
+async def get_rates(call: Partner) -> Response:
+    def partner_rates(tx: Tx) -> RatesResponse:
+        try:
+            current: RatesOut | None = RatesOut.of(rates.rates_at(tx.session, call.partner_id))
+        except RatesNotFound:
+            current = None
+        history = [RatesOut.of(r) for r in rates.rate_history(tx.session, call.partner_id)]
+        return RatesResponse(current=current, history=history)
+
+    return await call.answer(partner_rates)
+
+
+@router.get("/stores", summary="The partner's stores and terminals", response_model=list[StoreOut])
+async def list_stores(call: Partner) -> Response:
+    return await call.answer(
+        lambda tx: [_store_out(s) for s in directory.list_stores(tx.session, call.partner_id)]
     )
 
 
-@router.get("/partner/rates", summary="The partner's conversion rates: in effect now, and all")
-def get_rates(session: ReadSession, auth: PartnerAuth) -> RatesResponse:
-    try:
-        current: RatesOut | None = RatesOut.of(rates.rates_at(session, auth.partner_id))
-    except RatesNotFound:
-        current = None
-    history = [RatesOut.of(r) for r in rates.rate_history(session, auth.partner_id)]
-    return RatesResponse(current=current, history=history)
-
-
-@router.get("/stores", summary="The partner's stores and terminals")
-def list_stores(session: ReadSession, auth: PartnerAuth) -> list[StoreOut]:
-    return [_store_out(s) for s in directory.list_stores(session, auth.partner_id)]
-
-
-@router.get("/stores/{store_id}", summary="One of the partner's stores")
-def get_store(store_id: str, session: ReadSession, auth: PartnerAuth) -> StoreOut:
-    return _store_out(directory.get_store(session, auth.partner_id, store_id))
+@router.get("/stores/{store_id}", summary="One of the partner's stores", response_model=StoreOut)
+async def get_store(store_id: str, call: Partner) -> Response:
+    return await call.answer(
+        lambda tx: _store_out(directory.get_store(tx.session, call.partner_id, store_id))
+    )

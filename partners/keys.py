@@ -10,23 +10,21 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Row, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from clearinghouse.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
 from partners.directory import get_partner
 from partners.signing import private_key_to_pem
-from partners.tables import partner_keys, partners
+from partners.tables import partner_keys, request_nonces
 
 MAX_ACTIVE_KEYS = 2
-# last_used_at is a hint for operators, not an audit trail: writing it on every request would
-# make each key's row a point of contention, so it is refreshed at most this often.
-LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 class KeyNotFound(NotFound):
@@ -55,7 +53,7 @@ class PartnerKey:
         return Ed25519PublicKey.from_public_bytes(self.public_key)
 
 
-def _key(row: Row[tuple[object, ...]]) -> PartnerKey:
+def _key(row: Any) -> PartnerKey:
     return PartnerKey(**row._asdict())
 
 
@@ -111,13 +109,44 @@ def generate_key(session: Session, partner_id: str, private_key_path: Path) -> P
     return record
 
 
+def _last_seen() -> Any:
+    """Each key's newest nonce: its last use since the purge last recorded one."""
+    return (
+        select(request_nonces.c.key_id, func.max(request_nonces.c.seen_at).label("seen_at"))
+        .group_by(request_nonces.c.key_id)
+        .subquery()
+    )
+
+
 def list_keys(session: Session, partner_id: str) -> list[PartnerKey]:
+    """The partner's keys; a key's last use is read from the nonces its requests spent, so that
+    no request writes to its key's row."""
+    seen = _last_seen()
+    last_used = func.greatest(partner_keys.c.last_used_at, seen.c.seen_at).label("last_used_at")
+    columns = [c for c in partner_keys.c if c.name != "last_used_at"]
     rows = session.execute(
-        select(*partner_keys.c)
+        select(*columns, last_used)
+        .outerjoin(seen, seen.c.key_id == partner_keys.c.id)
         .where(partner_keys.c.partner_id == partner_id)
         .order_by(partner_keys.c.created_at, partner_keys.c.id)
     )
     return [_key(r) for r in rows]
+
+
+def record_last_use(session: Session) -> None:
+    """Keep each key's last use before its nonces are purged."""
+    seen = _last_seen()
+    session.execute(
+        update(partner_keys)
+        .where(
+            partner_keys.c.id == seen.c.key_id,
+            or_(
+                partner_keys.c.last_used_at.is_(None),
+                partner_keys.c.last_used_at < seen.c.seen_at,
+            ),
+        )
+        .values(last_used_at=seen.c.seen_at)
+    )
 
 
 def _change(
@@ -154,36 +183,4 @@ def revoke_key(session: Session, key_id: str) -> PartnerKey:
         status="revoked",
         retire_at=None,
         revoked_at=func.now(),
-    )
-
-
-def usable_key(session: Session, key_id: str) -> PartnerKey | None:
-    """The key, if requests signed with it are accepted now: the key is active, or retiring
-    before its deadline, and its partner is active."""
-    row = session.execute(
-        select(*partner_keys.c)
-        .join(partners, partners.c.id == partner_keys.c.partner_id)
-        .where(
-            partner_keys.c.id == key_id,
-            partners.c.status == "active",
-            or_(
-                partner_keys.c.status == "active",
-                (partner_keys.c.status == "retiring") & (partner_keys.c.retire_at > func.now()),
-            ),
-        )
-    ).first()
-    return None if row is None else _key(row)
-
-
-def touch_key(session: Session, key_id: str) -> None:
-    session.execute(
-        update(partner_keys)
-        .where(
-            partner_keys.c.id == key_id,
-            or_(
-                partner_keys.c.last_used_at.is_(None),
-                partner_keys.c.last_used_at < func.now() - LAST_USED_RESOLUTION,
-            ),
-        )
-        .values(last_used_at=func.now())
     )

@@ -9,8 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Response, status
 from pydantic import BaseModel, Field
 
-from clearinghouse.api.deps import FinanceUser, PartnerAuth, ReadSession, WriteSession
+from clearinghouse.api.deps import FinanceUser, ReadSession, WriteSession
+from clearinghouse.api.gate import Partner, Reply
 from clearinghouse.audit import sealing
+from clearinghouse.database import Tx
 from settlement import netting, reconciliation, reports
 
 finance = APIRouter(prefix="/finance", tags=["finance"])
@@ -141,19 +143,26 @@ class StatementOut(BaseModel):
     )
 
 
-@partner.get("/settlements/{business_date}", summary="The partner's own settlement line")
-def statement(business_date: BusinessDate, session: ReadSession, auth: PartnerAuth) -> StatementOut:
-    run = netting.load_run(session, business_date)
-    mine = next((line for line in run.lines if line.partner_id == auth.partner_id), None)
-    line = netting.Line(auth.partner_id) if mine is None else mine
-    values: dict[str, int | str] = {**vars(line), "net_fen": line.net_fen}
-    newest = sealing.newest_block(session)
-    return StatementOut(
-        business_date=business_date,
-        state=run.state,
-        line=values,
-        ledger_digest=None if newest is None else newest.block_hash.hex(),
-    )
+@partner.get(
+    "/settlements/{business_date}",
+    summary="The partner's own settlement line",
+    response_model=StatementOut,
+)
+async def statement(business_date: BusinessDate, call: Partner) -> Response:
+    def own_line(tx: Tx) -> StatementOut:
+        run = netting.load_run(tx.session, business_date)
+        mine = next((line for line in run.lines if line.partner_id == call.partner_id), None)
+        line = netting.Line(call.partner_id) if mine is None else mine
+        values: dict[str, int | str] = {**vars(line), "net_fen": line.net_fen}
+        newest = sealing.newest_block(tx.session)
+        return StatementOut(
+            business_date=business_date,
+            state=run.state,
+            line=values,
+            ledger_digest=None if newest is None else newest.block_hash.hex(),
+        )
+
+    return await call.answer(own_line)
 
 
 class ReconcileIn(BaseModel):
@@ -189,19 +198,31 @@ def _out(r: reconciliation.Reconciliation) -> ReconciliationOut:
     "/reconciliations",
     status_code=status.HTTP_201_CREATED,
     summary="Upload the partner's record of a day; get matches and breaks",
+    response_model=ReconciliationOut,
 )
-def reconcile(body: ReconcileIn, session: WriteSession, auth: PartnerAuth) -> ReconciliationOut:
-    return _out(
-        reconciliation.reconcile(session, auth.partner_id, body.business_date, body.csv.encode())
+async def reconcile(body: ReconcileIn, call: Partner) -> Response:
+    return await call.answer(
+        lambda tx: _out(
+            reconciliation.reconcile(
+                tx.session, call.partner_id, body.business_date, body.csv.encode()
+            )
+        )
     )
 
 
-@partner.get("/reconciliations/{reconciliation_id}", summary="A reconciliation's result")
-def get_reconciliation(
-    reconciliation_id: int, session: ReadSession, auth: PartnerAuth
-) -> ReconciliationOut:
-    row = reconciliation.get(session, reconciliation_id, auth.partner_id)
-    return _out(reconciliation.as_reconciliation(row))
+@partner.get(
+    "/reconciliations/{reconciliation_id}",
+    summary="A reconciliation's result",
+    response_model=ReconciliationOut,
+)
+async def get_reconciliation(reconciliation_id: int, call: Partner) -> Response:
+    return await call.answer(
+        lambda tx: _out(
+            reconciliation.as_reconciliation(
+                reconciliation.get(tx.session, reconciliation_id, call.partner_id)
+            )
+        )
+    )
 
 
 @partner.get(
@@ -210,8 +231,9 @@ def get_reconciliation(
     response_class=Response,
     responses={200: {"content": {"text/csv": {}}}},
 )
-def reconciliation_file(
-    reconciliation_id: int, session: ReadSession, auth: PartnerAuth
-) -> Response:
-    row = reconciliation.get(session, reconciliation_id, auth.partner_id)
-    return Response(row.file, media_type="text/csv")
+async def reconciliation_file(reconciliation_id: int, call: Partner) -> Response:
+    def uploaded(tx: Tx) -> Reply:
+        row = reconciliation.get(tx.session, reconciliation_id, call.partner_id)
+        return Reply(row.file, media_type="text/csv; charset=utf-8")
+
+    return await call.answer(uploaded)

@@ -5,83 +5,63 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from collections.abc import AsyncIterator, Callable
-from functools import partial
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 
 from clearinghouse import migrate
-from clearinghouse.api import health, idempotency, openapi, problems
-from clearinghouse.api.gate import PartnerGate
+from clearinghouse.api import health, openapi, problems
+from clearinghouse.api.gate import Limits, PartnerGate
 from clearinghouse.audit import endpoints as audit_endpoints
-from clearinghouse.audit.sealing import seal_all
 from clearinghouse.config import get_settings
 from clearinghouse.console import auth as console_auth
 from clearinghouse.console import pages as console_pages
 from clearinghouse.database import make_engine, resolve_url, session_factory
 from clearinghouse.fraud import endpoints as fraud_endpoints
+from clearinghouse.jobs import Scheduler
 from clearinghouse.members import endpoints as member_endpoints
 from clearinghouse.points import endpoints as points_endpoints
-from partners import auth as partner_auth
 from partners import endpoints as partner_endpoints
 from settlement import endpoints as settlement_endpoints
-from settlement.netting import settle_due
 
-log = logging.getLogger(__name__)
-
-PURGE_EVERY_SECONDS = 60.0
-SEAL_EVERY_SECONDS = 5.0
-SETTLE_EVERY_SECONDS = 300.0
+# The jobs' own connections: the leader's lock is held on another, outside any pool.
+JOB_CONNECTIONS = 2
 
 
-def purge_expired(sessions: sessionmaker[Session]) -> tuple[int, int]:
-    """Forget nonces and idempotency records past their retention; return how many of each."""
-    with sessions() as session, session.begin():
-        return partner_auth.purge_nonces(session), idempotency.purge(session)
-
-
-async def _every(seconds: float, job: Callable[[], object], name: str) -> None:
-    """Run a job in a worker thread at start and then every so often, off the request path;
-    log and go on when it fails. At start, so that a server started in the morning shows
-    yesterday's settlement at once."""
-    while True:
-        try:
-            result = await run_in_threadpool(job)
-            log.info(name, extra={"result": repr(result)})
-        except Exception:
-            log.exception("%s failed; will retry", name)
-        await asyncio.sleep(seconds)
-
-
-def create_app(sessions: sessionmaker[Session] | None = None) -> FastAPI:
+def create_app(
+    sessions: sessionmaker[Session] | None = None,
+    *,
+    limits: Limits | None = None,
+    jobs: bool | None = None,
+) -> FastAPI:
     """The API on `sessions`, or on the configured (else embedded) database, which must be
-    migrated: the app refuses to start otherwise."""
+    migrated: the app refuses to start otherwise. With `jobs` (by default the setting
+    CLEARINGHOUSE_JOBS), the process takes part in running the periodic jobs
+    (clearinghouse.jobs); a test client that does not enter the app's lifespan runs none."""
+    limits = limits or Limits()
+    run_jobs = get_settings().jobs if jobs is None else jobs
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        job_sessions = sessions
         if sessions is None:
-            engine = make_engine(resolve_url(get_settings()))
+            url = resolve_url(get_settings())
+            engine = make_engine(url, pool_size=limits.connections, max_overflow=2)
             migrate.require_current_schema(engine)
             app.state.sessions = session_factory(engine)
-        jobs = [
-            asyncio.create_task(
-                _every(PURGE_EVERY_SECONDS, partial(purge_expired, app.state.sessions), "purge")
-            ),
-            asyncio.create_task(
-                _every(SEAL_EVERY_SECONDS, partial(seal_all, app.state.sessions), "seal")
-            ),
-            asyncio.create_task(
-                _every(SETTLE_EVERY_SECONDS, partial(settle_due, app.state.sessions), "settle")
-            ),
-        ]
+            job_sessions = session_factory(
+                make_engine(url, pool_size=JOB_CONNECTIONS, name="clearinghouse jobs")
+            )
+        scheduler = None
+        if run_jobs:
+            assert job_sessions is not None
+            scheduler = asyncio.create_task(Scheduler(job_sessions).run())
         yield
-        for job in jobs:
-            job.cancel()
+        if scheduler is not None:
+            scheduler.cancel()
 
     app = FastAPI(
         title="Coalition points clearing house",
@@ -93,7 +73,7 @@ def create_app(sessions: sessionmaker[Session] | None = None) -> FastAPI:
     if sessions is not None:
         app.state.sessions = sessions
     problems.install(app)
-    app.add_middleware(PartnerGate)
+    app.add_middleware(PartnerGate, limits=limits)
     app.include_router(health.router)
     app.include_router(partner_endpoints.router)
     app.include_router(member_endpoints.router)

@@ -1,4 +1,5 @@
-"""Dependencies the routes declare: one unit of work per request, and the calling partner."""
+"""Dependencies the finance, audit, operator and console routes declare: one unit of work per
+request, and the person calling. (Partner routes answer through clearinghouse.api.gate.)"""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from clearinghouse.users.service import NotSignedIn, User, require_role, user_by_token
-from partners.auth import AuthenticatedPartner, Unauthorized
 
 READ_ONLY_ROLE = "clearinghouse_readonly"
 
@@ -27,16 +27,8 @@ def _read_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def _partner(request: Request) -> AuthenticatedPartner:
-    partner = getattr(request.state, "partner", None)
-    if not isinstance(partner, AuthenticatedPartner):
-        raise Unauthorized()
-    return partner
-
-
 WriteSession = Annotated[Session, Depends(_write_session, scope="function")]
 ReadSession = Annotated[Session, Depends(_read_session, scope="function")]
-PartnerAuth = Annotated[AuthenticatedPartner, Depends(_partner)]
 
 
 def _bearer(request: Request) -> User:

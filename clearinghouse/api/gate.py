@@ -1,37 +1,310 @@
-"""The gate every partner request passes before any route sees it: the raw body is read, the
-signature verified and the nonce spent, and a POST's idempotency key claimed; the answer to a
-POST is stored before it is sent."""
+"""The gate every partner request passes, and the one transaction each is answered in.
+
+Before any route sees a request, the gate reads the raw body, checks a POST's idempotency key
+and verifies the signature against this process's copy of the partners' keys. The route then
+answers through `PartnerCall.answer`, which runs in one thread and one transaction: the first
+statement spends the nonce, takes the idempotency key (or finds its stored answer) and reads the
+reference versions; then the route's work; then the answer is stored with it and everything
+commits together. A crash at any point leaves all of it or none of it.
+
+A request refused by a domain error is answered from a second transaction that spends the nonce,
+keeps what the refusal must keep (a blocked attempt's risk case) and stores the refusal as the
+key's answer. A request refused before its route runs (an invalid body) is settled the same way.
+
+Requests that use the database are admitted a few at a time per process (`Admission`): a request
+holds at most its own connections and never waits for another while holding one, so the pool
+cannot deadlock; beyond the queue, the answer is 503 with Retry-After.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Annotated, Any
 
-from sqlalchemy.orm import Session, sessionmaker
+import pydantic_core
+from fastapi import Depends, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clearinghouse.api import idempotency
 from clearinghouse.api.problems import from_domain_error, http_problem
+from clearinghouse.database import Tx, run_in_transaction
 from clearinghouse.errors import DomainError
-from partners.auth import AuthenticatedPartner, authenticate
+from partners import auth
 from partners.signing import HttpRequest
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
 PARTNER_PREFIX = "/v1/"
+# Routes that never touch the database, and so need no admission.
+WITHOUT_DATABASE = ("/healthz", "/console/static/")
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How many requests one process serves at once, and how many more may wait."""
+
+    partner_requests: int = 8
+    """Partner requests at once; each holds one connection while it runs."""
+    other_requests: int = 4
+    """Console, finance, audit and operator requests at once; each may hold two."""
+    queue: int = 2000
+    """Requests that may wait for their turn; more are answered 503."""
+    wait_seconds: float = 15.0
+    """How long one may wait before it is answered 503."""
+
+    @property
+    def connections(self) -> int:
+        """The pool that serves these requests without any waiting for a connection."""
+        return self.partner_requests + 2 * self.other_requests
+
+
+class Saturated(Exception):
+    pass
+
+
+class _Turn:
+    """A place in the queue, granted by the holder that leaves (on any thread)."""
+
+    __slots__ = ("future", "granted")
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.granted = False
+
+
+class Admission:
+    """At most `capacity` holders at once; up to `queue` waiters, each for at most `wait`
+    seconds, first come, first served. Safe across event loops and threads."""
+
+    def __init__(self, capacity: int, queue: int, wait: float) -> None:
+        self.capacity, self.queue, self.wait = capacity, queue, wait
+        self._holders = 0
+        self._waiters: deque[_Turn] = deque()
+        self._lock = threading.Lock()
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        turn = None
+        with self._lock:
+            if self._holders < self.capacity and not self._waiters:
+                self._holders += 1
+            elif len(self._waiters) >= self.queue:
+                raise Saturated
+            else:
+                turn = _Turn()
+                self._waiters.append(turn)
+        if turn is not None:
+            await self._wait(turn)
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _wait(self, turn: _Turn) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(turn.future), self.wait)
+        except BaseException as stopped:
+            with self._lock:
+                if not turn.granted:
+                    self._waiters.remove(turn)
+                    if isinstance(stopped, TimeoutError):
+                        raise Saturated from None
+                    raise
+            # Granted just as the wait ended: the slot is held.
+            if not isinstance(stopped, TimeoutError):
+                self._release()
+                raise
+
+    def _release(self) -> None:
+        with self._lock:
+            if not self._waiters:
+                self._holders -= 1
+                return
+            # The slot passes to the first waiter; the number of holders stays.
+            turn = self._waiters.popleft()
+            turn.granted = True
+        turn.future.get_loop().call_soon_threadsafe(_hand_over, turn.future)
+
+
+def _hand_over(turn: asyncio.Future[None]) -> None:
+    if not turn.done():
+        turn.set_result(None)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    answer: idempotency.StoredResponse
+    replayed: bool = False
+
+    def response(self) -> Response:
+        headers = dict(self.answer.headers)
+        if self.replayed:
+            headers["idempotent-replayed"] = "true"
+        return Response(self.answer.body, self.answer.status, headers=headers)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A route's answer with a status of its own choosing (else the route's), or a body other
+    than JSON (bytes of `media_type`)."""
+
+    body: Any
+    status: int | None = None
+    media_type: str | None = None
+
+
+def _rendered(result: Any, status: int) -> idempotency.StoredResponse:
+    media_type = JSON
+    if isinstance(result, Reply):
+        status = result.status or status
+        if result.media_type is not None:
+            media_type, body = result.media_type, bytes(result.body)
+            return idempotency.StoredResponse(status, [("content-type", media_type)], body)
+        result = result.body
+    return idempotency.StoredResponse(
+        status, [("content-type", media_type)], pydantic_core.to_json(result)
+    )
+
+
+def _problem(error: DomainError, instance: str) -> idempotency.StoredResponse:
+    response = from_domain_error(error, instance)
+    headers = [(k, v) for k, v in response.headers.items() if k != "content-length"]
+    return idempotency.StoredResponse(response.status_code, headers, bytes(response.body))
+
+
+Work = Callable[[Tx], BaseModel | list[Any] | Reply]
+
+
+class PartnerCall:
+    """One signed partner request: who sent it, and the way to answer it in one transaction."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        verified: auth.Verified,
+        key: str | None,
+        digest: bytes | None,
+        instance: str,
+    ) -> None:
+        self.engine = engine
+        self.verified = verified
+        self._key = key
+        self.digest = digest
+        self.instance = instance
+        self.status = 200
+        self.answered = False
+
+    @property
+    def partner_id(self) -> str:
+        return self.verified.key.partner_id
+
+    @property
+    def key_id(self) -> str:
+        return self.verified.key.id
+
+    @property
+    def idempotency_key(self) -> str:
+        """The POST's Idempotency-Key (the gate has required and checked it)."""
+        assert self._key is not None, "only a POST carries an idempotency key"
+        return self._key
+
+    async def answer(self, work: Work) -> Response:
+        """Run `work` in the request's transaction and answer with what it returns (a model, a
+        list of models, or a Reply); a domain error it raises becomes the problem answer."""
+        outcome = await run_in_threadpool(self._answer, work)
+        self.answered = True
+        return outcome.response()
+
+    def _answer(self, work: Work) -> Outcome:
+        try:
+            return run_in_transaction(self.engine, lambda tx: self._attempt(tx, work))
+        except auth.Unauthorized as refusal:
+            return Outcome(_problem(refusal, self.instance))
+        except DomainError as refusal:
+            return self.settle(_problem(refusal, self.instance), refusal)
+
+    def _attempt(self, tx: Tx, work: Work) -> Outcome:
+        earlier = self._open(tx)
+        if earlier is not None:
+            return earlier
+        answer = _rendered(work(tx), self.status)
+        self._store(tx, answer)
+        return Outcome(answer)
+
+    def settle(
+        self, answer: idempotency.StoredResponse, refusal: DomainError | None = None
+    ) -> Outcome:
+        """Answer a refused request: spend its nonce, keep what the refusal keeps and store the
+        refusal as the key's answer, unless an answer is stored already."""
+
+        def refuse(tx: Tx) -> Outcome:
+            earlier = self._open(tx)
+            if earlier is not None:
+                return earlier
+            if refusal is not None:
+                refusal.keep(tx)
+            self._store(tx, answer)
+            return Outcome(answer)
+
+        try:
+            return run_in_transaction(self.engine, refuse)
+        except auth.Unauthorized as unauthorized:
+            return Outcome(_problem(unauthorized, self.instance))
+
+    def _open(self, tx: Tx) -> Outcome | None:
+        """The request's first statement. Returns an answer when the request is done already
+        (a stored answer) or refused (its key reused) with its nonce spent."""
+        opened = tx.one(
+            "SELECT * FROM partner_request_open(%s, %s, %s, %s, %s)",
+            (self.key_id, self.verified.nonce, self.partner_id, self._key, self.digest),
+        )
+        if opened.outcome == "nonce_replayed":
+            log.info("signature refused", extra={"reason": "nonce_replayed"})
+            raise auth.Unauthorized()
+        tx.reference_versions = opened.versions
+        auth.confirm(tx, self.verified)
+        if opened.outcome == "reused":
+            return Outcome(_problem(idempotency.IdempotencyKeyReused(), self.instance))
+        if opened.outcome == "replay":
+            stored = idempotency.StoredResponse(
+                opened.response_status,
+                [(name, value) for name, value in opened.response_headers],
+                opened.response_body,
+            )
+            return Outcome(stored, replayed=True)
+        return None
+
+    def _store(self, tx: Tx, answer: idempotency.StoredResponse) -> None:
+        if self._key is not None and self.digest is not None and answer.status < 500:
+            idempotency.store(tx, self.partner_id, self._key, self.digest, answer)
+
+
+async def _partner_call(request: Request) -> PartnerCall:
+    call = getattr(request.state, "partner_call", None)
+    if not isinstance(call, PartnerCall):
+        raise auth.Unauthorized()
+    route = request.scope.get("route")
+    call.status = getattr(route, "status_code", None) or 200
+    return call
+
+
+Partner = Annotated[PartnerCall, Depends(_partner_call)]
 
 
 class BodyTooLarge(Exception):
     pass
-
-
-@dataclass(frozen=True)
-class Admission:
-    partner: AuthenticatedPartner
-    key: str | None
-    stored: idempotency.StoredResponse | None
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -59,47 +332,61 @@ async def _read_body(receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
-def _admit(sessions: sessionmaker[Session], request: HttpRequest, key: str | None) -> Admission:
-    """Authenticate, and claim the POST's idempotency `key` (already checked)."""
-    refusal: DomainError | None = None
-    with sessions() as session, session.begin():
-        partner = authenticate(session, request)
-        stored = None
-        if key is not None:
-            try:
-                digest = idempotency.request_hash(
-                    request.method, request.path, request.query, request.body
-                )
-                stored = idempotency.claim(session, partner.partner_id, key, digest)
-            except DomainError as exc:
-                # The signature was good: its nonce stays spent even though we refuse.
-                refusal = exc
-    if refusal is not None:
-        raise refusal
-    return Admission(partner, key, stored)
+class _Unanswered:
+    """What the app sends for a request its route did not answer through PartnerCall: kept
+    back, to be settled first. A route's own answer passes straight through."""
 
+    def __init__(self, send: Send, call: PartnerCall) -> None:
+        self._send, self._call = send, call
+        self.status: int | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.parts: list[bytes] = []
 
-def _finish(
-    sessions: sessionmaker[Session],
-    partner_id: str,
-    key: str,
-    response: idempotency.StoredResponse | None,
-) -> None:
-    with sessions() as session, session.begin():
-        if response is None:
-            idempotency.release(session, partner_id, key)
-        else:
-            idempotency.complete(session, partner_id, key, response)
+    async def __call__(self, message: Message) -> None:
+        if self._call.answered:
+            await self._send(message)
+        elif message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = [
+                (name.decode("latin-1"), value.decode("latin-1"))
+                for name, value in message.get("headers", [])
+                if name.lower() != b"content-length"
+            ]
+        elif message["type"] == "http.response.body":
+            self.parts.append(message.get("body", b""))
+
+    def answer(self) -> idempotency.StoredResponse | None:
+        if self.status is None:
+            return None
+        return idempotency.StoredResponse(self.status, self.headers, b"".join(self.parts))
 
 
 class PartnerGate:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, limits: Limits | None = None) -> None:
         self.app = app
+        self.limits = limits or Limits()
+        self.partners = Admission(
+            self.limits.partner_requests, self.limits.queue, self.limits.wait_seconds
+        )
+        self.others = Admission(
+            self.limits.other_requests, self.limits.queue, self.limits.wait_seconds
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PARTNER_PREFIX):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
+        elif scope["path"].startswith(PARTNER_PREFIX):
+            await self._partner(scope, receive, send)
+        elif scope["path"].startswith(WITHOUT_DATABASE):
+            await self.app(scope, receive, send)
+        else:
+            try:
+                async with self.others.slot():
+                    await self.app(scope, receive, send)
+            except Saturated:
+                await _busy(scope, receive, send)
+
+    async def _partner(self, scope: Scope, receive: Receive, send: Send) -> None:
         instance = scope["path"]
         try:
             body = await _read_body(receive)
@@ -120,79 +407,66 @@ class PartnerGate:
             body=body,
             scheme=scope.get("scheme", "http"),
         )
-        sessions: sessionmaker[Session] = scope["app"].state.sessions
+        engine: Engine = scope["app"].state.sessions.kw["bind"]
         try:
-            key = None
-            if request.method == "POST":
-                # Before the signature: a missing key is a plain mistake, and saying so gives
-                # nothing away.
-                key = idempotency.check_key(headers.get("idempotency-key"))
-            admission = await run_in_threadpool(_admit, sessions, request, key)
+            async with self.partners.slot():
+                call = await self._admit(engine, request, headers, instance)
+                scope = {**scope, "state": {**scope.get("state", {}), "partner_call": call}}
+                await self._serve(call, scope, _replayed(body, receive), send)
         except DomainError as exc:
             await from_domain_error(exc, instance)(scope, receive, send)
-            return
-        if admission.stored is not None:
-            await _send_stored(send, admission.stored, replayed=True)
-            return
+        except Saturated:
+            await _busy(scope, receive, send)
 
-        scope = {**scope, "state": {**scope.get("state", {}), "partner": admission.partner}}
-        delivered = False
-
-        async def replay_body() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        if admission.key is None:
-            await self.app(scope, replay_body, send)
-            return
-        await self._answer_once(scope, replay_body, send, sessions, admission)
-
-    async def _answer_once(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        sessions: sessionmaker[Session],
-        admission: Admission,
-    ) -> None:
-        assert admission.key is not None
-        partner_id, key = admission.partner.partner_id, admission.key
-        status = 500
-        headers: list[tuple[str, str]] = []
-        parts: list[bytes] = []
-
-        async def capture(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers.extend(
-                    (name.decode("latin-1"), value.decode("latin-1"))
-                    for name, value in message.get("headers", [])
-                    if name.lower() != b"content-length"
-                )
-            elif message["type"] == "http.response.body":
-                parts.append(message.get("body", b""))
-
+    async def _admit(
+        self, engine: Engine, request: HttpRequest, headers: dict[str, str], instance: str
+    ) -> PartnerCall:
+        key = digest = None
+        if request.method == "POST":
+            # Before the signature: a missing key is a plain mistake, and saying so gives
+            # nothing away.
+            key = idempotency.check_key(headers.get("idempotency-key"))
+            digest = idempotency.request_hash(
+                request.method, request.path, request.query, request.body
+            )
         try:
-            await self.app(scope, receive, capture)
-        except Exception:
-            await run_in_threadpool(_finish, sessions, partner_id, key, None)
-            raise
-        answer = idempotency.StoredResponse(status, headers, b"".join(parts))
-        stored = answer if status < 500 else None
-        await run_in_threadpool(_finish, sessions, partner_id, key, stored)
-        await _send_stored(send, answer, replayed=False)
+            verified = auth.verify(request, auth.keyring.peek(engine) or {})
+        except auth.UnknownKey:
+            current = await run_in_threadpool(run_in_transaction, engine, auth.keyring.get)
+            verified = auth.verify(request, current, current=True)
+        return PartnerCall(engine, verified, key, digest, instance)
+
+    async def _serve(self, call: PartnerCall, scope: Scope, receive: Receive, send: Send) -> None:
+        unanswered = _Unanswered(send, call)
+        await self.app(scope, receive, unanswered)
+        answer = unanswered.answer()
+        if call.answered or answer is None:
+            return
+        # Refused before its route ran (an invalid body, an unknown route): the nonce is spent
+        # and a POST's key keeps the refusal, as for a refusal by the route itself. A server
+        # error stores nothing, so that a retry runs again.
+        outcome = Outcome(answer)
+        if answer.status < 500:
+            outcome = await run_in_threadpool(call.settle, answer)
+        await outcome.response()(scope, receive, send)
 
 
-async def _send_stored(send: Send, response: idempotency.StoredResponse, *, replayed: bool) -> None:
-    headers = [
-        (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers
-    ]
-    headers.append((b"content-length", str(len(response.body)).encode()))
-    if replayed:
-        headers.append((b"idempotent-replayed", b"true"))
-    await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    await send({"type": "http.response.body", "body": response.body})
+def _replayed(body: bytes, receive: Receive) -> Receive:
+    """The body the gate read, handed to the app once more."""
+    delivered = False
+
+    async def replay_body() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay_body
+
+
+async def _busy(scope: Scope, receive: Receive, send: Send) -> None:
+    response = http_problem(
+        503, "the server is busy; try again shortly", scope["path"], {"Retry-After": "1"}
+    )
+    await response(scope, receive, send)

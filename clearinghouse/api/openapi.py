@@ -55,7 +55,7 @@ IDEMPOTENCY_PARAMETER: dict[str, Any] = {
     "required": True,
     "schema": {"type": "string", "minLength": 1, "maxLength": 200},
     "description": "Unique per request, kept 48 hours: a retry with the same key and body gets "
-    "the first answer; another body gets 422; a retry while the first runs gets 409.",
+    "the first answer (waiting for it while the first still runs); another body gets 422.",
 }
 
 
@@ -149,10 +149,13 @@ def build(app: FastAPI) -> dict[str, Any]:
             if method == "post":
                 params.append(IDEMPOTENCY_PARAMETER)
                 responses["400"] = _problem_response("Idempotency-Key missing")
-                responses["409"] = _problem_response("Conflict, or the first request still runs")
+                responses.setdefault("409", _problem_response("Conflict"))
                 responses["413"] = _problem_response(f"Body over {MAX_BODY_BYTES} bytes")
             responses["422"] = _problem_response("Invalid request; field errors in `errors`")
             responses["500"] = _problem_response("Internal error, without details")
+            responses["503"] = _problem_response(
+                "The server is saturated: try again after the Retry-After header's seconds"
+            )
     return spec
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from clearinghouse.api.deps import Operator, PartnerAuth, ReadSession, WriteSession
+from clearinghouse.api.deps import Operator, ReadSession, WriteSession
+from clearinghouse.api.gate import Partner
+from clearinghouse.database import Tx
 from clearinghouse.fraud import service
 
 operator = APIRouter(prefix="/operator", tags=["risk"])
@@ -59,13 +61,20 @@ class PartnerCaseOut(BaseModel):
     reasons: list[str]
 
 
-@partner.get("/cases/{case_id}", summary="The outcome of a risk case on the partner's request")
-def partner_case(case_id: str, session: ReadSession, auth: PartnerAuth) -> PartnerCaseOut:
-    case = service.get_case(session, case_id, auth.partner_id)
-    return PartnerCaseOut(
-        case_id=case.id,
-        operation=case.operation,
-        decision=case.decision,
-        state=case.state,
-        reasons=[rule["reason"] for rule in case.verdicts["rules"]],
-    )
+@partner.get(
+    "/cases/{case_id}",
+    summary="The outcome of a risk case on the partner's request",
+    response_model=PartnerCaseOut,
+)
+async def partner_case(case_id: str, call: Partner) -> Response:
+    def outcome(tx: Tx) -> PartnerCaseOut:
+        case = service.get_case(tx.session, case_id, call.partner_id)
+        return PartnerCaseOut(
+            case_id=case.id,
+            operation=case.operation,
+            decision=case.decision,
+            state=case.state,
+            reasons=[rule["reason"] for rule in case.verdicts["rules"]],
+        )
+
+    return await call.answer(outcome)

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from clearinghouse.database import Tx
 from clearinghouse.errors import Conflict, DomainError, InvalidRequest, NotFound
 from clearinghouse.fraud.rules import RULES, SEVERITY, Action, Attempt, Thresholds, Verdict
 
@@ -34,9 +35,14 @@ class FraudBlocked(DomainError):
     status = 403
     title = "Refused by risk control"
 
-    def __init__(self, case_id: str, reason: str) -> None:
-        super().__init__(f"refused by risk control: {reason}", case_id=case_id)
-        self.case_id = case_id
+    def __init__(self, case: dict[str, Any], reason: str) -> None:
+        super().__init__(f"refused by risk control: {reason}", case_id=case["id"])
+        self.case_id: str = case["id"]
+        self.case = case
+
+    def keep(self, tx: Tx) -> None:
+        """The blocked attempt stays on record as a case, although nothing else of it does."""
+        tx.session.execute(fraud_cases.insert().values(**self.case))
 
 
 class CaseNotFound(NotFound):
@@ -115,15 +121,14 @@ def _case_values(attempt: Attempt, decision: Decision, state: str) -> dict[str, 
 
 
 def screen(session: Session, attempt: Attempt) -> Decision:
-    """Run the rules. A block is recorded as a case in a transaction of its own (the request's
-    is rolled back, so nothing is posted) and raised; a review is returned for the caller to
-    hold the points back and open a case with `open_case`."""
+    """Run the rules. A block is raised, carrying its case: the request is rolled back, so
+    nothing is posted, and the case is recorded with the refusal (`FraudBlocked.keep`); a
+    review is returned for the caller to hold the points back and open a case with
+    `open_case`."""
     decision = evaluate(session, attempt)
     if decision.action == "block":
         values = _case_values(attempt, decision, "blocked")
-        with Session(bind=session.get_bind()) as own, own.begin():
-            own.execute(fraud_cases.insert().values(**values))
-        raise FraudBlocked(values["id"], "; ".join(v.reason for v in decision.verdicts))
+        raise FraudBlocked(values, "; ".join(v.reason for v in decision.verdicts))
     return decision
 
 

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Path, Response, status
 from pydantic import BaseModel, Field
 
 from clearinghouse import ledger
-from clearinghouse.api.deps import PartnerAuth, ReadSession, WriteSession
+from clearinghouse.api.gate import Partner, Reply
+from clearinghouse.database import Tx
 from clearinghouse.members import service
 from clearinghouse.points import wallet
 from clearinghouse.points.policy import rule_set_at
@@ -62,37 +63,42 @@ class MemberOut(BaseModel):
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Link a customer to a coalition member (enrolling a new member if needed)",
+    response_model=MemberLinkOut,
     responses={200: {"model": MemberLinkOut, "description": "The customer was already linked."}},
 )
-def link_member(
-    body: LinkMemberIn, session: WriteSession, auth: PartnerAuth, response: Response
-) -> MemberLinkOut:
-    link, created = service.link_member(
-        session, auth.partner_id, body.customer_ref, body.member_id, body.birth_month
-    )
-    if not created:
-        response.status_code = status.HTTP_200_OK
-    return MemberLinkOut(
-        member_id=link.member_id, customer_ref=link.customer_ref, linked_at=link.linked_at
-    )
+async def link_member(body: LinkMemberIn, call: Partner) -> Response:
+    def linked(tx: Tx) -> MemberLinkOut | Reply:
+        link, created = service.link_member(
+            tx.session, call.partner_id, body.customer_ref, body.member_id, body.birth_month
+        )
+        out = MemberLinkOut(
+            member_id=link.member_id, customer_ref=link.customer_ref, linked_at=link.linked_at
+        )
+        return out if created else Reply(out, status.HTTP_200_OK)
+
+    return await call.answer(linked)
 
 
-@router.get("/{member_id}", summary="A linked member's points")
-def get_member(member_id: MemberIdPath, session: ReadSession, auth: PartnerAuth) -> MemberOut:
-    link = service.linked_member(session, auth.partner_id, member_id)
-    now = datetime.now(UTC)
-    status = wallet.tier_status(session, member_id, now, rule_set_at(session, now))
-    return MemberOut(
-        member_id=link.member_id,
-        customer_ref=link.customer_ref,
-        available_points=service.available_points(session, member_id),
-        held_points=ledger.balance(session, wallet.held_account(member_id)),
-        debt_points=-ledger.balance(session, wallet.debt_account(member_id)),
-        tier=TierOut(
-            tier=status.tier,
-            qualifying_points=status.qualifying_points,
-            next_tier=status.next_tier,
-            points_to_next_tier=status.points_to_next_tier,
-            progress=status.progress,
-        ),
-    )
+@router.get("/{member_id}", summary="A linked member's points", response_model=MemberOut)
+async def get_member(member_id: MemberIdPath, call: Partner) -> Response:
+    def member(tx: Tx) -> MemberOut:
+        session = tx.session
+        link = service.linked_member(session, call.partner_id, member_id)
+        now = datetime.now(UTC)
+        status = wallet.tier_status(session, member_id, now, rule_set_at(session, now))
+        return MemberOut(
+            member_id=link.member_id,
+            customer_ref=link.customer_ref,
+            available_points=service.available_points(session, member_id),
+            held_points=ledger.balance(session, wallet.held_account(member_id)),
+            debt_points=-ledger.balance(session, wallet.debt_account(member_id)),
+            tier=TierOut(
+                tier=status.tier,
+                qualifying_points=status.qualifying_points,
+                next_tier=status.next_tier,
+                points_to_next_tier=status.points_to_next_tier,
+                progress=status.progress,
+            ),
+        )
+
+    return await call.answer(member)

@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Query, Response, status
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from clearinghouse.api.deps import PartnerAuth, ReadSession, WriteSession
+from clearinghouse.api.gate import Partner
+from clearinghouse.database import Tx
 from clearinghouse.fraud import service as fraud
 from clearinghouse.members.endpoints import MEMBER_ID, MemberIdPath
 from clearinghouse.members.service import linked_member
@@ -24,14 +25,6 @@ from clearinghouse.points.tables import point_lots, purchases
 router = APIRouter(prefix="/v1", tags=["points"])
 
 REF = r"^[A-Za-z0-9._:-]{1,64}$"
-
-
-def _idempotency_key(request: Request) -> str:
-    # The gate has already required and checked it on every POST.
-    return request.headers["idempotency-key"]
-
-
-IdempotencyKey = Annotated[str, Depends(_idempotency_key)]
 
 
 class PurchaseIn(BaseModel):
@@ -85,21 +78,24 @@ class AccrualOut(BaseModel):
         )
 
 
-@router.post("/purchases", status_code=status.HTTP_201_CREATED, summary="Report a purchase")
-def report_purchase(body: PurchaseIn, session: WriteSession, auth: PartnerAuth) -> AccrualOut:
-    result = accrual.accrue(
-        session,
-        auth.partner_id,
-        accrual.PurchaseReport(
-            partner_txn_id=body.partner_txn_id,
-            member_id=body.member_id,
-            amount_fen=body.amount_fen,
-            occurred_at=body.occurred_at,
-            store_id=body.store_id,
-            currency=body.currency,
-        ),
+@router.post(
+    "/purchases",
+    status_code=status.HTTP_201_CREATED,
+    summary="Report a purchase",
+    response_model=AccrualOut,
+)
+async def report_purchase(body: PurchaseIn, call: Partner) -> Response:
+    report = accrual.PurchaseReport(
+        partner_txn_id=body.partner_txn_id,
+        member_id=body.member_id,
+        amount_fen=body.amount_fen,
+        occurred_at=body.occurred_at,
+        store_id=body.store_id,
+        currency=body.currency,
     )
-    return AccrualOut.of(result)
+    return await call.answer(
+        lambda tx: AccrualOut.of(accrual.accrue(tx.session, call.partner_id, report))
+    )
 
 
 class RefundIn(BaseModel):
@@ -121,22 +117,24 @@ class RefundOut(BaseModel):
     "/purchases/{partner_txn_id}/refunds",
     status_code=status.HTTP_201_CREATED,
     summary="Refund all or part of a purchase; its points are clawed back in proportion",
+    response_model=RefundOut,
 )
-def refund_purchase(
-    partner_txn_id: str, body: RefundIn, session: WriteSession, auth: PartnerAuth
-) -> RefundOut:
-    r = refunds.refund_purchase(
-        session, auth.partner_id, partner_txn_id, body.refund_id, body.amount_fen
-    )
-    return RefundOut(
-        partner_txn_id=r.partner_txn_id,
-        refund_id=r.partner_refund_id,
-        amount_fen=r.amount_fen,
-        points=r.points,
-        from_available=r.from_available,
-        to_debt=r.to_debt,
-        value_fen=r.value_fen,
-    )
+async def refund_purchase(partner_txn_id: str, body: RefundIn, call: Partner) -> Response:
+    def refund(tx: Tx) -> RefundOut:
+        r = refunds.refund_purchase(
+            tx.session, call.partner_id, partner_txn_id, body.refund_id, body.amount_fen
+        )
+        return RefundOut(
+            partner_txn_id=r.partner_txn_id,
+            refund_id=r.partner_refund_id,
+            amount_fen=r.amount_fen,
+            points=r.points,
+            from_available=r.from_available,
+            to_debt=r.to_debt,
+            value_fen=r.value_fen,
+        )
+
+    return await call.answer(refund)
 
 
 class PurchaseOut(BaseModel):
@@ -153,11 +151,19 @@ class PurchaseOut(BaseModel):
     breakdown: list[BreakdownLineOut]
 
 
-@router.get("/purchases/{partner_txn_id}", summary="One of the partner's purchases")
-def get_purchase(partner_txn_id: str, session: ReadSession, auth: PartnerAuth) -> PurchaseOut:
+@router.get(
+    "/purchases/{partner_txn_id}",
+    summary="One of the partner's purchases",
+    response_model=PurchaseOut,
+)
+async def get_purchase(partner_txn_id: str, call: Partner) -> Response:
+    return await call.answer(lambda tx: _purchase(tx.session, call.partner_id, partner_txn_id))
+
+
+def _purchase(session: Session, partner_id: str, partner_txn_id: str) -> PurchaseOut:
     row = session.execute(
         select(purchases).where(
-            purchases.c.partner_id == auth.partner_id,
+            purchases.c.partner_id == partner_id,
             purchases.c.partner_txn_id == partner_txn_id,
         )
     ).first()
@@ -233,64 +239,82 @@ class HoldOut(BaseModel):
         )
 
 
-@router.post("/holds", status_code=status.HTTP_201_CREATED, summary="Reserve points")
-def place_hold(
-    body: HoldIn, session: WriteSession, auth: PartnerAuth, key: IdempotencyKey
-) -> HoldOut:
-    return HoldOut.of(
-        session,
-        holds.place_hold(
-            session,
-            auth.partner_id,
+@router.post(
+    "/holds",
+    status_code=status.HTTP_201_CREATED,
+    summary="Reserve points",
+    response_model=HoldOut,
+)
+async def place_hold(body: HoldIn, call: Partner) -> Response:
+    def place(tx: Tx) -> HoldOut:
+        hold = holds.place_hold(
+            tx.session,
+            call.partner_id,
             body.member_id,
             body.points,
-            key=key,
+            key=call.idempotency_key,
             store_id=body.store_id,
             partner_ref=body.partner_ref,
             minutes=body.expires_in_minutes,
-        ),
+        )
+        return HoldOut.of(tx.session, hold)
+
+    return await call.answer(place)
+
+
+@router.get("/holds/{hold_id}", summary="One of the partner's holds", response_model=HoldOut)
+async def get_hold(hold_id: str, call: Partner) -> Response:
+    return await call.answer(
+        lambda tx: HoldOut.of(tx.session, holds.get_hold(tx.session, call.partner_id, hold_id))
     )
-
-
-@router.get("/holds/{hold_id}", summary="One of the partner's holds")
-def get_hold(hold_id: str, session: ReadSession, auth: PartnerAuth) -> HoldOut:
-    return HoldOut.of(session, holds.get_hold(session, auth.partner_id, hold_id))
 
 
 class CaptureIn(BaseModel):
     points: int | None = Field(default=None, gt=0, description="Omit to capture all.")
 
 
-@router.post("/holds/{hold_id}/capture", summary="Capture all or part of a hold")
-def capture_hold(
-    hold_id: str, body: CaptureIn, session: WriteSession, auth: PartnerAuth
-) -> HoldOut:
-    return HoldOut.of(session, holds.capture(session, auth.partner_id, hold_id, body.points))
+@router.post(
+    "/holds/{hold_id}/capture", summary="Capture all or part of a hold", response_model=HoldOut
+)
+async def capture_hold(hold_id: str, body: CaptureIn, call: Partner) -> Response:
+    def capture(tx: Tx) -> HoldOut:
+        hold = holds.capture(tx.session, call.partner_id, hold_id, body.points)
+        return HoldOut.of(tx.session, hold)
 
-
-@router.post("/holds/{hold_id}/void", summary="Release a hold's points to the member")
-def void_hold(hold_id: str, session: WriteSession, auth: PartnerAuth) -> HoldOut:
-    return HoldOut.of(session, holds.void(session, auth.partner_id, hold_id))
+    return await call.answer(capture)
 
 
 @router.post(
-    "/redemptions", status_code=status.HTTP_201_CREATED, summary="Redeem points in one step"
+    "/holds/{hold_id}/void",
+    summary="Release a hold's points to the member",
+    response_model=HoldOut,
 )
-def redeem(
-    body: RedeemIn, session: WriteSession, auth: PartnerAuth, key: IdempotencyKey
-) -> HoldOut:
-    return HoldOut.of(
-        session,
-        holds.redeem(
-            session,
-            auth.partner_id,
+async def void_hold(hold_id: str, call: Partner) -> Response:
+    return await call.answer(
+        lambda tx: HoldOut.of(tx.session, holds.void(tx.session, call.partner_id, hold_id))
+    )
+
+
+@router.post(
+    "/redemptions",
+    status_code=status.HTTP_201_CREATED,
+    summary="Redeem points in one step",
+    response_model=HoldOut,
+)
+async def redeem(body: RedeemIn, call: Partner) -> Response:
+    def redemption(tx: Tx) -> HoldOut:
+        hold = holds.redeem(
+            tx.session,
+            call.partner_id,
             body.member_id,
             body.points,
-            key=key,
+            key=call.idempotency_key,
             store_id=body.store_id,
             partner_ref=body.partner_ref,
-        ),
-    )
+        )
+        return HoldOut.of(tx.session, hold)
+
+    return await call.answer(redemption)
 
 
 class RedemptionRefundIn(BaseModel):
@@ -307,16 +331,18 @@ class RedemptionRefundOut(BaseModel):
     "/holds/{hold_id}/refunds",
     status_code=status.HTTP_201_CREATED,
     summary="Refund points of a captured redemption to the member, with their lots' expiry",
+    response_model=RedemptionRefundOut,
 )
-def refund_redemption(
-    hold_id: str,
-    body: RedemptionRefundIn,
-    session: WriteSession,
-    auth: PartnerAuth,
-    key: IdempotencyKey,
-) -> RedemptionRefundOut:
-    r = refunds.refund_redemption(session, auth.partner_id, hold_id, body.points, key=key)
-    return RedemptionRefundOut(hold_id=r.hold_id, points=r.points, refunded_total=r.refunded_total)
+async def refund_redemption(hold_id: str, body: RedemptionRefundIn, call: Partner) -> Response:
+    def refund(tx: Tx) -> RedemptionRefundOut:
+        r = refunds.refund_redemption(
+            tx.session, call.partner_id, hold_id, body.points, key=call.idempotency_key
+        )
+        return RedemptionRefundOut(
+            hold_id=r.hold_id, points=r.points, refunded_total=r.refunded_total
+        )
+
+    return await call.answer(refund)
 
 
 class LotOut(BaseModel):
@@ -333,44 +359,56 @@ class ExpiringOut(BaseModel):
     lots: list[LotOut]
 
 
-@router.get("/members/{member_id}/lots", summary="A linked member's points by lot")
-def member_lots(member_id: MemberIdPath, session: ReadSession, auth: PartnerAuth) -> list[LotOut]:
-    linked_member(session, auth.partner_id, member_id)
-    return [
-        LotOut(
-            earned_at=lot.earned_at,
-            expires_at=lot.expires_at,
-            points=lot.remaining,
-            source=lot.source,
-        )
-        for lot in lots.open_lots(session, member_id)
-    ]
-
-
-Days = Annotated[int, Query(ge=1, le=3660)]
-
-
-@router.get("/members/{member_id}/expiring", summary="A linked member's points expiring soon")
-def member_expiring(
-    member_id: MemberIdPath, session: ReadSession, auth: PartnerAuth, days: Days = 30
-) -> ExpiringOut:
-    linked_member(session, auth.partner_id, member_id)
-    horizon = datetime.now(UTC) + timedelta(days=days)
-    due = [lot for lot in lots.open_lots(session, member_id) if lot.expires_at <= horizon]
-    return ExpiringOut(
-        member_id=member_id,
-        days=days,
-        points=sum(lot.remaining for lot in due),
-        lots=[
+@router.get(
+    "/members/{member_id}/lots",
+    summary="A linked member's points by lot",
+    response_model=list[LotOut],
+)
+async def member_lots(member_id: MemberIdPath, call: Partner) -> Response:
+    def member_lot_list(tx: Tx) -> list[LotOut]:
+        linked_member(tx.session, call.partner_id, member_id)
+        return [
             LotOut(
                 earned_at=lot.earned_at,
                 expires_at=lot.expires_at,
                 points=lot.remaining,
                 source=lot.source,
             )
-            for lot in due
-        ],
-    )
+            for lot in lots.open_lots(tx.session, member_id)
+        ]
+
+    return await call.answer(member_lot_list)
+
+
+Days = Annotated[int, Query(ge=1, le=3660)]
+
+
+@router.get(
+    "/members/{member_id}/expiring",
+    summary="A linked member's points expiring soon",
+    response_model=ExpiringOut,
+)
+async def member_expiring(member_id: MemberIdPath, call: Partner, days: Days = 30) -> Response:
+    def expiring(tx: Tx) -> ExpiringOut:
+        linked_member(tx.session, call.partner_id, member_id)
+        horizon = datetime.now(UTC) + timedelta(days=days)
+        due = [lot for lot in lots.open_lots(tx.session, member_id) if lot.expires_at <= horizon]
+        return ExpiringOut(
+            member_id=member_id,
+            days=days,
+            points=sum(lot.remaining for lot in due),
+            lots=[
+                LotOut(
+                    earned_at=lot.earned_at,
+                    expires_at=lot.expires_at,
+                    points=lot.remaining,
+                    source=lot.source,
+                )
+                for lot in due
+            ],
+        )
+
+    return await call.answer(expiring)
 
 
 class ExpiringMemberOut(BaseModel):
@@ -383,14 +421,14 @@ class ExpiringMemberOut(BaseModel):
 @router.get(
     "/expiring-members",
     summary="Members linked to the partner with points expiring soon (for reminder pushes)",
+    response_model=list[ExpiringMemberOut],
 )
-def expiring_members(
-    session: ReadSession,
-    auth: PartnerAuth,
+async def expiring_members(
+    call: Partner,
     days: Days = 30,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     after: Annotated[str | None, Query(description="member_id to continue after")] = None,
-) -> list[ExpiringMemberOut]:
+) -> Response:
     horizon = datetime.now(UTC) + timedelta(days=days)
     query: Any = (
         select(
@@ -401,7 +439,7 @@ def expiring_members(
         )
         .join(point_lots, point_lots.c.member_id == member_links.c.member_id)
         .where(
-            member_links.c.partner_id == auth.partner_id,
+            member_links.c.partner_id == call.partner_id,
             point_lots.c.remaining > 0,
             point_lots.c.expires_at <= horizon,
         )
@@ -411,15 +449,17 @@ def expiring_members(
     )
     if after is not None:
         query = query.where(member_links.c.member_id > after)
-    return [
-        ExpiringMemberOut(
-            member_id=r.member_id,
-            customer_ref=r.customer_ref,
-            points=int(r.points),
-            first_expiry=r.first_expiry,
-        )
-        for r in session.execute(query)
-    ]
+    return await call.answer(
+        lambda tx: [
+            ExpiringMemberOut(
+                member_id=r.member_id,
+                customer_ref=r.customer_ref,
+                points=int(r.points),
+                first_expiry=r.first_expiry,
+            )
+            for r in tx.session.execute(query)
+        ]
+    )
 
 
 class ReferralIn(BaseModel):
@@ -439,17 +479,21 @@ class ReferralOut(BaseModel):
     status_code=status.HTTP_201_CREATED,
     summary="Register that one member invited another; the inviter earns a bonus at the "
     "invitee's first purchase",
+    response_model=ReferralOut,
 )
-def register_referral(body: ReferralIn, session: WriteSession, auth: PartnerAuth) -> ReferralOut:
-    r = referrals.register_referral(
-        session, auth.partner_id, body.inviter_member_id, body.invitee_member_id
-    )
-    return ReferralOut(
-        inviter_member_id=r.inviter_member_id,
-        invitee_member_id=r.invitee_member_id,
-        registered_at=r.registered_at,
-        bonus_paid=r.bonus_entry_id is not None,
-    )
+async def register_referral(body: ReferralIn, call: Partner) -> Response:
+    def referral(tx: Tx) -> ReferralOut:
+        r = referrals.register_referral(
+            tx.session, call.partner_id, body.inviter_member_id, body.invitee_member_id
+        )
+        return ReferralOut(
+            inviter_member_id=r.inviter_member_id,
+            invitee_member_id=r.invitee_member_id,
+            registered_at=r.registered_at,
+            bonus_paid=r.bonus_entry_id is not None,
+        )
+
+    return await call.answer(referral)
 
 
 class ExchangeIn(BaseModel):
@@ -478,21 +522,28 @@ class ExchangeOut(BaseModel):
     "/exchanges",
     status_code=status.HTTP_201_CREATED,
     summary="Exchange a member's points between the partner's programme and the coalition",
+    response_model=ExchangeOut,
 )
-def exchange_points(
-    body: ExchangeIn, session: WriteSession, auth: PartnerAuth, key: IdempotencyKey
-) -> ExchangeOut:
-    e = exchange.exchange(
-        session, auth.partner_id, body.member_id, body.direction, body.points, key=key
-    )
-    return ExchangeOut(
-        direction=e.direction,
-        member_id=e.member_id,
-        programme_asset=e.programme_asset,
-        programme_points=e.programme_points,
-        coalition_points=e.coalition_points,
-        fee_points=e.fee_points,
-        rounding_points=e.rounding_points,
-        rate=e.rate,
-        rates_version=e.rates_version,
-    )
+async def exchange_points(body: ExchangeIn, call: Partner) -> Response:
+    def exchanged(tx: Tx) -> ExchangeOut:
+        e = exchange.exchange(
+            tx.session,
+            call.partner_id,
+            body.member_id,
+            body.direction,
+            body.points,
+            key=call.idempotency_key,
+        )
+        return ExchangeOut(
+            direction=e.direction,
+            member_id=e.member_id,
+            programme_asset=e.programme_asset,
+            programme_points=e.programme_points,
+            coalition_points=e.coalition_points,
+            fee_points=e.fee_points,
+            rounding_points=e.rounding_points,
+            rate=e.rate,
+            rates_version=e.rates_version,
+        )
+
+    return await call.answer(exchanged)

@@ -1,15 +1,20 @@
-"""Idempotent POSTs: a retry gets the first answer and posts nothing twice; a key reused for
-another request, or retried while the first still runs, is refused; old records are purged."""
+"""Idempotent POSTs: a retry gets the first answer and posts nothing twice, waiting for it
+while the first still runs; a key reused for another request is refused; a request that fails
+before it answers leaves nothing; old records are purged."""
 
 from __future__ import annotations
 
-import httpx
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse.api import idempotency
 from clearinghouse.api.tables import idempotency_records
+from clearinghouse.database import Tx
 from partners import auth
 from partners.client import PartnerClient
 from partners.tables import request_nonces
@@ -23,23 +28,21 @@ from tests.api.builders import (
 )
 
 
-def record_state(sessions: sessionmaker[Session], partner_id: str, key: str) -> str | None:
-    with sessions() as session:
-        return session.execute(
-            select(idempotency_records.c.state).where(
-                idempotency_records.c.partner_id == partner_id, idempotency_records.c.key == key
-            )
-        ).scalar_one_or_none()
-
-
-def claim_like(sessions: sessionmaker[Session], partner_id: str, request: httpx.Request) -> None:
-    """Claim the request's key as a first attempt that is still running would have; committed."""
-    key = request.headers["idempotency-key"]
-    digest = idempotency.request_hash(
-        request.method, request.url.path, request.url.query.decode(), request.content
-    )
-    with sessions() as session, session.begin():
-        assert idempotency.claim(session, partner_id, key, digest) is None
+def waiting_on_locks(sessions: sessionmaker[Session], count: int) -> None:
+    """Return once `count` other backends of this database wait on an advisory lock."""
+    deadline = time.monotonic() + 30
+    while True:
+        with sessions() as session:
+            waiting = session.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+                )
+            ).scalar_one()
+        if waiting >= count:
+            return
+        assert time.monotonic() < deadline, f"{waiting} of {count} requests waiting"
+        time.sleep(0.02)
 
 
 def test_same_key_and_body_replays_the_first_answer(
@@ -91,35 +94,65 @@ def test_a_refused_request_is_refused_the_same_way_on_retry(
     assert retry.headers["idempotent-replayed"] == "true"
 
 
-def test_retry_while_the_first_still_runs_is_409(
+def test_a_retry_while_the_first_still_runs_waits_for_its_answer(
     sessions: sessionmaker[Session], partner: ApiPartner, client: PartnerClient, http: TestClient
 ) -> None:
-    request = client.build("POST", "/v1/members", body=link_body(), idempotency_key=unique_id("k"))
-    claim_like(sessions, partner.id, request)
-
+    key, body = unique_id("k"), link_body()
     before = row_counts(sessions)
-    assert_problem(http.send(request), 409, "request_in_progress")
-    assert row_counts(sessions) == before
-    assert record_state(sessions, partner.id, request.headers["idempotency-key"]) == "in_progress"
-
-
-def test_claim_with_an_expired_lease_is_taken_over(
-    sessions: sessionmaker[Session], partner: ApiPartner, client: PartnerClient, http: TestClient
-) -> None:
-    key = unique_id("k")
-    request = client.build("POST", "/v1/members", body=link_body(), idempotency_key=key)
-    claim_like(sessions, partner.id, request)
-    # The first attempt's worker died: its lease ran out.
-    with sessions() as session, session.begin():
-        session.execute(
-            update(idempotency_records)
-            .where(idempotency_records.c.partner_id == partner.id, idempotency_records.c.key == key)
-            .values(lease_until=text("now() - interval '1 second'"))
+    # Hold the first request inside its work: linking a customer takes this lock.
+    with sessions() as blocker, blocker.begin():
+        blocker.execute(
+            select(
+                func.pg_advisory_xact_lock(func.hashtext(f"{partner.id}:{body['customer_ref']}"))
+            )
         )
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(
+                http.send, client.build("POST", "/v1/members", body=body, idempotency_key=key)
+            )
+            waiting_on_locks(sessions, 1)
+            retry = pool.submit(
+                http.send, client.build("POST", "/v1/members", body=body, idempotency_key=key)
+            )
+            # The retry waits on the key, the first on the customer's lock.
+            waiting_on_locks(sessions, 2)
+            blocker.rollback()
+            answers = first.result(timeout=30), retry.result(timeout=30)
 
-    response = http.send(request)
-    assert response.status_code == 201, response.text
-    assert record_state(sessions, partner.id, key) == "done"
+    assert answers[0].status_code == 201, answers[0].text
+    assert "idempotent-replayed" not in answers[0].headers
+    assert answers[1].status_code == 201
+    assert answers[1].content == answers[0].content
+    assert answers[1].headers["idempotent-replayed"] == "true"
+    after = row_counts(sessions)
+    assert after["member_links"] == before["member_links"] + 1
+    assert after["idempotency_records"] == before["idempotency_records"] + 1
+
+
+def test_a_request_that_fails_before_its_answer_leaves_nothing_and_runs_again_at_once(
+    sessions: sessionmaker[Session],
+    client: PartnerClient,
+    http: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key, body = unique_id("k"), link_body()
+    before = row_counts(sessions)
+
+    def crash(*args: object) -> None:
+        raise RuntimeError("the process died before it answered")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(idempotency, "store", crash)
+        failed = http.send(client.build("POST", "/v1/members", body=body, idempotency_key=key))
+    assert_problem(failed, 500, "internal_error")
+    assert row_counts(sessions) == before
+
+    retry = http.send(client.build("POST", "/v1/members", body=body, idempotency_key=key))
+    assert retry.status_code == 201, retry.text
+    assert "idempotent-replayed" not in retry.headers
+    after = row_counts(sessions)
+    assert after["member_links"] == before["member_links"] + 1
+    assert after["idempotency_records"] == before["idempotency_records"] + 1
 
 
 def test_same_key_at_two_partners_is_two_requests(
@@ -146,8 +179,12 @@ def test_purge_forgets_only_old_idempotency_records(
 ) -> None:
     partner = create_partner(sessions, with_key=False, with_rates=False)
     old, fresh = unique_id("old"), unique_id("fresh")
+    answer = idempotency.StoredResponse(201, [("content-type", "application/json")], b"{}")
+    tx = Tx.of(session)
     for key in (old, fresh):
-        idempotency.claim(session, partner.id, key, idempotency.request_hash("POST", "/", "", b""))
+        idempotency.store(
+            tx, partner.id, key, idempotency.request_hash("POST", "/", "", b""), answer
+        )
     session.execute(
         update(idempotency_records)
         .where(idempotency_records.c.key == old)

@@ -55,7 +55,7 @@ def test_every_post_documents_the_idempotency_key(spec: dict[str, Any]) -> None:
         assert len(key) == 1, path
         assert key[0]["in"] == "header"
         assert key[0]["required"] is True
-        assert {"409", "422"} <= set(operation["responses"]), path
+        assert {"409", "422", "503"} <= set(operation["responses"]), path
 
 
 def test_problem_types_are_listed(spec: dict[str, Any]) -> None:
@@ -63,7 +63,7 @@ def test_problem_types_are_listed(spec: dict[str, Any]) -> None:
     assert {
         "unauthorized",
         "idempotency_key_reused",
-        "request_in_progress",
+        "unavailable",
         "validation_error",
         "idempotency_key_required",
         "payload_too_large",
@@ -71,7 +71,7 @@ def test_problem_types_are_listed(spec: dict[str, Any]) -> None:
     } <= codes
     by_code = {problem["code"]: problem for problem in spec["x-problem-types"]}
     assert by_code["unauthorized"]["status"] == 401
-    assert by_code["request_in_progress"]["status"] == 409
+    assert by_code["unavailable"]["status"] == 503
     assert by_code["idempotency_key_reused"]["status"] == 422
     assert spec["components"]["schemas"]["Problem"]["properties"]["code"]["enum"] == sorted(
         by_code, key=lambda code: (by_code[code]["status"], code)

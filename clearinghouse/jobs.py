@@ -1,0 +1,125 @@
+"""The periodic jobs, run once per deployment: by one of the server's processes, or by
+`clearinghouse jobs run` where the web processes run with `serve --no-jobs`.
+
+Every process that may run them competes for one PostgreSQL advisory lock, held on a connection
+of its own for as long as the process leads; the leader runs each job at start and then at its
+interval, the others wait and try again. When the leader dies, its connection closes, the lock is
+free, and another process takes over within LEADER_RETRY_SECONDS. Each job is idempotent on its
+own (safe to run twice or at once), so a takeover never does anything twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from clearinghouse.api import idempotency
+from clearinghouse.audit.sealing import seal_all
+from clearinghouse.database import libpq_url
+from partners import auth as partner_auth
+from partners import keys
+from settlement.netting import settle_due
+
+log = logging.getLogger(__name__)
+
+# pg_try_advisory_lock's key for the leader: "ch-jobs" in ASCII.
+LEADER_LOCK = 0x63682D6A6F6273
+LEADER_RETRY_SECONDS = 5.0
+
+
+def purge_expired(sessions: sessionmaker[Session]) -> tuple[int, int]:
+    """Forget nonces and idempotency records past their retention (keeping each key's last
+    use first); return how many of each."""
+    with sessions() as session, session.begin():
+        keys.record_last_use(session)
+        return partner_auth.purge_nonces(session), idempotency.purge(session)
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    every_seconds: float
+    run: Callable[[sessionmaker[Session]], object]
+
+
+JOBS = (
+    Job("purge", 60.0, purge_expired),
+    Job("seal", 5.0, seal_all),
+    Job("settle", 300.0, settle_due),
+)
+
+
+async def _every(job: Job, sessions: sessionmaker[Session]) -> None:
+    """Run a job in a worker thread at start and then at its interval, off the request path;
+    log and go on when it fails. At start, so that a server started in the morning shows
+    yesterday's settlement at once."""
+    while True:
+        try:
+            result = await run_in_threadpool(job.run, sessions)
+            log.info(job.name, extra={"result": repr(result)})
+        except Exception:
+            log.exception("%s failed; will retry", job.name)
+        await asyncio.sleep(job.every_seconds)
+
+
+class Scheduler:
+    """Runs `jobs` on `sessions` whenever this process holds the leader lock."""
+
+    def __init__(self, sessions: sessionmaker[Session], jobs: tuple[Job, ...] = JOBS) -> None:
+        self.sessions = sessions
+        self.jobs = jobs
+        engine = sessions.kw["bind"]
+        assert isinstance(engine, Engine)
+        self._url = libpq_url(engine.url.render_as_string(hide_password=False))
+        self.leading = False
+
+    async def run(self) -> None:
+        while True:
+            lock = await run_in_threadpool(self._try_to_lead)
+            if lock is None:
+                await asyncio.sleep(LEADER_RETRY_SECONDS)
+                continue
+            self.leading = True
+            log.info("this process leads the jobs")
+            running = [asyncio.create_task(_every(job, self.sessions)) for job in self.jobs]
+            try:
+                await self._hold(lock)
+            finally:
+                self.leading = False
+                for task in running:
+                    task.cancel()
+                with contextlib.suppress(psycopg.Error):
+                    lock.close()
+            log.warning("this process no longer leads the jobs")
+
+    def _try_to_lead(self) -> psycopg.Connection[Any] | None:
+        try:
+            conn = psycopg.connect(
+                self._url, autocommit=True, application_name="clearinghouse jobs leader"
+            )
+        except psycopg.Error:
+            log.warning("cannot reach the database to lead the jobs; will retry")
+            return None
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
+        if row is not None and row[0]:
+            return conn
+        conn.close()
+        return None
+
+    async def _hold(self, lock: psycopg.Connection[Any]) -> None:
+        """Return when the lock's connection is lost (the lock with it)."""
+        while True:
+            await asyncio.sleep(LEADER_RETRY_SECONDS)
+            try:
+                await run_in_threadpool(lock.execute, "SELECT 1")
+            except psycopg.Error:
+                return
