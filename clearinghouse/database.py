@@ -155,14 +155,25 @@ class Tx:
         read, once it has read them."""
 
     @classmethod
-    def of(cls, session: Session) -> Tx:
-        """The session's own transaction (begun if it was not)."""
-        return cls(session.connection(), session)
+    def of(cls, db: Session | Tx) -> Tx:
+        """The session's own transaction (begun if it was not), one Tx for as long as it lasts;
+        a Tx as it is."""
+        if isinstance(db, Tx):
+            return db
+        # A session's next transaction gets another Connection object: the one kept tells.
+        connection = db.connection()
+        kept = db.info.get("tx")
+        if isinstance(kept, Tx) and kept.connection is connection:
+            return kept
+        tx = cls(connection, db)
+        db.info["tx"] = tx
+        return tx
 
     @property
     def session(self) -> Session:
         if self._session is None:
             self._session = Session(bind=self.connection)
+            self._session.info["tx"] = self
         return self._session
 
     def execute(self, query: LiteralString, params: Params = None) -> psycopg.Cursor[Row]:

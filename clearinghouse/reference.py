@@ -3,10 +3,14 @@ thresholds change rarely and are read by every request, so each process keeps th
 
 A copy can never be older than what the transaction reading it sees. Every table behind
 reference data has a version in `reference_versions`, moved by a trigger in the same
-transaction as any change to the table. A transaction reads the versions once (the partner
-request path reads them in its first statement, with the nonce); a copy loaded at an older
-version is loaded again, on that transaction, before it is used. A change committed by any
-process therefore shows in every process from the next transaction on.
+transaction as any change to the table. A transaction reads the versions before it uses a copy
+(the partner request path reads them once, in its first statement, with the nonce); a copy
+loaded at an older version is loaded again, on that transaction, before it is used. A change
+committed by any process therefore shows in every process from the next transaction on.
+
+A transaction that changed a table itself (the trigger notes it in a setting local to the
+transaction) reads the table afresh, and keeps what it read to itself: its changes may yet
+roll back.
 """
 
 from __future__ import annotations
@@ -31,14 +35,19 @@ reference_versions = Table(
     Column("version", BigInteger, nullable=False),
 )
 
-VERSIONS = "SELECT name, version FROM reference_versions"
+VERSIONS = (
+    "SELECT name, version, coalesce(current_setting('reference.changed_' || name, true), '')"
+    " = 'on' AS changed FROM reference_versions"
+)
 
 
-def versions(tx: Tx) -> dict[str, int]:
-    """The reference versions this transaction sees; read once per transaction."""
-    if tx.reference_versions is None:
-        tx.reference_versions = {row.name: row.version for row in tx.all(VERSIONS)}
-    return tx.reference_versions
+def versions(tx: Tx) -> dict[str, int | None]:
+    """The reference versions as this transaction sees them now (None: changed by this very
+    transaction). The partner request path reads them in its first statement; anything else
+    reads them at every use."""
+    if tx.reference_versions is not None:
+        return dict(tx.reference_versions)
+    return {row.name: None if row.changed else row.version for row in tx.all(VERSIONS)}
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,9 @@ class Reference(Generic[T]):
     def get(self, tx: Tx) -> T:
         """The data as of this transaction or later."""
         seen_now = versions(tx)
-        seen = tuple(seen_now[table] for table in self.tables)
+        if any(seen_now[table] is None for table in self.tables):
+            return self._load(tx)
+        seen = tuple(v for table in self.tables if (v := seen_now[table]) is not None)
         engine = tx.connection.engine
         copy = self._copies.get(engine)
         if copy is not None and copy.covers(seen):

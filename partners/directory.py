@@ -5,15 +5,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from clearinghouse import ledger
+from clearinghouse.database import Tx
 from clearinghouse.errors import AlreadyExists, InvalidRequest, NotFound
 from clearinghouse.ledger.tables import assets
+from clearinghouse.reference import Reference
 from partners.tables import PARTNER_KINDS, SLUG_PATTERN, partners, stores
 
 PartnerKind = Literal["online_merchant", "store_chain", "programme", "charity"]
@@ -79,11 +81,11 @@ class Store:
     status: str
 
 
-def _partner(row: Row[tuple[object, ...]]) -> Partner:
+def _partner(row: Any) -> Partner:
     return Partner(**row._asdict())
 
 
-def _store(row: Row[tuple[object, ...]]) -> Store:
+def _store(row: Any) -> Store:
     values = row._asdict()
     values.pop("created_at")
     return Store(**values)
@@ -159,11 +161,41 @@ def create_partner(
     return _partner(row)
 
 
-def get_partner(session: Session, partner_id: str, *, for_update: bool = False) -> Partner:
-    query = select(*partners.c).where(partners.c.id == partner_id)
-    if for_update:
-        query = query.with_for_update(key_share=True)
-    row = session.execute(query).first()
+@dataclass(frozen=True)
+class Directory:
+    """Every partner and store, as each process keeps them (clearinghouse.reference)."""
+
+    partners: dict[str, Partner]
+    stores: dict[str, Store]
+
+
+def _load_directory(tx: Tx) -> Directory:
+    partner_rows = tx.all("SELECT * FROM partners")
+    store_rows = tx.all("SELECT * FROM stores ORDER BY id")
+    return Directory(
+        {row.id: _partner(row) for row in partner_rows},
+        {row.id: _store(row) for row in store_rows},
+    )
+
+
+_directory: Reference[Directory] = Reference(("partners", "stores"), _load_directory)
+
+
+def get_partner(db: Session | Tx, partner_id: str) -> Partner:
+    found = _directory.get(Tx.of(db)).partners.get(partner_id)
+    if found is None:
+        raise PartnerNotFound(f"no partner {partner_id}")
+    return found
+
+
+def lock_partner(session: Session, partner_id: str) -> Partner:
+    """The partner, its row locked until the transaction ends: changes to its keys, rates and
+    limit take this lock, one at a time."""
+    row = session.execute(
+        select(*partners.c)
+        .where(partners.c.id == partner_id)
+        .with_for_update(key_share=True)  # FOR NO KEY UPDATE: foreign keys to it still check
+    ).first()
     if row is None:
         raise PartnerNotFound(f"no partner {partner_id}")
     return _partner(row)
@@ -226,18 +258,14 @@ def add_store(
     return _store(row)
 
 
-def get_store(session: Session, partner_id: str, store_id: str) -> Store:
+def get_store(db: Session | Tx, partner_id: str, store_id: str) -> Store:
     """A store of this partner; another partner's store is as unknown as a missing one."""
-    row = session.execute(
-        select(*stores.c).where(stores.c.id == store_id, stores.c.partner_id == partner_id)
-    ).first()
-    if row is None:
+    found = _directory.get(Tx.of(db)).stores.get(store_id)
+    if found is None or found.partner_id != partner_id:
         raise StoreNotFound(f"no store {store_id}")
-    return _store(row)
+    return found
 
 
-def list_stores(session: Session, partner_id: str) -> list[Store]:
-    rows = session.execute(
-        select(*stores.c).where(stores.c.partner_id == partner_id).order_by(stores.c.id)
-    )
-    return [_store(r) for r in rows]
+def list_stores(db: Session | Tx, partner_id: str) -> list[Store]:
+    stores_by_id = _directory.get(Tx.of(db)).stores
+    return [store for store in stores_by_id.values() if store.partner_id == partner_id]

@@ -20,7 +20,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from clearinghouse.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
-from partners.directory import get_partner
+from partners.directory import lock_partner
 from partners.signing import private_key_to_pem
 from partners.tables import partner_keys, request_nonces
 
@@ -65,7 +65,7 @@ def register_key(
     session: Session, partner_id: str, public_key: Ed25519PublicKey, key_id: str | None = None
 ) -> PartnerKey:
     """Register a public key as active for the partner."""
-    get_partner(session, partner_id, for_update=True)  # serialises key changes per partner
+    lock_partner(session, partner_id)  # serialises key changes per partner
     active = session.execute(
         select(func.count()).where(
             partner_keys.c.partner_id == partner_id, partner_keys.c.status == "active"

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from clearinghouse import ledger
 from clearinghouse.errors import InvalidRequest
-from partners.directory import exposure_account, get_partner, headroom_account
+from partners.directory import exposure_account, headroom_account, lock_partner
 
 CREDIT_LINES = "coalition:credit_lines"
 
@@ -29,7 +29,7 @@ def issuance_limit(session: Session, partner_id: str) -> tuple[int, int]:
 
 def set_issuance_limit(session: Session, partner_id: str, limit_fen: int) -> int:
     """Set the partner's limit; refused below its current unsettled exposure."""
-    get_partner(session, partner_id, for_update=True)
+    lock_partner(session, partner_id)
     if limit_fen < 0:
         raise InvalidRequest("an issuance limit is zero or more fen")
     current, exposure = issuance_limit(session, partner_id)

@@ -8,15 +8,19 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from clearinghouse.database import Tx
 from clearinghouse.errors import InvalidRequest, NotFound
-from partners.directory import get_partner
+from clearinghouse.reference import Reference
+from partners.directory import lock_partner
 from partners.tables import partner_rates
 
 # NUMERIC(12, 6): a rate with more places would be rounded by the database, so it is refused.
@@ -41,7 +45,7 @@ class Rates:
     created_at: datetime
 
 
-def _rates(row: Row[tuple[object, ...]]) -> Rates:
+def _rates(row: Any) -> Rates:
     return Rates(**row._asdict())
 
 
@@ -70,7 +74,7 @@ def set_rates(
     effective_from: datetime | None = None,
 ) -> Rates:
     """Add a new version of the partner's rates, effective from now or a later instant."""
-    partner = get_partner(session, partner_id, for_update=True)
+    partner = lock_partner(session, partner_id)
     now = session.execute(select(func.now())).scalar_one()
     start = effective_from or now
     if start.tzinfo is None:
@@ -107,35 +111,36 @@ def set_rates(
     return _rates(row)
 
 
-def rates_at(session: Session, partner_id: str, at: datetime | None = None) -> Rates:
+def _load_rate_book(tx: Tx) -> dict[str, list[Rates]]:
+    book: dict[str, list[Rates]] = {}
+    for row in tx.all("SELECT * FROM partner_rates ORDER BY partner_id, effective_from"):
+        book.setdefault(row.partner_id, []).append(_rates(row))
+    return book
+
+
+_rate_book: Reference[dict[str, list[Rates]]] = Reference(("partner_rates",), _load_rate_book)
+
+
+def rates_at(db: Session | Tx, partner_id: str, at: datetime | None = None) -> Rates:
     """The version in effect at `at` (now by default)."""
     moment = at or datetime.now(UTC)
-    row = session.execute(
-        select(*partner_rates.c)
-        .where(partner_rates.c.partner_id == partner_id, partner_rates.c.effective_from <= moment)
-        .order_by(partner_rates.c.effective_from.desc())
-        .limit(1)
-    ).first()
-    if row is None:
+    versions = _rate_book.get(Tx.of(db)).get(partner_id, [])
+    index = bisect_right(versions, moment, key=lambda r: r.effective_from)
+    if index == 0:
         raise RatesNotFound(f"partner {partner_id} has no rates in effect at {moment.isoformat()}")
-    return _rates(row)
+    return versions[index - 1]
 
 
-def rates_version(session: Session, partner_id: str, version: int) -> Rates:
-    row = session.execute(
-        select(*partner_rates.c).where(
-            partner_rates.c.partner_id == partner_id, partner_rates.c.version == version
-        )
-    ).first()
-    if row is None:
-        raise RatesNotFound(f"partner {partner_id} has no rates version {version}")
-    return _rates(row)
-
-
-def rate_history(session: Session, partner_id: str) -> list[Rates]:
-    rows = session.execute(
-        select(*partner_rates.c)
-        .where(partner_rates.c.partner_id == partner_id)
-        .order_by(partner_rates.c.version)
+def rates_version(db: Session | Tx, partner_id: str, version: int) -> Rates:
+    found = next(
+        (r for r in rate_history(db, partner_id) if r.version == version),
+        None,
     )
-    return [_rates(r) for r in rows]
+    if found is None:
+        raise RatesNotFound(f"partner {partner_id} has no rates version {version}")
+    return found
+
+
+def rate_history(db: Session | Tx, partner_id: str) -> list[Rates]:
+    """Every version, oldest first."""
+    return list(_rate_book.get(Tx.of(db)).get(partner_id, []))

@@ -2,26 +2,26 @@
 allow, review or block, with its reason and the inputs it judged. Thresholds are data
 (`Thresholds`): coalition defaults, overridden per partner, versioned, changed without a deploy.
 
+The rules are pure functions: what they read of the past (`History`) is gathered beforehand in
+one statement, by the SQL function `risk_history`, inside the operation's own statement where
+the operation has one (the member's lock taken first, so concurrent requests see each other).
+
 Each rule, its default and how to tune it: docs/fraud.md.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from statistics import median
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from clearinghouse.ledger.tables import journal_entries
-from clearinghouse.members.tables import member_links
-from clearinghouse.points.tables import holds, purchases
-from partners.tables import stores
+from clearinghouse.ledger import Address
+from partners.directory import Store
 
 Action = Literal["allow", "review", "block"]
 Operation = Literal["accrual", "hold", "redemption", "refund", "exchange"]
@@ -70,6 +70,97 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class Nearest:
+    """The member's purchase nearest in time to the attempt at another store with a place."""
+
+    occurred_at: datetime
+    store_id: str
+    latitude: float
+    longitude: float
+
+
+@dataclass(frozen=True)
+class History:
+    """What the rules know of an attempt's recent past. Only what its operation's rules read
+    is gathered; the rest keeps its default."""
+
+    store: Store | None = None
+    holds_last_hour: int = 0
+    points_held_last_day: int = 0
+    recent_points_at_store: int | None = None
+    """The most points one purchase earned at the store in the burn-after-earn window."""
+    first_linked_at: datetime | None = None
+    store_last_day_fen: int = 0
+    store_recent_amounts: tuple[int, ...] = ()
+    """The store's latest purchase amounts, newest first, at most 200."""
+    nearest_other: Nearest | None = None
+    exchanges_in_last_day: int = 0
+    exchanges_out_last_day: int = 0
+
+    @classmethod
+    def of(cls, store: Store | None, gathered: Mapping[str, Any]) -> History:
+        """From `risk_history`'s JSON object."""
+        values = dict(gathered)
+        if "first_linked_at" in values and values["first_linked_at"] is not None:
+            values["first_linked_at"] = datetime.fromisoformat(values["first_linked_at"])
+        if "store_recent_amounts" in values:
+            values["store_recent_amounts"] = tuple(values["store_recent_amounts"])
+        nearest = values.pop("nearest_other", None)
+        if nearest is not None:
+            nearest["occurred_at"] = datetime.fromisoformat(nearest["occurred_at"])
+            values["nearest_other"] = Nearest(**nearest)
+        return cls(store=store, **values)
+
+
+GATHERING_PARAMETERS = "%s, %s, %s, %s, %s, %s, %s, %s"
+"""A Gathering's parameters in a statement (risk_history's, in its order)."""
+
+
+@dataclass(frozen=True)
+class Gathering:
+    """What `risk_history` is asked to gather for an attempt."""
+
+    operation: Operation
+    member_id: str
+    account: str
+    """The member's available points (an exchange's rules count the entries that moved them)."""
+    store_id: str | None
+    at: datetime
+    burn_minutes: int
+    first_link: bool
+    """The first link's time is read only for a redemption large enough to need it."""
+    travel: bool
+    """The nearest purchase elsewhere is looked for only at a store with a place."""
+
+    @classmethod
+    def of(cls, attempt: Attempt, thresholds: Thresholds, store: Store | None) -> Gathering:
+        return cls(
+            operation=attempt.operation,
+            member_id=attempt.member_id,
+            account=str(Address.member(attempt.member_id)),
+            store_id=attempt.store_id,
+            at=attempt.occurred_at,
+            burn_minutes=thresholds.burn_after_earn_minutes,
+            first_link=attempt.points >= thresholds.new_member_redeem_points,
+            travel=store is not None
+            and store.latitude is not None
+            and attempt.operation in ("accrual", "hold", "redemption"),
+        )
+
+    def params(self) -> tuple[object, ...]:
+        return (
+            self.operation,
+            self.member_id,
+            self.account,
+            self.store_id,
+            self.at,
+            self.burn_minutes,
+            self.first_link,
+            self.travel,
+        )
+
+
+@dataclass(frozen=True)
 class Verdict:
     rule: str
     action: Action
@@ -77,71 +168,43 @@ class Verdict:
     inputs: dict[str, Any] = field(default_factory=dict)
 
 
-Rule = Callable[[Session, Attempt, Thresholds], Verdict | None]
+Rule = Callable[[Attempt, Thresholds, History], Verdict | None]
 
 
-def _store(session: Session, store_id: str | None) -> Any:
-    if store_id is None:
-        return None
-    return session.execute(select(stores).where(stores.c.id == store_id)).first()
-
-
-def velocity(session: Session, a: Attempt, t: Thresholds) -> Verdict | None:
+def velocity(a: Attempt, t: Thresholds, h: History) -> Verdict | None:
     if a.operation not in ("hold", "redemption"):
         return None
-    hour = session.execute(
-        select(func.count()).where(
-            holds.c.member_id == a.member_id,
-            holds.c.created_at > a.occurred_at - timedelta(hours=1),
-        )
-    ).scalar_one()
-    day = session.execute(
-        select(func.coalesce(func.sum(holds.c.amount), 0)).where(
-            holds.c.member_id == a.member_id,
-            holds.c.created_at > a.occurred_at - timedelta(days=1),
-        )
-    ).scalar_one()
-    inputs = {"redemptions_last_hour": hour, "points_last_day": int(day) + a.points}
+    hour, day = h.holds_last_hour, h.points_held_last_day
+    inputs = {"redemptions_last_hour": hour, "points_last_day": day + a.points}
     if hour + 1 > t.redemptions_per_hour:
         return Verdict("velocity", t.velocity_action, f"{hour + 1} redemptions in an hour", inputs)
-    if int(day) + a.points > t.points_per_day:
+    if day + a.points > t.points_per_day:
         return Verdict("velocity", t.velocity_action, "too many points redeemed in a day", inputs)
     return None
 
 
-def amount_cap(session: Session, a: Attempt, t: Thresholds) -> Verdict | None:
+def amount_cap(a: Attempt, t: Thresholds, h: History) -> Verdict | None:
     if a.operation != "accrual":
         return None
-    store = _store(session, a.store_id)
+    store = h.store
     offline = store is not None and store.channel != "online"
     cap = t.max_accrual_fen_offline if offline else t.max_accrual_fen_online
     inputs: dict[str, Any] = {"amount_fen": a.amount_fen, "cap_fen": cap, "offline": offline}
     if a.amount_fen > cap:
         return Verdict("amount_cap", t.amount_cap_action, "purchase above the cap", inputs)
     if store is not None:
-        day_start = a.occurred_at - timedelta(days=1)
-        today = session.execute(
-            select(func.coalesce(func.sum(purchases.c.amount_fen), 0)).where(
-                purchases.c.store_id == store.id, purchases.c.occurred_at > day_start
-            )
-        ).scalar_one()
+        today = h.store_last_day_fen
         daily = t.store_daily_accrual_fen_offline if offline else t.store_daily_accrual_fen_online
-        inputs |= {"store_last_day_fen": int(today), "store_daily_cap_fen": daily}
-        if int(today) + a.amount_fen > daily:
+        inputs |= {"store_last_day_fen": today, "store_daily_cap_fen": daily}
+        if today + a.amount_fen > daily:
             return Verdict("amount_cap", t.amount_cap_action, "store's daily cap reached", inputs)
     return None
 
 
-def burn_after_earn(session: Session, a: Attempt, t: Thresholds) -> Verdict | None:
+def burn_after_earn(a: Attempt, t: Thresholds, h: History) -> Verdict | None:
     if a.operation not in ("hold", "redemption") or a.store_id is None:
         return None
-    recent = session.execute(
-        select(func.max(purchases.c.points)).where(
-            purchases.c.member_id == a.member_id,
-            purchases.c.store_id == a.store_id,
-            purchases.c.occurred_at > a.occurred_at - timedelta(minutes=t.burn_after_earn_minutes),
-        )
-    ).scalar_one()
+    recent = h.recent_points_at_store
     if recent is not None and recent >= t.burn_after_earn_min_points:
         return Verdict(
             "burn_after_earn",
@@ -152,7 +215,7 @@ def burn_after_earn(session: Session, a: Attempt, t: Thresholds) -> Verdict | No
     return None
 
 
-def refund_after_redeem(session: Session, a: Attempt, t: Thresholds) -> Verdict | None:
+def refund_after_redeem(a: Attempt, t: Thresholds, h: History) -> Verdict | None:
     if a.operation == "refund" and a.points_already_spent:
         return Verdict(
             "refund_after_redeem",
@@ -163,17 +226,10 @@ def refund_after_redeem(session: Session, a: Attempt, t: Thresholds) -> Verdict 
     return None
 
 
-def store_outlier(session: Session, a: Attempt, t: Thresholds) -> Verdict | None:
+def store_outlier(a: Attempt, t: Thresholds, h: History) -> Verdict | None:
     if a.operation != "accrual" or a.store_id is None:
         return None
-    history = list(
-        session.execute(
-            select(purchases.c.amount_fen)
-            .where(purchases.c.store_id == a.store_id)
-            .order_by(purchases.c.id.desc())
-            .limit(200)
-        ).scalars()
-    )
+    history = list(h.store_recent_amounts)
     if len(history) < t.store_outlier_history:
         return None
     middle = median(history)
@@ -190,12 +246,10 @@ def store_outlier(session: Session, a: Attempt, t: Thresholds) -> Verdict | None
     return None
 
 
-def new_member_high_value(session: Session, a: Attempt, t: Thresholds) -> Verdict | None:
+def new_member_high_value(a: Attempt, t: Thresholds, h: History) -> Verdict | None:
     if a.operation not in ("hold", "redemption") or a.points < t.new_member_redeem_points:
         return None
-    first_link = session.execute(
-        select(func.min(member_links.c.linked_at)).where(member_links.c.member_id == a.member_id)
-    ).scalar_one()
+    first_link = h.first_linked_at
     if first_link is not None and a.occurred_at - first_link < timedelta(hours=t.new_member_hours):
         return Verdict(
             "new_member_high_value",
@@ -213,24 +267,11 @@ def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * 6371.0 * math.asin(math.sqrt(h))
 
 
-def impossible_travel(session: Session, a: Attempt, t: Thresholds) -> Verdict | None:
+def impossible_travel(a: Attempt, t: Thresholds, h: History) -> Verdict | None:
     if a.operation not in ("accrual", "hold", "redemption"):
         return None
-    store = _store(session, a.store_id)
-    if store is None or store.latitude is None:
-        return None
-    last = session.execute(
-        select(purchases.c.occurred_at, stores.c.id, stores.c.latitude, stores.c.longitude)
-        .join(stores, stores.c.id == purchases.c.store_id)
-        .where(
-            purchases.c.member_id == a.member_id,
-            stores.c.latitude.is_not(None),
-            stores.c.id != store.id,
-        )
-        .order_by(func.abs(func.extract("epoch", purchases.c.occurred_at - a.occurred_at)))
-        .limit(1)
-    ).first()
-    if last is None:
+    store, last = h.store, h.nearest_other
+    if store is None or store.latitude is None or store.longitude is None or last is None:
         return None
     distance = _km(last.latitude, last.longitude, store.latitude, store.longitude)
     hours = abs((a.occurred_at - last.occurred_at).total_seconds()) / 3600
@@ -244,28 +285,17 @@ def impossible_travel(session: Session, a: Attempt, t: Thresholds) -> Verdict | 
                 "km": round(distance, 1),
                 "hours": round(hours, 3),
                 "kmh": round(speed),
-                "other_store_id": last.id,
+                "other_store_id": last.store_id,
             },
         )
     return None
 
 
-def exchange_laundering(session: Session, a: Attempt, t: Thresholds) -> Verdict | None:
+def exchange_laundering(a: Attempt, t: Thresholds, h: History) -> Verdict | None:
     if a.operation != "exchange":
         return None
-    counts: dict[str, int] = dict(
-        session.execute(
-            select(journal_entries.c.kind, func.count())
-            .where(
-                journal_entries.c.kind.in_(("exchange_in", "exchange_out")),
-                journal_entries.c.metadata["member_id"].astext == a.member_id,
-                journal_entries.c.recorded_at > a.occurred_at - timedelta(days=1),
-            )
-            .group_by(journal_entries.c.kind)
-        ).all()
-    )
-    ins = counts.get("exchange_in", 0) + (a.direction == "in")
-    outs = counts.get("exchange_out", 0) + (a.direction == "out")
+    ins = h.exchanges_in_last_day + (a.direction == "in")
+    outs = h.exchanges_out_last_day + (a.direction == "out")
     if min(ins, outs) >= t.exchange_round_trips_per_day:
         return Verdict(
             "exchange_laundering",

@@ -3,6 +3,8 @@ operators' review of the cases that need a person."""
 
 from __future__ import annotations
 
+import functools
+import json
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -13,19 +15,37 @@ from sqlalchemy.orm import Session
 
 from clearinghouse.database import Tx
 from clearinghouse.errors import Conflict, DomainError, InvalidRequest, NotFound
-from clearinghouse.fraud.rules import RULES, SEVERITY, Action, Attempt, Thresholds, Verdict
+from clearinghouse.fraud.rules import (
+    GATHERING_PARAMETERS,
+    RULES,
+    SEVERITY,
+    Action,
+    Attempt,
+    Gathering,
+    History,
+    Thresholds,
+    Verdict,
+)
+from clearinghouse.fraud.tables import fraud_actions, fraud_cases, fraud_thresholds
+from clearinghouse.reference import Reference
+from clearinghouse.users.service import User, require_role
+from partners import directory
+from partners.directory import Store
 
 __all__ = [
+    "GATHERING_PARAMETERS",
     "Attempt",
     "Decision",
     "FraudBlocked",
+    "History",
+    "Screening",
     "UnderReview",
     "open_case",
     "open_case_on_hold",
     "screen",
+    "screen_now",
+    "screening",
 ]
-from clearinghouse.fraud.tables import fraud_actions, fraud_cases, fraud_thresholds
-from clearinghouse.users.service import User, require_role
 
 _ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -68,36 +88,78 @@ class Decision:
         return [asdict(v) for v in self.verdicts]
 
 
+@dataclass(frozen=True)
+class _Version:
+    version: int
+    effective_from: datetime
+    settings: dict[str, Any]
+
+
+def _load_thresholds(tx: Tx) -> dict[str | None, list[_Version]]:
+    """Each scope's versions (None: the coalition's), newest first."""
+    book: dict[str | None, list[_Version]] = {}
+    for row in tx.all("SELECT * FROM fraud_thresholds ORDER BY version DESC"):
+        book.setdefault(row.partner_id, []).append(
+            _Version(row.version, row.effective_from, row.settings)
+        )
+    return book
+
+
+_threshold_book: Reference[dict[str | None, list[_Version]]] = Reference(
+    ("fraud_thresholds",), _load_thresholds
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _validated(settings: str) -> Thresholds:
+    return Thresholds.model_validate_json(settings)
+
+
 def thresholds_for(
-    session: Session, partner_id: str, at: datetime
+    db: Session | Tx, partner_id: str, at: datetime
 ) -> tuple[Thresholds, dict[str, int]]:
     """The coalition defaults in effect, overridden by the partner's own version, if any."""
+    book = _threshold_book.get(Tx.of(db))
     settings: dict[str, Any] = {}
     versions: dict[str, int] = {}
     for scope in (None, partner_id):
-        row = session.execute(
-            select(fraud_thresholds.c.version, fraud_thresholds.c.settings)
-            .where(
-                fraud_thresholds.c.partner_id.is_(None)
-                if scope is None
-                else fraud_thresholds.c.partner_id == scope,
-                fraud_thresholds.c.effective_from <= at,
-            )
-            .order_by(fraud_thresholds.c.version.desc())
-            .limit(1)
-        ).first()
-        if row is not None:
-            settings |= row.settings
-            versions["coalition" if scope is None else scope] = row.version
-    return Thresholds.model_validate(settings), versions
+        found = next((v for v in book.get(scope, []) if v.effective_from <= at), None)
+        if found is not None:
+            settings |= found.settings
+            versions["coalition" if scope is None else scope] = found.version
+    return _validated(json.dumps(settings, sort_keys=True)), versions
 
 
-def evaluate(session: Session, attempt: Attempt) -> Decision:
-    thresholds, versions = thresholds_for(session, attempt.partner_id, datetime.now(UTC))
-    verdicts = [v for rule in RULES if (v := rule(session, attempt, thresholds)) is not None]
+@dataclass(frozen=True)
+class Screening:
+    """The thresholds in force for a partner's attempts, and their versions."""
+
+    thresholds: Thresholds
+    versions: dict[str, int]
+
+    def gathering(self, attempt: Attempt, store: Store | None) -> Gathering:
+        return Gathering.of(attempt, self.thresholds, store)
+
+
+def screening(db: Session | Tx, partner_id: str) -> Screening:
+    return Screening(*thresholds_for(db, partner_id, datetime.now(UTC)))
+
+
+def gather(tx: Tx, gathering: Gathering) -> dict[str, Any]:
+    """The rules' inputs for an attempt, read now (for operations without a statement of their
+    own that gathers them)."""
+    gathered: dict[str, Any] = tx.scalar(
+        "SELECT risk_history(" + GATHERING_PARAMETERS + ")", gathering.params()
+    )
+    return gathered
+
+
+def evaluate(screening: Screening, attempt: Attempt, history: History) -> Decision:
+    thresholds = screening.thresholds
+    verdicts = [v for rule in RULES if (v := rule(attempt, thresholds, history)) is not None]
     verdicts = [v for v in verdicts if v.action != "allow"]
     action: Action = max((v.action for v in verdicts), key=SEVERITY.__getitem__, default="allow")
-    return Decision(action, verdicts, versions)
+    return Decision(action, verdicts, screening.versions)
 
 
 def _new_id() -> str:
@@ -120,16 +182,28 @@ def _case_values(attempt: Attempt, decision: Decision, state: str) -> dict[str, 
     }
 
 
-def screen(session: Session, attempt: Attempt) -> Decision:
+def screen(screening: Screening, attempt: Attempt, history: History) -> Decision:
     """Run the rules. A block is raised, carrying its case: the request is rolled back, so
     nothing is posted, and the case is recorded with the refusal (`FraudBlocked.keep`); a
     review is returned for the caller to hold the points back and open a case with
     `open_case`."""
-    decision = evaluate(session, attempt)
+    decision = evaluate(screening, attempt, history)
     if decision.action == "block":
         values = _case_values(attempt, decision, "blocked")
         raise FraudBlocked(values, "; ".join(v.reason for v in decision.verdicts))
     return decision
+
+
+def screen_now(tx: Tx, attempt: Attempt) -> Decision:
+    """Screen an attempt, reading what its rules need in a statement of its own."""
+    rules = screening(tx, attempt.partner_id)
+    store = (
+        None
+        if attempt.store_id is None
+        else directory.get_store(tx, attempt.partner_id, attempt.store_id)
+    )
+    history = History.of(store, gather(tx, rules.gathering(attempt, store)))
+    return screen(rules, attempt, history)
 
 
 def open_case(

@@ -50,6 +50,9 @@ fraud_cases = Table(
     CheckConstraint("state IN ('open', 'approved', 'rejected', 'blocked')", name="state_known"),
     Index("ix_fraud_cases_state_created_at", "state", "created_at"),
     Index("ix_fraud_cases_partner_id", "partner_id"),
+    # A hold's or an accrual's open case is looked up when the partner sees it.
+    Index("ix_fraud_cases_entry_id", "entry_id", postgresql_where=text("entry_id IS NOT NULL")),
+    Index("ix_fraud_cases_hold_id", "hold_id", postgresql_where=text("hold_id IS NOT NULL")),
 )
 
 fraud_actions = Table(

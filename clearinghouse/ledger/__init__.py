@@ -18,7 +18,17 @@ from clearinghouse.ledger.errors import (
     UnbalancedEntry,
     UnknownAccount,
 )
-from clearinghouse.ledger.posting import Entry, PostedEntry, Posting, post, transfer
+from clearinghouse.ledger.posting import (
+    ENTRY_PARAMETERS,
+    Arguments,
+    Entry,
+    PostedEntry,
+    Posting,
+    arguments,
+    post,
+    refused_as_domain_errors,
+    transfer,
+)
 from clearinghouse.ledger.queries import (
     BalanceMismatch,
     EntryPosting,
@@ -34,10 +44,12 @@ from clearinghouse.ledger.queries import (
 )
 
 __all__ = [
+    "ENTRY_PARAMETERS",
     "Account",
     "AccountSpec",
     "Address",
     "AppendOnly",
+    "Arguments",
     "AssetMismatch",
     "BalanceMismatch",
     "Entry",
@@ -53,6 +65,7 @@ __all__ = [
     "TrialBalanceLine",
     "UnbalancedEntry",
     "UnknownAccount",
+    "arguments",
     "balance",
     "check_consistency",
     "entry_postings",
@@ -61,6 +74,7 @@ __all__ = [
     "open_account",
     "open_accounts",
     "post",
+    "refused_as_domain_errors",
     "statement",
     "transfer",
     "trial_balance",

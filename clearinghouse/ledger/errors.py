@@ -58,9 +58,9 @@ class AppendOnly(LedgerError):
     title = "The journal is append-only"
 
 
-def translate(exc: DBAPIError) -> LedgerError | NotFound | Conflict | None:
+def translate(exc: DBAPIError | PsycopgError) -> LedgerError | NotFound | Conflict | None:
     """The domain error behind a database error raised by the ledger's SQL, if it is one."""
-    orig = exc.orig
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
     if not isinstance(orig, PsycopgError) or orig.sqlstate is None:
         return None
     message = orig.diag.message_primary or str(orig)

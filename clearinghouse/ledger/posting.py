@@ -6,16 +6,18 @@ import hashlib
 import json
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
+import psycopg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from clearinghouse.database import Tx
 from clearinghouse.ledger import errors
 from clearinghouse.ledger.accounts import Address
 
@@ -142,41 +144,55 @@ def request_hash(entry: Entry) -> bytes:
     return hashlib.sha256(canonical_json(content).encode()).digest()
 
 
-_POST = text(
-    """
-    SELECT entry_id, recorded_at, replayed FROM ledger_post(
-        :kind, :origin, :idempotency_key, :request_hash, CAST(:occurred_at AS timestamptz),
-        CAST(:metadata AS jsonb), CAST(:reverses AS bigint), CAST(:addresses AS text[]),
-        CAST(:assets AS text[]), CAST(:amounts AS bigint[]))
-    """
-)
+Arguments = tuple[object, ...]
+"""An entry as the SQL function ledger_post takes it: kind, origin, idempotency key, request
+hash, occurred_at, metadata, reverses, addresses, assets, amounts. SQL functions that write an
+entry together with what it is for take the same ten, in this order (ENTRY_PARAMETERS)."""
+
+ENTRY_PARAMETERS = "%s, %s, %s, %s, %s, %s::jsonb, %s::bigint, %s::text[], %s::text[], %s::bigint[]"
 
 
-def post(session: Session, entry: Entry) -> PostedEntry:
-    """Write `entry` in the session's transaction and return it.
+def arguments(entry: Entry) -> Arguments:
+    """The entry checked and laid out for ledger_post."""
+    validate(entry)
+    return (
+        entry.kind,
+        entry.origin,
+        entry.idempotency_key,
+        request_hash(entry),
+        entry.occurred_at,
+        canonical_json(entry.metadata),
+        entry.reverses,
+        [p.account for p in entry.postings],
+        [p.asset for p in entry.postings],
+        [p.amount for p in entry.postings],
+    )
+
+
+def post(db: Session | Tx, entry: Entry) -> PostedEntry:
+    """Write `entry` in the transaction and return it.
 
     The same origin and idempotency key with the same content returns the first entry
     (`replayed=True`) and writes nothing; with other content it raises `IdempotencyConflict`.
     A refused entry leaves the transaction failed: roll it back.
     """
-    validate(entry)
-    params = {
-        "kind": entry.kind,
-        "origin": entry.origin,
-        "idempotency_key": entry.idempotency_key,
-        "request_hash": request_hash(entry),
-        "occurred_at": entry.occurred_at,
-        "metadata": canonical_json(entry.metadata),
-        "reverses": entry.reverses,
-        "addresses": [p.account for p in entry.postings],
-        "assets": [p.asset for p in entry.postings],
-        "amounts": [p.amount for p in entry.postings],
-    }
+    tx = Tx.of(db)
+    with refused_as_domain_errors():
+        row = tx.one(
+            "SELECT entry_id, recorded_at, replayed FROM ledger_post(" + ENTRY_PARAMETERS + ")",
+            arguments(entry),
+        )
+    return PostedEntry(id=row.entry_id, recorded_at=row.recorded_at, replayed=row.replayed)
+
+
+@contextmanager
+def refused_as_domain_errors() -> Iterator[None]:
+    """The ledger's refusals (an overdraft, an unknown account...) from any statement that
+    writes entries, as domain errors."""
     try:
-        row = session.execute(_POST, params).one()
-    except DBAPIError as exc:
+        yield
+    except (DBAPIError, psycopg.Error) as exc:
         domain = errors.translate(exc)
         if domain is None:
             raise
         raise domain from exc
-    return PostedEntry(id=row.entry_id, recorded_at=row.recorded_at, replayed=row.replayed)

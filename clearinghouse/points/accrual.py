@@ -4,25 +4,29 @@ first) together with their issue value against the partner's issuance limit."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from clearinghouse import ledger
 from clearinghouse.config import get_settings
+from clearinghouse.database import Tx
 from clearinghouse.errors import Conflict, InvalidRequest
 from clearinghouse.fraud import service as fraud
 from clearinghouse.fraud.tables import fraud_cases
-from clearinghouse.members.service import linked_member
+from clearinghouse.members.service import MemberNotFound
 from clearinghouse.numbers import money
 from clearinghouse.points import lots, wallet
 from clearinghouse.points.policy import RuleSet, rule_set_at
 from clearinghouse.points.referrals import pay_referral_bonus
 from clearinghouse.points.tables import point_lots, purchases
 from clearinghouse.rules.earning import MemberContext, Purchase, compute_accrual
+from clearinghouse.rules.tiers import tier_for
 from partners import directory, rates
 from partners.directory import exposure_account, headroom_account
 
@@ -69,7 +73,7 @@ class AccrualResult:
 
 
 def _result(
-    row: Row[tuple[object, ...]],
+    row: Any,
     debt_repaid: int,
     lot_expires_at: datetime | None,
     tier: str,
@@ -108,52 +112,10 @@ def _validate(report: PurchaseReport, now: datetime, rules: RuleSet) -> None:
         )
 
 
-def _member_context(
-    session: Session,
-    partner_id: str,
-    member: wallet.MemberRow,
-    report: PurchaseReport,
-    tier: str,
-) -> MemberContext:
-    zone = get_settings().zone
-    local = report.occurred_at.astimezone(zone)
-    month_start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    next_month = (month_start + timedelta(days=32)).replace(day=1)
-    day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    mine = purchases.c.member_id == member.id
-    month_spend = session.execute(
-        select(func.coalesce(func.sum(purchases.c.amount_fen - purchases.c.refunded_fen), 0)).where(
-            mine, purchases.c.occurred_at >= month_start, purchases.c.occurred_at < next_month
-        )
-    ).scalar_one()
-    at_partner = mine & (purchases.c.partner_id == partner_id)
-    earlier_here = session.execute(select(func.count()).where(at_partner)).scalar_one()
-    today_here = session.execute(
-        select(func.coalesce(func.sum(purchases.c.points), 0)).where(
-            at_partner,
-            purchases.c.occurred_at >= day_start,
-            purchases.c.occurred_at < day_start + timedelta(days=1),
-        )
-    ).scalar_one()
-    return MemberContext(
-        tier=tier,
-        month_spend_fen_including_this=int(month_spend) + report.amount_fen,
-        birthday_month=member.birth_month,
-        occurred_month=local.month,
-        first_purchase_at_partner=earlier_here == 0,
-        points_earned_today_at_partner=int(today_here),
-    )
-
-
-def _replay(session: Session, partner_id: str, report: PurchaseReport) -> AccrualResult | None:
-    row = session.execute(
-        select(purchases).where(
-            purchases.c.partner_id == partner_id,
-            purchases.c.partner_txn_id == report.partner_txn_id,
-        )
-    ).first()
-    if row is None:
-        return None
+def _replay(tx: Tx, report: PurchaseReport, purchase_id: int) -> AccrualResult:
+    """The first result for a transaction reported again: the same details, or a refusal."""
+    session = tx.session
+    row = session.execute(select(purchases).where(purchases.c.id == purchase_id)).one()
     same = (
         row.member_id == report.member_id
         and row.amount_fen == report.amount_fen
@@ -195,24 +157,86 @@ def _attempt_of(partner_id: str, report: PurchaseReport, points: int) -> fraud.A
     )
 
 
-def accrue(session: Session, partner_id: str, report: PurchaseReport) -> AccrualResult:
+@dataclass(frozen=True)
+class _Windows:
+    """The periods an accrual's figures are summed over, from the purchase's local time."""
+
+    month_start: datetime
+    month_end: datetime
+    day_start: datetime
+    day_end: datetime
+
+    @classmethod
+    def of(cls, occurred_at: datetime, zone: ZoneInfo) -> _Windows:
+        local = occurred_at.astimezone(zone)
+        month_start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        return cls(
+            month_start,
+            (month_start + timedelta(days=32)).replace(day=1),
+            day_start,
+            day_start + timedelta(days=1),
+        )
+
+
+_CONTEXT = (
+    "SELECT * FROM accrual_context(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+    + fraud.GATHERING_PARAMETERS
+    + ")"
+)
+_RECORD = (
+    "SELECT * FROM record_purchase("
+    + ledger.ENTRY_PARAMETERS
+    + ", %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
+def accrue(db: Session | Tx, partner_id: str, report: PurchaseReport) -> AccrualResult:
     """Record a purchase and credit its points. Reporting the same transaction again with the
-    same details returns the first result; with other details it is refused."""
-    linked_member(session, partner_id, report.member_id)
-    if report.store_id is not None:
-        directory.get_store(session, partner_id, report.store_id)
-    member = wallet.lock_member(session, report.member_id)
-    replay = _replay(session, partner_id, report)
-    if replay is not None:
-        return replay
+    same details returns the first result; with other details it is refused.
+
+    Two statements: `accrual_context` locks the member and reads every figure the earning and
+    risk rules need; `record_purchase` writes the entry, lot, purchase and tier change."""
+    tx = Tx.of(db)
     now = datetime.now(UTC)
-    rules = rule_set_at(session, report.occurred_at)
+    zone = get_settings().zone
+    store, missing_store = _store(tx, partner_id, report.store_id)
+    rules = rule_set_at(tx, report.occurred_at)
+    rules_now = rule_set_at(tx, now)
+    # The tier at the time of the purchase gives its multiplier; the tier now, with this
+    # purchase counted, is the one recorded, so a back-dated till roll never writes a change
+    # that did not happen.
+    tier_at = max(now, report.occurred_at)
+    now_from = tier_at - timedelta(days=rules_now.policy.tier_window_days)
+    windows = _Windows.of(report.occurred_at, zone)
+    screening = fraud.screening(tx, partner_id)
+    gathering = screening.gathering(_attempt_of(partner_id, report, 0), store)
+    context = tx.one(
+        _CONTEXT,
+        (
+            partner_id,
+            report.member_id,
+            report.partner_txn_id,
+            windows.month_start,
+            windows.month_end,
+            windows.day_start,
+            windows.day_end,
+            report.occurred_at - timedelta(days=rules.policy.tier_window_days),
+            report.occurred_at,
+            now_from,
+            tier_at,
+            wallet.debt_account(report.member_id),
+            *gathering.params(),
+        ),
+    )
+    if not context.linked:
+        raise MemberNotFound(f"no member {report.member_id}")
+    if missing_store is not None:
+        raise missing_store
+    if context.replay_id is not None:
+        return _replay(tx, report, context.replay_id)
     _validate(report, now, rules)
-    partner_rates = rates.rates_at(session, partner_id, report.occurred_at)
-    # The tier at the time of the purchase gives its multiplier; only the present is recorded,
-    # so a back-dated till roll never writes a change that did not happen.
-    tier = wallet.tier_status(session, member.id, report.occurred_at, rules).tier
-    context = _member_context(session, partner_id, member, report, tier)
+    partner_rates = rates.rates_at(tx, partner_id, report.occurred_at)
     accrual = compute_accrual(
         Purchase(
             amount_fen=report.amount_fen,
@@ -220,103 +244,130 @@ def accrue(session: Session, partner_id: str, report: PurchaseReport) -> Accrual
             partner_id=partner_id,
             store_id=report.store_id,
         ),
-        context,
+        MemberContext(
+            tier=tier_for(context.qualifying_then, rules.earning).tier,
+            month_spend_fen_including_this=context.month_spend_fen + report.amount_fen,
+            birthday_month=context.birth_month,
+            occurred_month=report.occurred_at.astimezone(zone).month,
+            first_purchase_at_partner=not context.bought_here,
+            points_earned_today_at_partner=context.points_today_here,
+        ),
         partner_rates.earn_rate,
         rules.earning,
     )
     points = accrual.points
     value = money(partner_rates.issue_price * points)
-    decision = fraud.screen(session, _attempt_of(partner_id, report, points))
+    attempt = _attempt_of(partner_id, report, points)
+    decision = fraud.screen(screening, attempt, fraud.History.of(store, context.risk))
     # Under review, the points wait in the member's pending account: not spendable, no lot.
     review = decision.action == "review" and points > 0
-    owed = -ledger.balance(session, wallet.debt_account(member.id))
-    repaid = 0 if review else min(points, max(owed, 0))
+    member_id = report.member_id
+    repaid = 0 if review else min(points, max(-context.debt, 0))
     destination = wallet.pending_account if review else wallet.available_account
-    entry_id: int | None = None
+    entry: ledger.Arguments = (None,) * 10
+    lot_points: int | None = None
     lot_expires_at: datetime | None = None
     if points:
         legs = [
             ledger.Posting(str(ledger.Address.partner(partner_id, "issued")), -points),
-            ledger.Posting(destination(member.id), points - repaid),
-            ledger.Posting(wallet.debt_account(member.id), repaid),
+            ledger.Posting(destination(member_id), points - repaid),
+            ledger.Posting(wallet.debt_account(member_id), repaid),
         ]
         if value:
             legs += [
                 ledger.Posting(headroom_account(partner_id), -value, "CNY"),
                 ledger.Posting(exposure_account(partner_id), value, "CNY"),
             ]
-        try:
-            posted = ledger.post(
-                session,
-                ledger.Entry(
-                    kind="accrual",
-                    origin=f"partner:{partner_id}",
-                    idempotency_key=f"purchase:{report.partner_txn_id}",
-                    postings=[leg for leg in legs if leg.amount],
-                    occurred_at=report.occurred_at,
-                    metadata={
-                        "partner_id": partner_id,
-                        "value_fen": value,
-                        "partner_txn_id": report.partner_txn_id,
-                        "member_id": member.id,
-                        "store_id": report.store_id,
-                        "amount_fen": report.amount_fen,
-                        "rules_version": rules.version,
-                        "rates_version": partner_rates.version,
-                        "earn_rate": partner_rates.earn_rate,
-                        "issue_price": partner_rates.issue_price,
-                    },
+        entry = ledger.arguments(
+            ledger.Entry(
+                kind="accrual",
+                origin=f"partner:{partner_id}",
+                idempotency_key=f"purchase:{report.partner_txn_id}",
+                postings=[leg for leg in legs if leg.amount],
+                occurred_at=report.occurred_at,
+                metadata={
+                    "partner_id": partner_id,
+                    "value_fen": value,
+                    "partner_txn_id": report.partner_txn_id,
+                    "member_id": member_id,
+                    "store_id": report.store_id,
+                    "amount_fen": report.amount_fen,
+                    "rules_version": rules.version,
+                    "rates_version": partner_rates.version,
+                    "earn_rate": partner_rates.earn_rate,
+                    "issue_price": partner_rates.issue_price,
+                },
+            )
+        )
+        if points - repaid and not review:
+            lot_points = points - repaid
+            lot_expires_at = lots.expiry_for(report.occurred_at, rules.policy.expiry_months, zone)
+    counted = now_from < report.occurred_at <= tier_at
+    status = tier_for(context.qualifying_now + (points if counted else 0), rules_now.earning)
+    changed = status.tier != context.tier
+    breakdown = [line.model_dump(mode="json") for line in accrual.breakdown]
+    try:
+        with ledger.refused_as_domain_errors():
+            written = tx.one(
+                _RECORD,
+                (
+                    *entry,
+                    partner_id,
+                    report.partner_txn_id,
+                    member_id,
+                    report.store_id,
+                    report.amount_fen,
+                    report.currency,
+                    report.occurred_at,
+                    points,
+                    rules.version,
+                    partner_rates.version,
+                    json.dumps(breakdown),
+                    value,
+                    lot_points,
+                    lot_expires_at,
+                    context.tier if changed else None,
+                    status.tier if changed else None,
+                    status.qualifying_points if changed else None,
+                    rules_now.version if changed else None,
                 ),
             )
-        except ledger.InsufficientFunds as exc:
-            if exc.account == headroom_account(partner_id):
-                raise IssuanceLimitExceeded(
-                    f"issuing {points} points ({value} fen) would exceed partner "
-                    f"{partner_id}'s issuance limit"
-                ) from exc
-            raise
-        entry_id = posted.id
-        if points - repaid and not review:
-            lot_expires_at = lots.expiry_for(
-                report.occurred_at, rules.policy.expiry_months, get_settings().zone
-            )
-            lots.create_lot(
-                session,
-                member_id=member.id,
-                source="purchase",
-                issuer_partner_id=partner_id,
-                entry_id=posted.id,
-                earned_at=report.occurred_at,
-                expires_at=lot_expires_at,
-                amount=points - repaid,
-            )
-    row = session.execute(
-        purchases.insert()
-        .values(
-            partner_id=partner_id,
-            partner_txn_id=report.partner_txn_id,
-            member_id=member.id,
-            store_id=report.store_id,
-            amount_fen=report.amount_fen,
-            currency=report.currency,
-            occurred_at=report.occurred_at,
-            points=points,
-            entry_id=entry_id,
-            rules_version=rules.version,
-            rates_version=partner_rates.version,
-            breakdown=[line.model_dump(mode="json") for line in accrual.breakdown],
-            issue_value_fen=value,
-        )
-        .returning(purchases)
-    ).one()
-    status = wallet.update_tier(
-        session, member.id, max(now, report.occurred_at), rule_set_at(session, now)
-    )
-    if not review:
-        pay_referral_bonus(session, member.id, rules)
+    except ledger.InsufficientFunds as exc:
+        if exc.account == headroom_account(partner_id):
+            raise IssuanceLimitExceeded(
+                f"issuing {points} points ({value} fen) would exceed partner "
+                f"{partner_id}'s issuance limit"
+            ) from exc
+        raise
+    if not review and context.referral_pending:
+        pay_referral_bonus(tx.session, member_id, rules)
     case_id = None
     if review:
-        case_id = fraud.open_case(
-            session, _attempt_of(partner_id, report, points), decision, entry_id=entry_id
-        )
-    return _result(row, repaid, lot_expires_at, status.tier, case_id)
+        case_id = fraud.open_case(tx.session, attempt, decision, entry_id=written.new_entry_id)
+    return AccrualResult(
+        purchase_id=written.new_purchase_id,
+        partner_txn_id=report.partner_txn_id,
+        member_id=member_id,
+        points=points,
+        debt_repaid=repaid,
+        breakdown=breakdown,
+        rules_version=rules.version,
+        rates_version=partner_rates.version,
+        issue_value_fen=value,
+        entry_id=written.new_entry_id,
+        lot_expires_at=lot_expires_at.astimezone(UTC) if lot_expires_at else None,
+        tier=status.tier,
+        review_case_id=case_id,
+    )
+
+
+def _store(
+    tx: Tx, partner_id: str, store_id: str | None
+) -> tuple[directory.Store | None, directory.StoreNotFound | None]:
+    """The purchase's store, or why it is refused (said after the member is found)."""
+    if store_id is None:
+        return None, None
+    try:
+        return directory.get_store(tx, partner_id, store_id), None
+    except directory.StoreNotFound as missing:
+        return None, missing

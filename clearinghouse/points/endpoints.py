@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 
 from clearinghouse.api.gate import Partner
 from clearinghouse.database import Tx
-from clearinghouse.fraud import service as fraud
 from clearinghouse.members.endpoints import MEMBER_ID, MemberIdPath
 from clearinghouse.members.service import linked_member
 from clearinghouse.members.tables import member_links
@@ -93,9 +92,7 @@ async def report_purchase(body: PurchaseIn, call: Partner) -> Response:
         store_id=body.store_id,
         currency=body.currency,
     )
-    return await call.answer(
-        lambda tx: AccrualOut.of(accrual.accrue(tx.session, call.partner_id, report))
-    )
+    return await call.answer(lambda tx: AccrualOut.of(accrual.accrue(tx, call.partner_id, report)))
 
 
 class RefundIn(BaseModel):
@@ -220,7 +217,7 @@ class HoldOut(BaseModel):
     )
 
     @classmethod
-    def of(cls, session: Session, h: holds.Hold) -> HoldOut:
+    def of(cls, h: holds.Hold) -> HoldOut:
         return cls(
             hold_id=h.id,
             member_id=h.member_id,
@@ -235,7 +232,7 @@ class HoldOut(BaseModel):
             expires_at=h.expires_at,
             created_at=h.created_at,
             closed_at=h.closed_at,
-            review_case_id=fraud.open_case_on_hold(session, h.id),
+            review_case_id=h.review_case_id,
         )
 
 
@@ -248,7 +245,7 @@ class HoldOut(BaseModel):
 async def place_hold(body: HoldIn, call: Partner) -> Response:
     def place(tx: Tx) -> HoldOut:
         hold = holds.place_hold(
-            tx.session,
+            tx,
             call.partner_id,
             body.member_id,
             body.points,
@@ -257,16 +254,14 @@ async def place_hold(body: HoldIn, call: Partner) -> Response:
             partner_ref=body.partner_ref,
             minutes=body.expires_in_minutes,
         )
-        return HoldOut.of(tx.session, hold)
+        return HoldOut.of(hold)
 
     return await call.answer(place)
 
 
 @router.get("/holds/{hold_id}", summary="One of the partner's holds", response_model=HoldOut)
 async def get_hold(hold_id: str, call: Partner) -> Response:
-    return await call.answer(
-        lambda tx: HoldOut.of(tx.session, holds.get_hold(tx.session, call.partner_id, hold_id))
-    )
+    return await call.answer(lambda tx: HoldOut.of(holds.get_hold(tx, call.partner_id, hold_id)))
 
 
 class CaptureIn(BaseModel):
@@ -278,8 +273,8 @@ class CaptureIn(BaseModel):
 )
 async def capture_hold(hold_id: str, body: CaptureIn, call: Partner) -> Response:
     def capture(tx: Tx) -> HoldOut:
-        hold = holds.capture(tx.session, call.partner_id, hold_id, body.points)
-        return HoldOut.of(tx.session, hold)
+        hold = holds.capture(tx, call.partner_id, hold_id, body.points)
+        return HoldOut.of(hold)
 
     return await call.answer(capture)
 
@@ -290,9 +285,7 @@ async def capture_hold(hold_id: str, body: CaptureIn, call: Partner) -> Response
     response_model=HoldOut,
 )
 async def void_hold(hold_id: str, call: Partner) -> Response:
-    return await call.answer(
-        lambda tx: HoldOut.of(tx.session, holds.void(tx.session, call.partner_id, hold_id))
-    )
+    return await call.answer(lambda tx: HoldOut.of(holds.void(tx, call.partner_id, hold_id)))
 
 
 @router.post(
@@ -304,7 +297,7 @@ async def void_hold(hold_id: str, call: Partner) -> Response:
 async def redeem(body: RedeemIn, call: Partner) -> Response:
     def redemption(tx: Tx) -> HoldOut:
         hold = holds.redeem(
-            tx.session,
+            tx,
             call.partner_id,
             body.member_id,
             body.points,
@@ -312,7 +305,7 @@ async def redeem(body: RedeemIn, call: Partner) -> Response:
             store_id=body.store_id,
             partner_ref=body.partner_ref,
         )
-        return HoldOut.of(tx.session, hold)
+        return HoldOut.of(hold)
 
     return await call.answer(redemption)
 

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from clearinghouse import ledger
 from clearinghouse.config import get_settings
+from clearinghouse.database import Tx
 from clearinghouse.errors import InvalidRequest
 from clearinghouse.fraud import service as fraud
 from clearinghouse.ledger.tables import journal_entries
@@ -97,7 +98,7 @@ def exchange(
         direction=direction,
     )
     # Under review an exchange still goes ahead; the case asks a person to look at the member.
-    decision = fraud.screen(session, attempt)
+    decision = fraud.screen_now(Tx.of(session), attempt)
     member = wallet.available_account(member_id)
     programme = directory.programme_account(partner_id)
     held = directory.exchange_account(asset)

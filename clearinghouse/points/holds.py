@@ -9,18 +9,18 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Row, func, select, update
 from sqlalchemy.orm import Session
 
 from clearinghouse import ledger
+from clearinghouse.database import Tx
 from clearinghouse.errors import Conflict, InvalidRequest, NotFound
 from clearinghouse.fraud import service as fraud
-from clearinghouse.members.service import linked_member
+from clearinghouse.members.service import MemberNotFound
 from clearinghouse.numbers import money
-from clearinghouse.points import lots, wallet
+from clearinghouse.points import wallet
 from clearinghouse.points.policy import rule_set_at
-from clearinghouse.points.tables import holds
 from partners import directory, rates
 
 _ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -52,21 +52,120 @@ class Hold:
     expires_at: datetime
     created_at: datetime
     closed_at: datetime | None
+    review_case_id: str | None
+    """The open risk case the hold waits for, if any (capture answers 409 until it is decided)."""
 
 
-def _hold(row: Row[tuple[object, ...]]) -> Hold:
+def _hold(row: Any, review_case_id: str | None) -> Hold:
     values = row._asdict()
-    for internal in ("hold_entry_id", "close_entry_id"):
-        values.pop(internal)
-    return Hold(**values)
+    for internal in ("hold_entry_id", "close_entry_id", "open_case_id"):
+        values.pop(internal, None)
+    return Hold(**values, review_case_id=review_case_id)
 
 
 def _value(points: int, redemption_value: Decimal) -> int:
     return money(redemption_value * points)
 
 
+_CONTEXT = "SELECT * FROM hold_context(%s, %s, %s, %s, " + fraud.GATHERING_PARAMETERS + ")"
+_RECORD = (
+    "SELECT * FROM record_hold(" + ledger.ENTRY_PARAMETERS + ", %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_FOR_UPDATE = "SELECT * FROM hold_for_update(%s, %s)"
+_CLOSE = "SELECT * FROM close_hold(" + ledger.ENTRY_PARAMETERS + ", %s, %s, %s, %s, %s, %s)"
+_OPEN_CASE = (
+    "(SELECT c.id FROM fraud_cases c WHERE c.hold_id = h.id AND c.state = 'open') AS open_case_id"
+)
+
+
+@dataclass(frozen=True)
+class _Placed:
+    row: Any
+    review_case_id: str | None
+    replayed: bool
+
+
+def _place(
+    tx: Tx,
+    partner_id: str,
+    member_id: str,
+    points: int,
+    *,
+    key: str,
+    store_id: str | None,
+    partner_ref: str | None,
+    minutes: int | None,
+) -> _Placed:
+    """Lock the member and read what the risk rules need (hold_context), then post the hold,
+    take its points from the lots and record it (record_hold)."""
+    now = datetime.now(UTC)
+    store, missing_store = _store(tx, partner_id, store_id)
+    screening = fraud.screening(tx, partner_id)
+    attempt = fraud.Attempt(
+        operation="hold",
+        partner_id=partner_id,
+        member_id=member_id,
+        occurred_at=now,
+        points=points,
+        store_id=store_id,
+    )
+    origin, entry_key = f"partner:{partner_id}", f"hold:{key}"
+    context = tx.one(
+        _CONTEXT,
+        (partner_id, member_id, origin, entry_key, *screening.gathering(attempt, store).params()),
+    )
+    if not context.linked:
+        raise MemberNotFound(f"no member {member_id}")
+    if missing_store is not None:
+        raise missing_store
+    policy = rule_set_at(tx, now).policy
+    if points < policy.min_redeem_points:
+        raise InvalidRequest(f"redemptions start at {policy.min_redeem_points} points")
+    ttl = minutes if minutes is not None else policy.hold_minutes
+    if not 1 <= ttl <= 7 * 24 * 60:
+        raise InvalidRequest("a hold lasts 1 minute to 7 days")
+    partner_rates = rates.rates_at(tx, partner_id, now)
+    if context.replay_hold_id is not None:
+        # A retry whose first answer was lost: the first hold, whatever the clock says now.
+        earlier = _locked(tx, partner_id, context.replay_hold_id)
+        return _Placed(earlier, earlier.open_case_id, replayed=True)
+    decision = fraud.screen(screening, attempt, fraud.History.of(store, context.risk))
+    hold_id = "H" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(15))
+    entry = ledger.transfer(
+        kind="hold",
+        origin=origin,
+        idempotency_key=entry_key,
+        source=wallet.available_account(member_id),
+        destination=wallet.held_account(member_id),
+        amount=points,
+        occurred_at=now,
+        metadata={"member_id": member_id, "store_id": store_id, "partner_ref": partner_ref},
+    )
+    with ledger.refused_as_domain_errors():
+        row = tx.one(
+            _RECORD,
+            (
+                *ledger.arguments(entry),
+                hold_id,
+                partner_id,
+                member_id,
+                store_id,
+                partner_ref,
+                points,
+                _value(points, partner_rates.redemption_value),
+                partner_rates.version,
+                now + timedelta(minutes=ttl),
+            ),
+        )
+    case_id = None
+    if decision.action == "review":
+        # The points stay reserved; capture waits for an operator's decision.
+        case_id = fraud.open_case(tx.session, attempt, decision, hold_id=hold_id)
+    return _Placed(row, case_id, replayed=False)
+
+
 def place_hold(
-    session: Session,
+    db: Session | Tx,
     partner_id: str,
     member_id: str,
     points: int,
@@ -77,86 +176,45 @@ def place_hold(
     minutes: int | None = None,
 ) -> Hold:
     """Reserve `points` of the member's available points for a redemption at this partner."""
-    linked_member(session, partner_id, member_id)
-    if store_id is not None:
-        directory.get_store(session, partner_id, store_id)
-    now = datetime.now(UTC)
-    policy = rule_set_at(session, now).policy
-    if points < policy.min_redeem_points:
-        raise InvalidRequest(f"redemptions start at {policy.min_redeem_points} points")
-    ttl = minutes if minutes is not None else policy.hold_minutes
-    if not 1 <= ttl <= 7 * 24 * 60:
-        raise InvalidRequest("a hold lasts 1 minute to 7 days")
-    partner_rates = rates.rates_at(session, partner_id, now)
-    wallet.lock_member(session, member_id)
-    earlier = ledger.find_entry(session, f"partner:{partner_id}", f"hold:{key}")
-    if earlier is not None:
-        # A retry whose first answer was lost: the first hold, whatever the clock says now.
-        return _hold(session.execute(select(holds).where(holds.c.hold_entry_id == earlier)).one())
-    attempt = fraud.Attempt(
-        operation="hold",
-        partner_id=partner_id,
-        member_id=member_id,
-        occurred_at=now,
-        points=points,
+    placed = _place(
+        Tx.of(db),
+        partner_id,
+        member_id,
+        points,
+        key=key,
         store_id=store_id,
+        partner_ref=partner_ref,
+        minutes=minutes,
     )
-    decision = fraud.screen(session, attempt)
-    posted = ledger.post(
-        session,
-        ledger.transfer(
-            kind="hold",
-            origin=f"partner:{partner_id}",
-            idempotency_key=f"hold:{key}",
-            source=wallet.available_account(member_id),
-            destination=wallet.held_account(member_id),
-            amount=points,
-            occurred_at=now,
-            metadata={"member_id": member_id, "store_id": store_id, "partner_ref": partner_ref},
-        ),
-    )
-    lots.consume(session, member_id, points, posted.id)
-    hold_id = "H" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(15))
-    row = session.execute(
-        holds.insert()
-        .values(
-            id=hold_id,
-            partner_id=partner_id,
-            member_id=member_id,
-            store_id=store_id,
-            partner_ref=partner_ref,
-            amount=points,
-            value_fen=_value(points, partner_rates.redemption_value),
-            rates_version=partner_rates.version,
-            expires_at=now + timedelta(minutes=ttl),
-            hold_entry_id=posted.id,
-        )
-        .returning(holds)
-    ).one()
-    if decision.action == "review":
-        # The points stay reserved; capture waits for an operator's decision.
-        fraud.open_case(session, attempt, decision, hold_id=hold_id)
-    return _hold(row)
+    return _hold(placed.row, placed.review_case_id)
 
 
-def lock_hold(session: Session, partner_id: str | None, hold_id: str) -> Row[tuple[object, ...]]:
-    """The hold, with its member locked first and then the hold row (the lock order of every
-    member write)."""
-    query = select(holds.c.member_id).where(holds.c.id == hold_id)
-    if partner_id is not None:
-        query = query.where(holds.c.partner_id == partner_id)
-    member_id = session.execute(query).scalar_one_or_none()
-    if member_id is None:
+def _store(
+    tx: Tx, partner_id: str, store_id: str | None
+) -> tuple[directory.Store | None, directory.StoreNotFound | None]:
+    """The hold's store, or why it is refused (said after the member is found)."""
+    if store_id is None:
+        return None, None
+    try:
+        return directory.get_store(tx, partner_id, store_id), None
+    except directory.StoreNotFound as missing:
+        return None, missing
+
+
+def _locked(tx: Tx, partner_id: str | None, hold_id: str) -> Any:
+    row = tx.first(_FOR_UPDATE, (partner_id, hold_id))
+    if row is None:
         raise HoldNotFound(f"no hold {hold_id}")
-    wallet.lock_member(session, member_id)
-    return session.execute(
-        select(holds).where(holds.c.id == hold_id).with_for_update(key_share=True)
-    ).one()
+    return row
 
 
-def _close(
-    session: Session, hold: Row[tuple[object, ...]], captured: int, state: str, now: datetime
-) -> Hold:
+def lock_hold(db: Session | Tx, partner_id: str | None, hold_id: str) -> Any:
+    """The hold (with `open_case_id`), with its member locked first and then the hold row (the
+    lock order of every member write)."""
+    return _locked(Tx.of(db), partner_id, hold_id)
+
+
+def _close(tx: Tx, hold: Any, captured: int, state: str, now: datetime) -> Hold:
     """Capture `captured` points of an open hold and give the rest back."""
     member_id, partner_id = hold.member_id, hold.partner_id
     released = hold.amount - captured
@@ -166,103 +224,104 @@ def _close(
     if released:
         legs.append(ledger.Posting(wallet.available_account(member_id), released))
     value = _value(
-        captured, rates.rates_version(session, partner_id, hold.rates_version).redemption_value
+        captured, rates.rates_version(tx, partner_id, hold.rates_version).redemption_value
     )
-    posted = ledger.post(
-        session,
-        ledger.Entry(
-            kind={"captured": "capture", "voided": "void", "expired": "hold_expiry"}[state],
-            origin=f"partner:{partner_id}",
-            idempotency_key=f"close:{hold.id}",
-            postings=legs,
-            occurred_at=now,
-            metadata={
-                "partner_id": partner_id,
-                "value_fen": value,
-                "hold_id": hold.id,
-                "member_id": member_id,
-                "captured": captured,
-            },
-        ),
+    entry = ledger.Entry(
+        kind={"captured": "capture", "voided": "void", "expired": "hold_expiry"}[state],
+        origin=f"partner:{partner_id}",
+        idempotency_key=f"close:{hold.id}",
+        postings=legs,
+        occurred_at=now,
+        metadata={
+            "partner_id": partner_id,
+            "value_fen": value,
+            "hold_id": hold.id,
+            "member_id": member_id,
+            "captured": captured,
+        },
     )
-    if released:
-        lots.restore(session, lots.movements_of(session, hold.hold_entry_id), released, posted.id)
-    row = session.execute(
-        update(holds)
-        .where(holds.c.id == hold.id)
-        .values(
-            state=state,
-            captured=captured,
-            value_fen=value,
-            close_entry_id=posted.id,
-            closed_at=func.now(),
+    with ledger.refused_as_domain_errors():
+        row = tx.one(
+            _CLOSE,
+            (
+                *ledger.arguments(entry),
+                hold.id,
+                hold.hold_entry_id,
+                state,
+                captured,
+                released,
+                value,
+            ),
         )
-        .returning(holds)
-    ).one()
-    return _hold(row)
+    return _hold(row, getattr(hold, "open_case_id", None))
 
 
-def _open(hold: Row[tuple[object, ...]], now: datetime) -> None:
+def _open(hold: Any, now: datetime) -> None:
     if hold.state != "held":
         raise HoldClosed(f"hold {hold.id} is {hold.state}")
     if hold.expires_at <= now:
         raise HoldClosed(f"hold {hold.id} expired at {hold.expires_at.isoformat()}")
 
 
-def capture(session: Session, partner_id: str, hold_id: str, points: int | None = None) -> Hold:
-    """Capture all of the hold, or `points` of it (the rest returns to the member)."""
-    hold = lock_hold(session, partner_id, hold_id)
+def _capture(tx: Tx, hold: Any, points: int | None) -> Hold:
     now = datetime.now(UTC)
     _open(hold, now)
-    case_id = fraud.open_case_on_hold(session, hold_id)
+    case_id = getattr(hold, "open_case_id", None)
     if case_id is not None:
         raise fraud.UnderReview(
-            f"hold {hold_id} waits for risk review (case {case_id})", case_id=case_id
+            f"hold {hold.id} waits for risk review (case {case_id})", case_id=case_id
         )
     amount = hold.amount if points is None else points
     if not 1 <= amount <= hold.amount:
-        raise InvalidRequest(f"capture 1 to {hold.amount} points of hold {hold_id}")
-    return _close(session, hold, amount, "captured", now)
+        raise InvalidRequest(f"capture 1 to {hold.amount} points of hold {hold.id}")
+    return _close(tx, hold, amount, "captured", now)
 
 
-def void(session: Session, partner_id: str, hold_id: str) -> Hold:
-    hold = lock_hold(session, partner_id, hold_id)
-    now = datetime.now(UTC)
+def capture(db: Session | Tx, partner_id: str, hold_id: str, points: int | None = None) -> Hold:
+    """Capture all of the hold, or `points` of it (the rest returns to the member)."""
+    tx = Tx.of(db)
+    return _capture(tx, _locked(tx, partner_id, hold_id), points)
+
+
+def void(db: Session | Tx, partner_id: str, hold_id: str) -> Hold:
+    tx = Tx.of(db)
+    hold = _locked(tx, partner_id, hold_id)
     if hold.state != "held":
         raise HoldClosed(f"hold {hold_id} is {hold.state}")
-    return _close(session, hold, 0, "voided", now)
+    return _close(tx, hold, 0, "voided", datetime.now(UTC))
 
 
-def get_hold(session: Session, partner_id: str, hold_id: str) -> Hold:
-    row = session.execute(
-        select(holds).where(holds.c.id == hold_id, holds.c.partner_id == partner_id)
-    ).first()
+def get_hold(db: Session | Tx, partner_id: str, hold_id: str) -> Hold:
+    row = Tx.of(db).first(
+        "SELECT h.*, " + _OPEN_CASE + " FROM holds h WHERE h.id = %s AND h.partner_id = %s",
+        (hold_id, partner_id),
+    )
     if row is None:
         raise HoldNotFound(f"no hold {hold_id}")
-    return _hold(row)
+    return _hold(row, row.open_case_id)
 
 
-def release_expired(session: Session, now: datetime | None = None, limit: int = 500) -> int:
+def release_expired(db: Session | Tx, now: datetime | None = None, limit: int = 500) -> int:
     """Give back the points of holds past their expiry; returns how many were released. Safe
     to run twice or at once: each hold is closed once, under its lock."""
+    tx = Tx.of(db)
     moment = now or datetime.now(UTC)
-    due = session.execute(
-        select(holds.c.id)
-        .where(holds.c.state == "held", holds.c.expires_at <= moment)
-        .order_by(holds.c.expires_at)
-        .limit(limit)
-    ).scalars()
+    due = tx.all(
+        "SELECT id FROM holds WHERE state = 'held' AND expires_at <= %s"
+        " ORDER BY expires_at LIMIT %s",
+        (moment, limit),
+    )
     released = 0
-    for hold_id in list(due):
-        hold = lock_hold(session, None, hold_id)
+    for found in due:
+        hold = _locked(tx, None, found.id)
         if hold.state == "held":
-            _close(session, hold, 0, "expired", moment)
+            _close(tx, hold, 0, "expired", moment)
             released += 1
     return released
 
 
 def redeem(
-    session: Session,
+    db: Session | Tx,
     partner_id: str,
     member_id: str,
     points: int,
@@ -273,15 +332,18 @@ def redeem(
 ) -> Hold:
     """One-step redemption: hold and capture at once; under risk review, the hold stays open
     until an operator decides."""
-    hold = place_hold(
-        session,
+    tx = Tx.of(db)
+    placed = _place(
+        tx,
         partner_id,
         member_id,
         points,
         key=key,
         store_id=store_id,
         partner_ref=partner_ref,
+        minutes=None,
     )
-    if hold.state != "held" or fraud.open_case_on_hold(session, hold.id) is not None:
-        return hold
-    return capture(session, partner_id, hold.id)
+    if placed.row.state != "held" or placed.review_case_id is not None:
+        return _hold(placed.row, placed.review_case_id)
+    # Placed just now under the member's lock, or found again under it: captured at once.
+    return _capture(tx, placed.row, None)

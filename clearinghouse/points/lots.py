@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from clearinghouse.database import Tx
 from clearinghouse.ledger.tables import account_balances, accounts
 from clearinghouse.points.tables import lot_movements, point_lots
 
@@ -32,7 +34,7 @@ class Lot:
 Movement = tuple[int, int]  # (lot id, points: negative when consumed, positive when restored)
 
 
-def _lot(row: Row[tuple[object, ...]]) -> Lot:
+def _lot(row: Any) -> Lot:
     return Lot(**row._asdict())
 
 
@@ -45,7 +47,7 @@ def expiry_for(earned_at: datetime, months: int, zone: ZoneInfo) -> datetime:
 
 
 def create_lot(
-    session: Session,
+    db: Session | Tx,
     *,
     member_id: str,
     source: str,
@@ -55,95 +57,58 @@ def create_lot(
     expires_at: datetime,
     amount: int,
 ) -> int:
-    return int(
-        session.execute(
-            point_lots.insert()
-            .values(
-                member_id=member_id,
-                source=source,
-                issuer_partner_id=issuer_partner_id,
-                entry_id=entry_id,
-                earned_at=earned_at,
-                expires_at=expires_at,
-                amount=amount,
-                remaining=amount,
-            )
-            .returning(point_lots.c.id)
-        ).scalar_one()
+    lot_id: int = Tx.of(db).scalar(
+        "INSERT INTO point_lots (member_id, source, issuer_partner_id, entry_id, earned_at,"
+        " expires_at, amount, remaining) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (member_id, source, issuer_partner_id, entry_id, earned_at, expires_at, amount, amount),
     )
+    return lot_id
 
 
-def move(session: Session, entry_id: int, movements: list[Movement]) -> None:
+# Moving points between lots is done by SQL functions (lots_move, lots_consume,
+# lots_give_back), which the hold and redemption statements call too.
+
+
+def move(db: Session | Tx, entry_id: int, movements: list[Movement]) -> None:
     """Apply movements to lots and record them against the entry that caused them."""
-    if not movements:
-        return
-    session.execute(
-        lot_movements.insert(),
-        [{"lot_id": lot, "entry_id": entry_id, "amount": amount} for lot, amount in movements],
-    )
-    for lot, amount in movements:
-        session.execute(
-            update(point_lots)
-            .where(point_lots.c.id == lot)
-            .values(remaining=point_lots.c.remaining + amount)
+    if movements:
+        Tx.of(db).execute(
+            "SELECT lots_move(%s, %s::bigint[], %s::bigint[])",
+            (entry_id, [lot for lot, _ in movements], [amount for _, amount in movements]),
         )
 
 
 def consume(
-    session: Session, member_id: str, points: int, entry_id: int, *, first: int | None = None
-) -> list[Movement]:
+    db: Session | Tx, member_id: str, points: int, entry_id: int, *, first: int | None = None
+) -> None:
     """Take `points` from the member's open lots, lot `first` before the others if given, then
     the oldest-expiring. The caller holds the member's lock and has posted the entry."""
-    open_lots = session.execute(
-        select(point_lots.c.id, point_lots.c.remaining)
-        .where(point_lots.c.member_id == member_id, point_lots.c.remaining > 0)
-        .order_by((point_lots.c.id != (first or 0)), point_lots.c.expires_at, point_lots.c.id)
-    ).all()
-    movements: list[Movement] = []
-    left = points
-    for lot_id, remaining in open_lots:
-        if left == 0:
-            break
-        take = min(left, remaining)
-        movements.append((lot_id, -take))
-        left -= take
-    if left:
-        # The ledger's floor already refused an overdraft; lots disagreeing is a broken invariant.
-        raise RuntimeError(f"lots of member {member_id} hold {points - left} of {points} points")
-    move(session, entry_id, movements)
-    return movements
+    Tx.of(db).execute("SELECT lots_consume(%s, %s, %s, %s)", (member_id, points, entry_id, first))
 
 
-def restore(session: Session, consumed: list[Movement], points: int, entry_id: int) -> None:
+def restore(db: Session | Tx, consumed: list[Movement], points: int, entry_id: int) -> None:
     """Give `points` back to the lots `consumed` came from, the latest-expiring first (the
     oldest were the ones spent first, so they are the last to come back)."""
-    back: list[Movement] = []
-    left = points
-    for lot_id, amount in reversed(consumed):
-        if left == 0:
-            break
-        give = min(left, -amount)
-        back.append((lot_id, give))
-        left -= give
-    if left:
-        raise RuntimeError(f"cannot restore {points} points to lots that gave {points - left}")
-    move(session, entry_id, back)
+    back = list(reversed(consumed))
+    Tx.of(db).execute(
+        "SELECT lots_give_back(%s, %s::bigint[], %s::bigint[], %s)",
+        (entry_id, [lot for lot, _ in back], [-amount for _, amount in back], points),
+    )
 
 
-def movements_of(session: Session, entry_id: int) -> list[Movement]:
-    rows = session.execute(
-        select(lot_movements.c.lot_id, lot_movements.c.amount)
-        .where(lot_movements.c.entry_id == entry_id)
-        .order_by(lot_movements.c.id)
+def movements_of(db: Session | Tx, entry_id: int) -> list[Movement]:
+    rows = Tx.of(db).all(
+        "SELECT lot_id, amount FROM lot_movements WHERE entry_id = %s ORDER BY id", (entry_id,)
     )
     return [(r.lot_id, r.amount) for r in rows]
 
 
-def open_lots(session: Session, member_id: str) -> list[Lot]:
-    rows = session.execute(
-        select(*point_lots.c)
-        .where(point_lots.c.member_id == member_id, point_lots.c.remaining > 0)
-        .order_by(point_lots.c.expires_at, point_lots.c.id)
+def open_lots(db: Session | Tx, member_id: str) -> list[Lot]:
+    rows = Tx.of(db).all(
+        "SELECT id, member_id, source, issuer_partner_id, entry_id, earned_at, expires_at,"
+        " amount, remaining FROM point_lots WHERE member_id = %s AND remaining > 0"
+        " ORDER BY expires_at, id",
+        (member_id,),
     )
     return [_lot(r) for r in rows]
 

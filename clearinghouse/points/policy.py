@@ -3,6 +3,7 @@ policy below, published together, effective-dated, never edited."""
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -12,8 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from clearinghouse.database import Tx
 from clearinghouse.errors import InvalidRequest, NotFound
 from clearinghouse.points.tables import rule_sets
+from clearinghouse.reference import Reference
 from clearinghouse.rules.earning import EarningRules
 
 Points = Annotated[int, Field(ge=0, le=10**12)]
@@ -60,21 +63,28 @@ class NoRuleSet(NotFound):
     title = "No rule set in effect"
 
 
-def rule_set_at(session: Session, at: datetime) -> RuleSet:
-    row = session.execute(
-        select(rule_sets)
-        .where(rule_sets.c.effective_from <= at)
-        .order_by(rule_sets.c.effective_from.desc())
-        .limit(1)
-    ).first()
-    if row is None:
+def _load_rule_sets(tx: Tx) -> list[RuleSet]:
+    return [
+        RuleSet(
+            version=row.version,
+            effective_from=row.effective_from,
+            earning=EarningRules.model_validate(row.earning),
+            policy=PointsPolicy.model_validate(row.policy),
+        )
+        for row in tx.all("SELECT * FROM rule_sets ORDER BY effective_from")
+    ]
+
+
+_rule_sets: Reference[list[RuleSet]] = Reference(("rule_sets",), _load_rule_sets)
+
+
+def rule_set_at(db: Session | Tx, at: datetime) -> RuleSet:
+    """The version in effect at `at`: the latest that took effect by then."""
+    versions = _rule_sets.get(Tx.of(db))
+    index = bisect_right(versions, at, key=lambda rule_set: rule_set.effective_from)
+    if index == 0:
         raise NoRuleSet(f"no rule set is in effect at {at.isoformat()}")
-    return RuleSet(
-        version=row.version,
-        effective_from=row.effective_from,
-        earning=EarningRules.model_validate(row.earning),
-        policy=PointsPolicy.model_validate(row.policy),
-    )
+    return versions[index - 1]
 
 
 def publish(

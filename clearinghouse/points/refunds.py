@@ -13,6 +13,7 @@ from sqlalchemy import Row, select, update
 from sqlalchemy.orm import Session
 
 from clearinghouse import ledger
+from clearinghouse.database import Tx
 from clearinghouse.errors import Conflict, InvalidRequest, NotFound
 from clearinghouse.fraud import service as fraud
 from clearinghouse.fraud.tables import fraud_cases
@@ -126,7 +127,7 @@ def refund_purchase(
     )
     # A refund only takes points back: under review it still goes ahead, and the case asks a
     # person to look at the member (a refund after the points were spent).
-    decision = fraud.screen(session, attempt)
+    decision = fraud.screen_now(Tx.of(session), attempt)
     entry_id: int | None = None
     if points:
         legs = [

@@ -148,7 +148,8 @@ holds = Table(
     CheckConstraint("state IN ('held', 'captured', 'voided', 'expired')", name="state_known"),
     CheckConstraint("(state = 'held') = (closed_at IS NULL)", name="closed_when_final"),
     Index("ix_holds_expires_at_held", "expires_at", postgresql_where=text("state = 'held'")),
-    Index("ix_holds_member_id", "member_id"),
+    # The risk rules count a member's holds of the last hour and day.
+    Index("ix_holds_member_id_created_at", "member_id", "created_at"),
 )
 
 tier_changes = Table(

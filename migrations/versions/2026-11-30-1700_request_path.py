@@ -3,14 +3,22 @@
 - `reference_versions`: a version per table of reference data (partners, keys, stores, rates,
   rule sets, risk thresholds), moved by a trigger in the transaction that changes the table, so
   that every process can keep these tables in memory and know, from one cheap read, whether its
-  copy is current (clearinghouse.reference). The first versions come from the clock, so that a
-  database created again under the same name never matches a copy of the old one.
+  copy is current (clearinghouse.reference); the trigger also notes, in a setting local to the
+  transaction, that the transaction changed the table. The first versions come from the clock,
+  so that a database created again under the same name never matches a copy of the old one.
 - `idempotency_records` keep only answers: a request's answer is written in the transaction
   that does its work, so a claim with a lease is no longer needed. Requests with one key wait
   for each other on a transaction-scoped advisory lock instead.
 - `partner_request_open` spends a request's nonce, reads the reference versions and takes its
   idempotency key, returning the stored answer when there is one: the first statement of every
   partner request.
+- The hot operations in a statement or two each: `accrual_context` locks the member and reads
+  everything the earning and risk rules need (`risk_history` gathers the risk rules' inputs);
+  `record_purchase` writes the entry, lot, purchase and tier change; `hold_context`,
+  `record_hold`, `hold_for_update` and `close_hold` do the same for redemptions; `lots_consume`,
+  `lots_give_back` and `lots_move` move points between a member's lots; `link_member` links a
+  customer, enrolling a member with its accounts when new.
+- Indexes for the risk rules' reads of a member's holds and of cases by entry and hold.
 
 Revision ID: 0008_request_path
 Revises: 0007_console
@@ -47,9 +55,13 @@ CREATE TABLE reference_versions (
     version bigint NOT NULL
 );
 
+-- Moves the table's version, and notes (until the transaction ends) that this transaction
+-- changed it: its own reads of the table must not come from, nor go into, a copy that other
+-- transactions share.
 CREATE FUNCTION reference_touch() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE reference_versions SET version = version + 1 WHERE name = TG_TABLE_NAME;
+    PERFORM set_config('reference.changed_' || TG_TABLE_NAME, 'on', true);
     RETURN NULL;
 END
 $$;
@@ -97,6 +109,460 @@ $$;
 """
 
 
+ENTRY = """
+    p_kind text, p_origin text, p_idempotency_key text, p_request_hash bytea,
+    p_occurred_at timestamptz, p_metadata jsonb, p_reverses bigint, p_addresses text[],
+    p_assets text[], p_amounts bigint[]"""
+"""The entry parameters of functions that write one, as ledger_post takes them."""
+
+POST_ENTRY = """ledger_post(p_kind, p_origin, p_idempotency_key, p_request_hash, p_occurred_at,
+                    p_metadata, p_reverses, p_addresses, p_assets, p_amounts)"""
+
+RISK = """
+    p_risk_operation text, p_risk_member_id text, p_risk_account text, p_risk_store_id text,
+    p_risk_at timestamptz, p_risk_burn_minutes integer, p_risk_first_link boolean,
+    p_risk_travel boolean"""
+"""The parameters of risk_history, for the functions that gather the risk rules' inputs."""
+
+GATHER_RISK = """risk_history(p_risk_operation, p_risk_member_id, p_risk_account,
+                              p_risk_store_id, p_risk_at, p_risk_burn_minutes,
+                              p_risk_first_link, p_risk_travel)"""
+
+HOLD_COLUMNS = """
+    id text, partner_id text, member_id text, store_id text, partner_ref text, amount bigint,
+    captured bigint, refunded bigint, state text, value_fen bigint, rates_version integer,
+    expires_at timestamptz, hold_entry_id bigint, close_entry_id bigint,
+    created_at timestamptz, closed_at timestamptz"""
+
+FUNCTIONS = f"""
+-- The risk rules' inputs for one attempt (clearinghouse.fraud.rules.History), as a JSON object
+-- holding only what the operation's rules read. p_risk_account is the member's available
+-- points account.
+CREATE FUNCTION risk_history({RISK}) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    v_history jsonb := '{{}}';
+    v_nearest record;
+BEGIN
+    IF p_risk_operation IN ('hold', 'redemption') THEN
+        v_history := jsonb_build_object(
+            'holds_last_hour',
+            (SELECT count(*) FROM holds h
+              WHERE h.member_id = p_risk_member_id
+                AND h.created_at > p_risk_at - interval '1 hour'),
+            'points_held_last_day',
+            (SELECT coalesce(sum(h.amount), 0) FROM holds h
+              WHERE h.member_id = p_risk_member_id
+                AND h.created_at > p_risk_at - interval '1 day'));
+        IF p_risk_store_id IS NOT NULL THEN
+            v_history := v_history || jsonb_build_object(
+                'recent_points_at_store',
+                (SELECT max(p.points) FROM purchases p
+                  WHERE p.member_id = p_risk_member_id AND p.store_id = p_risk_store_id
+                    AND p.occurred_at > p_risk_at - make_interval(mins => p_risk_burn_minutes)));
+        END IF;
+        IF p_risk_first_link THEN
+            v_history := v_history || jsonb_build_object(
+                'first_linked_at',
+                (SELECT min(l.linked_at) FROM member_links l
+                  WHERE l.member_id = p_risk_member_id));
+        END IF;
+    ELSIF p_risk_operation = 'accrual' AND p_risk_store_id IS NOT NULL THEN
+        v_history := jsonb_build_object(
+            'store_last_day_fen',
+            (SELECT coalesce(sum(p.amount_fen), 0) FROM purchases p
+              WHERE p.store_id = p_risk_store_id
+                AND p.occurred_at > p_risk_at - interval '1 day'),
+            'store_recent_amounts',
+            (SELECT coalesce(jsonb_agg(r.amount_fen ORDER BY r.id DESC), '[]')
+               FROM (SELECT p.id, p.amount_fen FROM purchases p
+                      WHERE p.store_id = p_risk_store_id
+                      ORDER BY p.id DESC LIMIT 200) r));
+    ELSIF p_risk_operation = 'exchange' THEN
+        -- Every exchange entry moves the member's available points: found by its postings.
+        SELECT jsonb_build_object(
+                   'exchanges_in_last_day', count(*) FILTER (WHERE e.kind = 'exchange_in'),
+                   'exchanges_out_last_day', count(*) FILTER (WHERE e.kind = 'exchange_out'))
+          INTO v_history
+          FROM postings p JOIN journal_entries e ON e.id = p.entry_id
+         WHERE p.account_id = (SELECT a.id FROM accounts a WHERE a.address = p_risk_account)
+           AND p.recorded_at > p_risk_at - interval '1 day'
+           AND e.kind IN ('exchange_in', 'exchange_out');
+    END IF;
+    IF p_risk_travel THEN
+        SELECT p.occurred_at, s.id, s.latitude, s.longitude INTO v_nearest
+          FROM purchases p JOIN stores s ON s.id = p.store_id
+         WHERE p.member_id = p_risk_member_id AND s.latitude IS NOT NULL
+           AND s.id <> p_risk_store_id
+         ORDER BY abs(extract(epoch FROM p.occurred_at - p_risk_at))
+         LIMIT 1;
+        IF FOUND THEN
+            v_history := v_history || jsonb_build_object('nearest_other', jsonb_build_object(
+                'occurred_at', v_nearest.occurred_at, 'store_id', v_nearest.id,
+                'latitude', v_nearest.latitude, 'longitude', v_nearest.longitude));
+        END IF;
+    END IF;
+    RETURN v_history;
+END
+$$;
+
+-- Moves points into (positive) or out of (negative) lots, recording each movement against the
+-- entry, in the order given.
+CREATE FUNCTION lots_move(p_entry_id bigint, p_lots bigint[], p_amounts bigint[])
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO lot_movements (lot_id, entry_id, amount)
+    SELECT m.lot_id, p_entry_id, m.amount
+      FROM unnest(p_lots, p_amounts) WITH ORDINALITY AS m(lot_id, amount, n)
+     ORDER BY m.n;
+    UPDATE point_lots l SET remaining = l.remaining + m.amount
+      FROM (SELECT u.lot_id, sum(u.amount) AS amount
+              FROM unnest(p_lots, p_amounts) AS u(lot_id, amount)
+             GROUP BY u.lot_id) m
+     WHERE l.id = m.lot_id;
+END
+$$;
+
+-- Takes points from the member's open lots: lot p_first before the others if given, then the
+-- oldest-expiring. The caller holds the member's lock and has posted the entry.
+CREATE FUNCTION lots_consume(
+    p_member_id text, p_points bigint, p_entry_id bigint, p_first bigint
+) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_lots bigint[];
+    v_taken bigint[];
+    v_total bigint;
+BEGIN
+    SELECT array_agg(o.id ORDER BY o.n), array_agg(-o.take ORDER BY o.n), sum(o.take)
+      INTO v_lots, v_taken, v_total
+      FROM (SELECT l.id, row_number() OVER w AS n,
+                   least(l.remaining, p_points - (sum(l.remaining) OVER w - l.remaining)) AS take,
+                   sum(l.remaining) OVER w - l.remaining AS before
+              FROM point_lots l
+             WHERE l.member_id = p_member_id AND l.remaining > 0
+            WINDOW w AS (ORDER BY l.id <> coalesce(p_first, 0), l.expires_at, l.id)) o
+     WHERE o.before < p_points;
+    IF coalesce(v_total, 0) <> p_points THEN
+        -- The ledger's floor already refused an overdraft: lots disagreeing is a broken
+        -- invariant, not a refusal.
+        RAISE EXCEPTION 'lots of member % hold % of % points', p_member_id,
+            coalesce(v_total, 0), p_points;
+    END IF;
+    PERFORM lots_move(p_entry_id, v_lots, v_taken);
+END
+$$;
+
+-- Gives p_points back to lots, in the order given, each at most what it gave (p_taken).
+CREATE FUNCTION lots_give_back(
+    p_entry_id bigint, p_lots bigint[], p_taken bigint[], p_points bigint
+) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_lots bigint[];
+    v_given bigint[];
+    v_total bigint;
+BEGIN
+    SELECT array_agg(o.lot_id ORDER BY o.n), array_agg(o.give ORDER BY o.n), sum(o.give)
+      INTO v_lots, v_given, v_total
+      FROM (SELECT t.lot_id, t.n,
+                   least(t.taken, p_points - (sum(t.taken) OVER w - t.taken)) AS give,
+                   sum(t.taken) OVER w - t.taken AS before
+              FROM unnest(p_lots, p_taken) WITH ORDINALITY AS t(lot_id, taken, n)
+            WINDOW w AS (ORDER BY t.n)) o
+     WHERE o.before < p_points;
+    IF coalesce(v_total, 0) <> p_points THEN
+        RAISE EXCEPTION 'cannot restore % points to lots that gave %', p_points,
+            coalesce(v_total, 0);
+    END IF;
+    PERFORM lots_move(p_entry_id, v_lots, v_given);
+END
+$$;
+
+-- Everything an accrual needs to know, read after the member's lock: whether the partner may
+-- see the member, an earlier report of the transaction, the member's purchases in the month,
+-- the day and the tier windows (one pass), tier, points debt (p_debt_account's balance), a
+-- pending referral and the risk rules' inputs.
+CREATE FUNCTION accrual_context(
+    p_partner_id text, p_member_id text, p_partner_txn_id text,
+    p_month_start timestamptz, p_month_end timestamptz,
+    p_day_start timestamptz, p_day_end timestamptz,
+    p_then_from timestamptz, p_then_to timestamptz,
+    p_now_from timestamptz, p_now_to timestamptz, p_debt_account text,
+    {RISK}
+) RETURNS TABLE (
+    linked boolean, birth_month smallint, replay_id bigint, month_spend_fen bigint,
+    bought_here boolean, points_today_here bigint, qualifying_then bigint,
+    qualifying_now bigint, tier text, debt bigint, referral_pending boolean, risk jsonb
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_birth_month smallint;
+    v_replay bigint;
+BEGIN
+    PERFORM FROM member_links l WHERE l.partner_id = p_partner_id AND l.member_id = p_member_id;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT false, NULL::smallint, NULL::bigint, NULL::bigint, NULL::boolean,
+            NULL::bigint, NULL::bigint, NULL::bigint, NULL::text, NULL::bigint, NULL::boolean,
+            NULL::jsonb;
+        RETURN;
+    END IF;
+    SELECT m.birth_month INTO v_birth_month FROM members m
+     WHERE m.id = p_member_id FOR NO KEY UPDATE;
+    SELECT p.id INTO v_replay FROM purchases p
+     WHERE p.partner_id = p_partner_id AND p.partner_txn_id = p_partner_txn_id;
+    IF v_replay IS NOT NULL THEN
+        RETURN QUERY SELECT true, v_birth_month, v_replay, NULL::bigint, NULL::boolean,
+            NULL::bigint, NULL::bigint, NULL::bigint, NULL::text, NULL::bigint, NULL::boolean,
+            NULL::jsonb;
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT true, v_birth_month, NULL::bigint,
+           coalesce(sum(p.amount_fen - p.refunded_fen) FILTER (
+               WHERE p.occurred_at >= p_month_start AND p.occurred_at < p_month_end), 0)::bigint,
+           coalesce(bool_or(p.partner_id = p_partner_id), false),
+           coalesce(sum(p.points) FILTER (
+               WHERE p.partner_id = p_partner_id
+                 AND p.occurred_at >= p_day_start AND p.occurred_at < p_day_end), 0)::bigint,
+           coalesce(sum(p.points - p.refunded_points) FILTER (
+               WHERE p.occurred_at > p_then_from AND p.occurred_at <= p_then_to), 0)::bigint,
+           coalesce(sum(p.points - p.refunded_points) FILTER (
+               WHERE p.occurred_at > p_now_from AND p.occurred_at <= p_now_to), 0)::bigint,
+           coalesce((SELECT t.to_tier FROM tier_changes t WHERE t.member_id = p_member_id
+                      ORDER BY t.changed_at DESC, t.id DESC LIMIT 1), 'normal'),
+           (SELECT coalesce(sum(b.balance), 0)::bigint
+              FROM accounts a JOIN account_balances b ON b.account_id = a.id
+             WHERE a.address = p_debt_account),
+           EXISTS (SELECT FROM referrals r
+                    WHERE r.invitee_member_id = p_member_id AND r.bonus_entry_id IS NULL),
+           {GATHER_RISK}
+      FROM purchases p WHERE p.member_id = p_member_id;
+END
+$$;
+
+-- An accrual's writes: its entry (none without points: p_kind NULL), lot, purchase and tier
+-- change.
+CREATE FUNCTION record_purchase(
+    {ENTRY},
+    p_partner_id text, p_partner_txn_id text, p_member_id text, p_store_id text,
+    p_amount_fen bigint, p_currency text, p_purchased_at timestamptz, p_points bigint,
+    p_rules_version integer,
+    p_rates_version integer, p_breakdown jsonb, p_issue_value_fen bigint,
+    p_lot_points bigint, p_lot_expires_at timestamptz,
+    p_tier_from text, p_tier_to text, p_tier_points bigint, p_tier_rules_version integer
+) RETURNS TABLE (new_purchase_id bigint, new_entry_id bigint) LANGUAGE plpgsql AS $$
+DECLARE
+    v_entry bigint;
+    v_purchase bigint;
+BEGIN
+    IF p_kind IS NOT NULL THEN
+        SELECT l.entry_id INTO v_entry FROM {POST_ENTRY} l;
+    END IF;
+    IF p_lot_points IS NOT NULL THEN
+        INSERT INTO point_lots
+            (member_id, source, issuer_partner_id, entry_id, earned_at, expires_at, amount,
+             remaining)
+        VALUES (p_member_id, 'purchase', p_partner_id, v_entry, p_purchased_at,
+                p_lot_expires_at, p_lot_points, p_lot_points);
+    END IF;
+    INSERT INTO purchases
+        (partner_id, partner_txn_id, member_id, store_id, amount_fen, currency, occurred_at,
+         points, entry_id, rules_version, rates_version, breakdown, issue_value_fen)
+    VALUES (p_partner_id, p_partner_txn_id, p_member_id, p_store_id, p_amount_fen, p_currency,
+            p_purchased_at, p_points, v_entry, p_rules_version, p_rates_version, p_breakdown,
+            p_issue_value_fen)
+    RETURNING id INTO v_purchase;
+    IF p_tier_to IS NOT NULL THEN
+        INSERT INTO tier_changes (member_id, from_tier, to_tier, qualifying_points, rules_version)
+        VALUES (p_member_id, p_tier_from, p_tier_to, p_tier_points, p_tier_rules_version);
+    END IF;
+    RETURN QUERY SELECT v_purchase, v_entry;
+END
+$$;
+
+-- What placing a hold needs, after the member's lock: whether the partner may see the member,
+-- the hold an earlier attempt with the key placed, and the risk rules' inputs.
+CREATE FUNCTION hold_context(
+    p_partner_id text, p_member_id text, p_origin text, p_entry_key text, {RISK}
+) RETURNS TABLE (linked boolean, replay_hold_id text, risk jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_replay text;
+BEGIN
+    PERFORM FROM member_links l WHERE l.partner_id = p_partner_id AND l.member_id = p_member_id;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT false, NULL::text, NULL::jsonb;
+        RETURN;
+    END IF;
+    PERFORM FROM members m WHERE m.id = p_member_id FOR NO KEY UPDATE;
+    SELECT h.id INTO v_replay
+      FROM journal_entries e JOIN holds h ON h.hold_entry_id = e.id
+     WHERE e.origin = p_origin AND e.idempotency_key = p_entry_key;
+    IF v_replay IS NOT NULL THEN
+        RETURN QUERY SELECT true, v_replay, NULL::jsonb;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT true, NULL::text, {GATHER_RISK};
+END
+$$;
+
+-- A hold's writes: its entry, the points taken from the member's lots, the hold.
+CREATE FUNCTION record_hold(
+    {ENTRY},
+    p_hold_id text, p_partner_id text, p_member_id text, p_store_id text, p_partner_ref text,
+    p_points bigint, p_value_fen bigint, p_rates_version integer, p_expires_at timestamptz
+) RETURNS SETOF holds LANGUAGE plpgsql AS $$
+DECLARE
+    v_entry bigint;
+BEGIN
+    SELECT l.entry_id INTO v_entry FROM {POST_ENTRY} l;
+    PERFORM lots_consume(p_member_id, p_points, v_entry, NULL);
+    RETURN QUERY
+    INSERT INTO holds
+        (id, partner_id, member_id, store_id, partner_ref, amount, value_fen, rates_version,
+         expires_at, hold_entry_id)
+    VALUES (p_hold_id, p_partner_id, p_member_id, p_store_id, p_partner_ref, p_points,
+            p_value_fen, p_rates_version, p_expires_at, v_entry)
+    RETURNING *;
+END
+$$;
+
+-- The hold (of the partner, unless p_partner_id is NULL), its member locked first and then the
+-- hold row (the lock order of every member write), with its open risk case if any.
+CREATE FUNCTION hold_for_update(p_partner_id text, p_hold_id text)
+RETURNS TABLE ({HOLD_COLUMNS}, open_case_id text) LANGUAGE plpgsql AS $$
+DECLARE
+    v_member text;
+BEGIN
+    SELECT h.member_id INTO v_member FROM holds h
+     WHERE h.id = p_hold_id AND (p_partner_id IS NULL OR h.partner_id = p_partner_id);
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM FROM members m WHERE m.id = v_member FOR NO KEY UPDATE;
+    PERFORM FROM holds h WHERE h.id = p_hold_id FOR NO KEY UPDATE;
+    RETURN QUERY
+    SELECT h.id, h.partner_id, h.member_id, h.store_id, h.partner_ref, h.amount, h.captured,
+           h.refunded, h.state, h.value_fen, h.rates_version, h.expires_at, h.hold_entry_id,
+           h.close_entry_id, h.created_at, h.closed_at,
+           (SELECT c.id FROM fraud_cases c WHERE c.hold_id = h.id AND c.state = 'open')
+      FROM holds h WHERE h.id = p_hold_id;
+END
+$$;
+
+-- Closes a hold: its entry, the released points back to the lots they came from (the last
+-- taken first), the hold's new state.
+CREATE FUNCTION close_hold(
+    {ENTRY},
+    p_hold_id text, p_hold_entry_id bigint, p_state text, p_captured bigint,
+    p_released bigint, p_value_fen bigint
+) RETURNS SETOF holds LANGUAGE plpgsql AS $$
+DECLARE
+    v_entry bigint;
+    v_lots bigint[];
+    v_taken bigint[];
+BEGIN
+    SELECT l.entry_id INTO v_entry FROM {POST_ENTRY} l;
+    IF p_released > 0 THEN
+        SELECT array_agg(m.lot_id ORDER BY m.id DESC), array_agg(-m.amount ORDER BY m.id DESC)
+          INTO v_lots, v_taken
+          FROM lot_movements m WHERE m.entry_id = p_hold_entry_id;
+        PERFORM lots_give_back(v_entry, v_lots, v_taken, p_released);
+    END IF;
+    RETURN QUERY
+    UPDATE holds h
+       SET state = p_state, captured = p_captured, value_fen = p_value_fen,
+           close_entry_id = v_entry, closed_at = now()
+     WHERE h.id = p_hold_id
+    RETURNING h.*;
+END
+$$;
+
+-- Links a partner's customer to a member: the member given, or a new one (p_new_member_id,
+-- with the accounts p_accounts... describe). One at a time per customer. Outcomes: 'linked'
+-- (new), 'existing', 'linked_elsewhere' (the customer is linked to another member),
+-- 'unknown_member', 'member_taken' (the member is linked to another of the partner's
+-- customers).
+CREATE FUNCTION link_member(
+    p_partner_id text, p_customer_ref text, p_member_id text, p_birth_month smallint,
+    p_new_member_id text, p_account_addresses text[], p_account_kinds text[],
+    p_account_floors boolean[]
+) RETURNS TABLE (outcome text, member_id text, customer_ref text, linked_at timestamptz)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_link member_links%ROWTYPE;
+    v_member text := p_member_id;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext(concat_ws(':', p_partner_id, p_customer_ref)));
+    SELECT * INTO v_link FROM member_links l
+     WHERE l.partner_id = p_partner_id AND l.customer_ref = p_customer_ref;
+    IF FOUND THEN
+        RETURN QUERY SELECT
+            CASE WHEN p_member_id IS NOT NULL AND p_member_id <> v_link.member_id
+                 THEN 'linked_elsewhere' ELSE 'existing' END,
+            v_link.member_id, v_link.customer_ref, v_link.linked_at;
+        RETURN;
+    END IF;
+    IF v_member IS NULL THEN
+        v_member := p_new_member_id;
+        INSERT INTO members (id, birth_month) VALUES (v_member, p_birth_month);
+        INSERT INTO accounts (address, asset, owner_type, owner_id, kind, non_negative, shards)
+        SELECT a.address, 'PTS', 'member', v_member, a.kind, a.floor, 1
+          FROM unnest(p_account_addresses, p_account_kinds, p_account_floors)
+               AS a(address, kind, floor);
+    ELSIF NOT EXISTS (SELECT FROM members m WHERE m.id = v_member) THEN
+        RETURN QUERY SELECT 'unknown_member', v_member, p_customer_ref, NULL::timestamptz;
+        RETURN;
+    END IF;
+    INSERT INTO member_links AS l (partner_id, customer_ref, member_id)
+    VALUES (p_partner_id, p_customer_ref, v_member)
+    ON CONFLICT DO NOTHING
+    RETURNING l.* INTO v_link;
+    IF v_link.partner_id IS NULL THEN
+        RETURN QUERY SELECT 'member_taken', v_member, p_customer_ref, NULL::timestamptz;
+        RETURN;
+    END IF;
+    IF p_birth_month IS NOT NULL THEN
+        UPDATE members m SET birth_month = p_birth_month
+         WHERE m.id = v_member AND m.birth_month IS NULL;
+    END IF;
+    RETURN QUERY SELECT 'linked', v_link.member_id, v_link.customer_ref, v_link.linked_at;
+END
+$$;
+
+CREATE INDEX ix_holds_member_id_created_at ON holds (member_id, created_at);
+CREATE INDEX ix_fraud_cases_entry_id ON fraud_cases (entry_id) WHERE entry_id IS NOT NULL;
+CREATE INDEX ix_fraud_cases_hold_id ON fraud_cases (hold_id) WHERE hold_id IS NOT NULL;
+DROP INDEX ix_holds_member_id;
+"""
+
+DROP_FUNCTIONS = """
+DROP FUNCTION link_member(text, text, text, smallint, text, text[], text[], boolean[]);
+DROP FUNCTION close_hold(text, text, text, bytea, timestamptz, jsonb, bigint, text[], text[],
+                         bigint[], text, bigint, text, bigint, bigint, bigint);
+DROP FUNCTION hold_for_update(text, text);
+DROP FUNCTION record_hold(text, text, text, bytea, timestamptz, jsonb, bigint, text[], text[],
+                          bigint[], text, text, text, text, text, bigint, bigint, integer,
+                          timestamptz);
+DROP FUNCTION hold_context(text, text, text, text, text, text, text, text, timestamptz,
+                           integer, boolean, boolean);
+DROP FUNCTION record_purchase(text, text, text, bytea, timestamptz, jsonb, bigint, text[],
+                              text[], bigint[], text, text, text, text, bigint, text,
+                              timestamptz, bigint, integer, integer, jsonb, bigint, bigint,
+                              timestamptz, text, text, bigint, integer);
+DROP FUNCTION accrual_context(text, text, text, timestamptz, timestamptz, timestamptz,
+                              timestamptz, timestamptz, timestamptz, timestamptz, timestamptz,
+                              text, text, text, text, text, timestamptz, integer, boolean,
+                              boolean);
+DROP FUNCTION lots_give_back(bigint, bigint[], bigint[], bigint);
+DROP FUNCTION lots_consume(text, bigint, bigint, bigint);
+DROP FUNCTION lots_move(bigint, bigint[], bigint[]);
+DROP FUNCTION risk_history(text, text, text, text, timestamptz, integer, boolean, boolean);
+DROP INDEX ix_fraud_cases_hold_id;
+DROP INDEX ix_fraud_cases_entry_id;
+DROP INDEX ix_holds_member_id_created_at;
+CREATE INDEX ix_holds_member_id ON holds (member_id);
+"""
+
+
 def _reference_triggers() -> str:
     statements = []
     for table, columns in REFERENCE_TABLES.items():
@@ -134,9 +600,11 @@ def upgrade() -> None:
         """
     )
     op.execute(REQUEST_OPEN)
+    op.execute(FUNCTIONS)
 
 
 def downgrade() -> None:
+    op.execute(DROP_FUNCTIONS)
     op.execute("DROP FUNCTION partner_request_open(text, text, text, text, bytea)")
     op.execute(
         """
