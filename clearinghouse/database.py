@@ -206,18 +206,30 @@ class Tx:
 T = TypeVar("T")
 
 
-def _lost(error: BaseException) -> bool:
-    if isinstance(error, ConnectionLost):
-        return True
-    return isinstance(error, exc.DBAPIError) and error.connection_invalidated
+# Deadlock detected, serialization failure: the transaction lost a race and may run again.
+RETRYABLE_STATES = ("40P01", "40001")
+ATTEMPTS = 3
+
+
+def _retryable(error: BaseException) -> str | None:
+    """Why a failed unit of work may run again (nothing of it committed), or None."""
+    if isinstance(error, ConnectionLost) or (
+        isinstance(error, exc.DBAPIError) and error.connection_invalidated
+    ):
+        return "connection lost"
+    cause = error.orig if isinstance(error, exc.DBAPIError) else error
+    if isinstance(cause, psycopg.Error) and cause.sqlstate in RETRYABLE_STATES:
+        return "lost a race with another transaction"
+    return None
 
 
 def run_in_transaction(engine: Engine, work: Callable[[Tx], T]) -> T:
-    """Run `work` in one transaction and commit it. A connection found broken before the commit
-    (the server restarted, the pool kept a dead one) costs one more attempt on a fresh
-    connection, which is why the pool does not ping before every use; a failure at the commit
-    itself is raised, since its outcome is unknown."""
-    for attempt in (1, 2):
+    """Run `work` in one transaction and commit it. A unit of work that failed before its commit
+    because its connection broke (the server restarted, the pool kept a dead one) or because it
+    lost a race (a deadlock, a serialization failure) runs again, on a fresh connection, up to
+    ATTEMPTS times: which is why the pool does not ping before every use. A failure at the
+    commit itself is raised, since its outcome is unknown."""
+    for attempt in range(1, ATTEMPTS + 1):
         with engine.connect() as connection:
             transaction = connection.begin()
             try:
@@ -226,8 +238,9 @@ def run_in_transaction(engine: Engine, work: Callable[[Tx], T]) -> T:
                 if transaction.is_active:
                     with contextlib.suppress(exc.DBAPIError):
                         transaction.rollback()
-                if attempt == 1 and _lost(error):
-                    log.warning("database connection lost; running the unit of work again")
+                reason = _retryable(error)
+                if attempt < ATTEMPTS and reason is not None:
+                    log.warning("unit of work failed (%s); running it again", reason)
                     continue
                 raise
             transaction.commit()

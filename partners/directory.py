@@ -44,7 +44,7 @@ def _opening_accounts(partner_id: str) -> list[ledger.AccountSpec]:
     return [
         *(ledger.AccountSpec(str(ledger.Address.partner(partner_id, k))) for k in PARTNER_ACCOUNTS),
         ledger.AccountSpec(headroom_account(partner_id), "CNY", non_negative=True),
-        ledger.AccountSpec(exposure_account(partner_id), "CNY", shards=1),
+        ledger.AccountSpec(exposure_account(partner_id), "CNY"),
     ]
 
 

@@ -1,12 +1,15 @@
 """The double-entry ledger: accounts, journal entries with postings, balances and checks."""
 
 from clearinghouse.ledger.accounts import (
+    ACCOUNT_PARAMETERS,
+    OPEN_ACCOUNTS,
     Account,
     AccountSpec,
     Address,
     get_account,
     open_account,
     open_accounts,
+    opening_arguments,
 )
 from clearinghouse.ledger.errors import (
     AppendOnly,
@@ -44,7 +47,9 @@ from clearinghouse.ledger.queries import (
 )
 
 __all__ = [
+    "ACCOUNT_PARAMETERS",
     "ENTRY_PARAMETERS",
+    "OPEN_ACCOUNTS",
     "Account",
     "AccountSpec",
     "Address",
@@ -73,6 +78,7 @@ __all__ = [
     "get_account",
     "open_account",
     "open_accounts",
+    "opening_arguments",
     "post",
     "refused_as_domain_errors",
     "statement",

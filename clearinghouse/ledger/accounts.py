@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from clearinghouse.database import Tx
 from clearinghouse.ledger.errors import AssetMismatch, InvalidEntry, UnknownAccount
 from clearinghouse.ledger.tables import ADDRESS_PATTERN, accounts
 
@@ -80,7 +80,7 @@ class Account:
 @dataclass(frozen=True)
 class AccountSpec:
     """An account to open. Unless told otherwise, member accounts may not go below zero and
-    partner and coalition accounts are sharded."""
+    partner and coalition accounts are sharded (with or without a floor)."""
 
     address: str
     asset: str = "PTS"
@@ -92,7 +92,7 @@ class AccountSpec:
         non_negative = (
             parsed.owner_type == "member" if self.non_negative is None else self.non_negative
         )
-        hot = parsed.owner_type in ("partner", "coalition") and not non_negative
+        hot = parsed.owner_type in ("partner", "coalition")
         shards = self.shards if self.shards is not None else (HOT_ACCOUNT_SHARDS if hot else 1)
         return {
             "address": self.address,
@@ -131,7 +131,22 @@ _COLUMNS = (
 )
 
 
-def open_accounts(session: Session, specs: Iterable[AccountSpec]) -> list[Account]:
+ACCOUNT_PARAMETERS = (
+    "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::boolean[], %s::smallint[]"
+)
+"""Accounts to open, as ledger_open_accounts takes them (and link_member after its own)."""
+OPEN_ACCOUNTS = "SELECT ledger_open_accounts(" + ACCOUNT_PARAMETERS + ")"
+_OPENING_FIELDS = ("address", "asset", "owner_type", "owner_id", "kind", "non_negative", "shards")
+
+
+def opening_arguments(specs: Iterable[AccountSpec]) -> tuple[list[object], ...]:
+    """Accounts to open, as the SQL function ledger_open_accounts takes them (one array per
+    column)."""
+    rows = [spec.values() for spec in specs]
+    return tuple([row[field] for row in rows] for field in _OPENING_FIELDS)
+
+
+def open_accounts(session: Session | Tx, specs: Iterable[AccountSpec]) -> list[Account]:
     """Open the accounts that do not exist yet; return all of them, in the order given.
 
     Opening an existing address again is a no-op, unless it asks for another asset.
@@ -139,14 +154,14 @@ def open_accounts(session: Session, specs: Iterable[AccountSpec]) -> list[Accoun
     specs = list(specs)
     if not specs:
         return []
-    session.execute(
-        insert(accounts)
-        .values([spec.values() for spec in specs])
-        .on_conflict_do_nothing(index_elements=[accounts.c.address])
+    Tx.of(session).execute(OPEN_ACCOUNTS, opening_arguments(specs))
+    rows = (
+        Tx.of(session)
+        .session.execute(
+            select(*_COLUMNS).where(accounts.c.address.in_([s.address for s in specs]))
+        )
+        .all()
     )
-    rows = session.execute(
-        select(*_COLUMNS).where(accounts.c.address.in_([s.address for s in specs]))
-    ).all()
     by_address = {row.address: _account(row) for row in rows}
     for spec in specs:
         if by_address[spec.address].asset != spec.asset:

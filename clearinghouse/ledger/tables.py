@@ -54,7 +54,6 @@ accounts = Table(
     CheckConstraint("(owner_type = 'coalition') = (owner_id IS NULL)", name="owner_id_present"),
     CheckConstraint("shards BETWEEN 1 AND 64", name="shards_range"),
     # A floor can only be checked atomically on a single balance row.
-    CheckConstraint("NOT non_negative OR shards = 1", name="guarded_unsharded"),
 )
 
 account_balances = Table(

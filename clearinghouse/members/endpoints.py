@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 from pydantic import BaseModel, Field
 
-from clearinghouse import ledger
 from clearinghouse.api.gate import Partner, Reply
 from clearinghouse.database import Tx
 from clearinghouse.members import service
-from clearinghouse.points import wallet
 from clearinghouse.points.policy import rule_set_at
+from clearinghouse.rules.tiers import tier_for
 
 router = APIRouter(prefix="/v1/members", tags=["members"])
 
@@ -69,7 +68,7 @@ class MemberOut(BaseModel):
 async def link_member(body: LinkMemberIn, call: Partner) -> Response:
     def linked(tx: Tx) -> MemberLinkOut | Reply:
         link, created = service.link_member(
-            tx.session, call.partner_id, body.customer_ref, body.member_id, body.birth_month
+            tx, call.partner_id, body.customer_ref, body.member_id, body.birth_month
         )
         out = MemberLinkOut(
             member_id=link.member_id, customer_ref=link.customer_ref, linked_at=link.linked_at
@@ -82,16 +81,17 @@ async def link_member(body: LinkMemberIn, call: Partner) -> Response:
 @router.get("/{member_id}", summary="A linked member's points", response_model=MemberOut)
 async def get_member(member_id: MemberIdPath, call: Partner) -> Response:
     def member(tx: Tx) -> MemberOut:
-        session = tx.session
-        link = service.linked_member(session, call.partner_id, member_id)
         now = datetime.now(UTC)
-        status = wallet.tier_status(session, member_id, now, rule_set_at(session, now))
+        rules = rule_set_at(tx, now)
+        start = now - timedelta(days=rules.policy.tier_window_days)
+        view = service.member_view(tx, call.partner_id, member_id, start, now)
+        status = tier_for(view.qualifying_points, rules.earning)
         return MemberOut(
-            member_id=link.member_id,
-            customer_ref=link.customer_ref,
-            available_points=service.available_points(session, member_id),
-            held_points=ledger.balance(session, wallet.held_account(member_id)),
-            debt_points=-ledger.balance(session, wallet.debt_account(member_id)),
+            member_id=member_id,
+            customer_ref=view.customer_ref,
+            available_points=view.available,
+            held_points=view.held,
+            debt_points=view.debt,
             tier=TierOut(
                 tier=status.tier,
                 qualifying_points=status.qualifying_points,

@@ -7,13 +7,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Row, func, select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from clearinghouse import ledger
+from clearinghouse.database import Tx
 from clearinghouse.errors import Conflict, InvalidRequest, NotFound
-from clearinghouse.members.tables import member_links, members
+from clearinghouse.members.tables import members
 
 _ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
 
@@ -29,10 +28,6 @@ class MemberLink:
     customer_ref: str
     member_id: str
     linked_at: datetime
-
-
-def _link(row: Row[tuple[object, ...]]) -> MemberLink:
-    return MemberLink(**row._asdict())
 
 
 def available_account(member_id: str) -> str:
@@ -75,8 +70,11 @@ def create_member(session: Session, birth_month: int | None = None) -> str:
     return member_id
 
 
+_LINK = "SELECT * FROM link_member(%s, %s, %s, %s::smallint, %s, " + ledger.ACCOUNT_PARAMETERS + ")"
+
+
 def link_member(
-    session: Session,
+    db: Session | Tx,
     partner_id: str,
     customer_ref: str,
     member_id: str | None = None,
@@ -84,55 +82,92 @@ def link_member(
 ) -> tuple[MemberLink, bool]:
     """Link the partner's customer to a coalition member: the one given (a member who showed
     their coalition card), or a new one. Linking the same reference again returns the first
-    link. Returns the link and whether it is new."""
+    link. Returns the link and whether it is new. One statement (the SQL function link_member),
+    which takes the customer's reference one request at a time."""
     if not 1 <= len(customer_ref) <= 100:
         raise InvalidRequest("customer_ref has 1 to 100 characters")
-    # Two requests linking the same reference at once must not both create a member.
-    session.execute(
-        select(func.pg_advisory_xact_lock(func.hashtext(f"{partner_id}:{customer_ref}")))
+    new_id = new_member_id() if member_id is None else None
+    accounts = ledger.opening_arguments(member_accounts(new_id) if new_id else [])
+    row = Tx.of(db).one(
+        _LINK, (partner_id, customer_ref, member_id, birth_month, new_id, *accounts)
     )
-    existing = session.execute(
-        select(*member_links.c).where(
-            member_links.c.partner_id == partner_id, member_links.c.customer_ref == customer_ref
-        )
-    ).first()
-    if existing is not None:
-        link = _link(existing)
-        if member_id is not None and member_id != link.member_id:
+    match row.outcome:
+        case "linked_elsewhere":
             raise Conflict(f"customer {customer_ref} is already linked to another member")
-        return link, False
-    if member_id is None:
-        member_id = create_member(session, birth_month)
-    elif session.execute(select(members.c.id).where(members.c.id == member_id)).first() is None:
-        raise MemberNotFound(f"no member {member_id}")
-    row = session.execute(
-        insert(member_links)
-        .values(partner_id=partner_id, customer_ref=customer_ref, member_id=member_id)
-        .on_conflict_do_nothing()
-        .returning(*member_links.c)
-    ).first()
-    if row is None:
-        raise Conflict(f"member {member_id} is already linked to another of your customers")
-    if birth_month is not None:
-        session.execute(
-            update(members)
-            .where(members.c.id == member_id, members.c.birth_month.is_(None))
-            .values(birth_month=birth_month)
-        )
-    return _link(row), True
+        case "unknown_member":
+            raise MemberNotFound(f"no member {member_id}")
+        case "member_taken":
+            raise Conflict(f"member {member_id} is already linked to another of your customers")
+    link = MemberLink(partner_id, row.customer_ref, row.member_id, row.linked_at)
+    return link, row.outcome == "linked"
 
 
-def linked_member(session: Session, partner_id: str, member_id: str) -> MemberLink:
+def linked_member(db: Session | Tx, partner_id: str, member_id: str) -> MemberLink:
     """The partner's link to the member; a member not linked to it is as unknown as a missing
     one."""
-    row = session.execute(
-        select(*member_links.c).where(
-            member_links.c.partner_id == partner_id, member_links.c.member_id == member_id
-        )
-    ).first()
+    row = Tx.of(db).first(
+        "SELECT partner_id, customer_ref, member_id, linked_at FROM member_links"
+        " WHERE partner_id = %s AND member_id = %s",
+        (partner_id, member_id),
+    )
     if row is None:
         raise MemberNotFound(f"no member {member_id}")
-    return _link(row)
+    return MemberLink(**row._asdict())
+
+
+@dataclass(frozen=True)
+class MemberView:
+    """What a partner sees of a linked member's points."""
+
+    customer_ref: str
+    available: int
+    held: int
+    debt: int
+    """Owed points, as a positive number."""
+    qualifying_points: int
+    """Points earned coalition-wide over the tier window, net of refunds."""
+
+
+def member_view(
+    db: Session | Tx, partner_id: str, member_id: str, window_start: datetime, at: datetime
+) -> MemberView:
+    """A linked member's balances and qualifying points over (window_start, at], read in one
+    statement."""
+    available, held, debt = (
+        available_account(member_id),
+        held_account(member_id),
+        debt_account(member_id),
+    )
+    row = Tx.of(db).first(
+        """
+        SELECT l.customer_ref,
+               coalesce(sum(b.balance) FILTER (WHERE a.address = %(available)s), 0) AS available,
+               coalesce(sum(b.balance) FILTER (WHERE a.address = %(held)s), 0) AS held,
+               coalesce(sum(b.balance) FILTER (WHERE a.address = %(debt)s), 0) AS debt,
+               (SELECT coalesce(sum(p.points - p.refunded_points), 0) FROM purchases p
+                 WHERE p.member_id = l.member_id
+                   AND p.occurred_at > %(start)s AND p.occurred_at <= %(at)s) AS qualifying
+          FROM member_links l
+          JOIN accounts a ON a.address IN (%(available)s, %(held)s, %(debt)s)
+          JOIN account_balances b ON b.account_id = a.id
+         WHERE l.partner_id = %(partner)s AND l.member_id = %(member)s
+         GROUP BY l.customer_ref, l.member_id
+        """,
+        {
+            "available": available,
+            "held": held,
+            "debt": debt,
+            "start": window_start,
+            "at": at,
+            "partner": partner_id,
+            "member": member_id,
+        },
+    )
+    if row is None:
+        raise MemberNotFound(f"no member {member_id}")
+    return MemberView(
+        row.customer_ref, int(row.available), int(row.held), -int(row.debt), int(row.qualifying)
+    )
 
 
 def available_points(session: Session, member_id: str) -> int:

@@ -11,7 +11,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response, status
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from clearinghouse.api.gate import Partner
 from clearinghouse.database import Tx
@@ -19,7 +18,7 @@ from clearinghouse.members.endpoints import MEMBER_ID, MemberIdPath
 from clearinghouse.members.service import linked_member
 from clearinghouse.members.tables import member_links
 from clearinghouse.points import accrual, exchange, holds, lots, referrals, refunds
-from clearinghouse.points.tables import point_lots, purchases
+from clearinghouse.points.tables import point_lots
 
 router = APIRouter(prefix="/v1", tags=["points"])
 
@@ -154,16 +153,14 @@ class PurchaseOut(BaseModel):
     response_model=PurchaseOut,
 )
 async def get_purchase(partner_txn_id: str, call: Partner) -> Response:
-    return await call.answer(lambda tx: _purchase(tx.session, call.partner_id, partner_txn_id))
+    return await call.answer(lambda tx: _purchase(tx, call.partner_id, partner_txn_id))
 
 
-def _purchase(session: Session, partner_id: str, partner_txn_id: str) -> PurchaseOut:
-    row = session.execute(
-        select(purchases).where(
-            purchases.c.partner_id == partner_id,
-            purchases.c.partner_txn_id == partner_txn_id,
-        )
-    ).first()
+def _purchase(tx: Tx, partner_id: str, partner_txn_id: str) -> PurchaseOut:
+    row = tx.first(
+        "SELECT * FROM purchases WHERE partner_id = %s AND partner_txn_id = %s",
+        (partner_id, partner_txn_id),
+    )
     if row is None:
         raise refunds.PurchaseNotFound(f"no purchase {partner_txn_id}")
     return PurchaseOut(
@@ -359,7 +356,7 @@ class ExpiringOut(BaseModel):
 )
 async def member_lots(member_id: MemberIdPath, call: Partner) -> Response:
     def member_lot_list(tx: Tx) -> list[LotOut]:
-        linked_member(tx.session, call.partner_id, member_id)
+        linked_member(tx, call.partner_id, member_id)
         return [
             LotOut(
                 earned_at=lot.earned_at,
@@ -367,7 +364,7 @@ async def member_lots(member_id: MemberIdPath, call: Partner) -> Response:
                 points=lot.remaining,
                 source=lot.source,
             )
-            for lot in lots.open_lots(tx.session, member_id)
+            for lot in lots.open_lots(tx, member_id)
         ]
 
     return await call.answer(member_lot_list)
@@ -383,9 +380,9 @@ Days = Annotated[int, Query(ge=1, le=3660)]
 )
 async def member_expiring(member_id: MemberIdPath, call: Partner, days: Days = 30) -> Response:
     def expiring(tx: Tx) -> ExpiringOut:
-        linked_member(tx.session, call.partner_id, member_id)
+        linked_member(tx, call.partner_id, member_id)
         horizon = datetime.now(UTC) + timedelta(days=days)
-        due = [lot for lot in lots.open_lots(tx.session, member_id) if lot.expires_at <= horizon]
+        due = [lot for lot in lots.open_lots(tx, member_id) if lot.expires_at <= horizon]
         return ExpiringOut(
             member_id=member_id,
             days=days,

@@ -1,11 +1,10 @@
-"""A member's points wallet: the lock that orders a member's writes, the accounts, and tiers."""
+"""A member's points wallet: the lock that orders a member's writes, the accounts, the tier."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clearinghouse.members.service import (
@@ -17,9 +16,7 @@ from clearinghouse.members.service import (
     pending_account,
 )
 from clearinghouse.members.tables import members
-from clearinghouse.points.policy import RuleSet
-from clearinghouse.points.tables import purchases, tier_changes
-from clearinghouse.rules.tiers import TierStatus, tier_for
+from clearinghouse.points.tables import tier_changes
 
 
 @dataclass(frozen=True)
@@ -51,40 +48,6 @@ def current_tier(session: Session, member_id: str) -> str:
     return latest or "normal"
 
 
-def qualifying_points(session: Session, member_id: str, at: datetime, window_days: int) -> int:
-    """Points earned coalition-wide in the window before `at`, net of refunds."""
-    total = session.execute(
-        select(func.coalesce(func.sum(purchases.c.points - purchases.c.refunded_points), 0)).where(
-            purchases.c.member_id == member_id,
-            purchases.c.occurred_at > at - timedelta(days=window_days),
-            purchases.c.occurred_at <= at,
-        )
-    ).scalar_one()
-    return int(total)
-
-
-def tier_status(session: Session, member_id: str, at: datetime, rules: RuleSet) -> TierStatus:
-    points = qualifying_points(session, member_id, at, rules.policy.tier_window_days)
-    return tier_for(points, rules.earning)
-
-
-def update_tier(session: Session, member_id: str, at: datetime, rules: RuleSet) -> TierStatus:
-    """Record a tier change when the member's qualifying points moved it."""
-    status = tier_status(session, member_id, at, rules)
-    before = current_tier(session, member_id)
-    if status.tier != before:
-        session.execute(
-            tier_changes.insert().values(
-                member_id=member_id,
-                from_tier=before,
-                to_tier=status.tier,
-                qualifying_points=status.qualifying_points,
-                rules_version=rules.version,
-            )
-        )
-    return status
-
-
 __all__ = [
     "MemberRow",
     "available_account",
@@ -94,7 +57,4 @@ __all__ = [
     "lock_member",
     "member_accounts",
     "pending_account",
-    "qualifying_points",
-    "tier_status",
-    "update_tier",
 ]

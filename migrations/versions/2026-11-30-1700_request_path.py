@@ -17,7 +17,13 @@
   `record_purchase` writes the entry, lot, purchase and tier change; `hold_context`,
   `record_hold`, `hold_for_update` and `close_hold` do the same for redemptions; `lots_consume`,
   `lots_give_back` and `lots_move` move points between a member's lots; `link_member` links a
-  customer, enrolling a member with its accounts when new.
+  customer, enrolling a member with its accounts when new (`ledger_open_accounts`, which the
+  ledger's Python opens accounts with too).
+- Partners' issuance headroom and exposure keep their balance in shards like the other partner
+  accounts, so that one partner's accruals do not queue on one balance row. A debit of a sharded
+  account with a floor (a partner's headroom) takes a shard that can pay it without waiting for
+  any; when none can, it locks every shard in order, refuses if all of them together cannot pay,
+  and otherwise pays and spreads what is left evenly over them.
 - Indexes for the risk rules' reads of a member's holds and of cases by entry and hold.
 
 Revision ID: 0008_request_path
@@ -475,15 +481,27 @@ BEGIN
 END
 $$;
 
+-- Opens the accounts that do not exist yet (clearinghouse.ledger.open_accounts lays them out).
+CREATE FUNCTION ledger_open_accounts(
+    p_addresses text[], p_assets text[], p_owner_types text[], p_owner_ids text[],
+    p_kinds text[], p_non_negative boolean[], p_shards smallint[]
+) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO accounts (address, asset, owner_type, owner_id, kind, non_negative, shards)
+    SELECT * FROM unnest(p_addresses, p_assets, p_owner_types, p_owner_ids, p_kinds,
+                         p_non_negative, p_shards)
+    ON CONFLICT (address) DO NOTHING;
+$$;
+
 -- Links a partner's customer to a member: the member given, or a new one (p_new_member_id,
--- with the accounts p_accounts... describe). One at a time per customer. Outcomes: 'linked'
--- (new), 'existing', 'linked_elsewhere' (the customer is linked to another member),
--- 'unknown_member', 'member_taken' (the member is linked to another of the partner's
--- customers).
+-- with the accounts described by the p_account_* arrays, as ledger_open_accounts takes them).
+-- One at a time per customer. Outcomes: 'linked' (new), 'existing', 'linked_elsewhere' (the
+-- customer is linked to another member), 'unknown_member', 'member_taken' (the member is
+-- linked to another of the partner's customers).
 CREATE FUNCTION link_member(
     p_partner_id text, p_customer_ref text, p_member_id text, p_birth_month smallint,
-    p_new_member_id text, p_account_addresses text[], p_account_kinds text[],
-    p_account_floors boolean[]
+    p_new_member_id text, p_account_addresses text[], p_account_assets text[],
+    p_account_owner_types text[], p_account_owner_ids text[], p_account_kinds text[],
+    p_account_non_negative boolean[], p_account_shards smallint[]
 ) RETURNS TABLE (outcome text, member_id text, customer_ref text, linked_at timestamptz)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -504,10 +522,9 @@ BEGIN
     IF v_member IS NULL THEN
         v_member := p_new_member_id;
         INSERT INTO members (id, birth_month) VALUES (v_member, p_birth_month);
-        INSERT INTO accounts (address, asset, owner_type, owner_id, kind, non_negative, shards)
-        SELECT a.address, 'PTS', 'member', v_member, a.kind, a.floor, 1
-          FROM unnest(p_account_addresses, p_account_kinds, p_account_floors)
-               AS a(address, kind, floor);
+        PERFORM ledger_open_accounts(p_account_addresses, p_account_assets,
+            p_account_owner_types, p_account_owner_ids, p_account_kinds,
+            p_account_non_negative, p_account_shards);
     ELSIF NOT EXISTS (SELECT FROM members m WHERE m.id = v_member) THEN
         RETURN QUERY SELECT 'unknown_member', v_member, p_customer_ref, NULL::timestamptz;
         RETURN;
@@ -535,7 +552,10 @@ DROP INDEX ix_holds_member_id;
 """
 
 DROP_FUNCTIONS = """
-DROP FUNCTION link_member(text, text, text, smallint, text, text[], text[], boolean[]);
+DROP FUNCTION link_member(text, text, text, smallint, text, text[], text[], text[], text[],
+                          text[], boolean[], smallint[]);
+DROP FUNCTION ledger_open_accounts(text[], text[], text[], text[], text[], boolean[],
+                                   smallint[]);
 DROP FUNCTION close_hold(text, text, text, bytea, timestamptz, jsonb, bigint, text[], text[],
                          bigint[], text, bigint, text, bigint, bigint, bigint);
 DROP FUNCTION hold_for_update(text, text);
@@ -560,6 +580,131 @@ DROP INDEX ix_fraud_cases_hold_id;
 DROP INDEX ix_fraud_cases_entry_id;
 DROP INDEX ix_holds_member_id_created_at;
 CREATE INDEX ix_holds_member_id ON holds (member_id);
+"""
+
+
+HOT_ACCOUNT_SHARDS = 16
+
+APPLY_POSTING = """
+CREATE OR REPLACE FUNCTION ledger_apply_posting() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    v_shards smallint;
+    v_floor boolean;
+    v_shard smallint;
+    v_address text;
+    v_left bigint;
+BEGIN
+    SELECT a.shards, a.non_negative INTO v_shards, v_floor FROM accounts a
+     WHERE a.id = NEW.account_id;
+    IF v_shards = 1 THEN
+        UPDATE account_balances SET balance = balance + NEW.amount
+         WHERE account_id = NEW.account_id AND shard = 0
+           AND (NOT non_negative OR balance + NEW.amount >= 0);
+        IF NOT FOUND THEN
+            SELECT address INTO v_address FROM accounts WHERE id = NEW.account_id;
+            RAISE EXCEPTION 'insufficient balance in %', v_address
+                USING ERRCODE = 'LD001', DETAIL = v_address;
+        END IF;
+    ELSIF NOT v_floor OR NEW.amount > 0 THEN
+        -- The first shard no other transaction holds, from one chosen by this backend.
+        SELECT shard INTO v_shard FROM account_balances
+         WHERE account_id = NEW.account_id
+         ORDER BY (shard + pg_backend_pid()) % v_shards
+         LIMIT 1 FOR UPDATE SKIP LOCKED;
+        IF v_shard IS NULL THEN
+            v_shard := pg_backend_pid() % v_shards;
+        END IF;
+        UPDATE account_balances SET balance = balance + NEW.amount
+         WHERE account_id = NEW.account_id AND shard = v_shard;
+    ELSE
+        -- A debit against a floor: a shard that can pay it, found without waiting for any...
+        SELECT shard INTO v_shard FROM account_balances
+         WHERE account_id = NEW.account_id AND balance + NEW.amount >= 0
+         ORDER BY (shard + pg_backend_pid()) % v_shards
+         LIMIT 1 FOR UPDATE SKIP LOCKED;
+        IF v_shard IS NOT NULL THEN
+            UPDATE account_balances SET balance = balance + NEW.amount
+             WHERE account_id = NEW.account_id AND shard = v_shard;
+        ELSE
+            -- ...else all of them, locked in order: paid if together they can, and what is
+            -- left spread evenly again.
+            PERFORM FROM account_balances WHERE account_id = NEW.account_id
+             ORDER BY shard FOR UPDATE;
+            SELECT sum(balance) + NEW.amount INTO v_left FROM account_balances
+             WHERE account_id = NEW.account_id;
+            IF v_left < 0 THEN
+                SELECT address INTO v_address FROM accounts WHERE id = NEW.account_id;
+                RAISE EXCEPTION 'insufficient balance in %', v_address
+                    USING ERRCODE = 'LD001', DETAIL = v_address;
+            END IF;
+            UPDATE account_balances
+               SET balance = v_left / v_shards + CASE WHEN shard < v_left % v_shards THEN 1
+                                                       ELSE 0 END
+             WHERE account_id = NEW.account_id;
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+"""
+
+# The function as the ledger migration wrote it, for the way back.
+APPLY_POSTING_BEFORE = """
+CREATE OR REPLACE FUNCTION ledger_apply_posting() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    v_shards smallint;
+    v_shard smallint;
+    v_address text;
+BEGIN
+    SELECT shards INTO v_shards FROM accounts WHERE id = NEW.account_id;
+    IF v_shards = 1 THEN
+        UPDATE account_balances SET balance = balance + NEW.amount
+         WHERE account_id = NEW.account_id AND shard = 0
+           AND (NOT non_negative OR balance + NEW.amount >= 0);
+        IF NOT FOUND THEN
+            SELECT address INTO v_address FROM accounts WHERE id = NEW.account_id;
+            RAISE EXCEPTION 'insufficient balance in %', v_address
+                USING ERRCODE = 'LD001', DETAIL = v_address;
+        END IF;
+    ELSE
+        SELECT shard INTO v_shard FROM account_balances
+         WHERE account_id = NEW.account_id
+         ORDER BY (shard + pg_backend_pid()) % v_shards
+         LIMIT 1 FOR UPDATE SKIP LOCKED;
+        IF v_shard IS NULL THEN
+            v_shard := pg_backend_pid() % v_shards;
+        END IF;
+        UPDATE account_balances SET balance = balance + NEW.amount
+         WHERE account_id = NEW.account_id AND shard = v_shard;
+    END IF;
+    RETURN NULL;
+END
+$$;
+"""
+
+SHARD_PARTNER_LIMITS = f"""
+ALTER TABLE accounts DROP CONSTRAINT accounts_guarded_unsharded_check;
+UPDATE accounts SET shards = {HOT_ACCOUNT_SHARDS}
+ WHERE owner_type = 'partner' AND kind IN ('headroom', 'exposure') AND shards = 1;
+INSERT INTO account_balances (account_id, shard, non_negative)
+SELECT a.id, s, a.non_negative
+  FROM accounts a, generate_series(1, {HOT_ACCOUNT_SHARDS} - 1) AS s
+ WHERE a.owner_type = 'partner' AND a.kind IN ('headroom', 'exposure')
+ON CONFLICT DO NOTHING;
+"""
+
+UNSHARD_PARTNER_LIMITS = """
+UPDATE account_balances b SET balance = t.total
+  FROM (SELECT account_id, sum(balance) AS total FROM account_balances GROUP BY account_id) t,
+       accounts a
+ WHERE b.account_id = t.account_id AND a.id = b.account_id AND b.shard = 0
+   AND a.owner_type = 'partner' AND a.kind IN ('headroom', 'exposure');
+DELETE FROM account_balances b USING accounts a
+ WHERE a.id = b.account_id AND b.shard > 0
+   AND a.owner_type = 'partner' AND a.kind IN ('headroom', 'exposure');
+UPDATE accounts SET shards = 1 WHERE owner_type = 'partner' AND kind IN ('headroom', 'exposure');
+ALTER TABLE accounts ADD CONSTRAINT accounts_guarded_unsharded_check
+    CHECK (NOT non_negative OR shards = 1);
 """
 
 
@@ -601,9 +746,13 @@ def upgrade() -> None:
     )
     op.execute(REQUEST_OPEN)
     op.execute(FUNCTIONS)
+    op.execute(APPLY_POSTING)
+    op.execute(SHARD_PARTNER_LIMITS)
 
 
 def downgrade() -> None:
+    op.execute(UNSHARD_PARTNER_LIMITS)
+    op.execute(APPLY_POSTING_BEFORE)
     op.execute(DROP_FUNCTIONS)
     op.execute("DROP FUNCTION partner_request_open(text, text, text, text, bytea)")
     op.execute(

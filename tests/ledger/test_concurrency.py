@@ -109,6 +109,62 @@ def test_concurrent_accruals_from_one_hot_partner_spread_over_shards(
         assert ledger.check_consistency(session) == []
 
 
+def test_concurrent_debits_of_a_sharded_floor_pay_exactly_what_it_holds(
+    session: Session, sessions: sessionmaker[Session]
+) -> None:
+    """A partner's issuance headroom: a floor kept in shards. Funded in one entry (so in one
+    shard), then spent by more writers than it can pay: each debit takes a shard that can pay
+    it, or all shards at once; exactly what it held is paid, nothing more."""
+    with session.begin():
+        headroom = str(ledger.Address.partner(b.unique_id("p"), "headroom"))
+        (account,) = ledger.open_accounts(
+            session, [ledger.AccountSpec(headroom, "CNY", non_negative=True)]
+        )
+        assert (account.non_negative, account.shards) == (True, HOT_ACCOUNT_SHARDS)
+        credit_lines = b.cny_account(session)
+        ledger.post(
+            session,
+            ledger.transfer(
+                kind="issuance_limit",
+                origin="test",
+                idempotency_key=b.key(),
+                source=credit_lines,
+                destination=headroom,
+                amount=1_000,
+                asset="CNY",
+                occurred_at=b.now(),
+            ),
+        )
+        spent = b.cny_account(session)
+
+    def spend(s: Session, i: int) -> ledger.PostedEntry:
+        return ledger.post(
+            s,
+            ledger.transfer(
+                kind="accrual",
+                origin="test",
+                idempotency_key=b.key(),
+                source=headroom,
+                destination=spent,
+                amount=20,
+                asset="CNY",
+                occurred_at=b.now(),
+            ),
+        )
+
+    results = run_together(sessions, 60, spend)
+
+    assert kinds(results) == Counter(PostedEntry=50, InsufficientFunds=10), results
+    with session.begin():
+        assert ledger.balance(session, headroom) == 0
+        assert ledger.balance(session, spent) == 1_000
+        shards = session.execute(
+            select(account_balances.c.balance).where(account_balances.c.account_id == account.id)
+        ).scalars()
+        assert all(balance >= 0 for balance in shards)
+        assert ledger.check_consistency(session) == []
+
+
 def test_one_key_posted_concurrently_with_the_same_content_makes_one_entry(
     session: Session, sessions: sessionmaker[Session]
 ) -> None:
