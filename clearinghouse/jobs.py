@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 # pg_try_advisory_lock's key for the leader: "ch-jobs" in ASCII.
 LEADER_LOCK = 0x63682D6A6F6273
 LEADER_RETRY_SECONDS = 5.0
+# The leader's connection shows in pg_stat_activity as this, with its process id.
+LEADER_NAME = "clearinghouse jobs leader"
 
 
 def purge_expired(sessions: sessionmaker[Session]) -> tuple[int, int]:
@@ -104,7 +107,9 @@ class Scheduler:
     def _try_to_lead(self) -> psycopg.Connection[Any] | None:
         try:
             conn = psycopg.connect(
-                self._url, autocommit=True, application_name="clearinghouse jobs leader"
+                self._url,
+                autocommit=True,
+                application_name=f"{LEADER_NAME} {os.getpid()}",
             )
         except psycopg.Error:
             log.warning("cannot reach the database to lead the jobs; will retry")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from clearinghouse import server
 from clearinghouse.database import make_engine, session_factory
 from partners.client import PartnerClient
 from tests.api.builders import create_partner, link_body
@@ -29,14 +32,27 @@ def free_port() -> int:
         return port
 
 
-def serve(port: int, database_url: str, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
+def serve(port: int, database_url: str, log: Path, *options: str) -> subprocess.Popen[bytes]:
+    """`clearinghouse serve` in a process group of its own (its workers with it)."""
+    with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "clearinghouse", "serve", "--port", str(port)],
+            [sys.executable, "-m", "clearinghouse", "serve", "--port", str(port), *options],
             env={**os.environ, "DATABASE_URL": database_url},
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop the server and its workers: politely, then not."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def wait_until_up(process: subprocess.Popen[bytes], base_url: str, log: Path) -> None:
@@ -88,12 +104,31 @@ def test_serve_answers_signed_requests_over_tcp(
         finally:
             client.close()
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+def test_the_listening_socket_gives_every_connection_no_delay() -> None:
+    """Answers go out as soon as they are written, on the standard event loop too: without
+    TCP_NODELAY an answer in two writes waits for the client's delayed acknowledgement."""
+    listening = server.listening_socket("127.0.0.1", 0)
+    accepted: list[int] = []
+
+    async def check() -> None:
+        async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            accepted.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        listener = await asyncio.start_server(connected, sock=listening)
+        _, writer = await asyncio.open_connection(*listening.getsockname()[:2])
+        while not accepted:
+            await asyncio.sleep(0.01)
+        writer.close()
+        listener.close()
+        await listener.wait_closed()
+
+    asyncio.run(check())
+    assert accepted == [1]
 
 
 def test_serve_refuses_an_unmigrated_database(databases: Databases) -> None:
