@@ -5,7 +5,7 @@ BIN := .venv/bin
 CHROMIUM_PATH ?= /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install demo serve test lint check bench screenshot
+.PHONY: install demo serve test lint check bench bench-http screenshot
 
 $(BIN)/clearinghouse: pyproject.toml
 	$(PYTHON) -m venv .venv
@@ -34,6 +34,10 @@ check: lint test
 
 bench: install
 	$(BIN)/python -m bench.ledger_bench
+
+# The signed HTTP API end to end: `clearinghouse serve` under a load generator (docs/benchmarks.md).
+bench-http: install
+	$(BIN)/python -m bench.http_bench
 
 # The settlement page's picture in docs/, taken by the browser test.
 screenshot: install $(CHROMIUM_PATH)

