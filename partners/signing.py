@@ -127,6 +127,8 @@ _KEY_RE: Final = re.compile(r"[a-z*][a-z0-9_.*-]*")
 _TOKEN_RE: Final = re.compile(r"[A-Za-z*][!#$%&'*+.^_`|~0-9A-Za-z:/-]*")
 _NUMBER_RE: Final = re.compile(r"(-?)([0-9]+)(?:\.([0-9]*))?")
 _BYTES_RE: Final = re.compile(r":([A-Za-z0-9+/=]*):")
+# A string without escapes: printable ASCII but '"' and '\\' (the common case, read at once).
+_PLAIN_STRING_RE: Final = re.compile(r'"([ !#-\[\]-~]*)"')
 _MAX_SF_INTEGER: Final = 999_999_999_999_999
 
 
@@ -236,6 +238,10 @@ class _Parser:
         return Decimal(f"{sign}{integer}.{fraction}")
 
     def _string(self) -> str:
+        plain = _PLAIN_STRING_RE.match(self.text, self.pos)
+        if plain is not None:
+            self.pos = plain.end()
+            return plain.group(1)
         self.pos += 1
         chars: list[str] = []
         while not self._at_end():

@@ -74,15 +74,16 @@ def create_app(
         app.state.sessions = sessions
     problems.install(app)
     app.add_middleware(PartnerGate, limits=limits)
-    app.include_router(health.router)
-    app.include_router(partner_endpoints.router)
-    app.include_router(member_endpoints.router)
+    # Routes are matched in order: the partners' busiest first.
     app.include_router(points_endpoints.router)
+    app.include_router(member_endpoints.router)
+    app.include_router(partner_endpoints.router)
     app.include_router(settlement_endpoints.partner)
+    app.include_router(fraud_endpoints.partner)
+    app.include_router(health.router)
     app.include_router(settlement_endpoints.finance)
     app.include_router(audit_endpoints.router)
     app.include_router(fraud_endpoints.operator)
-    app.include_router(fraud_endpoints.partner)
     # The stylesheet's mount comes before the console's routes, whose last one answers every
     # other /console path with a page saying it does not exist.
     app.mount(
