@@ -118,7 +118,7 @@ class RefundOut(BaseModel):
 async def refund_purchase(partner_txn_id: str, body: RefundIn, call: Partner) -> Response:
     def refund(tx: Tx) -> RefundOut:
         r = refunds.refund_purchase(
-            tx.session, call.partner_id, partner_txn_id, body.refund_id, body.amount_fen
+            tx, call.partner_id, partner_txn_id, body.refund_id, body.amount_fen
         )
         return RefundOut(
             partner_txn_id=r.partner_txn_id,
@@ -517,7 +517,7 @@ class ExchangeOut(BaseModel):
 async def exchange_points(body: ExchangeIn, call: Partner) -> Response:
     def exchanged(tx: Tx) -> ExchangeOut:
         e = exchange.exchange(
-            tx.session,
+            tx,
             call.partner_id,
             body.member_id,
             body.direction,

@@ -27,7 +27,6 @@ from clearinghouse.database import Tx
 from clearinghouse.errors import InvalidRequest
 from clearinghouse.fraud import service as fraud
 from clearinghouse.ledger.tables import journal_entries
-from clearinghouse.members.service import linked_member
 from clearinghouse.numbers import money
 from clearinghouse.points import lots, wallet
 from clearinghouse.points.accrual import IssuanceLimitExceeded
@@ -59,7 +58,7 @@ def _whole(value: Decimal, rounding: str) -> int:
 
 
 def exchange(
-    session: Session,
+    db: Session | Tx,
     partner_id: str,
     member_id: str,
     direction: Direction,
@@ -67,28 +66,13 @@ def exchange(
     *,
     key: str,
 ) -> Exchange:
-    """`points` are programme points going in, or coalition points going out."""
-    partner = directory.get_partner(session, partner_id)
+    """`points` are programme points going in, or coalition points going out. Three statements:
+    the member's lock with what the risk rules read (operation_context), the entry, its lot."""
+    tx = Tx.of(db)
+    partner = directory.get_partner(tx, partner_id)
     if partner.programme_asset is None:
         raise InvalidRequest(f"partner {partner_id} is not a partner programme")
-    linked_member(session, partner_id, member_id)
     now = datetime.now(UTC)
-    policy = rule_set_at(session, now).policy
-    terms = policy.exchange_terms(partner_id)
-    if not terms.min_points <= points <= terms.max_points:
-        raise InvalidRequest(
-            f"an exchange moves {terms.min_points} to {terms.max_points} points at a time"
-        )
-    partner_rates = rates.rates_at(session, partner_id, now)
-    rate = partner_rates.exchange_rate
-    assert rate is not None  # a programme's rates always carry one
-    fee_share = terms.fee_percent / 100
-    asset = partner.programme_asset
-    wallet.lock_member(session, member_id)
-    earlier = ledger.find_entry(session, f"partner:{partner_id}", f"exchange:{key}")
-    if earlier is not None:
-        # A retry whose first answer was lost: the first exchange, whatever the clock says now.
-        return _recorded(session, earlier, direction, member_id, partner.programme_asset)
     attempt = fraud.Attempt(
         operation="exchange",
         partner_id=partner_id,
@@ -97,12 +81,33 @@ def exchange(
         points=points,
         direction=direction,
     )
+    screening = fraud.screening(tx, partner_id)
+    origin, entry_key = f"partner:{partner_id}", f"exchange:{key}"
+    locked = wallet.lock_for_operation(
+        tx, partner_id, member_id, origin, entry_key, screening.gathering(attempt, None)
+    )
+    policy = rule_set_at(tx, now).policy
+    terms = policy.exchange_terms(partner_id)
+    if not terms.min_points <= points <= terms.max_points:
+        raise InvalidRequest(
+            f"an exchange moves {terms.min_points} to {terms.max_points} points at a time"
+        )
+    partner_rates = rates.rates_at(tx, partner_id, now)
+    rate = partner_rates.exchange_rate
+    assert rate is not None  # a programme's rates always carry one
+    fee_share = terms.fee_percent / 100
+    asset = partner.programme_asset
+    if locked.replay_entry_id is not None:
+        # A retry whose first answer was lost: the first exchange, whatever the clock says now.
+        return _recorded(
+            tx.session, locked.replay_entry_id, direction, member_id, partner.programme_asset
+        )
+    assert locked.risk is not None
     # Under review an exchange still goes ahead; the case asks a person to look at the member.
-    decision = fraud.screen_now(Tx.of(session), attempt)
+    decision = fraud.screen(screening, attempt, fraud.History.of(None, locked.risk))
     member = wallet.available_account(member_id)
     programme = directory.programme_account(partner_id)
     held = directory.exchange_account(asset)
-    origin = f"partner:{partner_id}"
     if direction == "in":
         gross = _whole(points * rate, ROUND_FLOOR)
         fee = _whole(gross * fee_share, ROUND_HALF_EVEN)
@@ -139,7 +144,7 @@ def exchange(
         value = money(partner_rates.redemption_value * used)
     try:
         posted = ledger.post(
-            session,
+            tx,
             ledger.Entry(
                 kind=f"exchange_{direction}",
                 origin=origin,
@@ -164,7 +169,7 @@ def exchange(
         raise
     if direction == "in":
         lots.create_lot(
-            session,
+            tx,
             member_id=member_id,
             source="exchange",
             issuer_partner_id=partner_id,
@@ -174,9 +179,9 @@ def exchange(
             amount=coalition_points,
         )
     else:
-        lots.consume(session, member_id, points, posted.id)
+        lots.consume(tx, member_id, points, posted.id)
     if decision.action == "review":
-        fraud.open_case(session, attempt, decision, entry_id=posted.id)
+        fraud.open_case(tx.session, attempt, decision, entry_id=posted.id)
     return Exchange(
         direction=direction,
         member_id=member_id,

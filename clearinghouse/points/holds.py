@@ -17,7 +17,6 @@ from clearinghouse import ledger
 from clearinghouse.database import Tx
 from clearinghouse.errors import Conflict, InvalidRequest, NotFound
 from clearinghouse.fraud import service as fraud
-from clearinghouse.members.service import MemberNotFound
 from clearinghouse.numbers import money
 from clearinghouse.points import wallet
 from clearinghouse.points.policy import rule_set_at
@@ -67,7 +66,6 @@ def _value(points: int, redemption_value: Decimal) -> int:
     return money(redemption_value * points)
 
 
-_CONTEXT = "SELECT * FROM hold_context(%s, %s, %s, %s, " + fraud.GATHERING_PARAMETERS + ")"
 _RECORD = (
     "SELECT * FROM record_hold(" + ledger.ENTRY_PARAMETERS + ", %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
@@ -96,8 +94,8 @@ def _place(
     partner_ref: str | None,
     minutes: int | None,
 ) -> _Placed:
-    """Lock the member and read what the risk rules need (hold_context), then post the hold,
-    take its points from the lots and record it (record_hold)."""
+    """Lock the member and read what the risk rules need (operation_context), then post the
+    hold, take its points from the lots and record it (record_hold)."""
     now = datetime.now(UTC)
     store, missing_store = _store(tx, partner_id, store_id)
     screening = fraud.screening(tx, partner_id)
@@ -110,12 +108,9 @@ def _place(
         store_id=store_id,
     )
     origin, entry_key = f"partner:{partner_id}", f"hold:{key}"
-    context = tx.one(
-        _CONTEXT,
-        (partner_id, member_id, origin, entry_key, *screening.gathering(attempt, store).params()),
+    locked = wallet.lock_for_operation(
+        tx, partner_id, member_id, origin, entry_key, screening.gathering(attempt, store)
     )
-    if not context.linked:
-        raise MemberNotFound(f"no member {member_id}")
     if missing_store is not None:
         raise missing_store
     policy = rule_set_at(tx, now).policy
@@ -125,11 +120,15 @@ def _place(
     if not 1 <= ttl <= 7 * 24 * 60:
         raise InvalidRequest("a hold lasts 1 minute to 7 days")
     partner_rates = rates.rates_at(tx, partner_id, now)
-    if context.replay_hold_id is not None:
+    if locked.replay_entry_id is not None:
         # A retry whose first answer was lost: the first hold, whatever the clock says now.
-        earlier = _locked(tx, partner_id, context.replay_hold_id)
+        hold_id = tx.scalar(
+            "SELECT id FROM holds WHERE hold_entry_id = %s", (locked.replay_entry_id,)
+        )
+        earlier = _locked(tx, partner_id, hold_id)
         return _Placed(earlier, earlier.open_case_id, replayed=True)
-    decision = fraud.screen(screening, attempt, fraud.History.of(store, context.risk))
+    assert locked.risk is not None
+    decision = fraud.screen(screening, attempt, fraud.History.of(store, locked.risk))
     hold_id = "H" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(15))
     entry = ledger.transfer(
         kind="hold",

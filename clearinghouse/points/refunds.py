@@ -16,12 +16,11 @@ from clearinghouse import ledger
 from clearinghouse.database import Tx
 from clearinghouse.errors import Conflict, InvalidRequest, NotFound
 from clearinghouse.fraud import service as fraud
-from clearinghouse.fraud.tables import fraud_cases
 from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.numbers import money
 from clearinghouse.points import lots, wallet
 from clearinghouse.points.holds import lock_hold
-from clearinghouse.points.tables import holds, point_lots, purchases, refunds
+from clearinghouse.points.tables import holds, point_lots
 from partners import rates
 from partners.directory import exposure_account, headroom_account
 
@@ -48,42 +47,47 @@ class PurchaseRefund:
     entry_id: int | None
 
 
+_CONTEXT = "SELECT * FROM refund_context(%s, %s, %s, %s)"
+_RECORD = (
+    "SELECT record_refund(" + ledger.ENTRY_PARAMETERS + ", %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
 def refund_purchase(
-    session: Session, partner_id: str, partner_txn_id: str, partner_refund_id: str, amount_fen: int
+    db: Session | Tx,
+    partner_id: str,
+    partner_txn_id: str,
+    partner_refund_id: str,
+    amount_fen: int,
 ) -> PurchaseRefund:
     """Refund `amount_fen` of a purchase. The points clawed back are computed on the running
-    total refunded, so partial refunds add up exactly to a full one."""
-    member_id = session.execute(
-        select(purchases.c.member_id).where(
-            purchases.c.partner_id == partner_id, purchases.c.partner_txn_id == partner_txn_id
-        )
-    ).scalar_one_or_none()
-    if member_id is None:
+    total refunded, so partial refunds add up exactly to a full one. Three statements: the
+    purchase's member; the member's lock and what the refund needs (refund_context); the
+    refund's writes (record_refund)."""
+    tx = Tx.of(db)
+    found = tx.first(
+        "SELECT id, member_id FROM purchases WHERE partner_id = %s AND partner_txn_id = %s",
+        (partner_id, partner_txn_id),
+    )
+    if found is None:
         raise PurchaseNotFound(f"no purchase {partner_txn_id}")
-    wallet.lock_member(session, member_id)
-    purchase = session.execute(
-        select(purchases)
-        .where(purchases.c.partner_id == partner_id, purchases.c.partner_txn_id == partner_txn_id)
-        .with_for_update(key_share=True)
-    ).one()
-    previous = session.execute(
-        select(refunds).where(
-            refunds.c.purchase_id == purchase.id,
-            refunds.c.partner_refund_id == partner_refund_id,
-        )
-    ).first()
-    if previous is not None:
-        if previous.amount_fen != amount_fen:
+    member_id = found.member_id
+    purchase = tx.one(
+        _CONTEXT,
+        (found.id, member_id, partner_refund_id, wallet.available_account(member_id)),
+    )
+    if purchase.earlier_amount_fen is not None:
+        if purchase.earlier_amount_fen != amount_fen:
             raise Conflict(f"refund {partner_refund_id} was already made for another amount")
         return PurchaseRefund(
             partner_txn_id,
             partner_refund_id,
-            previous.amount_fen,
-            previous.points,
-            previous.from_available,
-            previous.to_debt,
-            previous.value_fen,
-            previous.entry_id,
+            purchase.earlier_amount_fen,
+            purchase.earlier_points,
+            purchase.earlier_from_available,
+            purchase.earlier_to_debt,
+            purchase.earlier_value_fen,
+            purchase.earlier_entry_id,
         )
     if amount_fen <= 0:
         raise InvalidRequest("a refund is above zero fen")
@@ -102,18 +106,8 @@ def refund_purchase(
         purchase.issue_value_fen * points_after // purchase.points if purchase.points else 0
     )
     value = value_after - purchase.refunded_value_fen
-    under_review = purchase.entry_id is not None and (
-        session.execute(
-            select(fraud_cases.c.id).where(
-                fraud_cases.c.entry_id == purchase.entry_id,
-                fraud_cases.c.operation == "accrual",
-                fraud_cases.c.state == "open",
-            )
-        ).first()
-        is not None
-    )
-    available = ledger.balance(session, wallet.available_account(member_id))
-    from_available = points if under_review else min(points, available)
+    under_review = purchase.under_review
+    from_available = points if under_review else min(points, purchase.available)
     to_debt = points - from_available
     attempt = fraud.Attempt(
         operation="refund",
@@ -126,9 +120,10 @@ def refund_purchase(
         points_already_spent=to_debt > 0,
     )
     # A refund only takes points back: under review it still goes ahead, and the case asks a
-    # person to look at the member (a refund after the points were spent).
-    decision = fraud.screen_now(Tx.of(session), attempt)
-    entry_id: int | None = None
+    # person to look at the member (a refund after the points were spent). The rules for
+    # refunds judge the attempt alone: no history to read.
+    decision = fraud.screen(fraud.screening(tx, partner_id), attempt, fraud.History())
+    entry: ledger.Arguments = (None,) * 10
     if points:
         legs = [
             ledger.Posting(str(ledger.Address.partner(partner_id, "issued")), points),
@@ -145,8 +140,7 @@ def refund_purchase(
                 ledger.Posting(exposure_account(partner_id), -value, "CNY"),
                 ledger.Posting(headroom_account(partner_id), value, "CNY"),
             ]
-        posted = ledger.post(
-            session,
+        entry = ledger.arguments(
             ledger.Entry(
                 kind="refund",
                 origin=f"partner:{partner_id}",
@@ -160,37 +154,27 @@ def refund_purchase(
                     "amount_fen": amount_fen,
                 },
                 reverses=purchase.entry_id,
+            )
+        )
+    with ledger.refused_as_domain_errors():
+        entry_id = tx.scalar(
+            _RECORD,
+            (
+                *entry,
+                found.id,
+                member_id,
+                partner_refund_id,
+                amount_fen,
+                points,
+                from_available,
+                to_debt,
+                value,
+                0 if under_review else from_available,
+                purchase.own_lot,
             ),
         )
-        entry_id = posted.id
-        if from_available and not under_review:
-            own_lot = session.execute(
-                select(point_lots.c.id).where(point_lots.c.entry_id == purchase.entry_id)
-            ).scalar_one_or_none()
-            lots.consume(session, member_id, from_available, posted.id, first=own_lot)
-        if decision.action == "review":
-            fraud.open_case(session, attempt, decision, entry_id=posted.id)
-    session.execute(
-        update(purchases)
-        .where(purchases.c.id == purchase.id)
-        .values(
-            refunded_fen=refunded_after,
-            refunded_points=purchase.refunded_points + points,
-            refunded_value_fen=purchase.refunded_value_fen + value,
-        )
-    )
-    session.execute(
-        refunds.insert().values(
-            purchase_id=purchase.id,
-            partner_refund_id=partner_refund_id,
-            amount_fen=amount_fen,
-            points=points,
-            from_available=from_available,
-            to_debt=to_debt,
-            value_fen=value,
-            entry_id=entry_id,
-        )
-    )
+    if entry_id is not None and decision.action == "review":
+        fraud.open_case(tx.session, attempt, decision, entry_id=entry_id)
     return PurchaseRefund(
         partner_txn_id,
         partner_refund_id,

@@ -14,8 +14,9 @@
   partner request.
 - The hot operations in a statement or two each: `accrual_context` locks the member and reads
   everything the earning and risk rules need (`risk_history` gathers the risk rules' inputs);
-  `record_purchase` writes the entry, lot, purchase and tier change; `hold_context`,
-  `record_hold`, `hold_for_update` and `close_hold` do the same for redemptions; `lots_consume`,
+  `record_purchase` writes the entry, lot, purchase and tier change; `operation_context`,
+  `record_hold`, `hold_for_update` and `close_hold` do the same for redemptions (and the first
+  for exchanges), `refund_context` and `record_refund` for refunds; `lots_consume`,
   `lots_give_back` and `lots_move` move points between a member's lots; `link_member` links a
   customer, enrolling a member with its accounts when new (`ledger_open_accounts`, which the
   ledger's Python opens accounts with too).
@@ -383,29 +384,93 @@ BEGIN
 END
 $$;
 
--- What placing a hold needs, after the member's lock: whether the partner may see the member,
--- the hold an earlier attempt with the key placed, and the risk rules' inputs.
-CREATE FUNCTION hold_context(
+-- What a member's operation needs, after the member's lock: whether the partner may see the
+-- member, the entry an earlier attempt with the same key wrote (a hold, an exchange), and the
+-- risk rules' inputs.
+CREATE FUNCTION operation_context(
     p_partner_id text, p_member_id text, p_origin text, p_entry_key text, {RISK}
-) RETURNS TABLE (linked boolean, replay_hold_id text, risk jsonb)
+) RETURNS TABLE (linked boolean, replay_entry_id bigint, risk jsonb)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_replay text;
+    v_replay bigint;
 BEGIN
     PERFORM FROM member_links l WHERE l.partner_id = p_partner_id AND l.member_id = p_member_id;
     IF NOT FOUND THEN
-        RETURN QUERY SELECT false, NULL::text, NULL::jsonb;
+        RETURN QUERY SELECT false, NULL::bigint, NULL::jsonb;
         RETURN;
     END IF;
     PERFORM FROM members m WHERE m.id = p_member_id FOR NO KEY UPDATE;
-    SELECT h.id INTO v_replay
-      FROM journal_entries e JOIN holds h ON h.hold_entry_id = e.id
+    SELECT e.id INTO v_replay FROM journal_entries e
      WHERE e.origin = p_origin AND e.idempotency_key = p_entry_key;
     IF v_replay IS NOT NULL THEN
         RETURN QUERY SELECT true, v_replay, NULL::jsonb;
         RETURN;
     END IF;
-    RETURN QUERY SELECT true, NULL::text, {GATHER_RISK};
+    RETURN QUERY SELECT true, NULL::bigint, {GATHER_RISK};
+END
+$$;
+
+-- What refunding a purchase needs, after the member's lock: the purchase (locked), the refund
+-- recorded earlier under this refund id, whether the purchase's points wait for a risk review,
+-- the member's available points (p_available_account's balance) and the purchase's own lot.
+CREATE FUNCTION refund_context(
+    p_purchase_id bigint, p_member_id text, p_refund_id text, p_available_account text
+) RETURNS TABLE (
+    amount_fen bigint, points bigint, entry_id bigint, store_id text, issue_value_fen bigint,
+    refunded_fen bigint, refunded_points bigint, refunded_value_fen bigint,
+    earlier_amount_fen bigint, earlier_points bigint, earlier_from_available bigint,
+    earlier_to_debt bigint, earlier_value_fen bigint, earlier_entry_id bigint,
+    under_review boolean, available bigint, own_lot bigint
+) LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM FROM members m WHERE m.id = p_member_id FOR NO KEY UPDATE;
+    PERFORM FROM purchases p WHERE p.id = p_purchase_id FOR NO KEY UPDATE;
+    RETURN QUERY
+    SELECT p.amount_fen, p.points, p.entry_id, p.store_id, p.issue_value_fen, p.refunded_fen,
+           p.refunded_points, p.refunded_value_fen,
+           r.amount_fen, r.points, r.from_available, r.to_debt, r.value_fen, r.entry_id,
+           p.entry_id IS NOT NULL AND EXISTS (
+               SELECT FROM fraud_cases c WHERE c.entry_id = p.entry_id
+                  AND c.operation = 'accrual' AND c.state = 'open'),
+           (SELECT coalesce(sum(b.balance), 0)::bigint
+              FROM accounts a JOIN account_balances b ON b.account_id = a.id
+             WHERE a.address = p_available_account),
+           (SELECT l.id FROM point_lots l WHERE l.entry_id = p.entry_id LIMIT 1)
+      FROM purchases p
+      LEFT JOIN refunds r ON r.purchase_id = p.id AND r.partner_refund_id = p_refund_id
+     WHERE p.id = p_purchase_id;
+END
+$$;
+
+-- A refund's writes: its entry (none without points: p_kind NULL), the points taken from the
+-- member's lots (the purchase's own lot first), the purchase's running totals, the refund.
+CREATE FUNCTION record_refund(
+    {ENTRY},
+    p_purchase_id bigint, p_member_id text, p_refund_id text, p_amount_fen bigint,
+    p_points bigint, p_from_available bigint, p_to_debt bigint, p_value_fen bigint,
+    p_from_lots bigint, p_own_lot bigint
+) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    v_entry bigint;
+BEGIN
+    IF p_kind IS NOT NULL THEN
+        SELECT l.entry_id INTO v_entry FROM {POST_ENTRY} l;
+    END IF;
+    IF p_from_lots > 0 THEN
+        PERFORM lots_consume(p_member_id, p_from_lots, v_entry, p_own_lot);
+    END IF;
+    UPDATE purchases p
+       SET refunded_fen = p.refunded_fen + p_amount_fen,
+           refunded_points = p.refunded_points + p_points,
+           refunded_value_fen = p.refunded_value_fen + p_value_fen
+     WHERE p.id = p_purchase_id;
+    INSERT INTO refunds
+        (purchase_id, partner_refund_id, amount_fen, points, from_available, to_debt,
+         value_fen, entry_id)
+    VALUES (p_purchase_id, p_refund_id, p_amount_fen, p_points, p_from_available, p_to_debt,
+            p_value_fen, v_entry);
+    RETURN v_entry;
 END
 $$;
 
@@ -562,8 +627,12 @@ DROP FUNCTION hold_for_update(text, text);
 DROP FUNCTION record_hold(text, text, text, bytea, timestamptz, jsonb, bigint, text[], text[],
                           bigint[], text, text, text, text, text, bigint, bigint, integer,
                           timestamptz);
-DROP FUNCTION hold_context(text, text, text, text, text, text, text, text, timestamptz,
-                           integer, boolean, boolean);
+DROP FUNCTION record_refund(text, text, text, bytea, timestamptz, jsonb, bigint, text[], text[],
+                            bigint[], bigint, text, text, bigint, bigint, bigint, bigint, bigint,
+                            bigint, bigint);
+DROP FUNCTION refund_context(bigint, text, text, text);
+DROP FUNCTION operation_context(text, text, text, text, text, text, text, text, timestamptz,
+                                integer, boolean, boolean);
 DROP FUNCTION record_purchase(text, text, text, bytea, timestamptz, jsonb, bigint, text[],
                               text[], bigint[], text, text, text, text, bigint, text,
                               timestamptz, bigint, integer, integer, jsonb, bigint, bigint,
