@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from clearinghouse.api import idempotency
 from clearinghouse.api.tables import idempotency_records
 from clearinghouse.database import Tx
-from partners import auth
+from clearinghouse.jobs import purge_expired
+from partners import auth, keys
 from partners.client import PartnerClient
 from partners.tables import request_nonces
 from tests.api.builders import (
@@ -214,3 +215,28 @@ def test_purge_forgets_only_nonces_too_old_to_be_replayed(session: Session) -> N
     ).scalars()
     # A nonce is kept while a request carrying it could pass: 300 s old plus 30 s of skew.
     assert set(left) == {nonces[300], nonces[0]}
+
+
+def test_the_purge_keeps_each_keys_last_use(
+    sessions: sessionmaker[Session], partner: ApiPartner, client: PartnerClient
+) -> None:
+    """A key's last use is read from the nonces its requests spent; the purge writes it to the
+    key before it forgets them."""
+    client.get("/v1/partner")
+    with sessions() as session, session.begin():
+        used_at = session.execute(
+            update(request_nonces)
+            .where(request_nonces.c.key_id == partner.key_id)
+            .values(seen_at=text("now() - interval '331 seconds'"))
+            .returning(request_nonces.c.seen_at)
+        ).scalar_one()
+
+    purge_expired(sessions)
+
+    with sessions() as session:
+        left = session.execute(
+            select(func.count()).where(request_nonces.c.key_id == partner.key_id)
+        ).scalar_one()
+        (key,) = [k for k in keys.list_keys(session, partner.id) if k.id == partner.key_id]
+    assert left == 0
+    assert key.last_used_at == used_at
