@@ -27,8 +27,9 @@ from clearinghouse.points import endpoints as points_endpoints
 from partners import endpoints as partner_endpoints
 from settlement import endpoints as settlement_endpoints
 
-# The jobs' own connections: the leader's lock is held on another, outside any pool.
-JOB_CONNECTIONS = 2
+# The jobs' own connections, one for each job (they run side by side); the leader's lock is
+# held on another, outside any pool.
+JOB_CONNECTIONS = 3
 
 
 def create_app(
@@ -52,9 +53,11 @@ def create_app(
             engine = make_engine(url, pool_size=limits.connections, max_overflow=2)
             migrate.require_current_schema(engine)
             app.state.sessions = session_factory(engine)
-            job_sessions = session_factory(
-                make_engine(url, pool_size=JOB_CONNECTIONS, name="clearinghouse jobs")
-            )
+            if run_jobs:
+                job_engine = make_engine(
+                    url, pool_size=JOB_CONNECTIONS, max_overflow=0, name="clearinghouse jobs"
+                )
+                job_sessions = session_factory(job_engine)
         scheduler = None
         if run_jobs:
             assert job_sessions is not None
