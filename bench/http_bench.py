@@ -1231,16 +1231,21 @@ def print_aims(cases: list[Case], workers: Sequence[int], connections: Sequence[
                 f"member read >= {READ_AIM:,.0f}/s ({w} workers): **{'met' if met else 'MISSED'}** "
                 f"(best {best.rate:,.0f}/s at {best.connections} connections)"
             )
-    health = [c for c in cases if c.scenario == "healthz"]
+    # The aim is about the wait a kept-alive connection adds to every request (the stall of
+    # Nagle's algorithm against a delayed acknowledgement), so it is judged where requests do
+    # not queue behind each other: one connection at a time.
+    health = [c for c in cases if c.scenario == "healthz" and c.connections == 1]
     if not health:
-        lines.append(f"kept-alive /healthz p50 < {HEALTHZ_P50_AIM_MS:.0f} ms: not measured")
+        lines.append(
+            f"kept-alive /healthz p50 < {HEALTHZ_P50_AIM_MS:.0f} ms (1 connection): not measured"
+        )
     else:
+        seen = ", ".join(f"{c.workers}w {_ms(c.p(50))} ms" for c in health)
         missed = [c for c in health if not c.p(50) < HEALTHZ_P50_AIM_MS]
-        where = ", ".join(f"{c.workers}w×{c.connections}c {_ms(c.p(50))} ms" for c in missed)
         lines.append(
             f"kept-alive /healthz p50 < {HEALTHZ_P50_AIM_MS:.0f} ms at every server worker count "
-            f"(and connection count): **{'met' if not missed else 'MISSED'}**"
-            + (f" ({where})" if missed else "")
+            f"(1 connection; more connections queue): **{'met' if not missed else 'MISSED'}**"
+            f" ({seen})"
         )
     for line in lines:
         print(f"- {line}")
@@ -1296,6 +1301,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def keep_statistics(url: str) -> None:
+    """VACUUM ANALYZE, as autovacuum keeps a live database: the planner's statistics follow the
+    tables as the run grows them, whether or not the server runs autovacuum."""
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+
+
 def run_cases(
     args: argparse.Namespace,
     cli: Cli,
@@ -1323,6 +1335,7 @@ def run_cases(
                 setup_seconds = time.perf_counter() - began
                 _progress(f"set up in {setup_seconds:.1f} s")
             for scenario in args.scenarios:
+                keep_statistics(env["DATABASE_URL"])
                 for n in args.connections:
                     if server is None:
                         _progress(f"starting the server with {workers} workers again")
@@ -1437,6 +1450,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "signed beforehand (Ed25519, `partners.signing.sign_request`).  "
         )
         print(f"Machine busy before the run (other work on it): {idle_load:.0%}.  ")
+        print(
+            "Before each scenario the bench runs `VACUUM ANALYZE` on its database, as autovacuum "
+            "keeps a live one (outside the measured windows).  "
+        )
         if members is not None:
             print(
                 f"Set-up (partner through the CLI, {MEMBERS} members linked and funded through "

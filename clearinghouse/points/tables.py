@@ -10,6 +10,8 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    PrimaryKeyConstraint,
+    SmallInteger,
     Table,
     Text,
     UniqueConstraint,
@@ -60,7 +62,19 @@ purchases = Table(
     Index("ix_purchases_member_id_occurred_at", "member_id", "occurred_at"),
     # The risk rules read a store's recent purchases on every accrual and redemption.
     Index("ix_purchases_store_id_occurred_at", "store_id", "occurred_at"),
-    Index("ix_purchases_store_id_id", "store_id", "id"),
+    Index("ix_purchases_store_id_id", "store_id", "id", postgresql_include=["amount_fen"]),
+)
+
+store_sales_by_hour = Table(
+    "store_sales_by_hour",
+    metadata,
+    # Each store's purchase amounts by hour, kept by a trigger on purchases, in shards so that
+    # a busy store's accruals do not queue on one row: the risk rules' "store's last day".
+    Column("store_id", Text, ForeignKey("stores.id"), nullable=False),
+    Column("hour", DateTime(timezone=True), nullable=False),
+    Column("shard", SmallInteger, nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    PrimaryKeyConstraint("store_id", "hour", "shard"),
 )
 
 refunds = Table(

@@ -25,7 +25,11 @@
   account with a floor (a partner's headroom) takes a shard that can pay it without waiting for
   any; when none can, it locks every shard in order, refuses if all of them together cannot pay,
   and otherwise pays and spreads what is left evenly over them.
-- Indexes for the risk rules' reads of a member's holds and of cases by entry and hold.
+- `store_sales_by_hour`: each store's purchase amounts by hour, kept by a trigger on
+  `purchases`, in shards (by backend) so that a busy store's accruals do not queue on one row;
+  the risk rules' "store's last day" reads at most a day of these and one hour of purchases.
+- Indexes for the risk rules' reads of a member's holds, a store's latest amounts, and cases
+  by entry and hold.
 
 Revision ID: 0008_request_path
 Revises: 0007_console
@@ -135,6 +139,11 @@ GATHER_RISK = """risk_history(p_risk_operation, p_risk_member_id, p_risk_account
                               p_risk_store_id, p_risk_at, p_risk_burn_minutes,
                               p_risk_first_link, p_risk_travel)"""
 
+HOT_ACCOUNT_SHARDS = 16
+
+# The hour a purchase's amount is counted in, the same in every session's time zone.
+SALES_HOUR = "date_bin('1 hour', {column}, timestamptz '2000-01-01 00:00:00+00')"
+
 HOLD_COLUMNS = """
     id text, partner_id text, member_id text, store_id text, partner_ref text, amount bigint,
     captured bigint, refunded bigint, state text, value_fen bigint, rates_version integer,
@@ -149,6 +158,8 @@ CREATE FUNCTION risk_history({RISK}) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_history jsonb := '{{}}';
     v_nearest record;
+    v_day timestamptz;
+    v_hour timestamptz;
 BEGIN
     IF p_risk_operation IN ('hold', 'redemption') THEN
         v_history := jsonb_build_object(
@@ -174,11 +185,17 @@ BEGIN
                   WHERE l.member_id = p_risk_member_id));
         END IF;
     ELSIF p_risk_operation = 'accrual' AND p_risk_store_id IS NOT NULL THEN
+        -- The store's purchases after the last day's start: the hours wholly after it from the
+        -- running totals, the hour it falls in from the purchases themselves.
+        v_day := p_risk_at - interval '1 day';
+        v_hour := {SALES_HOUR.format(column="v_day")};
         v_history := jsonb_build_object(
             'store_last_day_fen',
-            (SELECT coalesce(sum(p.amount_fen), 0) FROM purchases p
-              WHERE p.store_id = p_risk_store_id
-                AND p.occurred_at > p_risk_at - interval '1 day'),
+            (SELECT coalesce(sum(s.amount_fen), 0) FROM store_sales_by_hour s
+              WHERE s.store_id = p_risk_store_id AND s.hour > v_hour)
+            + (SELECT coalesce(sum(p.amount_fen), 0) FROM purchases p
+                WHERE p.store_id = p_risk_store_id
+                  AND p.occurred_at > v_day AND p.occurred_at < v_hour + interval '1 hour'),
             'store_recent_amounts',
             (SELECT coalesce(jsonb_agg(r.amount_fen ORDER BY r.id DESC), '[]')
                FROM (SELECT p.id, p.amount_fen FROM purchases p
@@ -610,10 +627,39 @@ BEGIN
 END
 $$;
 
+CREATE TABLE store_sales_by_hour (
+    store_id text NOT NULL CONSTRAINT store_sales_by_hour_store_id_fkey REFERENCES stores (id),
+    hour timestamptz NOT NULL,
+    shard smallint NOT NULL,
+    amount_fen bigint NOT NULL,
+    CONSTRAINT store_sales_by_hour_pkey PRIMARY KEY (store_id, hour, shard)
+);
+INSERT INTO store_sales_by_hour (store_id, hour, shard, amount_fen)
+SELECT p.store_id, {SALES_HOUR.format(column="p.occurred_at")}, 0, sum(p.amount_fen)
+  FROM purchases p WHERE p.store_id IS NOT NULL
+ GROUP BY 1, 2;
+
+CREATE FUNCTION store_sales_add() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.store_id IS NOT NULL THEN
+        INSERT INTO store_sales_by_hour AS s (store_id, hour, shard, amount_fen)
+        VALUES (NEW.store_id, {SALES_HOUR.format(column="NEW.occurred_at")},
+                pg_backend_pid() % {HOT_ACCOUNT_SHARDS}, NEW.amount_fen)
+        ON CONFLICT (store_id, hour, shard)
+        DO UPDATE SET amount_fen = s.amount_fen + EXCLUDED.amount_fen;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER purchases_store_sales AFTER INSERT ON purchases
+    FOR EACH ROW EXECUTE FUNCTION store_sales_add();
+
 CREATE INDEX ix_holds_member_id_created_at ON holds (member_id, created_at);
 CREATE INDEX ix_fraud_cases_entry_id ON fraud_cases (entry_id) WHERE entry_id IS NOT NULL;
 CREATE INDEX ix_fraud_cases_hold_id ON fraud_cases (hold_id) WHERE hold_id IS NOT NULL;
 DROP INDEX ix_holds_member_id;
+DROP INDEX ix_purchases_store_id_id;
+CREATE INDEX ix_purchases_store_id_id ON purchases (store_id, id) INCLUDE (amount_fen);
 """
 
 DROP_FUNCTIONS = """
@@ -649,10 +695,13 @@ DROP INDEX ix_fraud_cases_hold_id;
 DROP INDEX ix_fraud_cases_entry_id;
 DROP INDEX ix_holds_member_id_created_at;
 CREATE INDEX ix_holds_member_id ON holds (member_id);
+DROP INDEX ix_purchases_store_id_id;
+CREATE INDEX ix_purchases_store_id_id ON purchases (store_id, id);
+DROP TRIGGER purchases_store_sales ON purchases;
+DROP FUNCTION store_sales_add();
+DROP TABLE store_sales_by_hour;
 """
 
-
-HOT_ACCOUNT_SHARDS = 16
 
 APPLY_POSTING = """
 CREATE OR REPLACE FUNCTION ledger_apply_posting() RETURNS trigger LANGUAGE plpgsql AS $$
