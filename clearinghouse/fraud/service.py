@@ -29,7 +29,6 @@ from clearinghouse.fraud.rules import (
 from clearinghouse.fraud.tables import fraud_actions, fraud_cases, fraud_thresholds
 from clearinghouse.reference import Reference
 from clearinghouse.users.service import User, require_role
-from partners import directory
 from partners.directory import Store
 
 __all__ = [
@@ -41,9 +40,7 @@ __all__ = [
     "Screening",
     "UnderReview",
     "open_case",
-    "open_case_on_hold",
     "screen",
-    "screen_now",
     "screening",
 ]
 
@@ -194,18 +191,6 @@ def screen(screening: Screening, attempt: Attempt, history: History) -> Decision
     return decision
 
 
-def screen_now(tx: Tx, attempt: Attempt) -> Decision:
-    """Screen an attempt, reading what its rules need in a statement of its own."""
-    rules = screening(tx, attempt.partner_id)
-    store = (
-        None
-        if attempt.store_id is None
-        else directory.get_store(tx, attempt.partner_id, attempt.store_id)
-    )
-    history = History.of(store, gather(tx, rules.gathering(attempt, store)))
-    return screen(rules, attempt, history)
-
-
 def open_case(
     session: Session,
     attempt: Attempt,
@@ -263,15 +248,6 @@ def case_actions(session: Session, case_id: str) -> list[dict[str, Any]]:
             .order_by(fraud_actions.c.id)
         )
     ]
-
-
-def open_case_on_hold(session: Session, hold_id: str) -> str | None:
-    found: str | None = session.execute(
-        select(fraud_cases.c.id).where(
-            fraud_cases.c.hold_id == hold_id, fraud_cases.c.state == "open"
-        )
-    ).scalar_one_or_none()
-    return found
 
 
 def _decide(session: Session, case_id: str, user: User, state: str, note: str | None) -> Any:

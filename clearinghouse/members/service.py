@@ -168,7 +168,3 @@ def member_view(
     return MemberView(
         row.customer_ref, int(row.available), int(row.held), -int(row.debt), int(row.qualifying)
     )
-
-
-def available_points(session: Session, member_id: str) -> int:
-    return ledger.balance(session, available_account(member_id))
