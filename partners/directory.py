@@ -266,6 +266,19 @@ def get_store(db: Session | Tx, partner_id: str, store_id: str) -> Store:
     return found
 
 
+def store_or_refusal(
+    db: Session | Tx, partner_id: str, store_id: str | None
+) -> tuple[Store | None, StoreNotFound | None]:
+    """The store named in a request (None if none is), or its refusal, for a caller that must
+    first say what comes before it (an unknown member)."""
+    if store_id is None:
+        return None, None
+    try:
+        return get_store(db, partner_id, store_id), None
+    except StoreNotFound as missing:
+        return None, missing
+
+
 def list_stores(db: Session | Tx, partner_id: str) -> list[Store]:
     stores_by_id = _directory.get(Tx.of(db)).stores
     return [store for store in stores_by_id.values() if store.partner_id == partner_id]

@@ -200,7 +200,7 @@ def accrue(db: Session | Tx, partner_id: str, report: PurchaseReport) -> Accrual
     tx = Tx.of(db)
     now = datetime.now(UTC)
     zone = get_settings().zone
-    store, missing_store = _store(tx, partner_id, report.store_id)
+    store, missing_store = directory.store_or_refusal(tx, partner_id, report.store_id)
     rules = rule_set_at(tx, report.occurred_at)
     rules_now = rule_set_at(tx, now)
     # The tier at the time of the purchase gives its multiplier; the tier now, with this
@@ -359,15 +359,3 @@ def accrue(db: Session | Tx, partner_id: str, report: PurchaseReport) -> Accrual
         tier=status.tier,
         review_case_id=case_id,
     )
-
-
-def _store(
-    tx: Tx, partner_id: str, store_id: str | None
-) -> tuple[directory.Store | None, directory.StoreNotFound | None]:
-    """The purchase's store, or why it is refused (said after the member is found)."""
-    if store_id is None:
-        return None, None
-    try:
-        return directory.get_store(tx, partner_id, store_id), None
-    except directory.StoreNotFound as missing:
-        return None, missing

@@ -97,7 +97,7 @@ def _place(
     """Lock the member and read what the risk rules need (operation_context), then post the
     hold, take its points from the lots and record it (record_hold)."""
     now = datetime.now(UTC)
-    store, missing_store = _store(tx, partner_id, store_id)
+    store, missing_store = directory.store_or_refusal(tx, partner_id, store_id)
     screening = fraud.screening(tx, partner_id)
     attempt = fraud.Attempt(
         operation="hold",
@@ -186,18 +186,6 @@ def place_hold(
         minutes=minutes,
     )
     return _hold(placed.row, placed.review_case_id)
-
-
-def _store(
-    tx: Tx, partner_id: str, store_id: str | None
-) -> tuple[directory.Store | None, directory.StoreNotFound | None]:
-    """The hold's store, or why it is refused (said after the member is found)."""
-    if store_id is None:
-        return None, None
-    try:
-        return directory.get_store(tx, partner_id, store_id), None
-    except directory.StoreNotFound as missing:
-        return None, missing
 
 
 def _locked(tx: Tx, partner_id: str | None, hold_id: str) -> Any:
