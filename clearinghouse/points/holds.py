@@ -80,7 +80,6 @@ _OPEN_CASE = (
 class _Placed:
     row: Any
     review_case_id: str | None
-    replayed: bool
 
 
 def _place(
@@ -126,7 +125,7 @@ def _place(
             "SELECT id FROM holds WHERE hold_entry_id = %s", (locked.replay_entry_id,)
         )
         earlier = _locked(tx, partner_id, hold_id)
-        return _Placed(earlier, earlier.open_case_id, replayed=True)
+        return _Placed(earlier, earlier.open_case_id)
     assert locked.risk is not None
     decision = fraud.screen(screening, attempt, fraud.History.of(store, locked.risk))
     hold_id = "H" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(15))
@@ -160,7 +159,7 @@ def _place(
     if decision.action == "review":
         # The points stay reserved; capture waits for an operator's decision.
         case_id = fraud.open_case(tx.session, attempt, decision, hold_id=hold_id)
-    return _Placed(row, case_id, replayed=False)
+    return _Placed(row, case_id)
 
 
 def place_hold(
