@@ -74,7 +74,7 @@ def _store_out(store: directory.Store) -> StoreOut:
 @router.get("/partner", summary="The calling partner", response_model=PartnerOut)
 async def get_partner(call: Partner) -> Response:
     def partner(tx: Tx) -> PartnerOut:
-        found = directory.get_partner(tx.session, call.partner_id)
+        found = directory.get_partner(tx, call.partner_id)
         return PartnerOut(
             id=found.id,
             name=found.name,
@@ -94,10 +94,10 @@ async def get_partner(call: Partner) -> Response:
 async def get_rates(call: Partner) -> Response:
     def partner_rates(tx: Tx) -> RatesResponse:
         try:
-            current: RatesOut | None = RatesOut.of(rates.rates_at(tx.session, call.partner_id))
+            current: RatesOut | None = RatesOut.of(rates.rates_at(tx, call.partner_id))
         except RatesNotFound:
             current = None
-        history = [RatesOut.of(r) for r in rates.rate_history(tx.session, call.partner_id)]
+        history = [RatesOut.of(r) for r in rates.rate_history(tx, call.partner_id)]
         return RatesResponse(current=current, history=history)
 
     return await call.answer(partner_rates)
@@ -106,12 +106,12 @@ async def get_rates(call: Partner) -> Response:
 @router.get("/stores", summary="The partner's stores and terminals", response_model=list[StoreOut])
 async def list_stores(call: Partner) -> Response:
     return await call.answer(
-        lambda tx: [_store_out(s) for s in directory.list_stores(tx.session, call.partner_id)]
+        lambda tx: [_store_out(s) for s in directory.list_stores(tx, call.partner_id)]
     )
 
 
 @router.get("/stores/{store_id}", summary="One of the partner's stores", response_model=StoreOut)
 async def get_store(store_id: str, call: Partner) -> Response:
     return await call.answer(
-        lambda tx: _store_out(directory.get_store(tx.session, call.partner_id, store_id))
+        lambda tx: _store_out(directory.get_store(tx, call.partner_id, store_id))
     )
