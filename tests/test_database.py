@@ -132,7 +132,7 @@ def test_a_unit_of_work_whose_connection_died_runs_again_on_a_new_one(
 
 def test_a_unit_of_work_that_lost_a_deadlock_runs_again(database_url: str) -> None:
     """Two units of work lock two rows in opposite orders: PostgreSQL breaks the deadlock by
-    failing one, which runs again and succeeds; both commit."""
+    failing one, which runs again; both commit, each update once."""
     engine = make_engine(database_url, pool_size=2)
     table = f"deadlock_{uuid.uuid4().hex[:8]}"
     with engine.begin() as conn:
@@ -162,7 +162,9 @@ def test_a_unit_of_work_that_lost_a_deadlock_runs_again(database_url: str) -> No
         with engine.connect() as conn:
             counts = conn.execute(text(f"SELECT n FROM {table} ORDER BY id")).scalars().all()
         assert counts == [2, 2]
-        assert len(attempts) == 3
+        # The loser ran again. Its retry may take a row back before the winner saw it free
+        # and lose a second race, so more than one retry can happen; never a lost update.
+        assert len(attempts) >= 3
     finally:
         with engine.begin() as conn:
             conn.execute(text(f"DROP TABLE {table}"))
