@@ -41,6 +41,14 @@ class Settings(BaseSettings):
         "time); off where `clearinghouse jobs run` runs them.",
     )
 
+    issuance_limit_fen: int = Field(
+        default=10_000_000,
+        ge=0,
+        validation_alias=AliasChoices("CLEARINGHOUSE_ISSUANCE_LIMIT_FEN"),
+        description="A new partner's issuance limit in fen (unsettled issuance at the issue "
+        "price), unless `partner create --limit-fen` gives one.",
+    )
+
     language: str | None = Field(
         default=None,
         validation_alias=AliasChoices("CLEARINGHOUSE_LANGUAGE"),

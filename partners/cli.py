@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from clearinghouse.cli_support import fail, transaction
+from clearinghouse.config import get_settings
 from partners import directory, keys, limits, rates
 from partners.signing import load_public_key_pem
 
@@ -30,8 +31,17 @@ def partner_create(
     asset: Annotated[
         str | None, typer.Option(help="A programme's points asset code (default: from the id).")
     ] = None,
+    limit_fen: Annotated[
+        int | None,
+        typer.Option(
+            help="Issuance limit: most unsettled issuance value allowed, in fen "
+            "(default: CLEARINGHOUSE_ISSUANCE_LIMIT_FEN, 10,000,000)."
+        ),
+    ] = None,
 ) -> None:
-    """Register a partner and open its ledger accounts."""
+    """Register a partner, open its ledger accounts and set its issuance limit."""
+    if limit_fen is None:
+        limit_fen = get_settings().issuance_limit_fen
     with transaction() as session:
         partner = directory.create_partner(
             session,
@@ -40,8 +50,11 @@ def partner_create(
             kind,  # type: ignore[arg-type]
             programme_asset=asset,
         )
+        limits.set_issuance_limit(session, partner_id, limit_fen)
     extra = f", points asset {partner.programme_asset}" if partner.programme_asset else ""
-    typer.echo(f"created partner {partner.id} ({partner.kind}{extra})")
+    typer.echo(
+        f"created partner {partner.id} ({partner.kind}{extra}), issuance limit {limit_fen:,} fen"
+    )
 
 
 @partner_app.command("list")

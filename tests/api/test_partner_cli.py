@@ -4,9 +4,12 @@ worker's database."""
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import stat
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from partners import directory, keys
+from partners import directory, keys, limits
 from partners.keys import raw_public_key
 from partners.signing import load_private_key_pem, public_key_to_pem
 from tests.api.builders import (
@@ -35,18 +38,19 @@ class CommandLine:
     def __init__(self, database_url: str) -> None:
         self.env = {**os.environ, "DATABASE_URL": database_url}
 
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "clearinghouse", *args],
             env=self.env,
+            cwd=cwd,
             capture_output=True,
             text=True,
             timeout=120,
             check=False,
         )
 
-    def ok(self, *args: str) -> str:
-        result = self.run(*args)
+    def ok(self, *args: str, cwd: Path | None = None) -> str:
+        result = self.run(*args, cwd=cwd)
         assert result.returncode == 0, result.stderr
         return result.stdout
 
@@ -63,7 +67,9 @@ def test_partner_create_list_suspend_activate(
     created = cli.ok(
         "partner", "create", partner_id, "--name", "Tea House", "--kind", "store_chain"
     )
-    assert created.strip() == f"created partner {partner_id} (store_chain)"
+    assert created.strip() == (
+        f"created partner {partner_id} (store_chain), issuance limit 10,000,000 fen"
+    )
 
     listed = [line.split() for line in cli.ok("partner", "list").splitlines()]
     assert [partner_id, "active", "store_chain", "Tea", "House"] in listed
@@ -74,6 +80,66 @@ def test_partner_create_list_suspend_activate(
     assert cli.ok("partner", "activate", partner_id).strip() == f"partner {partner_id} is active"
 
     assert "already exists" in cli.refused("partner", "create", partner_id, "--name", "Again")
+
+
+def test_partner_create_sets_the_issuance_limit_given_or_configured(
+    cli: CommandLine, sessions: sessionmaker[Session]
+) -> None:
+    given, configured = unique_id("p"), unique_id("p")
+    out = cli.ok("partner", "create", given, "--name", "Given", "--limit-fen", "5000")
+    assert out.strip().endswith("issuance limit 5,000 fen")
+    cli.env["CLEARINGHOUSE_ISSUANCE_LIMIT_FEN"] = "7000"
+    cli.ok("partner", "create", configured, "--name", "Configured")
+    with sessions() as session:
+        assert limits.issuance_limit(session, given) == (5000, 0)
+        assert limits.issuance_limit(session, configured) == (7000, 0)
+    assert "zero or more fen" in cli.refused(
+        "partner", "create", unique_id("p"), "--name", "Negative", "--limit-fen", "-1"
+    )
+
+
+def _guide_commands() -> list[list[str]]:
+    """The operator's commands in docs/partner-integration.md: the onboarding block and the
+    one that generates the partner's key (the first two shell blocks)."""
+    guide = (Path(__file__).parents[2] / "docs" / "partner-integration.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", guide, flags=re.DOTALL)[:2]
+    lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
+    return [shlex.split(line, comments=True) for line in lines if line.startswith("clearinghouse ")]
+
+
+def test_the_guide_s_onboarding_lets_the_first_signed_purchase_through(
+    cli: CommandLine, http: TestClient, tmp_path: Path
+) -> None:
+    partner_id, store_id = unique_id("p"), unique_id("s")
+    commands = _guide_commands()
+    assert [c[1:3] for c in commands] == [
+        ["partner", "create"],
+        ["partner", "rates"],
+        ["store", "add"],
+        ["partner", "key"],
+    ]
+    outputs = [
+        cli.ok(
+            *(arg.replace("teahouse", partner_id).replace("tea-sh-001", store_id) for arg in c[1:]),
+            cwd=tmp_path,
+        )
+        for c in commands
+    ]
+    key_id = outputs[-1].split()[2].rstrip(";")
+    private_key = load_private_key_pem((tmp_path / f"{partner_id}.pem").read_bytes())
+
+    partner = client_for(SigningKey(key_id, private_key), http)
+    member = partner.post("/v1/members", {"customer_ref": "cust-42"}, idempotency_key="m-1")
+    purchase = {
+        "partner_txn_id": "order-1",
+        "member_id": member["member_id"],
+        "store_id": store_id,
+        "amount_fen": 52_000,
+        "occurred_at": datetime.now(UTC).isoformat(),
+    }
+    accrual = partner.post("/v1/purchases", purchase, idempotency_key="order-1")
+    assert accrual["points"] >= 520
+    assert accrual["issue_value_fen"] == accrual["points"]  # the guide's issue price: 1 fen
 
 
 def test_store_add(cli: CommandLine, sessions: sessionmaker[Session]) -> None:
