@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse.api.app import create_app
@@ -26,7 +25,7 @@ from clearinghouse.config import get_settings
 from clearinghouse.errors import NotFound
 from partners import directory, keys, limits, rates
 from partners.client import PartnerClient
-from partners.tables import partner_keys
+from partners.signing import load_private_key_pem
 from settlement import netting, reports
 
 PARTNERS = {
@@ -76,20 +75,32 @@ def set_up_partners(sessions: sessionmaker[Session], home: Path) -> dict[str, st
                         latitude=31.2304,
                         longitude=121.4737,
                     )
-            key_file = _key_file(home, partner_id)
-            if not key_file.exists():
-                # A new home: the old demo keys' private halves are gone, so retire them.
-                for record in keys.list_keys(session, partner_id):
-                    if record.status != "revoked":
-                        keys.revoke_key(session, record.id)
-                keys.generate_key(session, partner_id, key_file)
-            key_ids[partner_id] = session.execute(
-                select(partner_keys.c.id)
-                .where(partner_keys.c.partner_id == partner_id, partner_keys.c.status == "active")
-                .order_by(partner_keys.c.created_at.desc())
-                .limit(1)
-            ).scalar_one()
+            key_ids[partner_id] = _demo_key(session, partner_id, _key_file(home, partner_id))
     return key_ids
+
+
+def _demo_key(session: Session, partner_id: str, key_file: Path) -> str:
+    """The id of the partner's active key whose private half is `key_file`.
+
+    One home may serve several databases and one database several homes, in any order: the
+    file's key is registered where it is unknown, and a new pair replaces a missing file or one
+    whose key this database no longer accepts. The demo signs only with the file, so the
+    partner's other keys are revoked."""
+    held = keys.list_keys(session, partner_id)
+    public_key = (
+        load_private_key_pem(key_file.read_bytes()).public_key() if key_file.exists() else None
+    )
+    raw = keys.raw_public_key(public_key) if public_key is not None else None
+    ours = next((record for record in held if record.public_key == raw), None)
+    if ours is not None and ours.status == "active":
+        return ours.id
+    for record in held:
+        if record.status != "revoked":
+            keys.revoke_key(session, record.id)
+    if public_key is not None and ours is None:
+        return keys.register_key(session, partner_id, public_key).id
+    key_file.unlink(missing_ok=True)
+    return keys.generate_key(session, partner_id, key_file).id
 
 
 @contextmanager

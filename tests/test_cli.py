@@ -49,6 +49,16 @@ def test_demo_on_embedded_database_earns_spends_and_replays(home: Path) -> None:
     assert not (home / "pgdata" / "postmaster.pid").exists()
 
 
+def test_demo_runs_on_any_databases_in_any_order(databases: Databases, tmp_path: Path) -> None:
+    # The demo keeps its partners' private keys in the home, which outlives any one database.
+    first, second = databases.create(), databases.create()
+    home, other_home = tmp_path / "home", tmp_path / "other-home"
+    for url, data in ((first, home), (second, home), (first, other_home), (first, home)):
+        result = run("demo", env={"DATABASE_URL": url, "CLEARINGHOUSE_HOME": str(data)})
+        assert result.returncode == 0, result.stderr
+        assert "Alice: 540 points available" in result.stdout
+
+
 def test_commands_refuse_an_unmigrated_database(databases: Databases) -> None:
     url = databases.create(migrated=False)
     result = run("ledger", "trial-balance", env={"DATABASE_URL": url})
