@@ -14,7 +14,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,6 +27,7 @@ from partners import directory
 from tests import builders
 from tests.api.builders import PROBLEM_JSON
 from tests.audit.helpers import Books, own_books, transfers
+from tests.builders import own_client
 from tests.conftest import Databases
 
 INSUFFICIENT_PRIVILEGE = "42501"
@@ -178,21 +178,34 @@ def test_the_ledgers_posting_function_is_refused_with_and_without_read_only(worl
     assert world.counts() == before
 
 
-def test_the_role_can_read_every_table_but_console_sessions(world: World) -> None:
+def _read_as_role(world: World, statement: str) -> None:
     with world.books.sessions() as session, session.begin():
         session.execute(text(f"SET LOCAL ROLE {READ_ONLY_ROLE}"))
-        tables = session.execute(
-            text(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-                " AND tablename <> 'console_sessions' ORDER BY 1"
-            )
-        ).scalars()
-        for table in list(tables):
-            session.execute(text(f'SELECT * FROM "{table}" LIMIT 1')).all()
-    with world.books.sessions() as session, session.begin():
-        session.execute(text(f"SET LOCAL ROLE {READ_ONLY_ROLE}"))
+        session.execute(text(statement)).all()
+
+
+def test_the_role_can_read_every_table_but_console_sessions_and_credentials(world: World) -> None:
+    with world.books.sessions() as session:
+        tables = list(
+            session.execute(
+                text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                    " AND tablename NOT IN ('console_sessions', 'users') ORDER BY 1"
+                )
+            ).scalars()
+        )
+    for table in tables:
+        _read_as_role(world, f'SELECT * FROM "{table}" LIMIT 1')
+    _read_as_role(world, "SELECT id, role, created_at, disabled_at, password_changed_at FROM users")
+    for statement in (
+        "SELECT * FROM console_sessions LIMIT 1",
+        "SELECT * FROM users LIMIT 1",
+        "SELECT password_hash FROM users",
+        "SELECT token_digest FROM users",
+        "SELECT id FROM users WHERE token_digest = CAST('digest' AS bytea)",
+    ):
         with pytest.raises(DBAPIError, match="permission denied"):
-            session.execute(text("SELECT * FROM console_sessions LIMIT 1"))
+            _read_as_role(world, statement)
 
 
 def test_a_route_on_the_audit_session_cannot_write(world: World) -> None:
@@ -229,7 +242,7 @@ def test_a_route_on_the_audit_session_cannot_write(world: World) -> None:
     app.add_api_route("/audit-test/users", add_user, methods=["POST"])
     app.add_api_route("/audit-test/entries/{key}", post_entry, methods=["POST"])
     app.add_api_route("/write-test/entries/{key}", post_entry_for_real, methods=["POST"])
-    http = TestClient(app, raise_server_exceptions=False)
+    http = own_client(app)
     before = world.counts()
     try:
         for path in ("/audit-test/users", "/audit-test/entries/refused-1"):
