@@ -97,6 +97,29 @@ def test_the_triggers_refuse_what_the_tests_below_do_behind_their_back(
             assert getattr(refused.value.orig, "sqlstate", None) == "LD007"  # append-only
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "TRUNCATE seal_items",
+        "TRUNCATE seal_blocks CASCADE",
+        "TRUNCATE seal_items, seal_blocks",
+        "DELETE FROM seal_items",
+        "UPDATE seal_blocks SET sealed_at = now()",
+    ],
+)
+def test_the_seals_are_kept_like_the_journal(
+    books: Books, no_seal_delay: None, statement: str
+) -> None:
+    transfers(books.sessions, 2)
+    sealing.seal_all(books.sessions)
+    with books.sessions() as session:
+        with pytest.raises(DBAPIError) as refused:
+            session.execute(text(statement))
+        assert getattr(refused.value.orig, "sqlstate", None) == "LD007"  # append-only
+    with books.sessions() as session:
+        assert verify.unsealed_count(session) == 0
+
+
 def test_a_changed_posting_names_its_block_and_entry(books: Books, no_seal_delay: None) -> None:
     blocks = _three_blocks(books)
     target, later = blocks[1][1], blocks[2][0]
