@@ -31,6 +31,7 @@ from clearinghouse.ledger.posting import (
     post,
     refused_as_domain_errors,
     transfer,
+    unbalanced,
 )
 from clearinghouse.ledger.queries import (
     BalanceMismatch,
@@ -84,4 +85,5 @@ __all__ = [
     "statement",
     "transfer",
     "trial_balance",
+    "unbalanced",
 ]

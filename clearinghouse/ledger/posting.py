@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -92,9 +92,6 @@ def validate(entry: Entry) -> None:
         raise errors.InvalidEntry("an idempotency key has 1 to 200 characters")
     if entry.occurred_at.tzinfo is None:
         raise errors.InvalidEntry("occurred_at must carry a time zone")
-    if len(entry.postings) < 2:
-        raise errors.UnbalancedEntry("an entry needs at least two postings")
-    sums: dict[str, int] = defaultdict(int)
     for posting in entry.postings:
         Address.parse(posting.account)
         if not _ASSET.match(posting.asset):
@@ -104,17 +101,31 @@ def validate(entry: Entry) -> None:
             raise errors.InvalidEntry(
                 f"posting amounts are non-zero integers within 64 bits, not {amount!r}"
             )
-        sums[posting.asset] += amount
     try:
         canonical_json(entry.metadata)
     except (TypeError, ValueError) as exc:
         raise errors.InvalidEntry(f"metadata must be JSON: {exc}") from exc
-    unbalanced = {asset: total for asset, total in sums.items() if total != 0}
-    if unbalanced:
-        raise errors.UnbalancedEntry(
-            "postings must sum to zero for every asset: "
-            + ", ".join(f"{asset} sums to {total}" for asset, total in sorted(unbalanced.items()))
+    problem = unbalanced((p.asset, p.amount) for p in entry.postings)
+    if problem:
+        raise errors.UnbalancedEntry(problem)
+
+
+def unbalanced(legs: Iterable[tuple[str, int]]) -> str | None:
+    """Why the legs (asset, amount) of an entry do not balance; None when they do. Checked on
+    an entry before it is posted, and again on a stored one before it is sealed."""
+    sums: dict[str, int] = defaultdict(int)
+    count = 0
+    for asset, amount in legs:
+        sums[asset] += amount
+        count += 1
+    if count < 2:
+        return "an entry needs at least two postings"
+    off = {asset: total for asset, total in sums.items() if total != 0}
+    if off:
+        return "postings must sum to zero for every asset: " + ", ".join(
+            f"{asset} sums to {total}" for asset, total in sorted(off.items())
         )
+    return None
 
 
 def _json_default(value: object) -> str:

@@ -5,10 +5,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, and_, case, func, literal, or_, select, tuple_
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    and_,
+    any_,
+    bindparam,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from clearinghouse.ledger.accounts import Address, get_account
@@ -186,27 +200,29 @@ class BalanceMismatch:
     from_postings: int
 
 
-def check_consistency(session: Session) -> list[BalanceMismatch]:
-    """Every account whose materialised balance differs from the sum of its postings."""
-    kept = (
-        select(
-            account_balances.c.account_id.label("account_id"),
-            func.sum(account_balances.c.balance).label("total"),
-        )
-        .group_by(account_balances.c.account_id)
-        .subquery()
-    )
-    derived = (
-        select(
-            postings.c.account_id.label("account_id"), func.sum(postings.c.amount).label("total")
-        )
-        .group_by(postings.c.account_id)
-        .subquery()
-    )
+def check_consistency(
+    session: Session, account_ids: Collection[int] | None = None
+) -> list[BalanceMismatch]:
+    """Every account whose materialised balance differs from the sum of its postings; only
+    among `account_ids` when given (each is summed through the postings' account index)."""
+    kept_query = select(
+        account_balances.c.account_id.label("account_id"),
+        func.sum(account_balances.c.balance).label("total"),
+    ).group_by(account_balances.c.account_id)
+    derived_query = select(
+        postings.c.account_id.label("account_id"), func.sum(postings.c.amount).label("total")
+    ).group_by(postings.c.account_id)
+    query = select(accounts.c.address)
+    if account_ids is not None:
+        wanted = bindparam("account_ids", sorted(account_ids), type_=ARRAY(BigInteger))
+        kept_query = kept_query.where(account_balances.c.account_id == any_(wanted))
+        derived_query = derived_query.where(postings.c.account_id == any_(wanted))
+        query = query.where(accounts.c.id == any_(wanted))
+    kept, derived = kept_query.subquery(), derived_query.subquery()
     kept_total = func.coalesce(kept.c.total, 0)
     derived_total = func.coalesce(derived.c.total, 0)
     rows = session.execute(
-        select(accounts.c.address, kept_total, derived_total)
+        query.add_columns(kept_total, derived_total)
         .select_from(accounts)
         .outerjoin(kept, kept.c.account_id == accounts.c.id)
         .outerjoin(derived, derived.c.account_id == accounts.c.id)
