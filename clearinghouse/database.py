@@ -223,6 +223,17 @@ def _retryable(error: BaseException) -> str | None:
     return None
 
 
+def unavailable(error: BaseException) -> bool:
+    """Whether `error` says the database could not be reached or used just now (refused or lost
+    connections, a server shutting down, too many connections, no pooled connection in time),
+    rather than that the work itself is wrong: the same request may succeed when sent again."""
+    if isinstance(error, ConnectionLost | exc.TimeoutError):
+        return True
+    if isinstance(error, exc.DBAPIError):
+        return error.connection_invalidated or isinstance(error.orig, psycopg.OperationalError)
+    return isinstance(error, psycopg.OperationalError)
+
+
 def run_in_transaction(engine: Engine, work: Callable[[Tx], T]) -> T:
     """Run `work` in one transaction and commit it. A unit of work that failed before its commit
     because its connection broke (the server restarted, the pool kept a dead one) or because it

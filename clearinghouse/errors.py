@@ -20,6 +20,8 @@ class DomainError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.extensions = extensions
+        self.headers: dict[str, str] = {}
+        """HTTP headers the answer carries (Retry-After, say)."""
 
     @classmethod
     def type_uri(cls) -> str:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clearinghouse.api.app import create_app
 from partners.client import PartnerClient
 from tests.api.builders import ApiPartner, client_for
+from tests.builders import own_client
 
 NewPartner = Callable[[sessionmaker[Session]], ApiPartner]
 
@@ -26,7 +27,7 @@ def app(sessions: sessionmaker[Session]) -> FastAPI:
 @pytest.fixture
 def http(app: FastAPI) -> Iterator[TestClient]:
     # Not entered as a context manager: the lifespan (and its background jobs) stays off.
-    client = TestClient(app, raise_server_exceptions=False)
+    client = own_client(app)
     yield client
     client.close()
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 import itertools
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
+from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
+from starlette.types import ASGIApp
 
 from clearinghouse import ledger
 
@@ -91,4 +94,15 @@ def entry(
         idempotency_key=idempotency_key or key(),
         postings=tuple(ledger.Posting(*leg) for leg in legs),
         occurred_at=occurred_at or now(),
+    )
+
+
+def own_client(app: ASGIApp, address: str | None = None, **options: Any) -> TestClient:
+    """A TestClient with an address of its own (unless given one), as every real client has:
+    the failed authentications of one test never count against another's rate limit."""
+    return TestClient(
+        app,
+        raise_server_exceptions=False,
+        client=(address or unique_id("client-"), 50000),
+        **options,
     )

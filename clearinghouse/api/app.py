@@ -8,13 +8,15 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import migrate
-from clearinghouse.api import health, openapi, problems
+from clearinghouse.api import health, openapi, problems, schemas
 from clearinghouse.api.gate import Limits, PartnerGate
+from clearinghouse.api.guard import Guard
+from clearinghouse.api.throttle import Throttle
 from clearinghouse.audit import endpoints as audit_endpoints
 from clearinghouse.config import get_settings
 from clearinghouse.console import auth as console_auth
@@ -72,11 +74,15 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        dependencies=[Depends(schemas.refuse_nul)],
     )
     if sessions is not None:
         app.state.sessions = sessions
     problems.install(app)
-    app.add_middleware(PartnerGate, limits=limits)
+    app.state.throttle = throttle = Throttle(limits.rates)
+    app.add_middleware(PartnerGate, throttle=throttle, limits=limits)
+    # Added last, so the outermost: every request and answer passes it.
+    app.add_middleware(Guard)
     # Routes are matched in order: the partners' busiest first.
     app.include_router(points_endpoints.router)
     app.include_router(member_endpoints.router)

@@ -24,7 +24,7 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import pydantic_core
@@ -37,15 +37,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clearinghouse.api import idempotency
 from clearinghouse.api.problems import from_domain_error, http_problem
+from clearinghouse.api.throttle import RateLimited, RateLimits, Throttle, source_of
 from clearinghouse.database import Tx, run_in_transaction
 from clearinghouse.errors import DomainError
+from clearinghouse.users.service import NotSignedIn, User, user_by_token
 from partners import auth
 from partners.signing import HttpRequest
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1 << 20
 PARTNER_PREFIX = "/v1/"
+# Routes for people with a bearer token, authenticated here before their body is read.
+STAFF_PREFIXES = ("/finance/", "/audit/", "/operator/")
 # Routes that never touch the database, and so need no admission.
 WITHOUT_DATABASE = ("/healthz", "/console/static/")
 JSON = "application/json"
@@ -63,6 +66,7 @@ class Limits:
     """Requests that may wait for their turn; more are answered 503."""
     wait_seconds: float = 15.0
     """How long one may wait before it is answered 503."""
+    rates: RateLimits = field(default_factory=RateLimits)
 
     @property
     def connections(self) -> int:
@@ -193,12 +197,14 @@ class PartnerCall:
     def __init__(
         self,
         engine: Engine,
+        throttle: Throttle,
         verified: auth.Verified,
         key: str | None,
         digest: bytes | None,
         instance: str,
     ) -> None:
         self.engine = engine
+        self.throttle = throttle
         self.verified = verified
         self._key = key
         self.digest = digest
@@ -230,7 +236,8 @@ class PartnerCall:
     def _answer(self, work: Work) -> Outcome:
         try:
             return run_in_transaction(self.engine, lambda tx: self._attempt(tx, work))
-        except auth.Unauthorized as refusal:
+        except (auth.Unauthorized, RateLimited) as refusal:
+            # Not the key's answer: the same request may succeed later.
             return Outcome(_problem(refusal, self.instance))
         except DomainError as refusal:
             return self.settle(_problem(refusal, self.instance), refusal)
@@ -260,16 +267,28 @@ class PartnerCall:
 
         try:
             return run_in_transaction(self.engine, refuse)
-        except auth.Unauthorized as unauthorized:
-            return Outcome(_problem(unauthorized, self.instance))
+        except (auth.Unauthorized, RateLimited) as refusal:
+            return Outcome(_problem(refusal, self.instance))
 
     def _open(self, tx: Tx) -> Outcome | None:
-        """The request's first statement. Returns an answer when the request is done already
-        (a stored answer) or refused (its key reused) with its nonce spent."""
+        """The request's first statement, which also counts it against its partner's rate
+        limit. Returns an answer when the request is done already (a stored answer) or refused
+        (its key reused) with its nonce spent."""
+        subject, window = self.throttle.partner_subject(self.partner_id)
         opened = tx.one(
-            "SELECT * FROM partner_request_open(%s, %s, %s, %s, %s)",
-            (self.key_id, self.verified.nonce, self.partner_id, self._key, self.digest),
+            "SELECT o.*, r.hits, r.retry_after"
+            " FROM partner_request_open(%s, %s, %s, %s, %s) o, rate_hit(%s, %s) r",
+            (
+                self.key_id,
+                self.verified.nonce,
+                self.partner_id,
+                self._key,
+                self.digest,
+                subject,
+                window,
+            ),
         )
+        self.throttle.check_partner(opened.hits, opened.retry_after)
         if opened.outcome == "nonce_replayed":
             log.info("signature refused", extra={"reason": "nonce_replayed"})
             raise auth.Unauthorized()
@@ -303,10 +322,6 @@ async def _partner_call(request: Request) -> PartnerCall:
 Partner = Annotated[PartnerCall, Depends(_partner_call)]
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 def _headers(scope: Scope) -> dict[str, str]:
     headers: dict[str, str] = {}
     for raw_name, raw_value in scope["headers"]:
@@ -316,18 +331,14 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 
 async def _read_body(receive: Receive) -> bytes | None:
-    """The whole body, or None if the client went away."""
+    """The whole body (its size limited by clearinghouse.api.guard), or None if the client went
+    away."""
     chunks: list[bytes] = []
-    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise BodyTooLarge
-        chunks.append(chunk)
+        chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
 
@@ -362,8 +373,9 @@ class _Unanswered:
 
 
 class PartnerGate:
-    def __init__(self, app: ASGIApp, limits: Limits | None = None) -> None:
+    def __init__(self, app: ASGIApp, throttle: Throttle, limits: Limits | None = None) -> None:
         self.app = app
+        self.throttle = throttle
         self.limits = limits or Limits()
         self.partners = Admission(
             self.limits.partner_requests, self.limits.queue, self.limits.wait_seconds
@@ -382,18 +394,46 @@ class PartnerGate:
         else:
             try:
                 async with self.others.slot():
+                    if scope["path"].startswith(STAFF_PREFIXES):
+                        scope = await self._staff(scope)
                     await self.app(scope, receive, send)
+            except DomainError as exc:
+                await from_domain_error(exc, scope["path"])(scope, receive, send)
             except Saturated:
                 await _busy(scope, receive, send)
 
+    async def _staff(self, scope: Scope) -> Scope:
+        """The scope with the person behind the bearer token (clearinghouse.api.deps reads it),
+        found before the body is read; a failure counts against the source's rate limit."""
+        source = source_of(scope)
+        self.throttle.refuse_blocked(source)
+        scheme, _, token = _headers(scope).get("authorization", "").partition(" ")
+        engine = _engine(scope)
+
+        def look_up(tx: Tx) -> User:
+            self.throttle.check_source(tx, source)
+            if scheme.lower() != "bearer" or not token.strip():
+                raise NotSignedIn("send Authorization: Bearer <API token>")
+            return user_by_token(tx.session, token.strip())
+
+        try:
+            user = await run_in_threadpool(run_in_transaction, engine, look_up)
+        except NotSignedIn:
+            await run_in_threadpool(
+                run_in_transaction, engine, lambda tx: self.throttle.failed(tx, source)
+            )
+            raise
+        return {**scope, "state": {**scope.get("state", {}), "staff_user": user}}
+
     async def _partner(self, scope: Scope, receive: Receive, send: Send) -> None:
         instance = scope["path"]
+        source = source_of(scope)
         try:
-            body = await _read_body(receive)
-        except BodyTooLarge:
-            response = http_problem(413, f"the body exceeds {MAX_BODY_BYTES} bytes", instance)
-            await response(scope, receive, send)
+            self.throttle.refuse_blocked(source)
+        except RateLimited as exc:
+            await from_domain_error(exc, instance)(scope, receive, send)
             return
+        body = await _read_body(receive)
         if body is None:
             return
         headers = _headers(scope)
@@ -407,10 +447,10 @@ class PartnerGate:
             body=body,
             scheme=scope.get("scheme", "http"),
         )
-        engine: Engine = scope["app"].state.sessions.kw["bind"]
+        engine = _engine(scope)
         try:
             async with self.partners.slot():
-                call = await self._admit(engine, request, headers, instance)
+                call = await self._admit(engine, request, headers, source, instance)
                 scope = {**scope, "state": {**scope.get("state", {}), "partner_call": call}}
                 await self._serve(call, scope, _replayed(body, receive), send)
         except DomainError as exc:
@@ -419,7 +459,12 @@ class PartnerGate:
             await _busy(scope, receive, send)
 
     async def _admit(
-        self, engine: Engine, request: HttpRequest, headers: dict[str, str], instance: str
+        self,
+        engine: Engine,
+        request: HttpRequest,
+        headers: dict[str, str],
+        source: str,
+        instance: str,
     ) -> PartnerCall:
         key = digest = None
         if request.method == "POST":
@@ -430,11 +475,17 @@ class PartnerGate:
                 request.method, request.path, request.query, request.body
             )
         try:
-            verified = auth.verify(request, auth.keyring.peek(engine) or {})
-        except auth.UnknownKey:
-            current = await run_in_threadpool(run_in_transaction, engine, auth.keyring.get)
-            verified = auth.verify(request, current, current=True)
-        return PartnerCall(engine, verified, key, digest, instance)
+            try:
+                verified = auth.verify(request, auth.keyring.peek(engine) or {})
+            except auth.UnknownKey:
+                current = await run_in_threadpool(run_in_transaction, engine, auth.keyring.get)
+                verified = auth.verify(request, current, current=True)
+        except auth.Unauthorized:
+            await run_in_threadpool(
+                run_in_transaction, engine, lambda tx: self.throttle.failed(tx, source)
+            )
+            raise
+        return PartnerCall(engine, self.throttle, verified, key, digest, instance)
 
     async def _serve(self, call: PartnerCall, scope: Scope, receive: Receive, send: Send) -> None:
         unanswered = _Unanswered(send, call)
@@ -449,6 +500,11 @@ class PartnerGate:
         if answer.status < 500:
             outcome = await run_in_threadpool(call.settle, answer)
         await outcome.response()(scope, receive, send)
+
+
+def _engine(scope: Scope) -> Engine:
+    engine: Engine = scope["app"].state.sessions.kw["bind"]
+    return engine
 
 
 def _replayed(body: bytes, receive: Receive) -> Receive:

@@ -56,7 +56,11 @@ def problem(
 
 
 def from_domain_error(exc: DomainError, instance: str | None = None) -> JSONResponse:
-    return problem(exc.status, exc.code, exc.title, exc.detail, instance=instance, **exc.extensions)
+    response = problem(
+        exc.status, exc.code, exc.title, exc.detail, instance=instance, **exc.extensions
+    )
+    response.headers.update(exc.headers)
+    return response
 
 
 def http_problem(
@@ -101,7 +105,11 @@ def install(app: FastAPI) -> None:
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return http_problem(500, "an internal error occurred; it has been logged")
+        # The server closes the connection after an error it did not expect: saying so lets
+        # the client open another for its next request instead of losing that one.
+        return http_problem(
+            500, "an internal error occurred; it has been logged", headers={"Connection": "close"}
+        )
 
     app.add_exception_handler(DomainError, domain_error)
     app.add_exception_handler(RequestValidationError, validation_error)

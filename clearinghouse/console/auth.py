@@ -14,8 +14,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 
+from clearinghouse.api.throttle import RateLimited, Throttle, source_of
 from clearinghouse.console import render
 from clearinghouse.console.i18n import gettext as _
+from clearinghouse.database import Tx
 from clearinghouse.errors import DomainError
 from clearinghouse.users import signin
 from clearinghouse.users.service import require_role
@@ -196,12 +198,22 @@ def sign_in(
     if not expected or not hmac.compare_digest(signin_token.encode(), expected.encode()):
         return _sign_in_page(request, next, 403, _("The form has expired: please sign in again."))
     remote = request.client.host if request.client else None
+    throttle: Throttle = request.app.state.throttle
+    source = source_of(request.scope)
     failure: tuple[int, str] | None = None
     with request.app.state.sessions() as session, session.begin():
         # The attempt is recorded whether or not it succeeds, so the error is caught inside.
         try:
-            user = signin.sign_in(session, login, password, remote)
+            throttle.refuse_blocked(source)
+            throttle.check_source(Tx.of(session), source)
+            try:
+                user = signin.sign_in(session, login, password, remote)
+            except signin.SignInFailed:
+                throttle.failed(Tx.of(session), source)
+                raise
             cookie, _opened = signin.start_session(session, user)
+        except RateLimited:
+            failure = (429, _("Too many failed sign-ins from your address: try again later."))
         except signin.LockedOut:
             failure = (429, _("Too many failed sign-ins: this name is locked for a while."))
         except signin.SignInFailed:

@@ -16,19 +16,6 @@ from clearinghouse.console import formatting, i18n
 
 TEMPLATES = Path(__file__).parent / "templates"
 
-# Pages answer with these, whatever they show: nothing cached, nothing framed, no script or
-# style from anywhere but the console itself.
-SECURITY_HEADERS = {
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "Referrer-Policy": "same-origin",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-}
-
 
 @lru_cache(maxsize=1)
 def environment() -> Environment:
@@ -64,4 +51,4 @@ def page(request: Request, template: str, status_code: int = 200, **context: Any
             **context,
         )
     )
-    return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+    return HTMLResponse(html, status_code=status_code)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
-from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,6 +22,7 @@ from tests.api.builders import (
     unique_id,
 )
 from tests.api.test_idempotency import waiting_on_locks
+from tests.builders import own_client
 
 
 def test_waiters_are_served_first_come_first_served_and_time_out_when_saturated() -> None:
@@ -65,7 +65,7 @@ def test_a_saturated_server_answers_503_with_retry_after_and_does_nothing(
 ) -> None:
     """One request at a time and no queue: while one runs, the next is refused at once."""
     app = create_app(sessions, limits=Limits(partner_requests=1, queue=0, wait_seconds=30))
-    http = TestClient(app, raise_server_exceptions=False)
+    http = own_client(app)
     client: PartnerClient = client_for(partner, http)
     held, refused, key = link_body(), link_body(), unique_id("k")
     before = row_counts(sessions)

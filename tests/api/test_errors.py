@@ -7,10 +7,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse.api.app import create_app
-from clearinghouse.api.gate import MAX_BODY_BYTES
+from clearinghouse.api.guard import MAX_BODY_BYTES
 from clearinghouse.api.tables import idempotency_records
 from partners.client import PartnerClient
 from tests.api.builders import ApiPartner, assert_problem, client_for, row_counts, unique_id
+from tests.builders import own_client
 
 
 def test_validation_error_lists_the_field(
@@ -45,7 +46,7 @@ def test_unhandled_exception_is_a_500_without_details(
         raise RuntimeError("secret detail")
 
     app.add_api_route("/v1/explode", explode, methods=["GET", "POST"])
-    with TestClient(app, raise_server_exceptions=False) as http:
+    with own_client(app) as http:
         client = client_for(partner, http)
         for request in (
             client.build("GET", "/v1/explode"),

@@ -22,6 +22,7 @@ from clearinghouse.points.tables import purchases, refunds
 from tests import builders
 from tests.api.builders import ApiPartner, assert_problem, client_for, unique_id
 from tests.audit.helpers import Books, bearer, own_books, token_for, transfers
+from tests.builders import own_client
 from tests.conftest import Databases
 from tests.points.builders import enrol, points_partner, purchase_body
 
@@ -92,7 +93,7 @@ def _owner(address: str) -> str:
 def world(databases: Databases) -> Iterator[World]:
     with own_books(databases) as books:
         sessions = books.sessions
-        http = TestClient(create_app(sessions), raise_server_exceptions=False)
+        http = own_client(create_app(sessions))
         shop = points_partner(sessions)
         with sessions() as session:
             onboarding = list(session.execute(select(journal_entries.c.id)).scalars())
@@ -374,7 +375,7 @@ def test_statement_pages_carry_the_running_balance(world: World) -> None:
 
 
 def test_digest_and_proofs(books: Books, no_seal_delay: None) -> None:
-    http = TestClient(create_app(books.sessions), raise_server_exceptions=False)
+    http = own_client(create_app(books.sessions))
     auditor = bearer(token_for(books.sessions, "auditor"))
     try:
         assert http.get("/audit/digest", headers=auditor).json() == {"block": None}

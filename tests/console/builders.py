@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse.config import get_settings
@@ -19,6 +18,7 @@ from clearinghouse.console import i18n, render
 from clearinghouse.users import signin
 from clearinghouse.users.service import create_user
 from tests.api.builders import unique_id
+from tests.builders import own_client
 
 PASSWORD = "correct horse battery staple"
 
@@ -48,9 +48,7 @@ class Console:
     """One browser: sign in, read pages, post forms."""
 
     def __init__(self, app: FastAPI, base_url: str = "http://testserver") -> None:
-        self.http = TestClient(
-            app, base_url=base_url, follow_redirects=False, raise_server_exceptions=False
-        )
+        self.http = own_client(app, base_url=base_url, follow_redirects=False)
         self.last_page = ""
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ from tests.api_fixtures import (  # noqa: F401  (fixtures, by name)
     other_partner,
     partner,
 )
+from tests.builders import own_client
 from tests.conftest import Databases
 from tests.fraud.builders import Staff, staff
 from tests.points.builders import points_partner
@@ -74,7 +75,7 @@ class Isolated:
 def isolated(databases: Databases) -> Iterator[Isolated]:
     eng = make_engine(databases.create("ch_fraud_own"), pool_size=5)
     own_sessions = session_factory(eng)
-    transport = TestClient(create_app(own_sessions), raise_server_exceptions=False)
+    transport = own_client(create_app(own_sessions))
     own_partner = points_partner(own_sessions)
     try:
         yield Isolated(

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,6 +22,7 @@ from tests.api_fixtures import (  # noqa: F401  (fixtures, by name)
     other_partner,
     partner,
 )
+from tests.builders import own_client
 from tests.conftest import Databases
 from tests.points.builders import Isolated, points_partner
 
@@ -52,7 +52,7 @@ def isolated(databases: Databases) -> Iterator[Isolated]:
     the books broken for every later test (the failures they exist to show)."""
     eng = make_engine(databases.create("ch_points_own"), pool_size=5)
     own_sessions = session_factory(eng)
-    transport = TestClient(create_app(own_sessions), raise_server_exceptions=False)
+    transport = own_client(create_app(own_sessions))
     try:
         yield Isolated(own_sessions, client_for(points_partner(own_sessions), transport))
     finally:

@@ -33,6 +33,7 @@ from partners.client import PartnerClient
 from partners.tables import partner_rates
 from settlement.netting import CATEGORIES
 from tests.api.builders import ApiPartner, client_for, unique_id
+from tests.builders import own_client
 from tests.conftest import Databases
 from tests.points.builders import DEFAULT_LIMIT_FEN, points_partner
 
@@ -91,7 +92,7 @@ def own_world(databases: Databases) -> Iterator[World]:
     url = databases.create("ch_settle")
     engine = make_engine(url, pool_size=5)
     sessions = session_factory(engine)
-    http = TestClient(create_app(sessions), raise_server_exceptions=False)
+    http = own_client(create_app(sessions))
     try:
         yield World(url, sessions, http)
     finally:
