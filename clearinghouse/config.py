@@ -49,6 +49,23 @@ class Settings(BaseSettings):
         "price), unless `partner create --limit-fen` gives one.",
     )
 
+    rate_partner_requests: int = Field(
+        default=1000,
+        ge=1,
+        validation_alias=AliasChoices("CLEARINGHOUSE_RATE_PARTNER_REQUESTS"),
+        description="Signed requests one partner may send per 10 seconds, every server and "
+        "worker together; more are answered 429.",
+    )
+
+    rate_source_failures: int = Field(
+        default=30,
+        ge=1,
+        validation_alias=AliasChoices("CLEARINGHOUSE_RATE_SOURCE_FAILURES"),
+        description="Failed authentications one address may make per minute (signatures, "
+        "bearer tokens, console sign-ins); past it, the address is refused everything (429) "
+        "until the minute ends.",
+    )
+
     language: str | None = Field(
         default=None,
         validation_alias=AliasChoices("CLEARINGHOUSE_LANGUAGE"),

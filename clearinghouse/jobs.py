@@ -23,8 +23,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from clearinghouse.api import idempotency
-from clearinghouse.audit.sealing import seal_all
+from clearinghouse.api import idempotency, throttle
+from clearinghouse.audit.sealing import SEAL_INTERVAL, seal_all
 from clearinghouse.database import libpq_url
 from partners import auth as partner_auth
 from partners import keys
@@ -41,9 +41,10 @@ LEADER_NAME = "clearinghouse jobs leader"
 
 def purge_expired(sessions: sessionmaker[Session]) -> tuple[int, int]:
     """Forget nonces and idempotency records past their retention (keeping each key's last
-    use first); return how many of each."""
+    use first), and rate counters of past windows; return how many nonces and records."""
     with sessions() as session, session.begin():
         keys.record_last_use(session)
+        throttle.purge(session)
         return partner_auth.purge_nonces(session), idempotency.purge(session)
 
 

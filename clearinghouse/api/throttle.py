@@ -13,20 +13,23 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 from starlette.types import Scope
 
+from clearinghouse.config import get_settings
 from clearinghouse.database import Tx
 from clearinghouse.errors import DomainError
 
 
 @dataclass(frozen=True)
 class RateLimits:
-    partner_requests: int = 1000
+    partner_requests: int = field(default_factory=lambda: get_settings().rate_partner_requests)
     """Signed requests one partner may send per partner window (every key, every store)."""
     partner_window_seconds: int = 10
-    source_failures: int = 30
+    source_failures: int = field(default_factory=lambda: get_settings().rate_source_failures)
     """Failed authentications one source address may make per source window."""
     source_window_seconds: int = 60
 
@@ -97,3 +100,11 @@ class Throttle:
         with self._lock:
             self._blocked[source] = time.monotonic() + retry_after
         raise RateLimited(retry_after)
+
+
+def purge(session: Session) -> int:
+    """Forget the counters of windows that have ended; return how many."""
+    result = session.execute(
+        text("DELETE FROM rate_counters WHERE window_start < now() - interval '1 hour'")
+    )
+    return int(getattr(result, "rowcount", 0))

@@ -20,6 +20,7 @@ from clearinghouse.api.guard import MAX_BODY_BYTES
 from clearinghouse.api.tables import idempotency_records
 from clearinghouse.api.throttle import RateLimits
 from clearinghouse.database import make_engine, session_factory
+from clearinghouse.jobs import purge_expired
 from clearinghouse.users.service import create_user
 from tests.api.builders import (
     ApiPartner,
@@ -317,3 +318,17 @@ def test_every_answer_carries_the_security_headers(
         if what != "static":
             assert response.headers["cache-control"] == "no-store", what
         assert ("strict-transport-security" in response.headers) == (what == "over TLS"), what
+
+
+def test_the_purge_forgets_counters_of_past_windows(sessions: sessionmaker[Session]) -> None:
+    old, current = unique_id("old-"), unique_id("current-")
+    with sessions() as session, session.begin():
+        session.execute(text("SELECT rate_hit(:s, 60, now() - interval '2 hours')"), {"s": old})
+        session.execute(text("SELECT rate_hit(:s, 60)"), {"s": current})
+    purge_expired(sessions)
+    with sessions() as session:
+        left = session.execute(
+            text("SELECT subject FROM rate_counters WHERE subject IN (:o, :c)"),
+            {"o": old, "c": current},
+        ).scalars()
+        assert list(left) == [current]
