@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
 from clearinghouse.api.gate import Partner
 from clearinghouse.database import Tx
+from clearinghouse.numbers import PlainDecimal
 from partners import directory, rates
 from partners.rates import RatesNotFound
 
@@ -27,10 +27,10 @@ class PartnerOut(BaseModel):
 class RatesOut(BaseModel):
     version: int
     effective_from: datetime
-    earn_rate: Decimal
-    issue_price: Decimal
-    redemption_value: Decimal
-    exchange_rate: Decimal | None
+    earn_rate: PlainDecimal
+    issue_price: PlainDecimal
+    redemption_value: PlainDecimal
+    exchange_rate: PlainDecimal | None
 
     @classmethod
     def of(cls, r: rates.Rates) -> RatesOut:

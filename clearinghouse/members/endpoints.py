@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
@@ -12,6 +11,7 @@ from pydantic import BaseModel, Field
 from clearinghouse.api.gate import Partner, Reply
 from clearinghouse.database import Tx
 from clearinghouse.members import service
+from clearinghouse.numbers import PlainDecimal
 from clearinghouse.points.policy import rule_set_at
 from clearinghouse.rules.tiers import tier_for
 
@@ -46,7 +46,7 @@ class TierOut(BaseModel):
     qualifying_points: int = Field(description="Points earned coalition-wide in the window.")
     next_tier: str | None
     points_to_next_tier: int | None
-    progress: Decimal = Field(description="Share of the way to the next tier, 0 to 1.")
+    progress: PlainDecimal = Field(description="Share of the way to the next tier, 0 to 1.")
 
 
 class MemberOut(BaseModel):

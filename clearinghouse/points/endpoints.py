@@ -5,7 +5,6 @@ referrals."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response, status
@@ -17,6 +16,7 @@ from clearinghouse.database import Tx
 from clearinghouse.members.endpoints import MEMBER_ID, MemberIdPath
 from clearinghouse.members.service import linked_member
 from clearinghouse.members.tables import member_links
+from clearinghouse.numbers import PlainDecimal
 from clearinghouse.points import accrual, exchange, holds, lots, referrals, refunds
 from clearinghouse.points.tables import point_lots
 
@@ -37,7 +37,7 @@ class PurchaseIn(BaseModel):
 class BreakdownLineOut(BaseModel):
     rule: str
     description: str
-    points: str
+    points: PlainDecimal
 
 
 class AccrualOut(BaseModel):
@@ -504,7 +504,7 @@ class ExchangeOut(BaseModel):
     coalition_points: int
     fee_points: int
     rounding_points: int
-    rate: Decimal
+    rate: PlainDecimal
     rates_version: int
 
 

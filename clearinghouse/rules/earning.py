@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from clearinghouse.errors import InvalidRequest
+from clearinghouse.numbers import PlainDecimal, plain_decimal
 
 BIGINT_MAX = 2**63 - 1
 
@@ -59,8 +60,8 @@ def _refuse_float(value: object) -> object:
     return value
 
 
-ExactDecimal = Annotated[Decimal, BeforeValidator(_refuse_float), Field(allow_inf_nan=False)]
-"""Any exact, finite decimal; floats are refused."""
+ExactDecimal = Annotated[PlainDecimal, BeforeValidator(_refuse_float), Field(allow_inf_nan=False)]
+"""Any exact, finite decimal; floats are refused. Written as every answer writes a decimal."""
 
 RuleDecimal = Annotated[ExactDecimal, Field(gt=0, max_digits=18, decimal_places=6)]
 """A rate or multiplier in a rules document: positive, at most 6 decimal places."""
@@ -278,12 +279,8 @@ class Accrual(_Frozen):
 # --- computing an accrual ---------------------------------------------------------------------
 
 
-def _plain(value: Decimal) -> str:
-    return format(value, "f")
-
-
 def _yuan(fen: int) -> str:
-    return _plain(Decimal(fen).scaleb(-2))
+    return format(Decimal(fen).scaleb(-2), "f")
 
 
 def compute_accrual(
@@ -336,7 +333,7 @@ def _accrue(
     add(
         "base",
         f"{_yuan(purchase.amount_fen)} yuan at partner {partner}'s base rate "
-        f"{_plain(base_rate)} points/yuan",
+        f"{plain_decimal(base_rate)} points/yuan",
         amount_yuan * base_rate,
     )
 
@@ -347,13 +344,13 @@ def _accrue(
         reached = (
             f"month-to-date spend {_yuan(member.month_spend_fen_including_this)} yuan reaches "
             f"the {_yuan(bracket.min_month_spend_fen)}-yuan bracket: "
-            f"{_plain(bracket_rate)} points/yuan ({_plain(bracket_rate)} % back)"
+            f"{plain_decimal(bracket_rate)} points/yuan ({plain_decimal(bracket_rate)} % back)"
         )
         if bracket_rate > base_rate:
             rate = bracket_rate
             add(
                 "bracket",
-                f"{reached}, {_plain(bracket_rate - base_rate)} points/yuan above the base",
+                f"{reached}, {plain_decimal(bracket_rate - base_rate)} points/yuan above the base",
                 amount_yuan * (bracket_rate - base_rate),
             )
         else:
@@ -381,7 +378,7 @@ def _accrue(
         combined = Decimal(1)
         for rule, label, factor in multipliers:
             contribution = total * (factor - 1)
-            add(rule, f"{label} x{_plain(factor)}", contribution)
+            add(rule, f"{label} x{plain_decimal(factor)}", contribution)
             total += contribution
             combined *= factor
     else:
@@ -390,12 +387,16 @@ def _accrue(
         combined = multipliers[best][2]
         for index, (rule, label, factor) in enumerate(multipliers):
             if index == best:
-                add(rule, f"{label} x{_plain(factor)}, the largest: applied", earned * (factor - 1))
+                add(
+                    rule,
+                    f"{label} x{plain_decimal(factor)}, the largest: applied",
+                    earned * (factor - 1),
+                )
             else:
                 add(
                     rule,
-                    f"{label} x{_plain(factor)}: not applied, stacking keeps only the largest "
-                    f"(x{_plain(combined)})",
+                    f"{label} x{plain_decimal(factor)}: not applied, stacking keeps only the "
+                    f"largest (x{plain_decimal(combined)})",
                     Decimal(0),
                 )
         total = earned * combined
@@ -440,7 +441,8 @@ def _accrue(
     whole = total.to_integral_value(rounding=ROUND_FLOOR)
     if whole != total:
         dropped = whole - total
-        add("rounding", f"rounded down to a whole point: {_plain(-dropped)} dropped", dropped)
+        shown = plain_decimal(-dropped)
+        add("rounding", f"rounded down to a whole point: {shown} dropped", dropped)
 
     return Accrual(
         points=int(whole),

@@ -72,6 +72,26 @@ def test_99_99_yuan_rounds_down_to_a_whole_point(client: PartnerClient) -> None:
     ]
 
 
+def test_breakdown_decimals_are_written_in_the_documented_format(
+    partner: ApiPartner, client: PartnerClient
+) -> None:
+    # The partner's rate is stored with six places; the answer still says "99.99", not
+    # "99.99000000", and a zero line "0", not "0E-8".
+    accrual = buy(client, enrol(client), 9_999)
+    written = [(line["rule"], line["points"]) for line in accrual["breakdown"]]
+    assert written == [
+        ("base", "99.99"),
+        ("tier", "0"),
+        ("first_purchase_bonus", "500"),
+        ("rounding", "-0.99"),
+    ]
+    base, *_, rounding = accrual["breakdown"]
+    assert base["description"] == f"99.99 yuan at partner {partner.id}'s base rate 1 points/yuan"
+    assert rounding["description"] == "rounded down to a whole point: 0.99 dropped"
+    read = client.get(f"/v1/purchases/{accrual['partner_txn_id']}")
+    assert read["breakdown"] == accrual["breakdown"]
+
+
 def test_a_second_purchase_at_the_partner_earns_no_bonus(client: PartnerClient) -> None:
     member_id = enrol(client)
     buy(client, member_id, 1_000)
