@@ -217,9 +217,26 @@ def serve(
         Path | None, typer.Option(help="Serve TLS with this certificate.")
     ] = None,
     ssl_keyfile: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
+    header_timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=1,
+            help="Seconds a request's head may take, from the connection's opening or the "
+            "request's first byte.",
+        ),
+    ] = None,
+    body_timeout: Annotated[
+        float | None,
+        typer.Option(min=1, help="Seconds a request's body may take after its head."),
+    ] = None,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(min=1, help="Connections each worker keeps open; beyond them, 503."),
+    ] = None,
 ) -> None:
     """Run the API and the finance console (on the configured database, or the embedded one)."""
     from clearinghouse import server
+    from clearinghouse.http_limits import ConnectionLimits
 
     if loop not in ("uvloop", "asyncio") or http not in ("httptools", "h11"):
         raise fail("--loop is uvloop or asyncio; --http is httptools or h11")
@@ -240,6 +257,11 @@ def serve(
         forwarded_allow_ips=forwarded_allow_ips,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
+        limits=ConnectionLimits.given(
+            header_timeout=header_timeout,
+            body_timeout=body_timeout,
+            max_connections=max_connections,
+        ),
     )
 
 

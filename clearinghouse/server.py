@@ -5,6 +5,9 @@ The socket is made here rather than by uvicorn, as a TCP socket by protocol numb
 event loop sets TCP_NODELAY on every connection it accepts. Without it (uvicorn's own socket
 for several workers, on the standard asyncio loop), an answer written in two pieces waits for
 the client's delayed acknowledgement: about 40 ms on every request of a kept-alive connection.
+
+Each connection is read under the limits in clearinghouse.http_limits (timeouts for the request's
+head and body, the head's size, connections per process).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from pathlib import Path
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
+
+from clearinghouse.http_limits import PROTOCOLS, ConnectionLimits, ServerConfig
 
 APP = "clearinghouse.api.app:create_app"
 
@@ -39,18 +44,22 @@ def serve(
     forwarded_allow_ips: str | None = None,
     ssl_certfile: Path | None = None,
     ssl_keyfile: Path | None = None,
+    limits: ConnectionLimits,
 ) -> None:
     """Serve until stopped. The workers build the app themselves (each its own pool and
     caches); with `jobs`, they take turns at the periodic jobs, one at a time."""
     os.environ["CLEARINGHOUSE_JOBS"] = "true" if jobs else "false"
-    config = uvicorn.Config(
+    config = ServerConfig(
         APP,
+        limits,
         factory=True,
         host=host,
         port=port,
         workers=workers,
         loop=loop,
-        http=http,
+        http=PROTOCOLS[http],
+        # h11 refuses a head beyond this itself (400), before the limit's 431 could.
+        h11_max_incomplete_event_size=limits.max_head_bytes,
         # Forwarded headers are believed only from the proxy named, never from anyone.
         proxy_headers=forwarded_allow_ips is not None,
         forwarded_allow_ips=forwarded_allow_ips,
