@@ -57,7 +57,7 @@ class Job:
 
 JOBS = (
     Job("purge", 60.0, purge_expired),
-    Job("seal", 5.0, seal_all),
+    Job("seal", SEAL_INTERVAL.total_seconds(), seal_all),
     Job("settle", 300.0, settle_due),
 )
 

@@ -18,10 +18,29 @@ from clearinghouse.cli_support import fail, sessions, transaction
 audit_app = typer.Typer(help="Seal, verify and export the journal.", no_args_is_help=True)
 
 
+def _digest(value: str | None) -> str | None:
+    """A --digest option: a block hash, or a usage error that says what one looks like."""
+    if value is None:
+        return None
+    try:
+        return sealing.parse_digest(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
 @audit_app.command("seal")
 def seal() -> None:
-    """Seal every committed entry not sealed yet (the server also does it every few seconds)."""
-    blocks = sealing.seal_all(sessions())
+    """Seal every committed entry not sealed yet (the server also does it every few seconds);
+    exit 1 at an entry changed behind the ledger's back, having sealed those before it."""
+    try:
+        blocks = sealing.seal_all(sessions())
+    except sealing.SealingHalted as halted:
+        _print_sealed(halted.sealed)
+        raise fail(f"{halted}; run `clearinghouse ledger check`") from halted
+    _print_sealed(blocks)
+
+
+def _print_sealed(blocks: list[sealing.Block]) -> None:
     for block in blocks:
         typer.echo(f"sealed block {block.number}: {block.entry_count} entries")
     if blocks:
@@ -34,7 +53,8 @@ def verify_command(
         Path | None, typer.Option(help="Verify this export folder instead, with no database.")
     ] = None,
     digest: Annotated[
-        str | None, typer.Option(help="A digest you hold: some block must have it.")
+        str | None,
+        typer.Option(help="A digest you hold: some block must have it.", callback=_digest),
     ] = None,
 ) -> None:
     """Recompute every sealed block; exit 1 naming the first bad block and entry."""
@@ -43,6 +63,12 @@ def verify_command(
     else:
         with transaction() as session:
             verdict = verify.verify_database(session, digest)
+    if verdict.oldest_unsealed is not None:
+        oldest = verdict.oldest_unsealed
+        typer.echo(
+            f"{verdict.unsealed} entries not sealed yet; the oldest, entry {oldest.id}, "
+            f"recorded at {oldest.recorded_at.isoformat()}"
+        )
     if verdict.problems:
         first = verdict.problems[0]
         typer.secho(f"FAILED: {first}", fg=typer.colors.RED, err=True)
@@ -55,7 +81,9 @@ def verify_command(
 @audit_app.command("prove")
 def prove(
     entry_id: int,
-    digest: Annotated[str, typer.Option(help="The published digest to prove against.")],
+    digest: Annotated[
+        str, typer.Option(help="The published digest to prove against.", callback=_digest)
+    ],
     proof: Annotated[
         Path | None,
         typer.Option(help="A proof from GET /audit/proofs/ENTRY_ID; else read from the database."),

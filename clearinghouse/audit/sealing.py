@@ -3,21 +3,30 @@ stores the Merkle root of its entries' canonical encodings (clearinghouse.audit.
 `block_hash = SHA-256("block" | number | count | previous block's hash | root)`, so the newest
 block hash is a digest of the whole journal: anyone holding it can detect a changed, deleted or
 inserted entry. Leaves and nodes are hashed as in RFC 6962: SHA-256(0x00 | leaf) and
-SHA-256(0x01 | left | right); an odd node at the end of a level is carried up unchanged."""
+SHA-256(0x01 | left | right); an odd node at the end of a level is carried up unchanged.
+
+Sealing vouches for what it seals, so it first checks each entry as the ledger would: its
+postings balance per asset, and the accounts it touches hold the balances their postings sum to.
+It seals up to the entry before the first one that fails and stops there (`SealingHalted`),
+every time it runs, until someone has looked."""
 
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import Text, any_, bindparam, exists, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
+from clearinghouse import ledger
 from clearinghouse.audit.canonical import EntryRecord, encode, load_entries
 from clearinghouse.audit.tables import seal_blocks, seal_items
-from clearinghouse.ledger.tables import journal_entries
+from clearinghouse.ledger.tables import accounts, journal_entries
 
 GENESIS = bytes(32)
 MAX_BLOCK_ENTRIES = 10_000
@@ -27,8 +36,36 @@ SEAL_DELAY = timedelta(seconds=2)
 # An honest entry is sealed soon after it is recorded; one recorded this long before the block
 # it first appears in was made was written with a back-dated clock, or inserted behind our back.
 BACKDATE_TOLERANCE = timedelta(minutes=1)
+# The periodic jobs seal this often (clearinghouse.jobs).
+SEAL_INTERVAL = timedelta(seconds=5)
+# An honest entry waits SEAL_DELAY, then at most an interval for the next run; two intervals
+# more cover a full block's backlog or another process taking the jobs over. An entry still
+# unsealed after that was skipped, or its seal was removed.
+OVERDUE_AFTER = SEAL_DELAY + 3 * SEAL_INTERVAL
+
+_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
 
 Side = Literal["L", "R"]
+
+
+def parse_digest(text: str) -> str:
+    """A digest as someone holds it (a block hash: 64 hex digits, either case), in lower case.
+    Raises ValueError for anything else, so that a typo is never taken for a mismatch."""
+    if not _DIGEST.fullmatch(text):
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        raise ValueError(f"a digest is a block hash of 64 hexadecimal digits, not {shown!r}")
+    return text.lower()
+
+
+class SealingHalted(Exception):
+    """Sealing stopped before an entry that the ledger would not have written as it stands
+    (changed behind the ledger's back): sealing it would vouch for the change."""
+
+    def __init__(self, entry_id: int, reason: str, sealed: Sequence[Block] = ()) -> None:
+        super().__init__(f"sealing stopped before entry {entry_id}: {reason}")
+        self.entry_id = entry_id
+        self.reason = reason
+        self.sealed = list(sealed)  # the blocks this run sealed before it
 
 
 def leaf_hash(encoded: bytes) -> bytes:
@@ -118,8 +155,38 @@ def newest_block(session: Session) -> Block | None:
     return None if row is None else _block(row)
 
 
+def _first_unsound(session: Session, entries: list[EntryRecord]) -> tuple[int, str] | None:
+    """The position of the first entry that does not balance, or that touches an account whose
+    balance differs from the sum of its postings, and why; None when all are sound. Only the
+    accounts with a single balance row (members', stores') are summed: their histories are
+    short, while summing a sharded partner or coalition account's whole history every few
+    seconds would not be; `clearinghouse ledger check` covers those."""
+    addresses = sorted({address for entry in entries for address, _, _ in entry.postings})
+    single_row = session.execute(
+        select(accounts.c.id).where(
+            accounts.c.address == any_(bindparam("addresses", addresses, type_=ARRAY(Text))),
+            accounts.c.shards == 1,
+        )
+    ).scalars()
+    drifted = {m.address: m for m in ledger.check_consistency(session, list(single_row))}
+    for position, entry in enumerate(entries):
+        problem = ledger.unbalanced((asset, amount) for _, asset, amount in entry.postings)
+        if problem:
+            return position, problem
+        for address, _, _ in entry.postings:
+            if address in drifted:
+                m = drifted[address]
+                return position, (
+                    f"account {address} holds {m.materialised} but its postings sum to "
+                    f"{m.from_postings}"
+                )
+    return None
+
+
 def seal_next(session: Session) -> Block | None:
-    """Seal the next block of unsealed entries, oldest first; None when there are none."""
+    """Seal the next block of unsealed entries, oldest first; None when there are none. Stops
+    before an unsound entry: the block ends with the entry before it, and when it would be
+    the first, SealingHalted is raised."""
     session.execute(select(func.pg_advisory_xact_lock(func.hashtext("sealing"))))
     ids = list(
         session.execute(
@@ -135,6 +202,12 @@ def seal_next(session: Session) -> Block | None:
     if not ids:
         return None
     entries = load_entries(session, ids)
+    unsound = _first_unsound(session, entries)
+    if unsound is not None:
+        position, reason = unsound
+        if position == 0:
+            raise SealingHalted(entries[0].id, reason)
+        entries = entries[:position]
     leaves = [leaf_hash(encode(entry)) for entry in entries]
     previous = newest_block(session)
     number = 1 if previous is None else previous.number + 1
@@ -169,11 +242,15 @@ def seal_next(session: Session) -> Block | None:
 
 
 def seal_all(sessions: sessionmaker[Session]) -> list[Block]:
-    """Seal until nothing is left; each block in its own transaction."""
+    """Seal until nothing is left; each block in its own transaction. Raises SealingHalted,
+    with the blocks sealed before it, at an unsound entry."""
     sealed: list[Block] = []
     while True:
-        with sessions() as session, session.begin():
-            block = seal_next(session)
+        try:
+            with sessions() as session, session.begin():
+                block = seal_next(session)
+        except SealingHalted as halted:
+            raise SealingHalted(halted.entry_id, halted.reason, sealed) from None
         if block is None:
             return sealed
         sealed.append(block)
@@ -239,7 +316,9 @@ def prove(session: Session, entry_id: int) -> Proof | None:
 def check_proof(proof: dict[str, Any], digest: str) -> list[str]:
     """Check a proof (as served, JSON) against a published digest, with no database: the
     entry's leaf climbs its path to the block's root, the block hash follows, and the later
-    blocks carry it forward to the digest. Returns the problems; empty means proven."""
+    blocks carry it forward to the digest. Returns the problems; empty means proven. A digest
+    that is not a block hash at all raises ValueError."""
+    digest = parse_digest(digest)
     problems: list[str] = []
     entry = EntryRecord.from_json(proof["entry"])
     leaf = leaf_hash(encode(entry))
@@ -265,6 +344,6 @@ def check_proof(proof: dict[str, Any], digest: str) -> list[str]:
             bytes.fromhex(later["merkle_root"]),
         )
         reached.add(current.hex())
-    if digest.lower() not in reached:
+    if digest not in reached:
         problems.append("the chain does not lead to the digest given")
     return problems

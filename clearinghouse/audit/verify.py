@@ -1,13 +1,18 @@
 """Verification: recompute every sealed block from the entries themselves — from the database,
 or from an export folder with no database at all — and name the first block and entry that
-differ. One function judges both sources."""
+differ. One function judges both sources.
+
+A chain that is consistent in itself may still have been rewritten and sealed again; a digest
+held from before (a partner's statement, an auditor's note) is what tells: some block of the
+chain must have it. Entries not sealed yet are counted, and entries that should have been
+sealed long ago are a failure: sealing stopped, or the seals were removed."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +25,11 @@ from clearinghouse.audit.exports import verify_manifest
 from clearinghouse.audit.sealing import (
     BACKDATE_TOLERANCE,
     GENESIS,
+    OVERDUE_AFTER,
     block_hash,
     leaf_hash,
     merkle_root,
+    parse_digest,
 )
 from clearinghouse.audit.tables import seal_blocks, seal_items
 from clearinghouse.ledger.tables import journal_entries
@@ -85,6 +92,8 @@ class Verdict:
     blocks: int
     entries: int
     problems: list[Problem]
+    unsealed: int = 0
+    oldest_unsealed: EntryRecord | None = None
 
 
 def judge(
@@ -92,9 +101,14 @@ def judge(
     entries: dict[int, EntryRecord],
     window: tuple[datetime, datetime] | None = None,
     digest: str | None = None,
+    now: datetime | None = None,
 ) -> Verdict:
     """`entries` are what the source holds; with a `window`, only entries recorded in it are
-    expected (an export of a date range); without one, all of them (the database)."""
+    expected (an export of a date range); without one, all of them (the database). `digest`
+    must be the hash of one of the blocks (ValueError if it is no block hash at all). Entries
+    unsealed though recorded OVERDUE_AFTER before `now` are a problem."""
+    if digest is not None:
+        digest = parse_digest(digest)
     problems: list[Problem] = []
     previous_hash = GENESIS.hex()
     previous_sealed: datetime | None = None
@@ -141,35 +155,57 @@ def judge(
         # every leaf it holds.
         if root.hex() != block.merkle_root:
             problems.append(Problem(block.number, None, "Merkle root differs from its entries"))
-        digest = block_hash(
+        recomputed = block_hash(
             block.number,
             block.entry_count,
             bytes.fromhex(block.previous_hash),
             bytes.fromhex(block.merkle_root),
         ).hex()
-        if digest != block.block_hash:
+        if recomputed != block.block_hash:
             problems.append(Problem(block.number, None, "block hash differs from its contents"))
         previous_hash = block.block_hash
         previous_sealed = block.sealed_at
         previous_full = block.entry_count >= sealing.MAX_BLOCK_ENTRIES
-    if digest is not None and digest.lower() not in {b.block_hash for b in blocks}:
+    if digest is not None and digest not in {b.block_hash for b in blocks}:
         # Seals rewritten consistently pass every other check; a digest held elsewhere does not.
-        problems.append(Problem(None, None, f"no block has the digest {digest}"))
-    if blocks:
-        last_seal = blocks[-1].sealed_at
-        for entry in sorted(entries.values(), key=lambda e: e.id):
-            if entry.id not in sealed_ids and entry.recorded_at < last_seal - BACKDATE_TOLERANCE:
-                problems.append(
-                    Problem(
-                        None,
-                        entry.id,
-                        "recorded before the last seal but never sealed: inserted after the fact",
-                    )
+        problems.append(
+            Problem(
+                None,
+                None,
+                f"no block has the digest {digest}: this chain does not extend the one it "
+                "sealed (rewritten and sealed again, or its seals removed)",
+            )
+        )
+    unsealed = sorted(
+        (e for e in entries.values() if e.id not in sealed_ids), key=lambda e: (e.recorded_at, e.id)
+    )
+    last_seal = blocks[-1].sealed_at if blocks else None
+    overdue: list[EntryRecord] = []
+    for entry in unsealed:
+        if last_seal is not None and entry.recorded_at < last_seal - BACKDATE_TOLERANCE:
+            problems.append(
+                Problem(
+                    None,
+                    entry.id,
+                    "recorded before the last seal but never sealed: inserted after the fact",
                 )
+            )
+        elif now is not None and entry.recorded_at < now - OVERDUE_AFTER:
+            overdue.append(entry)
+    if overdue:
+        problems.append(
+            Problem(
+                None,
+                overdue[0].id,
+                "entries not sealed though recorded more than "
+                f"{OVERDUE_AFTER.total_seconds():g} s before {now:%Y-%m-%dT%H:%M:%S%z}: "
+                f"{len(overdue)}, this the oldest; sealing stopped, or the seals were removed",
+            )
+        )
     problems.sort(
         key=lambda p: (p.block is None, p.block or 0, p.entry_id is None, p.entry_id or 0)
     )
-    return Verdict(len(blocks), checked, problems)
+    return Verdict(len(blocks), checked, problems, len(unsealed), unsealed[0] if unsealed else None)
 
 
 def sealed_blocks(session: Session) -> list[SealedBlock]:
@@ -194,10 +230,15 @@ def sealed_blocks(session: Session) -> list[SealedBlock]:
     ]
 
 
-def verify_database(session: Session, digest: str | None = None) -> Verdict:
+def verify_database(
+    session: Session, digest: str | None = None, now: datetime | None = None
+) -> Verdict:
+    """Every block and entry in the database; entries overdue for sealing at `now` (the
+    clock's time unless given) fail."""
     blocks = sealed_blocks(session)
     present = sorted(session.execute(select(journal_entries.c.id)).scalars())
-    return judge(blocks, {e.id: e for e in _load_in_batches(session, present)}, None, digest)
+    entries = {e.id: e for e in _load_in_batches(session, present)}
+    return judge(blocks, entries, None, digest, now or datetime.now(UTC))
 
 
 def _load_in_batches(session: Session, ids: list[int], size: int = 5000) -> Iterable[EntryRecord]:
@@ -232,12 +273,17 @@ def verify_export(folder: Path, digest: str | None = None) -> Verdict:
         for line in (folder / SEALS_FILE).read_text().splitlines()
         if line
     ]
-    verdict = judge(blocks, entries, window, digest)
-    return Verdict(verdict.blocks, verdict.entries, verdict.problems + damaged)
+    # The export was made no earlier than its newest entry and newest seal: entries overdue
+    # by then were overdue when it was made.
+    known = [e.recorded_at for e in entries.values()] + [b.sealed_at for b in blocks]
+    verdict = judge(blocks, entries, window, digest, max(known, default=None))
+    return replace(verdict, problems=verdict.problems + damaged)
 
 
 def unsealed_count(session: Session) -> int:
     count: int = session.execute(
-        select(func.count()).where(~exists().where(seal_items.c.entry_id == journal_entries.c.id))
+        select(func.count())
+        .select_from(journal_entries)
+        .where(~exists().where(seal_items.c.entry_id == journal_entries.c.id))
     ).scalar_one()
     return count

@@ -93,19 +93,38 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+JOURNAL = ("postings", "journal_entries")
+SEALS = ("seal_items", "seal_blocks")
+
+
 @contextmanager
-def triggers_off(sessions: sessionmaker[Session]) -> Iterator[Session]:
-    """One transaction as the database owner with every user trigger of the journal and the
-    postings disabled (append-only, balance upkeep, the balanced-entry check): what someone
-    with the keys to the database could do behind the application's back. The triggers are
-    back on at commit."""
-    tables = ("postings", "journal_entries")
+def triggers_off(
+    sessions: sessionmaker[Session], tables: tuple[str, ...] = JOURNAL
+) -> Iterator[Session]:
+    """One transaction as the database owner with every user trigger of `tables` disabled (by
+    default the journal's and the postings': append-only, balance upkeep, the balanced-entry
+    check): what someone with the keys to the database could do behind the application's
+    back. The triggers are back on at commit."""
     with sessions() as session, session.begin():
         for table in tables:
             session.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
         yield session
         for table in tables:
             session.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER USER"))
+
+
+def recorded_earlier(sessions: sessionmaker[Session], entry_ids: list[int], by: str) -> None:
+    """Move these unsealed entries and their postings `by` (an SQL interval) into the past, as
+    if they had been recorded that long ago: a journal older than its seals, with no waiting."""
+    with triggers_off(sessions) as session:
+        for table, column in (("journal_entries", "id"), ("postings", "entry_id")):
+            session.execute(
+                text(
+                    f"UPDATE {table} SET recorded_at = recorded_at - CAST(:by AS interval)"
+                    f" WHERE {column} = ANY(:ids)"
+                ),
+                {"ids": entry_ids, "by": by},
+            )
 
 
 def block_of(session: Session, entry_id: int) -> int:

@@ -15,14 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from clearinghouse.api.app import create_app
 from clearinghouse.audit import sealing, verify
 from clearinghouse.audit.canonical import encode, load_entries
 from clearinghouse.audit.tables import seal_items
-from tests.audit.helpers import Books, bearer, run_cli, token_for, transfers, triggers_off
+from tests.audit.helpers import (
+    Books,
+    bearer,
+    recorded_earlier,
+    run_cli,
+    token_for,
+    transfers,
+)
+from tests.builders import own_client
 
 
 def _chain(books: Books) -> list[verify.SealedBlock]:
@@ -172,7 +179,7 @@ def test_every_sealed_entry_has_a_proof_to_the_newest_digest(
 
 def _fetch_proof(books: Books, entry_id: int) -> tuple[dict[str, Any], str]:
     """The proof of one entry from GET /audit/proofs, and the digest from GET /audit/digest."""
-    http = TestClient(create_app(books.sessions), raise_server_exceptions=False)
+    http = own_client(create_app(books.sessions))
     auditor = bearer(token_for(books.sessions, "auditor"))
     try:
         response = http.get(f"/audit/proofs/{entry_id}", headers=auditor)
@@ -240,8 +247,12 @@ def test_a_proof_holds_for_its_digest_and_nothing_else(
 
     blocks = _chain(books)
     # Digests that do not cover the entry: made up, or of the block before its own.
-    for other in ("00" * 32, blocks[0].block_hash, "not hex"):
+    for other in ("00" * 32, blocks[0].block_hash):
         assert sealing.check_proof(proof, other) == ["the chain does not lead to the digest given"]
+    # What is no block hash at all is not a digest that failed to match, but a mistake.
+    for malformed in ("not hex", digest[:-2], digest + "00", "", f"{digest[:-1]}g"):
+        with pytest.raises(ValueError, match="64 hexadecimal digits"):
+            sealing.check_proof(proof, malformed)
     for change in CHANGES:
         assert sealing.check_proof(_changed(proof, change), digest) != [], change
     assert any(
@@ -305,16 +316,7 @@ def test_sealing_a_backlog_of_old_entries_verifies_clean(
 ) -> None:
     posted = transfers(books.sessions, 5)
     # The journal predates sealing: its entries were recorded two hours ago, none sealed yet.
-    with triggers_off(books.sessions) as session:
-        for table in ("journal_entries", "postings"):
-            column = "id" if table == "journal_entries" else "entry_id"
-            session.execute(
-                text(
-                    f"UPDATE {table} SET recorded_at = recorded_at - interval '2 hours'"
-                    f" WHERE {column} = ANY(:ids)"
-                ),
-                {"ids": [p.id for p in posted]},
-            )
+    recorded_earlier(books.sessions, [p.id for p in posted], "2 hours")
     monkeypatch.setattr(sealing, "MAX_BLOCK_ENTRIES", 2)
     assert len(sealing.seal_all(books.sessions)) == 3
     with books.sessions() as session:

@@ -6,22 +6,30 @@ back: `ledger check` reports that separately.)"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner
 
-from clearinghouse import ledger
+from clearinghouse import jobs, ledger
 from clearinghouse.audit import sealing, verify
 from clearinghouse.audit.canonical import encode, load_entries
+from clearinghouse.audit.cli import audit_app
 from clearinghouse.audit.verify import Problem
 from tests.audit.helpers import (
+    SEALS,
     Books,
     Posted,
     block_of,
     newest_sealed_at,
+    recorded_earlier,
     run_cli,
     transfers,
     triggers_off,
@@ -199,7 +207,9 @@ def test_a_back_dated_entry_is_caught_before_and_after_sealing(
 ) -> None:
     blocks = _three_blocks(books)
     honest = blocks[0][0]
-    with triggers_off(books.sessions) as session:
+    # Appending needs no trigger switched off: the balances follow the slipped-in postings, so
+    # only the time it claims gives it away.
+    with books.sessions() as session, session.begin():
         recorded = newest_sealed_at(session) - timedelta(hours=1)
         inserted: int = session.execute(
             text(
@@ -234,3 +244,149 @@ def test_a_back_dated_entry_is_caught_before_and_after_sealing(
         assert block_of(session, inserted) == block.number == 4
     assert _problems(books) == [Problem(4, inserted, BACKDATED)]
     _assert_cli_names(books, Problem(4, inserted, BACKDATED))
+
+
+def test_a_digest_no_block_has_fails_verification(books: Books, no_seal_delay: None) -> None:
+    _three_blocks(books)
+    with books.sessions() as session:
+        held = [b.block_hash for b in verify.sealed_blocks(session)]
+        # Any digest along the chain is one it extends, in either case.
+        for digest in (held[0], held[-1].upper()):
+            assert verify.verify_database(session, digest).problems == []
+        made_up = "00" * 32
+        (problem,) = verify.verify_database(session, made_up).problems
+    assert problem.message.startswith(f"no block has the digest {made_up}")
+    result = run_cli("audit", "verify", "--digest", made_up, env={"DATABASE_URL": books.url})
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == f"FAILED: {problem}"
+
+
+def test_a_malformed_digest_is_a_usage_error(books: Books) -> None:
+    digest = "ab" * 32
+    for malformed in ("not-hex", digest[:-1], digest + "0", f"{digest[:-1]}g"):
+        with books.sessions() as session, pytest.raises(ValueError, match="64 hexadecimal"):
+            verify.verify_database(session, malformed)
+        for command in (("verify",), ("verify", "--export", "."), ("prove", "1")):
+            result = CliRunner().invoke(audit_app, [*command, "--digest", malformed])
+            assert result.exit_code == 2, result.output
+            said = " ".join(result.output.replace("│", " ").split())
+            assert "Invalid value for '--digest': a digest is a block hash of 64" in said
+
+
+def test_truncated_seals_fail_verification(books: Books, no_seal_delay: None) -> None:
+    posted = transfers(books.sessions, 30)
+    ids = [p.id for p in posted]
+    recorded_earlier(books.sessions, ids, "1 hour")
+    sealing.seal_all(books.sessions)
+    with triggers_off(books.sessions, SEALS) as session:
+        session.execute(text("TRUNCATE seal_items, seal_blocks"))
+
+    with books.sessions() as session:
+        verdict = verify.verify_database(session)
+    assert (verdict.blocks, verdict.entries, verdict.unsealed) == (0, 0, 30)
+    assert verdict.oldest_unsealed is not None
+    assert verdict.oldest_unsealed.id == ids[0]
+    (problem,) = verdict.problems
+    assert problem.entry_id == ids[0]
+    assert problem.message.startswith("entries not sealed though recorded more than")
+    assert problem.message.endswith(
+        ": 30, this the oldest; sealing stopped, or the seals were removed"
+    )
+    code, out, err = _verify_cli(books)
+    assert code == 1
+    assert f"30 entries not sealed yet; the oldest, entry {ids[0]}, recorded at" in out
+    assert err.splitlines()[0].startswith(f"FAILED: entry {ids[0]}: entries not sealed though")
+    assert err.splitlines()[0].endswith(
+        ": 30, this the oldest; sealing stopped, or the seals were removed"
+    )
+
+
+def test_entries_waiting_for_the_sealer_are_counted_and_fail_once_overdue(
+    books: Books, no_seal_delay: None
+) -> None:
+    _three_blocks(books)
+    waiting = transfers(books.sessions, 2)
+    recorded = waiting[-1].recorded_at
+    with books.sessions() as session:
+        verdict = verify.verify_database(session, now=recorded + sealing.SEAL_INTERVAL)
+        assert verdict.problems == []
+        assert verdict.unsealed == 2
+        assert verdict.oldest_unsealed is not None
+        assert verdict.oldest_unsealed.id == waiting[0].id
+        late = verify.verify_database(
+            session, now=waiting[0].recorded_at + sealing.OVERDUE_AFTER + timedelta(microseconds=1)
+        )
+    # Only the first of the two is overdue at that instant.
+    assert [(p.entry_id, p.message.split("; ")[0][-20:]) for p in late.problems] == [
+        (waiting[0].id, ": 1, this the oldest")
+    ]
+    sealing.seal_all(books.sessions)
+    with books.sessions() as session:
+        sealed = verify.verify_database(session, now=recorded + timedelta(days=1))
+    assert (sealed.problems, sealed.unsealed, sealed.oldest_unsealed) == ([], 0, None)
+
+
+def test_sealing_stops_before_an_entry_changed_before_it_was_sealed(
+    books: Books, no_seal_delay: None
+) -> None:
+    posted = transfers(books.sessions, 5)
+    target = posted[2]
+    with triggers_off(books.sessions) as session:
+        _shift_amounts(session, target.id, 10)  # still balanced; the member's balance is not
+    with pytest.raises(sealing.SealingHalted) as halted:
+        sealing.seal_all(books.sessions)
+    assert halted.value.entry_id == target.id
+    assert str(halted.value) == (
+        f"sealing stopped before entry {target.id}: account {target.destination} holds "
+        f"{target.amount} but its postings sum to {target.amount - 10}"
+    )
+    # The entries before it are sealed, as they were written; nothing from it on.
+    assert [(b.number, b.entry_count) for b in halted.value.sealed] == [(1, 2)]
+    with pytest.raises(sealing.SealingHalted) as again:
+        sealing.seal_all(books.sessions)
+    assert (again.value.entry_id, again.value.sealed) == (target.id, [])
+    with books.sessions() as session:
+        assert verify.unsealed_count(session) == 3
+
+    result = run_cli("audit", "seal", env={"DATABASE_URL": books.url})
+    assert result.returncode == 1
+    assert f"error: sealing stopped before entry {target.id}: account" in result.stderr
+    assert "run `clearinghouse ledger check`" in result.stderr
+
+
+def test_sealing_stops_before_an_entry_that_no_longer_balances(
+    books: Books, no_seal_delay: None
+) -> None:
+    posted = transfers(books.sessions, 2)
+    with triggers_off(books.sessions) as session:
+        session.execute(
+            text("UPDATE postings SET amount = amount + 7 WHERE entry_id = :id AND amount > 0"),
+            {"id": posted[0].id},
+        )
+    with pytest.raises(sealing.SealingHalted) as halted:
+        sealing.seal_all(books.sessions)
+    assert (halted.value.entry_id, halted.value.sealed) == (posted[0].id, [])
+    assert halted.value.reason == "postings must sum to zero for every asset: PTS sums to 7"
+
+
+def test_the_sealing_job_logs_an_error_each_time_it_stops(
+    books: Books, no_seal_delay: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    (posted,) = transfers(books.sessions, 1)
+    with triggers_off(books.sessions) as session:
+        _shift_amounts(session, posted.id, 1)
+    (job,) = [replace(j, every_seconds=0.01) for j in jobs.JOBS if j.name == "seal"]
+
+    async def run_for_a_moment() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(jobs._every(job, books.sessions), timeout=1.0)
+
+    with caplog.at_level(logging.ERROR, logger=jobs.__name__):
+        asyncio.run(run_for_a_moment())
+    alarms = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(alarms) >= 2
+    for alarm in alarms:
+        assert alarm.exc_info is not None
+        halted = alarm.exc_info[1]
+        assert isinstance(halted, sealing.SealingHalted)
+        assert halted.entry_id == posted.id
