@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum, auto
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import h11
 import uvicorn
@@ -25,6 +25,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from clearinghouse.api.guard import HSTS, NO_STORE, SECURITY_HEADERS
 from clearinghouse.api.problems import problem
 
 
@@ -102,13 +103,15 @@ class RequestReader:
         self._cycle = cycle
         self._transport: asyncio.Transport | None = None
         self._flow: FlowControl | None = None
+        self._tls = False
         self._reading = _Reading.NOTHING
         self._head_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
 
-    def opened(self, transport: asyncio.Transport, flow: FlowControl) -> None:
+    def opened(self, transport: asyncio.Transport, flow: FlowControl, *, tls: bool) -> None:
         self._transport = transport
         self._flow = flow
+        self._tls = tls
         if len(self._server_state.connections) > self._limits.max_connections:
             self._refuse(
                 HTTPStatus.SERVICE_UNAVAILABLE,
@@ -225,9 +228,13 @@ class RequestReader:
             return
         response = problem(status, code, title, detail)
         lines = [f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode()]
+        # The application's answers carry the guard's headers; these, from below it, do too.
         for name, value in [
             *self._server_state.default_headers,
             *response.raw_headers,
+            *SECURITY_HEADERS,
+            NO_STORE,
+            *([HSTS] if self._tls else []),
             *headers,
             (b"connection", b"close"),
         ]:
@@ -248,6 +255,7 @@ class _ReadWithLimits(asyncio.Protocol):
     loop: asyncio.AbstractEventLoop
     server_state: ServerState
     flow: FlowControl
+    scheme: Literal["http", "https"] | None
     reader: RequestReader
 
     def _cycle(self) -> _Cycle | None:
@@ -258,7 +266,7 @@ class _ReadWithLimits(asyncio.Protocol):
         self.reader = RequestReader(
             _limits_of(self.config), self.loop, self.server_state, self._cycle
         )
-        self.reader.opened(transport, self.flow)
+        self.reader.opened(transport, self.flow, tls=self.scheme == "https")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.reader.closed()

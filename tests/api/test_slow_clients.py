@@ -33,6 +33,9 @@ class Answer:
 
     def problem(self) -> dict[str, Any]:
         assert self.headers["content-type"] == "application/problem+json"
+        # The guard's headers, as on the application's own answers.
+        assert self.headers["x-content-type-options"] == "nosniff"
+        assert self.headers["cache-control"] == "no-store"
         problem: dict[str, Any] = json.loads(self.body)
         assert problem["status"] == self.status
         return problem
