@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel
 
 from clearinghouse.api.gate import Partner
+from clearinghouse.api.schemas import ResponseModel
 from clearinghouse.database import Tx
 from clearinghouse.numbers import PlainDecimal
 from partners import directory, rates
@@ -16,7 +16,7 @@ from partners.rates import RatesNotFound
 router = APIRouter(prefix="/v1", tags=["partner"])
 
 
-class PartnerOut(BaseModel):
+class PartnerOut(ResponseModel):
     id: str
     name: str
     kind: str
@@ -24,7 +24,7 @@ class PartnerOut(BaseModel):
     programme_asset: str | None
 
 
-class RatesOut(BaseModel):
+class RatesOut(ResponseModel):
     version: int
     effective_from: datetime
     earn_rate: PlainDecimal
@@ -44,12 +44,12 @@ class RatesOut(BaseModel):
         )
 
 
-class RatesResponse(BaseModel):
+class RatesResponse(ResponseModel):
     current: RatesOut | None
     history: list[RatesOut]
 
 
-class StoreOut(BaseModel):
+class StoreOut(ResponseModel):
     id: str
     name: str
     channel: str

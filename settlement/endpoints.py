@@ -7,10 +7,12 @@ from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response, status
-from pydantic import BaseModel, Field
+from pydantic import Field
+from sqlalchemy.orm import Session
 
 from clearinghouse.api.deps import FinanceUser, ReadSession, WriteSession
 from clearinghouse.api.gate import Partner, Reply
+from clearinghouse.api.schemas import Day, JsonDay, RequestBody, ResponseModel, RowId
 from clearinghouse.audit import sealing
 from clearinghouse.database import Tx
 from settlement import netting, reconciliation, reports
@@ -18,10 +20,10 @@ from settlement import netting, reconciliation, reports
 finance = APIRouter(prefix="/finance", tags=["finance"])
 partner = APIRouter(prefix="/v1", tags=["settlement"])
 
-BusinessDate = Annotated[date, Path(description="Business date, in the coalition's time zone.")]
+BusinessDate = Annotated[Day, Path(description="Business date, in the coalition's time zone.")]
 
 
-class RunSummary(BaseModel):
+class RunSummary(ResponseModel):
     business_date: date
     state: str
     attempt: int
@@ -47,7 +49,75 @@ def list_settlements(session: ReadSession, user: FinanceUser) -> list[RunSummary
     ]
 
 
-def _detail(session: Any, business_date: date) -> dict[str, Any]:
+class LineOut(ResponseModel):
+    """A partner's side of a settlement: points and fen by category; net_fen is what it pays
+    the coalition (negative: what it receives)."""
+
+    partner_id: str
+    issued_points: int
+    issued_fen: int
+    reversed_points: int
+    reversed_fen: int
+    redeemed_points: int
+    redeemed_fen: int
+    redemption_refunded_points: int
+    redemption_refunded_fen: int
+    exchange_in_points: int
+    exchange_in_fen: int
+    exchange_out_points: int
+    exchange_out_fen: int
+    net_fen: int
+
+
+class SettlementOut(ResponseModel):
+    business_date: date
+    attempt: int
+    cutoff: datetime
+    state: str
+    bank_reference: str | None
+    entries: int
+    lines: list[LineOut]
+    totals: dict[str, int] = Field(description="Each line column summed over the partners.")
+    partners_pay_fen: int
+    partners_receive_fen: int
+    coalition_fen: int
+    zero_sum: bool
+
+
+class SettlementEventOut(ResponseModel):
+    attempt: int
+    from_state: str | None = Field(alias="from")
+    to_state: str = Field(alias="to")
+    user: str | None
+    note: str | None
+    at: datetime
+
+
+class ApprovalOut(ResponseModel):
+    user: str
+    at: datetime
+
+
+class ReconciliationSummaryOut(ResponseModel):
+    id: int
+    partner_id: str
+    matched: int
+    breaks: int
+    resolved: bool
+
+
+class SettlementDetailOut(SettlementOut):
+    history: list[SettlementEventOut]
+    approvals: list[ApprovalOut]
+    reconciliations: list[ReconciliationSummaryOut]
+    open_breaks: int
+
+
+class ApprovedOut(SettlementDetailOut):
+    warnings: list[str]
+
+
+def _detail(session: Session, business_date: date) -> dict[str, Any]:
     run = netting.load_run(session, business_date)
     return {
         **reports.settlement_report(run),
@@ -70,8 +140,8 @@ def _detail(session: Any, business_date: date) -> dict[str, Any]:
 @finance.get("/settlements/{business_date}", summary="One settlement: lines, totals, history")
 def get_settlement(
     business_date: BusinessDate, session: ReadSession, user: FinanceUser
-) -> dict[str, Any]:
-    return _detail(session, business_date)
+) -> SettlementDetailOut:
+    return SettlementDetailOut.model_validate(_detail(session, business_date))
 
 
 @finance.get(
@@ -92,52 +162,71 @@ def settlement_csv(
 
 
 @finance.post("/settlements/{business_date}/approve", summary="Approve (four eyes)")
-def approve(
-    business_date: BusinessDate, session: WriteSession, user: FinanceUser
-) -> dict[str, Any]:
+def approve(business_date: BusinessDate, session: WriteSession, user: FinanceUser) -> ApprovedOut:
     _, warnings = netting.approve(session, business_date, user)
-    return {**_detail(session, business_date), "warnings": warnings}
+    return ApprovedOut.model_validate({**_detail(session, business_date), "warnings": warnings})
 
 
-class RejectIn(BaseModel):
+class RejectIn(RequestBody):
     reason: str = Field(min_length=1, max_length=500)
 
 
 @finance.post("/settlements/{business_date}/reject", summary="Reject; it is computed anew")
 def reject(
     business_date: BusinessDate, body: RejectIn, session: WriteSession, user: FinanceUser
-) -> dict[str, Any]:
+) -> SettlementOut:
     run = netting.reject(session, business_date, user, body.reason)
-    return reports.settlement_report(run)
+    return SettlementOut.model_validate(reports.settlement_report(run))
 
 
-class PaidIn(BaseModel):
+class PaidIn(RequestBody):
     bank_reference: str = Field(min_length=1, max_length=100)
 
 
 @finance.post("/settlements/{business_date}/paid", summary="Record the bank transfer")
 def mark_paid(
     business_date: BusinessDate, body: PaidIn, session: WriteSession, user: FinanceUser
-) -> dict[str, Any]:
+) -> SettlementDetailOut:
     netting.mark_paid(session, business_date, user, body.bank_reference)
-    return _detail(session, business_date)
+    return SettlementDetailOut.model_validate(_detail(session, business_date))
+
+
+class IssuerLiabilityOut(ResponseModel):
+    issuer: str = Field(description="The issuing partner, or `coalition` for its own bonuses.")
+    points: int
+    value_fen: int | None = Field(description="None when the issuer has no rates.")
+
+
+class LiabilityOut(ResponseModel):
+    as_of: datetime
+    outstanding: list[IssuerLiabilityOut]
+    total_points: int
+    total_value_fen: int
+    breakage_points: int
+    expiring_points: dict[str, int] = Field(
+        description="Points expiring within 30, 60 and 90 days: `30_days`, `60_days`, `90_days`."
+    )
 
 
 @finance.get("/liability", summary="Outstanding points by issuer, breakage, expiring soon")
-def liability(session: ReadSession, user: FinanceUser) -> dict[str, Any]:
-    return reports.liability_report(session)
+def liability(session: ReadSession, user: FinanceUser) -> LiabilityOut:
+    return LiabilityOut.model_validate(reports.liability_report(session))
+
+
+class ResolvedOut(ResponseModel):
+    id: int
+    resolved_at: datetime | None
 
 
 @finance.post("/reconciliations/{reconciliation_id}/resolve", summary="Close the breaks")
-def resolve(reconciliation_id: int, session: WriteSession, user: FinanceUser) -> dict[str, Any]:
-    r = reconciliation.resolve(session, reconciliation_id)
-    return {"id": r.id, "resolved_at": r.resolved_at}
+def resolve(reconciliation_id: RowId, session: WriteSession, user: FinanceUser) -> ResolvedOut:
+    return ResolvedOut.model_validate(reconciliation.resolve(session, reconciliation_id))
 
 
-class StatementOut(BaseModel):
+class StatementOut(ResponseModel):
     business_date: date
     state: str
-    line: dict[str, int | str]
+    line: LineOut
     ledger_digest: str | None = Field(
         description="The newest sealed block's hash: keep it to verify the journal later."
     )
@@ -153,20 +242,19 @@ async def statement(business_date: BusinessDate, call: Partner) -> Response:
         run = netting.load_run(tx.session, business_date)
         mine = next((line for line in run.lines if line.partner_id == call.partner_id), None)
         line = netting.Line(call.partner_id) if mine is None else mine
-        values: dict[str, int | str] = {**vars(line), "net_fen": line.net_fen}
         newest = sealing.newest_block(tx.session)
         return StatementOut(
             business_date=business_date,
             state=run.state,
-            line=values,
+            line=LineOut.model_validate(line),
             ledger_digest=None if newest is None else newest.block_hash.hex(),
         )
 
     return await call.answer(own_line)
 
 
-class ReconcileIn(BaseModel):
-    business_date: date
+class ReconcileIn(RequestBody):
+    business_date: JsonDay
     csv: str = Field(
         min_length=1,
         max_length=900_000,
@@ -174,7 +262,7 @@ class ReconcileIn(BaseModel):
     )
 
 
-class ReconciliationOut(BaseModel):
+class ReconciliationOut(ResponseModel):
     id: int
     business_date: date
     uploaded_at: datetime
@@ -215,7 +303,7 @@ async def reconcile(body: ReconcileIn, call: Partner) -> Response:
     summary="A reconciliation's result",
     response_model=ReconciliationOut,
 )
-async def get_reconciliation(reconciliation_id: int, call: Partner) -> Response:
+async def get_reconciliation(reconciliation_id: RowId, call: Partner) -> Response:
     return await call.answer(
         lambda tx: _out(
             reconciliation.as_reconciliation(
@@ -231,7 +319,7 @@ async def get_reconciliation(reconciliation_id: int, call: Partner) -> Response:
     response_class=Response,
     responses={200: {"content": {"text/csv": {}}}},
 )
-async def reconciliation_file(reconciliation_id: int, call: Partner) -> Response:
+async def reconciliation_file(reconciliation_id: RowId, call: Partner) -> Response:
     def uploaded(tx: Tx) -> Reply:
         row = reconciliation.get(tx.session, reconciliation_id, call.partner_id)
         return Reply(row.file, media_type="text/csv; charset=utf-8")

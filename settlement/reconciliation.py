@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from clearinghouse.api.schemas import BIGINT_MAX
 from clearinghouse.errors import InvalidRequest, NotFound
 from clearinghouse.points.tables import holds, purchases, refunds
 from settlement.netting import cutoff
@@ -23,6 +26,8 @@ from settlement.tables import reconciliations
 COLUMNS = ("txn_id", "type", "amount_fen", "points")
 TYPES = ("purchase", "refund", "redemption")
 MAX_ROWS = 200_000
+# Plain ASCII digits only: int() would also take "1_000", " 12" or other scripts' digits.
+INTEGER = re.compile(r"-?[0-9]{1,19}")
 
 Key = tuple[str, str]  # (type, txn_id)
 
@@ -50,6 +55,25 @@ def parse(content: bytes) -> dict[Key, tuple[int, int]]:
     except UnicodeDecodeError as exc:
         raise InvalidRequest("the file must be UTF-8 CSV") from exc
     reader = csv.reader(io.StringIO(text))
+    try:
+        return _lines(reader)
+    except csv.Error as exc:
+        # A line break outside quotes, a NUL, an over-long field: the line cannot be read, nor
+        # told apart from the ones after it.
+        reason = str(exc).split(" - ")[0]
+        raise InvalidRequest(
+            "the file is not valid CSV; see errors",
+            errors=[{"line": reader.line_num, "message": f"not valid CSV: {reason}"}],
+        ) from exc
+
+
+def _integer(text: str) -> int | None:
+    if INTEGER.fullmatch(text) is None or abs(value := int(text)) > BIGINT_MAX:
+        return None
+    return value
+
+
+def _lines(reader: Iterator[list[str]]) -> dict[Key, tuple[int, int]]:
     header = next(reader, None)
     if header is None or tuple(h.strip() for h in header) != COLUMNS:
         raise InvalidRequest(f"the first line must be the header {','.join(COLUMNS)}")
@@ -67,11 +91,11 @@ def parse(content: bytes) -> dict[Key, tuple[int, int]]:
         if kind not in TYPES:
             errors.append({"line": number, "message": f"type must be one of {', '.join(TYPES)}"})
             continue
-        try:
-            values = (int(amount), int(points))
-        except ValueError:
-            errors.append({"line": number, "message": "amount_fen and points are integers"})
+        amount_fen, point_count = _integer(amount), _integer(points)
+        if amount_fen is None or point_count is None:
+            errors.append({"line": number, "message": "amount_fen and points are 64-bit integers"})
             continue
+        values = (amount_fen, point_count)
         if not txn_id or (kind, txn_id) in lines:
             errors.append({"line": number, "message": "txn_id is empty or repeated"})
             continue

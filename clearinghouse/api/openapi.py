@@ -9,7 +9,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from clearinghouse.api.gate import MAX_BODY_BYTES, PARTNER_PREFIX
+from clearinghouse.api.gate import PARTNER_PREFIX
+from clearinghouse.api.guard import MAX_BODY_BYTES
+from clearinghouse.api.idempotency import KEY_PATTERN
 from clearinghouse.api.problems import HTTP_PROBLEMS, PROBLEM_JSON
 from clearinghouse.errors import DomainError
 
@@ -53,9 +55,26 @@ IDEMPOTENCY_PARAMETER: dict[str, Any] = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": True,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-    "description": "Unique per request, kept 48 hours: a retry with the same key and body gets "
-    "the first answer (waiting for it while the first still runs); another body gets 422.",
+    "schema": {"type": "string", "pattern": KEY_PATTERN.pattern},
+    "description": "Unique per request, kept 48 hours: 1 to 200 visible ASCII characters (a "
+    "UUID, say). A retry with the same key and body gets the first answer (waiting for it while "
+    "the first still runs); another body gets 422.",
+}
+
+STAFF_PREFIXES = ("/finance/", "/audit/", "/operator/")
+SECURITY_SCHEMES: dict[str, Any] = {
+    "httpSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Signature",
+        "description": "RFC 9421 HTTP Message Signature with Ed25519; see the API description",
+    },
+    "staffToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A staff member's API token (`clearinghouse user create`): finance or "
+        "approver for /finance, auditor for /audit, operator for /operator",
+    },
 }
 
 
@@ -117,6 +136,35 @@ def _problem_response(description: str) -> dict[str, Any]:
     }
 
 
+def _problem_responses(path: str, method: str, operation: dict[str, Any]) -> dict[str, str]:
+    """The problems an operation can answer, by status, with what each means there: one list
+    for every route, partner or staff, so that none is forgotten."""
+    partner = path.startswith(PARTNER_PREFIX)
+    staff = path.startswith(STAFF_PREFIXES)
+    found = {"500": "Internal error, without details"}
+    if not (partner or staff):
+        return found
+    found["401"] = "Signature missing or not valid" if partner else "Token missing or not valid"
+    if staff:
+        found["403"] = "The token's user lacks the route's role"
+    if "{" in path:
+        found["404"] = "Not found, or not the partner's" if partner else "Not found"
+    if method == "post":
+        if partner:
+            found["400"] = "Idempotency-Key missing"
+        found["409"] = "Conflict with the current state"
+        found["413"] = f"Body over {MAX_BODY_BYTES} bytes"
+    if "requestBody" in operation:
+        found["415"] = "The body is not `application/json`"
+    found["422"] = "Invalid request; field errors in `errors`"
+    found["429"] = "Too many requests: try again after the Retry-After header's seconds"
+    found["503"] = (
+        "The server is saturated or its database unreachable: try again after the Retry-After "
+        "header's seconds (a POST with the same Idempotency-Key)"
+    )
+    return found
+
+
 def build(app: FastAPI) -> dict[str, Any]:
     spec = get_openapi(
         title="Coalition points clearing house",
@@ -126,36 +174,26 @@ def build(app: FastAPI) -> dict[str, Any]:
     )
     types = problem_types()
     components = spec.setdefault("components", {})
-    components.setdefault("schemas", {})["Problem"] = _problem_schema(types)
-    components["securitySchemes"] = {
-        "httpSignature": {
-            "type": "apiKey",
-            "in": "header",
-            "name": "Signature",
-            "description": "RFC 9421 HTTP Message Signature with Ed25519; see the API description",
-        }
-    }
+    schemas = components.setdefault("schemas", {})
+    schemas["Problem"] = _problem_schema(types)
+    # Every 422 is a Problem: FastAPI's own validation error shapes are never sent.
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    components["securitySchemes"] = SECURITY_SCHEMES
     spec["x-problem-types"] = types
     for path, operations in spec["paths"].items():
-        if not path.startswith(PARTNER_PREFIX):
-            continue
         for method, operation in operations.items():
-            operation["security"] = [{"httpSignature": []}]
-            params = operation.setdefault("parameters", [])
-            params.extend(SIGNATURE_PARAMETERS)
+            if path.startswith(PARTNER_PREFIX):
+                operation["security"] = [{"httpSignature": []}]
+                params = operation.setdefault("parameters", [])
+                params.extend(SIGNATURE_PARAMETERS)
+                if method == "post":
+                    params.append(IDEMPOTENCY_PARAMETER)
+            elif path.startswith(STAFF_PREFIXES):
+                operation["security"] = [{"staffToken": []}]
             responses = operation["responses"]
-            responses["401"] = _problem_response("Signature missing or not valid")
-            responses.setdefault("404", _problem_response("Not found, or not the partner's"))
-            if method == "post":
-                params.append(IDEMPOTENCY_PARAMETER)
-                responses["400"] = _problem_response("Idempotency-Key missing")
-                responses.setdefault("409", _problem_response("Conflict"))
-                responses["413"] = _problem_response(f"Body over {MAX_BODY_BYTES} bytes")
-            responses["422"] = _problem_response("Invalid request; field errors in `errors`")
-            responses["500"] = _problem_response("Internal error, without details")
-            responses["503"] = _problem_response(
-                "The server is saturated: try again after the Retry-After header's seconds"
-            )
+            for status, description in _problem_responses(path, method, operation).items():
+                responses[status] = _problem_response(description)
     return spec
 
 

@@ -6,15 +6,16 @@ from __future__ import annotations
 import io
 import tempfile
 import zipfile
-from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
+from pydantic import Field
 
 from clearinghouse import ledger
 from clearinghouse.api.deps import Auditor, AuditSession
+from clearinghouse.api.schemas import BIGINT_MAX, Instant, ResponseModel, RowId
 from clearinghouse.audit import queries, sealing
 from clearinghouse.audit.exports import export_journal, record_file
 from clearinghouse.audit.queries import EntryFilter, EntryNotFound
@@ -23,13 +24,29 @@ from clearinghouse.errors import InvalidRequest
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
-Instant = Annotated[datetime | None, Query(description="ISO 8601 instant with its offset.")]
+InstantQuery = Annotated[Instant | None, Query(description="ISO 8601 instant with its offset.")]
 
 
-def _aware(value: datetime | None, name: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise InvalidRequest(f"{name} needs a time zone offset")
-    return value
+class EntryOut(ResponseModel):
+    """A journal entry in the canonical form the seals hash (instants in UTC, microseconds)."""
+
+    id: int
+    kind: str
+    origin: str
+    idempotency_key: str
+    request_hash: str
+    occurred_at: str
+    recorded_at: str
+    metadata: dict[str, Any]
+    reverses_id: int | None
+    postings: list[tuple[str, str, int]] = Field(
+        description="[account address, asset, amount], in posting order."
+    )
+
+
+class EntryPageOut(ResponseModel):
+    entries: list[EntryOut]
+    next: int | None = Field(description="The cursor of the next page (`after`), if any.")
 
 
 @router.get("/entries", summary="Journal entries, filtered, in id order")
@@ -41,56 +58,92 @@ def list_entries(
     partner: str | None = None,
     store: str | None = None,
     kind: str | None = None,
-    recorded_from: Instant = None,
-    recorded_to: Instant = None,
-    after: Annotated[int | None, Query(description="The cursor of the previous page.")] = None,
+    recorded_from: InstantQuery = None,
+    recorded_to: InstantQuery = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=BIGINT_MAX, description="The cursor of the previous page.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> dict[str, Any]:
-    where = EntryFilter(
-        account,
-        member,
-        partner,
-        store,
-        kind,
-        _aware(recorded_from, "recorded_from"),
-        _aware(recorded_to, "recorded_to"),
-    )
+) -> EntryPageOut:
+    where = EntryFilter(account, member, partner, store, kind, recorded_from, recorded_to)
     entries, next_cursor = queries.find_entries(session, where, after=after, limit=limit)
-    return {"entries": [e.as_json() for e in entries], "next": next_cursor}
+    return EntryPageOut(
+        entries=[EntryOut.model_validate(e.as_json()) for e in entries], next=next_cursor
+    )
+
+
+class EntryDetailOut(EntryOut):
+    reversed_by: list[int] = Field(description="The entries that reverse this one.")
+    sealed_in_block: int | None
 
 
 @router.get(
     "/entries/{entry_id}", summary="One entry: its postings, what it reverses and what reverses it"
 )
-def get_entry(entry_id: int, session: AuditSession, auditor: Auditor) -> dict[str, Any]:
+def get_entry(entry_id: RowId, session: AuditSession, auditor: Auditor) -> EntryDetailOut:
     detail = queries.entry_detail(session, entry_id)
     proof = sealing.prove(session, entry_id)
-    return {
-        **detail.entry.as_json(),
-        "reversed_by": detail.reversed_by,
-        "sealed_in_block": proof.block.number if proof else None,
-    }
+    return EntryDetailOut.model_validate(
+        {
+            **detail.entry.as_json(),
+            "reversed_by": detail.reversed_by,
+            "sealed_in_block": proof.block.number if proof else None,
+        }
+    )
+
+
+class BalanceOut(ResponseModel):
+    address: str
+    asset: str
+    as_of: datetime | None
+    balance: int
 
 
 @router.get("/accounts/{address}/balance", summary="An account's balance, now or as of an instant")
 def balance(
-    address: str, session: AuditSession, auditor: Auditor, as_of: Instant = None
-) -> dict[str, Any]:
+    address: str, session: AuditSession, auditor: Auditor, as_of: InstantQuery = None
+) -> BalanceOut:
     account = ledger.get_account(session, address)
-    return {
-        "address": account.address,
-        "asset": account.asset,
-        "as_of": _aware(as_of, "as_of"),
-        "balance": ledger.balance(session, address, as_of),
-    }
+    return BalanceOut(
+        address=account.address,
+        asset=account.asset,
+        as_of=as_of,
+        balance=ledger.balance(session, address, as_of),
+    )
+
+
+class TrialBalanceLineOut(ResponseModel):
+    asset: str
+    accounts: int
+    debit: int
+    credit: int
+    net: int = Field(description="Always zero in balanced books.")
 
 
 @router.get("/trial-balance", summary="Per asset, debit and credit totals (net zero)")
 def trial_balance(
-    session: AuditSession, auditor: Auditor, as_of: Instant = None
-) -> list[dict[str, Any]]:
-    lines = ledger.trial_balance(session, _aware(as_of, "as_of"))
-    return [{**asdict(line), "net": line.net} for line in lines]
+    session: AuditSession, auditor: Auditor, as_of: InstantQuery = None
+) -> list[TrialBalanceLineOut]:
+    lines = ledger.trial_balance(session, as_of)
+    return [TrialBalanceLineOut.model_validate(line) for line in lines]
+
+
+class StatementLineOut(ResponseModel):
+    posting_id: int
+    entry_id: int
+    kind: str
+    recorded_at: datetime
+    occurred_at: datetime
+    amount: int
+    balance: int
+
+
+class StatementPageOut(ResponseModel):
+    address: str
+    asset: str
+    opening_balance: int
+    lines: list[StatementLineOut]
+    next_cursor: str | None
 
 
 @router.get("/accounts/{address}/statement", summary="Postings with the running balance")
@@ -100,30 +153,59 @@ def statement(
     auditor: Auditor,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> dict[str, Any]:
+) -> StatementPageOut:
     page = ledger.statement(session, address, limit=limit, cursor=cursor)
-    return {
-        "address": page.address,
-        "asset": page.asset,
-        "opening_balance": page.opening_balance,
-        "lines": [asdict(line) for line in page.lines],
-        "next_cursor": page.next_cursor,
-    }
+    return StatementPageOut.model_validate(page)
+
+
+class BlockOut(ResponseModel):
+    """A sealed block; hashes in hex."""
+
+    number: int
+    entry_count: int
+    merkle_root: str
+    previous_hash: str
+    block_hash: str
+    sealed_at: str
+
+
+class DigestOut(ResponseModel):
+    block: BlockOut | None = Field(description="None until the first block is sealed.")
 
 
 @router.get("/digest", summary="The newest sealed block: its hash digests the whole journal")
-def digest(session: AuditSession, auditor: Auditor) -> dict[str, Any]:
+def digest(session: AuditSession, auditor: Auditor) -> DigestOut:
     block = sealing.newest_block(session)
-    return {"block": None if block is None else block.as_json()}
+    return DigestOut(block=None if block is None else BlockOut.model_validate(block.as_json()))
+
+
+class ProofStepOut(ResponseModel):
+    side: str
+    hash: str
+
+
+class LaterBlockOut(ResponseModel):
+    number: int
+    entry_count: int
+    merkle_root: str
+
+
+class ProofOut(ResponseModel):
+    entry: EntryOut
+    block: BlockOut
+    index: int
+    path: list[ProofStepOut]
+    later_blocks: list[LaterBlockOut]
+    newest_digest: str
 
 
 @router.get("/proofs/{entry_id}", summary="The Merkle inclusion proof of a sealed entry")
-def proof(entry_id: int, session: AuditSession, auditor: Auditor) -> dict[str, Any]:
+def proof(entry_id: RowId, session: AuditSession, auditor: Auditor) -> ProofOut:
     found = sealing.prove(session, entry_id)
     if found is None:
         queries.entry_detail(session, entry_id)  # 404 when there is no such entry
         raise EntryNotFound(f"entry {entry_id} is not sealed yet")
-    return found.as_json()
+    return ProofOut.model_validate(found.as_json())
 
 
 @router.get(
@@ -135,12 +217,14 @@ def proof(entry_id: int, session: AuditSession, auditor: Auditor) -> dict[str, A
 def export(
     session: AuditSession,
     auditor: Auditor,
-    recorded_from: Annotated[datetime, Query(alias="from")],
-    recorded_to: Annotated[datetime, Query(alias="to")],
+    recorded_from: Annotated[Instant, Query(alias="from")],
+    recorded_to: Annotated[Instant, Query(alias="to")],
 ) -> Response:
-
-    if recorded_from.tzinfo is None or recorded_to.tzinfo is None:
-        raise InvalidRequest("from and to need a time zone offset")
+    if recorded_to < recorded_from:
+        raise InvalidRequest(
+            "to must not be before from",
+            errors=[{"field": "query.to", "message": "must not be before from"}],
+        )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "export"
         export_journal(session, recorded_from, recorded_to, folder)

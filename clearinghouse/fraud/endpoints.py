@@ -4,13 +4,16 @@ the outcome of its own cases (signed)."""
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
+from sqlalchemy.orm import Session
 
 from clearinghouse.api.deps import Operator, ReadSession, WriteSession
 from clearinghouse.api.gate import Partner
+from clearinghouse.api.schemas import RequestBody, ResponseModel
 from clearinghouse.database import Tx
 from clearinghouse.fraud import service
 
@@ -18,8 +21,34 @@ operator = APIRouter(prefix="/operator", tags=["risk"])
 partner = APIRouter(prefix="/v1", tags=["risk"])
 
 
-def _case(session: Any, case: service.Case) -> dict[str, Any]:
-    return {**asdict(case), "actions": service.case_actions(session, case.id)}
+class CaseActionOut(ResponseModel):
+    action: str
+    user: str | None
+    note: str | None
+    at: datetime
+
+
+class CaseOut(ResponseModel):
+    id: str
+    partner_id: str
+    member_id: str | None
+    operation: str
+    decision: str
+    state: str
+    verdicts: dict[str, Any] = Field(description="Each rule's verdict, its inputs and versions.")
+    attempt: dict[str, Any] = Field(description="The request the rules judged.")
+    entry_id: int | None
+    hold_id: str | None
+    created_at: datetime
+    decided_at: datetime | None
+    decided_by: str | None
+    actions: list[CaseActionOut]
+
+
+def _case(session: Session, case: service.Case) -> CaseOut:
+    return CaseOut.model_validate(
+        {**asdict(case), "actions": service.case_actions(session, case.id)}
+    )
 
 
 @operator.get("/cases", summary="Risk cases, oldest first (open ones by default)")
@@ -28,32 +57,30 @@ def list_cases(
     user: Operator,
     state: Annotated[str | None, Query(pattern="^(open|approved|rejected|blocked)$")] = "open",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> list[dict[str, Any]]:
+) -> list[CaseOut]:
     return [_case(session, c) for c in service.list_cases(session, state, limit)]
 
 
 @operator.get("/cases/{case_id}", summary="One case: the rules, their inputs and versions")
-def get_case(case_id: str, session: ReadSession, user: Operator) -> dict[str, Any]:
+def get_case(case_id: str, session: ReadSession, user: Operator) -> CaseOut:
     return _case(session, service.get_case(session, case_id))
 
 
-class DecisionIn(BaseModel):
+class DecisionIn(RequestBody):
     note: str | None = Field(default=None, max_length=1000)
 
 
 @operator.post("/cases/{case_id}/approve", summary="Release what the case held back")
-def approve(
-    case_id: str, body: DecisionIn, session: WriteSession, user: Operator
-) -> dict[str, Any]:
+def approve(case_id: str, body: DecisionIn, session: WriteSession, user: Operator) -> CaseOut:
     return _case(session, service.approve(session, case_id, user, body.note))
 
 
 @operator.post("/cases/{case_id}/reject", summary="Reverse what the case held back")
-def reject(case_id: str, body: DecisionIn, session: WriteSession, user: Operator) -> dict[str, Any]:
+def reject(case_id: str, body: DecisionIn, session: WriteSession, user: Operator) -> CaseOut:
     return _case(session, service.reject(session, case_id, user, body.note))
 
 
-class PartnerCaseOut(BaseModel):
+class PartnerCaseOut(ResponseModel):
     case_id: str
     operation: str
     decision: str

@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from clearinghouse.api.gate import Partner, Reply
+from clearinghouse.api.schemas import RequestBody, ResponseModel
 from clearinghouse.database import Tx
 from clearinghouse.members import service
 from clearinghouse.numbers import PlainDecimal
@@ -21,7 +22,7 @@ MEMBER_ID = r"^M[0-9A-Z]{12}$"
 MemberIdPath = Annotated[str, Path(pattern=MEMBER_ID, description="Coalition member id.")]
 
 
-class LinkMemberIn(BaseModel):
+class LinkMemberIn(RequestBody):
     customer_ref: str = Field(
         min_length=1, max_length=100, description="The partner's own id for this customer."
     )
@@ -35,13 +36,13 @@ class LinkMemberIn(BaseModel):
     )
 
 
-class MemberLinkOut(BaseModel):
+class MemberLinkOut(ResponseModel):
     member_id: str
     customer_ref: str
     linked_at: datetime
 
 
-class TierOut(BaseModel):
+class TierOut(ResponseModel):
     tier: str
     qualifying_points: int = Field(description="Points earned coalition-wide in the window.")
     next_tier: str | None
@@ -49,7 +50,7 @@ class TierOut(BaseModel):
     progress: PlainDecimal = Field(description="Share of the way to the next tier, 0 to 1.")
 
 
-class MemberOut(BaseModel):
+class MemberOut(ResponseModel):
     member_id: str
     customer_ref: str
     available_points: int

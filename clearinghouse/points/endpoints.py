@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response, status
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import Field
 from sqlalchemy import func, select
 
 from clearinghouse.api.gate import Partner
+from clearinghouse.api.schemas import JsonInstant, RequestBody, ResponseModel
 from clearinghouse.database import Tx
 from clearinghouse.members.endpoints import MEMBER_ID, MemberIdPath
 from clearinghouse.members.service import linked_member
@@ -25,22 +26,22 @@ router = APIRouter(prefix="/v1", tags=["points"])
 REF = r"^[A-Za-z0-9._:-]{1,64}$"
 
 
-class PurchaseIn(BaseModel):
+class PurchaseIn(RequestBody):
     partner_txn_id: str = Field(pattern=REF, description="Your own id of the transaction.")
     member_id: str = Field(pattern=MEMBER_ID)
     store_id: str | None = None
     amount_fen: int = Field(gt=0, le=10**12, description="Amount paid, in fen.")
     currency: str = Field(default="CNY", pattern="^CNY$")
-    occurred_at: AwareDatetime
+    occurred_at: JsonInstant
 
 
-class BreakdownLineOut(BaseModel):
+class BreakdownLineOut(ResponseModel):
     rule: str
     description: str
     points: PlainDecimal
 
 
-class AccrualOut(BaseModel):
+class AccrualOut(ResponseModel):
     purchase_id: int
     partner_txn_id: str
     member_id: str
@@ -94,12 +95,12 @@ async def report_purchase(body: PurchaseIn, call: Partner) -> Response:
     return await call.answer(lambda tx: AccrualOut.of(accrual.accrue(tx, call.partner_id, report)))
 
 
-class RefundIn(BaseModel):
+class RefundIn(RequestBody):
     refund_id: str = Field(pattern=REF, description="Your own id of this refund.")
     amount_fen: int = Field(gt=0, le=10**12)
 
 
-class RefundOut(BaseModel):
+class RefundOut(ResponseModel):
     partner_txn_id: str
     refund_id: str
     amount_fen: int
@@ -133,7 +134,7 @@ async def refund_purchase(partner_txn_id: str, body: RefundIn, call: Partner) ->
     return await call.answer(refund)
 
 
-class PurchaseOut(BaseModel):
+class PurchaseOut(ResponseModel):
     partner_txn_id: str
     member_id: str
     store_id: str | None
@@ -178,7 +179,7 @@ def _purchase(tx: Tx, partner_id: str, partner_txn_id: str) -> PurchaseOut:
     )
 
 
-class HoldIn(BaseModel):
+class HoldIn(RequestBody):
     member_id: str = Field(pattern=MEMBER_ID)
     points: int = Field(gt=0, le=10**12)
     store_id: str | None = None
@@ -186,14 +187,14 @@ class HoldIn(BaseModel):
     expires_in_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
 
 
-class RedeemIn(BaseModel):
+class RedeemIn(RequestBody):
     member_id: str = Field(pattern=MEMBER_ID)
     points: int = Field(gt=0, le=10**12)
     store_id: str | None = None
     partner_ref: str | None = Field(default=None, pattern=REF)
 
 
-class HoldOut(BaseModel):
+class HoldOut(ResponseModel):
     hold_id: str
     member_id: str
     store_id: str | None
@@ -261,8 +262,8 @@ async def get_hold(hold_id: str, call: Partner) -> Response:
     return await call.answer(lambda tx: HoldOut.of(holds.get_hold(tx, call.partner_id, hold_id)))
 
 
-class CaptureIn(BaseModel):
-    points: int | None = Field(default=None, gt=0, description="Omit to capture all.")
+class CaptureIn(RequestBody):
+    points: int | None = Field(default=None, gt=0, le=10**12, description="Omit to capture all.")
 
 
 @router.post(
@@ -307,11 +308,11 @@ async def redeem(body: RedeemIn, call: Partner) -> Response:
     return await call.answer(redemption)
 
 
-class RedemptionRefundIn(BaseModel):
+class RedemptionRefundIn(RequestBody):
     points: int = Field(gt=0, le=10**12)
 
 
-class RedemptionRefundOut(BaseModel):
+class RedemptionRefundOut(ResponseModel):
     hold_id: str
     points: int
     refunded_total: int
@@ -335,14 +336,14 @@ async def refund_redemption(hold_id: str, body: RedemptionRefundIn, call: Partne
     return await call.answer(refund)
 
 
-class LotOut(BaseModel):
+class LotOut(ResponseModel):
     earned_at: datetime
     expires_at: datetime
     points: int
     source: str
 
 
-class ExpiringOut(BaseModel):
+class ExpiringOut(ResponseModel):
     member_id: str
     days: int
     points: int
@@ -401,7 +402,7 @@ async def member_expiring(member_id: MemberIdPath, call: Partner, days: Days = 3
     return await call.answer(expiring)
 
 
-class ExpiringMemberOut(BaseModel):
+class ExpiringMemberOut(ResponseModel):
     member_id: str
     customer_ref: str
     points: int
@@ -452,12 +453,12 @@ async def expiring_members(
     )
 
 
-class ReferralIn(BaseModel):
+class ReferralIn(RequestBody):
     inviter_member_id: str = Field(pattern=MEMBER_ID)
     invitee_member_id: str = Field(pattern=MEMBER_ID)
 
 
-class ReferralOut(BaseModel):
+class ReferralOut(ResponseModel):
     inviter_member_id: str
     invitee_member_id: str
     registered_at: datetime
@@ -486,7 +487,7 @@ async def register_referral(body: ReferralIn, call: Partner) -> Response:
     return await call.answer(referral)
 
 
-class ExchangeIn(BaseModel):
+class ExchangeIn(RequestBody):
     member_id: str = Field(pattern=MEMBER_ID)
     direction: Literal["in", "out"] = Field(
         description="in: programme points to coalition points; out: the reverse."
@@ -496,7 +497,7 @@ class ExchangeIn(BaseModel):
     )
 
 
-class ExchangeOut(BaseModel):
+class ExchangeOut(ResponseModel):
     direction: str
     member_id: str
     programme_asset: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +77,88 @@ def test_problem_types_are_listed(spec: dict[str, Any]) -> None:
     assert spec["components"]["schemas"]["Problem"]["properties"]["code"]["enum"] == sorted(
         by_code, key=lambda code: (by_code[code]["status"], code)
     )
+
+
+def operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (path, method, operation)
+        for path, ops in spec["paths"].items()
+        for method, operation in ops.items()
+        if method in METHODS
+    ]
+
+
+def staff_operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    found = [
+        op for op in operations(spec) if op[0].startswith(("/finance/", "/audit/", "/operator/"))
+    ]
+    assert {path.split("/")[1] for path, _, _ in found} == {"finance", "audit", "operator"}
+    return found
+
+
+def test_staff_routes_declare_the_bearer_token_and_their_problems(spec: dict[str, Any]) -> None:
+    assert spec["components"]["securitySchemes"]["staffToken"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": spec["components"]["securitySchemes"]["staffToken"]["description"],
+    }
+    for path, method, operation in staff_operations(spec):
+        assert operation["security"] == [{"staffToken": []}], (method, path)
+        expected = {"401", "403", "422", "429", "500", "503"}
+        if "{" in path:
+            expected.add("404")
+        if method == "post":
+            expected |= {"409", "413"}
+        assert expected <= set(operation["responses"]), (method, path)
+
+
+def test_every_problem_response_is_problem_json(spec: dict[str, Any]) -> None:
+    for path, _, operation in operations(spec):
+        for status, response in operation["responses"].items():
+            if int(status) >= 400:
+                assert list(response["content"]) == ["application/problem+json"], (path, status)
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+
+
+def _untyped(schema: dict[str, Any]) -> bool:
+    if "$ref" in schema:
+        return False
+    if schema.get("type") == "array":
+        return _untyped(schema["items"])
+    return schema.get("type") != "string" and "properties" not in schema
+
+
+def test_every_json_answer_is_typed(spec: dict[str, Any]) -> None:
+    for path, method, operation in operations(spec):
+        for status, response in operation["responses"].items():
+            content = response.get("content", {}).get("application/json")
+            if status.startswith("2") and content is not None:
+                assert not _untyped(content["schema"]), (method, path, content["schema"])
+
+
+def test_request_bodies_refuse_unknown_fields(spec: dict[str, Any]) -> None:
+    schemas = spec["components"]["schemas"]
+    bodies = [
+        operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        for _, _, operation in operations(spec)
+        if "requestBody" in operation
+    ]
+    assert len(bodies) > 10
+    for ref in bodies:
+        body = schemas[ref.rsplit("/", 1)[1]]
+        assert body["additionalProperties"] is False, ref
+
+
+def test_the_idempotency_key_states_its_characters(spec: dict[str, Any]) -> None:
+    posts = [op for path, method, op in v1_operations(spec) if method == "post"]
+    patterns = {
+        p["schema"]["pattern"]
+        for op in posts
+        for p in op["parameters"]
+        if p["name"] == "Idempotency-Key"
+    }
+    assert len(patterns) == 1
+    pattern = re.compile(patterns.pop())
+    assert pattern.fullmatch("3f2c1a9e-8b7d-4c6e-a5f4-0123456789ab")
+    for refused in ("", "a b", "ключ", "x" * 201, "a\tb"):
+        assert not pattern.fullmatch(refused), refused
