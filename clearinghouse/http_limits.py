@@ -26,7 +26,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from clearinghouse.api.guard import HSTS, NO_STORE, SECURITY_HEADERS
-from clearinghouse.api.problems import problem
+from clearinghouse.api.problems import http_problem
 
 
 @dataclass(frozen=True)
@@ -115,8 +115,6 @@ class RequestReader:
         if len(self._server_state.connections) > self._limits.max_connections:
             self._refuse(
                 HTTPStatus.SERVICE_UNAVAILABLE,
-                "unavailable",
-                "Service unavailable",
                 "the server has as many connections open as it keeps; try again shortly",
                 [(b"retry-after", b"1")],
             )
@@ -155,8 +153,6 @@ class RequestReader:
         if self._reading is _Reading.HEAD and self._head_bytes > self._limits.max_head_bytes:
             self._refuse(
                 HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "request_header_fields_too_large",
-                "Request header fields too large",
                 f"the request line and header fields may take {self._limits.max_head_bytes} "
                 "bytes at most",
             )
@@ -197,16 +193,12 @@ class RequestReader:
         )
         self._refuse(
             HTTPStatus.REQUEST_TIMEOUT,
-            "request_timeout",
-            "Request timeout",
             f"the request's {part} did not arrive within {timeout:g} s",
         )
 
     def _refuse(
         self,
         status: HTTPStatus,
-        code: str,
-        title: str,
         detail: str,
         headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
@@ -226,7 +218,7 @@ class RequestReader:
             # An earlier request is still being answered: nothing can be written before it ends.
             transport.close()
             return
-        response = problem(status, code, title, detail)
+        response = http_problem(status.value, detail)
         lines = [f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode()]
         # The application's answers carry the guard's headers; these, from below it, do too.
         for name, value in [

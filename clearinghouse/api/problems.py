@@ -22,9 +22,11 @@ HTTP_PROBLEMS: dict[int, tuple[str, str]] = {
     400: ("bad_request", "Bad request"),
     404: ("not_found", "Not found"),
     405: ("method_not_allowed", "Method not allowed"),
+    408: ("request_timeout", "Request timeout"),
     413: ("payload_too_large", "Request body too large"),
     415: ("unsupported_media_type", "Unsupported media type"),
     422: ("validation_error", "Invalid request"),
+    431: ("request_header_fields_too_large", "Request header fields too large"),
     500: ("internal_error", "Internal error"),
     503: ("unavailable", "Service unavailable"),
 }
