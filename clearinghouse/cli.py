@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from clearinghouse import demo as demo_module
 from clearinghouse import ledger, migrate
 from clearinghouse.audit.cli import audit_app
 from clearinghouse.cli_support import fail, points, transaction
@@ -145,6 +144,9 @@ def ledger_check() -> None:
 def demo() -> None:
     """Start the database (embedded unless DATABASE_URL is set), migrate it, and run a small
     coalition day through the signed partner API; print what happened and the trial balance."""
+    # The demo serves the web app: only this command loads it, uvicorn and the console.
+    from clearinghouse import demo as demo_module
+
     settings = get_settings()
     url = resolve_url(settings)
     migrate.upgrade(url)

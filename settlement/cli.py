@@ -13,11 +13,12 @@ import typer
 
 from clearinghouse.cli_support import fail, sessions, transaction
 from clearinghouse.config import get_settings
-from clearinghouse.users import signin
 from clearinghouse.users.service import User, create_user, user_by_token
 from settlement import netting, reports
 
 settlement_app = typer.Typer(help="Settlement reports and their approval.", no_args_is_help=True)
+# The user commands import sign-in where they run: it loads argon2 and hashes a decoy password,
+# which no other command should wait for.
 user_app = typer.Typer(help="People: finance, approver, auditor, operator.", no_args_is_help=True)
 
 Token = Annotated[
@@ -142,6 +143,8 @@ def user_create(
 ) -> None:
     """Create a user: a password for the console (prompted for, unless --password-stdin or
     --no-password) and an API token printed once; only an argon2 hash and a digest are kept."""
+    from clearinghouse.users import signin
+
     password = None if no_password else _new_password(password_stdin)
     with transaction() as session:
         user, token = create_user(session, user_id, role)
@@ -154,6 +157,8 @@ def user_create(
 @user_app.command("password")
 def user_password(user_id: str, password_stdin: PasswordStdin = False) -> None:
     """Set a new console password; the user's open sessions end."""
+    from clearinghouse.users import signin
+
     password = _new_password(password_stdin)
     with transaction() as session:
         signin.set_password(session, user_id, password)
@@ -163,6 +168,8 @@ def user_password(user_id: str, password_stdin: PasswordStdin = False) -> None:
 @user_app.command("unlock")
 def user_unlock(user_id: str) -> None:
     """Lift a sign-in lock-out now."""
+    from clearinghouse.users import signin
+
     with transaction() as session:
         signin.unlock(session, user_id)
     typer.echo(f"{user_id} may sign in again")
@@ -171,6 +178,8 @@ def user_unlock(user_id: str) -> None:
 @user_app.command("disable")
 def user_disable(user_id: str) -> None:
     """No more sign-in or API token for the user; open sessions end."""
+    from clearinghouse.users import signin
+
     with transaction() as session:
         signin.disable(session, user_id)
     typer.echo(f"{user_id} is disabled")

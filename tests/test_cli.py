@@ -22,6 +22,47 @@ def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+# What only the server, the console, the demo or sign-in need: a simple command loads none of it.
+HEAVY = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "fpdf",
+    "argon2",
+    "babel",
+    "jinja2",
+    "clearinghouse.api.app",
+    "clearinghouse.console.pages",
+    "clearinghouse.demo",
+)
+
+
+def imported(*args: str, env: dict[str, str]) -> set[str]:
+    """The modules `clearinghouse ARGS` imports, as `python -X importtime` lists them."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "clearinghouse", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+
+
+def test_partner_list_imports_neither_the_web_app_nor_the_console_nor_pdf(
+    database_url: str,
+) -> None:
+    loaded = imported("partner", "list", env={"DATABASE_URL": database_url})
+    assert "partners.directory" in loaded
+    assert sorted(loaded.intersection(HEAVY)) == []
+
+
 def test_demo_on_embedded_database_earns_spends_and_replays(home: Path) -> None:
     # An empty DATABASE_URL means "not configured": the embedded server in CLEARINGHOUSE_HOME.
     env = {"DATABASE_URL": "", "CLEARINGHOUSE_HOME": str(home)}
