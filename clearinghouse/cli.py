@@ -1,52 +1,85 @@
-"""The `clearinghouse` command."""
+"""The `clearinghouse` command, the composition root.
+
+Each group of subcommands is imported only when one of its commands runs, so that `--help` and
+a simple command load no more than they use: no web app, console or PDF library for
+`partner list`, and no database driver for `--help`."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
-from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
-from clearinghouse import ledger, migrate
-from clearinghouse.audit.cli import audit_app
-from clearinghouse.cli_support import fail, points, transaction
-from clearinghouse.config import get_settings
-from clearinghouse.console.cli import console_app
-from clearinghouse.database import make_engine, resolve_url, session_factory
-from clearinghouse.fraud.cli import fraud_app
-from clearinghouse.jobs_cli import jobs_app, rules_app
-from clearinghouse.points import lots
-from partners.cli import key_app, partner_app, store_app
-from settlement.cli import print_run, settle_command, settlement_app, user_app
+from clearinghouse.cli_support import fail, points
 
-app = typer.Typer(help="Coalition loyalty-points clearing house.", no_args_is_help=True)
-db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
-ledger_app = typer.Typer(help="Read the books.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-app.add_typer(ledger_app, name="ledger")
-app.add_typer(partner_app, name="partner")
-partner_app.add_typer(key_app, name="key")
-app.add_typer(store_app, name="store")
-app.add_typer(jobs_app, name="jobs")
-app.add_typer(rules_app, name="rules")
-app.add_typer(settlement_app, name="settlement")
-app.add_typer(user_app, name="user")
-app.add_typer(audit_app, name="audit")
-app.add_typer(fraud_app, name="fraud")
-app.add_typer(console_app, name="console")
-app.command("settle")(settle_command)
+# name: (module:attribute, help). The attribute is a Typer (a group of commands) or a function
+# (one command); the help is here so that listing the commands imports none of them.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "db": ("clearinghouse.db_cli:db_app", "The database schema."),
+    "ledger": ("clearinghouse.ledger.cli:ledger_app", "Read the books."),
+    "partner": ("partners.cli:partner_app", "Partners, their rates, keys and issuance limits."),
+    "store": ("partners.cli:store_app", "Partners' stores and terminals."),
+    "jobs": (
+        "clearinghouse.jobs_cli:jobs_app",
+        "Recurring jobs; each is safe to run twice or at once.",
+    ),
+    "rules": ("clearinghouse.jobs_cli:rules_app", "Earning rules and points policy, versioned."),
+    "settle": (
+        "settlement.cli:settle_command",
+        "Settle a business date (and any earlier open dates first). Safe to repeat.",
+    ),
+    "settlement": ("settlement.cli:settlement_app", "Settlement reports and their approval."),
+    "user": ("settlement.cli:user_app", "People: finance, approver, auditor, operator."),
+    "audit": ("clearinghouse.audit.cli:audit_app", "Seal, verify and export the journal."),
+    "fraud": ("clearinghouse.fraud.cli:fraud_app", "Risk-control thresholds."),
+    "console": ("clearinghouse.console.cli:console_app", "The finance console."),
+}
 
 
-def print_trial_balance(lines: list[ledger.TrialBalanceLine]) -> None:
-    typer.echo(f"{'asset':<6} {'non-zero':>8} {'debit':>14} {'credit':>14} {'net':>8}")
-    for line in lines:
-        typer.echo(
-            f"{line.asset:<6} {line.accounts:>8} {points(line.debit):>14} "
-            f"{points(line.credit):>14} {points(line.net):>8}"
-        )
+class LazyCommands(TyperGroup):
+    """The root group: resolves a subcommand by importing its module, and lists them from
+    SUBCOMMANDS alone. (Contexts and formatters are typed Any: which click classes they are
+    depends on the typer version, which may bring a click of its own.)"""
+
+    listing = False
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *SUBCOMMANDS]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in SUBCOMMANDS:
+            return super().get_command(ctx, cmd_name)
+        target, help_text = SUBCOMMANDS[cmd_name]
+        if self.listing:
+            return TyperCommand(cmd_name, help=help_text)
+        module, attribute = target.split(":")
+        found = getattr(importlib.import_module(module), attribute)
+        if isinstance(found, typer.Typer):
+            # A group even when it holds one command, as add_typer makes it.
+            command: Any = typer.main.get_group(found)
+        else:
+            single = typer.Typer(add_completion=False)
+            single.command()(found)
+            command = typer.main.get_command(single)
+        command.name, command.help = cmd_name, help_text
+        return command
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self.listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self.listing = False
+
+
+app = typer.Typer(
+    cls=LazyCommands, help="Coalition loyalty-points clearing house.", no_args_is_help=True
+)
 
 
 @app.callback()
@@ -58,94 +91,18 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
     )
 
 
-@db_app.command("upgrade")
-def db_upgrade(revision: str = "head") -> None:
-    """Migrate the database schema (to the newest revision by default)."""
-    url = resolve_url(get_settings())
-    migrate.upgrade(url, revision)
-    engine = make_engine(url, pool_size=1)
-    typer.echo(f"schema at revision {migrate.current_revision(engine)}")
-    engine.dispose()
-
-
-@db_app.command("current")
-def db_current() -> None:
-    """Show the schema revision of the database, and the one this version needs."""
-    engine = make_engine(resolve_url(get_settings()), pool_size=1)
-    typer.echo(f"database: {migrate.current_revision(engine) or '(no schema)'}")
-    typer.echo(f"code:     {migrate.head_revision()}")
-    engine.dispose()
-
-
-@ledger_app.command("balance")
-def ledger_balance(
-    address: str,
-    as_of: Annotated[
-        datetime | None, typer.Option(help="An ISO 8601 instant with its offset.")
-    ] = None,
-) -> None:
-    """Show an account's balance, now or as of an instant."""
-    if as_of is not None and as_of.tzinfo is None:
-        raise fail("--as-of needs a time zone offset, e.g. 2026-11-25T00:00:00+08:00")
-    with transaction() as session:
-        account = ledger.get_account(session, address)
-        amount = ledger.balance(session, address, as_of)
-    typer.echo(f"{account.address} {points(amount)} {account.asset}")
-
-
-@ledger_app.command("trial-balance")
-def ledger_trial_balance(
-    as_of: Annotated[datetime | None, typer.Option(help="An ISO 8601 instant.")] = None,
-) -> None:
-    """Per asset, the sum of debit and credit balances; the net is always zero."""
-    with transaction() as session:
-        print_trial_balance(ledger.trial_balance(session, as_of))
-
-
-@ledger_app.command("statement")
-def ledger_statement(
-    address: str,
-    limit: int = 50,
-    cursor: Annotated[str | None, typer.Option(help="From a previous page.")] = None,
-) -> None:
-    """An account's postings with their running balance, oldest first."""
-    with transaction() as session:
-        page = ledger.statement(session, address, limit=limit, cursor=cursor)
-    zone = get_settings().zone
-    typer.echo(f"{page.address} ({page.asset}), opening balance {points(page.opening_balance)}")
-    for line in page.lines:
-        recorded = line.recorded_at.astimezone(zone).isoformat(timespec="seconds")
-        typer.echo(
-            f"{recorded}  entry {line.entry_id:<8} {line.kind:<12} "
-            f"{points(line.amount):>12} {points(line.balance):>14}"
-        )
-    if page.next_cursor:
-        typer.echo(f"next page: --cursor {page.next_cursor}")
-
-
-@ledger_app.command("check")
-def ledger_check() -> None:
-    """Check that every materialised balance equals the sum of its postings and that the trial
-    balance nets to zero; exit non-zero otherwise."""
-    with transaction() as session:
-        mismatches = ledger.check_consistency(session)
-        lines = ledger.trial_balance(session)
-    for m in mismatches:
-        typer.echo(f"MISMATCH {m.address}: kept {m.materialised}, postings {m.from_postings}")
-    for line in lines:
-        if line.net != 0:
-            typer.echo(f"UNBALANCED {line.asset}: net {line.net}")
-    if mismatches or any(line.net != 0 for line in lines):
-        raise typer.Exit(code=1)
-    typer.echo("ledger consistent: balances equal postings, every asset nets to zero")
-
-
 @app.command()
 def demo() -> None:
     """Start the database (embedded unless DATABASE_URL is set), migrate it, and run a small
     coalition day through the signed partner API; print what happened and the trial balance."""
     # The demo serves the web app: only this command loads it, uvicorn and the console.
     from clearinghouse import demo as demo_module
+    from clearinghouse import ledger, migrate
+    from clearinghouse.config import get_settings
+    from clearinghouse.database import make_engine, resolve_url, session_factory
+    from clearinghouse.ledger.cli import print_trial_balance
+    from clearinghouse.points import lots
+    from settlement.cli import print_run
 
     settings = get_settings()
     url = resolve_url(settings)
@@ -237,7 +194,9 @@ def serve(
     ] = None,
 ) -> None:
     """Run the API and the finance console (on the configured database, or the embedded one)."""
-    from clearinghouse import server
+    from clearinghouse import migrate, server
+    from clearinghouse.config import get_settings
+    from clearinghouse.database import make_engine, resolve_url
     from clearinghouse.http_limits import ConnectionLimits
 
     if loop not in ("uvloop", "asyncio") or http not in ("httptools", "h11"):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import typer
-from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse import migrate
-from clearinghouse.config import get_settings
-from clearinghouse.database import make_engine, resolve_url, session_factory
 from clearinghouse.errors import DomainError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 
 def fail(message: str) -> typer.Exit:
@@ -21,6 +21,11 @@ def fail(message: str) -> typer.Exit:
 
 def sessions(*, require_schema: bool = True) -> sessionmaker[Session]:
     """Sessions on the configured (or embedded) database; refuses an unmigrated schema."""
+    # Here rather than above, so that `--help` and the command list load no database driver.
+    from clearinghouse import migrate
+    from clearinghouse.config import get_settings
+    from clearinghouse.database import make_engine, resolve_url, session_factory
+
     engine = make_engine(resolve_url(get_settings()), pool_size=2)
     if require_schema:
         try:

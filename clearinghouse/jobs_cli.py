@@ -14,8 +14,8 @@ from clearinghouse.cli_support import fail, sessions, transaction
 from clearinghouse.points import holds, policy
 from settlement.expiry import expire_lots
 
-jobs_app = typer.Typer(help="Recurring jobs; each is safe to run twice or at once.")
-rules_app = typer.Typer(help="Earning rules and points policy, versioned.")
+jobs_app = typer.Typer()
+rules_app = typer.Typer()
 
 
 @jobs_app.command("expire-lots")

@@ -14,10 +14,11 @@ from clearinghouse.config import get_settings
 from partners import directory, keys, limits, rates
 from partners.signing import load_public_key_pem
 
-partner_app = typer.Typer(help="Partners, their rates and keys.", no_args_is_help=True)
-store_app = typer.Typer(help="Partners' stores and terminals.", no_args_is_help=True)
+partner_app = typer.Typer(no_args_is_help=True)
+store_app = typer.Typer(no_args_is_help=True)
 key_app = typer.Typer(help="Partners' API keys.", no_args_is_help=True)
 rates_app = typer.Typer(help="Partners' conversion rates.", no_args_is_help=True)
+partner_app.add_typer(key_app, name="key")
 partner_app.add_typer(rates_app, name="rates")
 
 

@@ -16,10 +16,10 @@ from clearinghouse.config import get_settings
 from clearinghouse.users.service import User, create_user, user_by_token
 from settlement import netting, reports
 
-settlement_app = typer.Typer(help="Settlement reports and their approval.", no_args_is_help=True)
+settlement_app = typer.Typer(no_args_is_help=True)
 # The user commands import sign-in where they run: it loads argon2 and hashes a decoy password,
 # which no other command should wait for.
-user_app = typer.Typer(help="People: finance, approver, auditor, operator.", no_args_is_help=True)
+user_app = typer.Typer(no_args_is_help=True)
 
 Token = Annotated[
     str | None,
@@ -58,7 +58,6 @@ def settle_command(
         str | None, typer.Option("--date", help="YYYY-MM-DD; yesterday by default.")
     ] = None,
 ) -> None:
-    """Settle a business date (and any earlier open dates first). Safe to repeat."""
     target = date.fromisoformat(business_date) if business_date else _yesterday()
     for run in netting.settle(sessions(), target):
         print_run(run)

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
+from clearinghouse.cli import SUBCOMMANDS, app
 from tests.conftest import Databases
 
 
@@ -61,6 +65,21 @@ def test_partner_list_imports_neither_the_web_app_nor_the_console_nor_pdf(
     loaded = imported("partner", "list", env={"DATABASE_URL": database_url})
     assert "partners.directory" in loaded
     assert sorted(loaded.intersection(HEAVY)) == []
+
+
+def test_help_lists_every_command_without_loading_any_of_them() -> None:
+    loaded = imported("--help", env={})
+    assert "clearinghouse.cli" in loaded
+    unwanted = {*HEAVY, "sqlalchemy", "psycopg", "alembic", "partners.cli", "settlement.cli"}
+    assert sorted(loaded & unwanted) == []
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_each_listed_subcommand_loads_with_its_help(name: str) -> None:
+    result = CliRunner().invoke(app, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    assert f" {name} [OPTIONS]" in result.output
+    assert SUBCOMMANDS[name][1].split()[0] in result.output
 
 
 def test_demo_on_embedded_database_earns_spends_and_replays(home: Path) -> None:

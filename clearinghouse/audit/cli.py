@@ -15,7 +15,7 @@ from clearinghouse.audit import sealing, verify
 from clearinghouse.audit.exports import export_journal, record_file
 from clearinghouse.cli_support import fail, sessions, transaction
 
-audit_app = typer.Typer(help="Seal, verify and export the journal.", no_args_is_help=True)
+audit_app = typer.Typer(no_args_is_help=True)
 
 
 def _digest(value: str | None) -> str | None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-console_app = typer.Typer(help="The finance console.", no_args_is_help=True)
+console_app = typer.Typer(no_args_is_help=True)
 
 
 @console_app.command("catalogue")

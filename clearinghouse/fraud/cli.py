@@ -12,7 +12,7 @@ import typer
 from clearinghouse.cli_support import fail, transaction
 from clearinghouse.fraud import service
 
-fraud_app = typer.Typer(help="Risk-control thresholds.", no_args_is_help=True)
+fraud_app = typer.Typer(no_args_is_help=True)
 
 Partner = Annotated[
     str | None,

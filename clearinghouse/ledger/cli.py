@@ -1,0 +1,86 @@
+"""`clearinghouse ledger ...`: read the books."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import typer
+
+from clearinghouse import ledger
+from clearinghouse.cli_support import fail, points, transaction
+from clearinghouse.config import get_settings
+
+ledger_app = typer.Typer(no_args_is_help=True)
+
+
+def print_trial_balance(lines: list[ledger.TrialBalanceLine]) -> None:
+    typer.echo(f"{'asset':<6} {'non-zero':>8} {'debit':>14} {'credit':>14} {'net':>8}")
+    for line in lines:
+        typer.echo(
+            f"{line.asset:<6} {line.accounts:>8} {points(line.debit):>14} "
+            f"{points(line.credit):>14} {points(line.net):>8}"
+        )
+
+
+@ledger_app.command("balance")
+def ledger_balance(
+    address: str,
+    as_of: Annotated[
+        datetime | None, typer.Option(help="An ISO 8601 instant with its offset.")
+    ] = None,
+) -> None:
+    """Show an account's balance, now or as of an instant."""
+    if as_of is not None and as_of.tzinfo is None:
+        raise fail("--as-of needs a time zone offset, e.g. 2026-11-25T00:00:00+08:00")
+    with transaction() as session:
+        account = ledger.get_account(session, address)
+        amount = ledger.balance(session, address, as_of)
+    typer.echo(f"{account.address} {points(amount)} {account.asset}")
+
+
+@ledger_app.command("trial-balance")
+def ledger_trial_balance(
+    as_of: Annotated[datetime | None, typer.Option(help="An ISO 8601 instant.")] = None,
+) -> None:
+    """Per asset, the sum of debit and credit balances; the net is always zero."""
+    with transaction() as session:
+        print_trial_balance(ledger.trial_balance(session, as_of))
+
+
+@ledger_app.command("statement")
+def ledger_statement(
+    address: str,
+    limit: int = 50,
+    cursor: Annotated[str | None, typer.Option(help="From a previous page.")] = None,
+) -> None:
+    """An account's postings with their running balance, oldest first."""
+    with transaction() as session:
+        page = ledger.statement(session, address, limit=limit, cursor=cursor)
+    zone = get_settings().zone
+    typer.echo(f"{page.address} ({page.asset}), opening balance {points(page.opening_balance)}")
+    for line in page.lines:
+        recorded = line.recorded_at.astimezone(zone).isoformat(timespec="seconds")
+        typer.echo(
+            f"{recorded}  entry {line.entry_id:<8} {line.kind:<12} "
+            f"{points(line.amount):>12} {points(line.balance):>14}"
+        )
+    if page.next_cursor:
+        typer.echo(f"next page: --cursor {page.next_cursor}")
+
+
+@ledger_app.command("check")
+def ledger_check() -> None:
+    """Check that every materialised balance equals the sum of its postings and that the trial
+    balance nets to zero; exit non-zero otherwise."""
+    with transaction() as session:
+        mismatches = ledger.check_consistency(session)
+        lines = ledger.trial_balance(session)
+    for m in mismatches:
+        typer.echo(f"MISMATCH {m.address}: kept {m.materialised}, postings {m.from_postings}")
+    for line in lines:
+        if line.net != 0:
+            typer.echo(f"UNBALANCED {line.asset}: net {line.net}")
+    if mismatches or any(line.net != 0 for line in lines):
+        raise typer.Exit(code=1)
+    typer.echo("ledger consistent: balances equal postings, every asset nets to zero")
