@@ -142,6 +142,11 @@ def demo() -> None:
     typer.echo("")
     print_run(day.settlement)
     typer.echo(f"settlement report written to {day.report}")
+    typer.echo(
+        f"\njournal sealed; its digest is {day.digest}\n"
+        f"  keep it: `clearinghouse audit verify --digest {day.digest}` fails if any entry "
+        "up to it is changed"
+    )
     if mismatches or lot_mismatches:
         raise fail("the books are inconsistent: run `clearinghouse ledger check`")
     typer.echo(

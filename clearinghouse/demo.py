@@ -21,6 +21,7 @@ import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse.api.app import create_app
+from clearinghouse.audit import sealing
 from clearinghouse.config import get_settings
 from clearinghouse.errors import NotFound
 from partners import directory, keys, limits, rates
@@ -44,6 +45,8 @@ class DemoDay:
     lots: list[dict[str, Any]]
     settlement: netting.Run
     report: Path
+    digest: str
+    """The newest block's hash once the day is sealed: what an auditor keeps."""
 
 
 def _key_file(home: Path, partner_id: str) -> Path:
@@ -177,4 +180,12 @@ def run(sessions: sessionmaker[Session], home: Path) -> DemoDay:
     report = home / "reports" / f"settlement-{business_date.isoformat()}.csv"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(reports.settlement_csv(run))
-    return DemoDay(member_id, accrual, redemption, member, lots, run, report)
+    # Seal the day, as the server's job does: entries are sealed once SEAL_DELAY old.
+    time.sleep(sealing.SEAL_DELAY.total_seconds())
+    sealing.seal_all(sessions)
+    with sessions() as session:
+        newest = sealing.newest_block(session)
+    assert newest is not None, "the day has entries, so the chain has a block"
+    return DemoDay(
+        member_id, accrual, redemption, member, lots, run, report, newest.block_hash.hex()
+    )

@@ -100,6 +100,10 @@ def test_demo_on_embedded_database_earns_spends_and_replays(home: Path) -> None:
     reports = list((home / "reports").glob("settlement-*.csv"))
     assert len(reports) == 1
     assert "COALITION_REVENUE" in reports[0].read_text()
+    # The day is sealed, and its digest verifies.
+    digest = first.stdout.split("its digest is ")[1].split()[0]
+    verified = run("audit", "verify", "--digest", digest, env=env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
     # The server stopped with the process; the next run starts it on the same data, and the
     # same day's requests are answered again without posting anything twice.
     second = run("demo", env=env)
