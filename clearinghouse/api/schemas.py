@@ -93,24 +93,29 @@ def _nul_locations(value: Any, location: tuple[str | int, ...]) -> Iterator[tupl
             yield from _nul_locations(item, (*location, index))
 
 
-async def _body(request: Request) -> Any:
-    """The body as the route parsed it (Starlette keeps it), or None when the route takes
-    none: the body of a route without one is never read here."""
+async def _body_nuls(request: Request) -> list[tuple[str | int, ...]]:
+    """Where the body holds a NUL, from what the route read (Starlette keeps it); the body of a
+    route that takes none is never read here."""
     route = request.scope.get("route")
     if getattr(route, "body_field", None) is None:
-        return None
+        return []
     content_type = request.headers.get("content-type", "")
     if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
         form = await request.form()
-        return {name: value for name, value in form.multi_items() if isinstance(value, str)}
+        return [
+            ("body", name)
+            for name, value in form.multi_items()
+            if isinstance(value, str) and NUL in value
+        ]
     raw = await request.body()
     # Valid JSON can only carry a NUL as this escape; without it there is nothing to find.
     if b"\\u0000" not in raw:
-        return None
+        return []
     try:
-        return json.loads(raw)
+        parsed = json.loads(raw)
     except ValueError:
-        return None  # not JSON: the route's own validation says so
+        return []  # not JSON: the route's own validation says so
+    return list(_nul_locations(parsed, ("body",)))
 
 
 async def refuse_nul(request: Request) -> None:
@@ -121,7 +126,7 @@ async def refuse_nul(request: Request) -> None:
         ("path", name) for name, value in request.path_params.items() if NUL in str(value)
     ]
     found += [("query", name) for name, value in request.query_params.multi_items() if NUL in value]
-    found += _nul_locations(await _body(request), ("body",))
+    found += await _body_nuls(request)
     if found:
         raise RequestValidationError(
             [
