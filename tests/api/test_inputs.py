@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -93,17 +94,17 @@ def test_nul_in_a_path_segment_or_query_value_is_named(
     assert fields(http.get("/operator/cases/c%00", headers=operator)) == ["path.case_id"]
 
 
-def test_a_nul_in_a_console_form_is_refused(app: FastAPI) -> None:
+@pytest.mark.parametrize("logins", [["a\x00"], ["a\x00", "b"]], ids=["once", "repeated"])
+def test_a_nul_in_a_console_form_is_refused(logins: list[str], app: FastAPI) -> None:
     console = Console(app)
     try:
         form = console.http.get("/console/sign-in")
+        token = hidden(form.text, "signin_token")
+        fields = [("login", login) for login in logins]
         response = console.http.post(
             "/console/sign-in",
-            data={
-                "login": "a\x00",
-                "password": "p",
-                "signin_token": hidden(form.text, "signin_token"),
-            },
+            content=urlencode([*fields, ("password", "p"), ("signin_token", token)]),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
     finally:
         console.close()
