@@ -1,4 +1,4 @@
-"""Stored answers to POST requests, by partner and idempotency key."""
+"""Stored answers to POST requests, by partner and idempotency key; rate limit counters."""
 
 from sqlalchemy import (
     Column,
@@ -28,4 +28,17 @@ idempotency_records = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     PrimaryKeyConstraint("partner_id", "key"),
     Index("ix_idempotency_records_created_at", "created_at"),
+)
+
+# Hits per subject and fixed window, a row for each database connection that counted some
+# (clearinghouse.api.throttle; written through the functions of migration 0010_rate_limits).
+rate_counters = Table(
+    "rate_counters",
+    metadata,
+    Column("subject", Text, nullable=False),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("backend", Integer, nullable=False),
+    Column("hits", Integer, nullable=False),
+    PrimaryKeyConstraint("subject", "window_start", "backend"),
+    prefixes=["UNLOGGED"],
 )

@@ -14,14 +14,19 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 
-from sqlalchemy import text
+from sqlalchemy import delete, func
 from sqlalchemy.orm import Session
 from starlette.types import Scope
 
+from clearinghouse.api.tables import rate_counters
 from clearinghouse.config import get_settings
 from clearinghouse.database import Tx
 from clearinghouse.errors import DomainError
+
+# Counters older than this are of windows long ended (the longest window is a minute).
+PAST_WINDOWS = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,6 @@ class Throttle:
 def purge(session: Session) -> int:
     """Forget the counters of windows that have ended; return how many."""
     result = session.execute(
-        text("DELETE FROM rate_counters WHERE window_start < now() - interval '1 hour'")
+        delete(rate_counters).where(rate_counters.c.window_start < func.now() - PAST_WINDOWS)
     )
     return int(getattr(result, "rowcount", 0))

@@ -348,6 +348,8 @@ def test_sealing_stops_before_an_entry_changed_before_it_was_sealed(
     with books.sessions() as session:
         assert verify.unsealed_count(session) == 3
 
+    # The command runs in a process of its own, with the real delay before an entry is sealed.
+    recorded_earlier(books.sessions, [p.id for p in posted[2:]], "10 seconds")
     result = run_cli("audit", "seal", env={"DATABASE_URL": books.url})
     assert result.returncode == 1
     assert f"error: sealing stopped before entry {target.id}: account" in result.stderr
