@@ -23,8 +23,9 @@ import logging
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from clearinghouse.api.problems import http_problem, problem
+from clearinghouse.api.problems import from_domain_error, http_problem
 from clearinghouse.database import unavailable
+from clearinghouse.errors import DomainError
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,19 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 NO_STORE = (b"cache-control", b"no-store")
 HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
+
+
+class DatabaseUnavailable(DomainError):
+    code = "database_unavailable"
+    status = 503
+    title = "Database unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the database cannot be reached just now; nothing was done twice: send the same "
+            "request again, with the same Idempotency-Key, after Retry-After seconds"
+        )
+        self.headers["Retry-After"] = str(DATABASE_RETRY_SECONDS)
 
 
 class BodyTooLarge(HTTPException):
@@ -149,16 +163,7 @@ class Guard:
             if started[0] or not unavailable(error):
                 raise
             log.warning("database unavailable on %s %s: %s", scope["method"], instance, error)
-            response = problem(
-                503,
-                "database_unavailable",
-                "Database unavailable",
-                "the database cannot be reached just now; nothing was done twice: send the same "
-                "request again, with the same Idempotency-Key, after Retry-After seconds",
-                instance=instance,
-            )
-            response.headers["Retry-After"] = str(DATABASE_RETRY_SECONDS)
-            await response(scope, receive, send)
+            await from_domain_error(DatabaseUnavailable(), instance)(scope, receive, send)
 
 
 async def _too_large(error: BodyTooLarge, scope: Scope, receive: Receive, send: Send) -> None:
