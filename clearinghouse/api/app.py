@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -39,11 +40,13 @@ def create_app(
     *,
     limits: Limits | None = None,
     jobs: bool | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     """The API on `sessions`, or on the configured (else embedded) database, which must be
     migrated: the app refuses to start otherwise. With `jobs` (by default the setting
     CLEARINGHOUSE_JOBS), the process takes part in running the periodic jobs
-    (clearinghouse.jobs); a test client that does not enter the app's lifespan runs none."""
+    (clearinghouse.jobs); a test client that does not enter the app's lifespan runs none.
+    `clock` is the rate limits' (seconds since the epoch)."""
     limits = limits or Limits()
     run_jobs = get_settings().jobs if jobs is None else jobs
 
@@ -79,7 +82,7 @@ def create_app(
     if sessions is not None:
         app.state.sessions = sessions
     problems.install(app)
-    app.state.throttle = throttle = Throttle(limits.rates)
+    app.state.throttle = throttle = Throttle(limits.rates, clock)
     app.add_middleware(PartnerGate, throttle=throttle, limits=limits)
     # Added last, so the outermost: every request and answer passes it.
     app.add_middleware(Guard)

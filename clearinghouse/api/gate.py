@@ -235,6 +235,7 @@ class PartnerCall:
 
     def _answer(self, work: Work) -> Outcome:
         try:
+            self.throttle.admit_partner(self.engine, self.partner_id)
             return run_in_transaction(self.engine, lambda tx: self._attempt(tx, work))
         except (auth.Unauthorized, RateLimited) as refusal:
             # Not the key's answer: the same request may succeed later.
@@ -271,24 +272,12 @@ class PartnerCall:
             return Outcome(_problem(refusal, self.instance))
 
     def _open(self, tx: Tx) -> Outcome | None:
-        """The request's first statement, which also counts it against its partner's rate
-        limit. Returns an answer when the request is done already (a stored answer) or refused
-        (its key reused) with its nonce spent."""
-        subject, window = self.throttle.partner_subject(self.partner_id)
+        """The request's first statement. Returns an answer when the request is done already
+        (a stored answer) or refused (its key reused) with its nonce spent."""
         opened = tx.one(
-            "SELECT o.*, r.hits, r.retry_after"
-            " FROM partner_request_open(%s, %s, %s, %s, %s) o, rate_hit(%s, %s) r",
-            (
-                self.key_id,
-                self.verified.nonce,
-                self.partner_id,
-                self._key,
-                self.digest,
-                subject,
-                window,
-            ),
+            "SELECT * FROM partner_request_open(%s, %s, %s, %s, %s)",
+            (self.key_id, self.verified.nonce, self.partner_id, self._key, self.digest),
         )
-        self.throttle.check_partner(opened.hits, opened.retry_after)
         if opened.outcome == "nonce_replayed":
             log.info("signature refused", extra={"reason": "nonce_replayed"})
             raise auth.Unauthorized()

@@ -11,22 +11,26 @@ and sign-ins, checked against the database anyway) at its next request."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func
+from sqlalchemy import Engine, delete, func
 from sqlalchemy.orm import Session
 from starlette.types import Scope
 
 from clearinghouse.api.tables import rate_counters
 from clearinghouse.config import get_settings
-from clearinghouse.database import Tx
+from clearinghouse.database import Tx, run_in_transaction
 from clearinghouse.errors import DomainError
 
 # Counters older than this are of windows long ended (the longest window is a minute).
 PAST_WINDOWS = timedelta(hours=1)
+# A process with requests not yet counted adds them at its next request after this long.
+FLUSH_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,9 @@ class RateLimits:
     source_failures: int = field(default_factory=lambda: get_settings().rate_source_failures)
     """Failed authentications one source address may make per source window."""
     source_window_seconds: int = 60
+    flush_every: int = 16
+    """A process adds its partners' requests to the shared count every this many requests (or
+    FLUSH_SECONDS): the limit holds to within this many requests per process."""
 
 
 class RateLimited(DomainError):
@@ -56,19 +63,58 @@ def source_of(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
+@dataclass
+class _Tally:
+    """One partner's requests in the current window, as this process knows them."""
+
+    window: int
+    known: int = 0
+    """The shared count when this process last added to it."""
+    pending: int = 0
+    """This process's requests since then."""
+    flushed_at: float = float("-inf")
+
+
 class Throttle:
-    def __init__(self, limits: RateLimits) -> None:
+    def __init__(self, limits: RateLimits, clock: Callable[[], float] = time.time) -> None:
         self.limits = limits
+        self.clock = clock
         self._blocked: dict[str, float] = {}
+        self._tallies: dict[str, _Tally] = {}
         self._lock = threading.Lock()
 
-    def partner_subject(self, partner_id: str) -> tuple[str, int]:
-        """The `rate_hit` arguments of a partner's request (run by its first statement)."""
-        return f"partner:{partner_id}", self.limits.partner_window_seconds
+    def admit_partner(self, engine: Engine, partner_id: str) -> None:
+        """Count a partner's request, or refuse it (429) past the partner's limit.
 
-    def check_partner(self, hits: int, retry_after: int) -> None:
-        """Refuse a request that took its partner past the limit."""
-        if hits > self.limits.partner_requests:
+        Counting every request in the database would cost each one a row update; instead each
+        process counts its own and adds them to the shared count every `flush_every` requests
+        or FLUSH_SECONDS, in a statement of its own, reading back everyone's total."""
+        seconds = self.limits.partner_window_seconds
+        now = self.clock()
+        window = int(now // seconds)
+        retry_after = max(1, math.ceil((window + 1) * seconds - now))
+        with self._lock:
+            tally = self._tallies.get(partner_id)
+            if tally is None or tally.window != window:
+                tally = self._tallies[partner_id] = _Tally(window)
+            if tally.known + tally.pending >= self.limits.partner_requests:
+                raise RateLimited(retry_after)
+            tally.pending += 1
+            if tally.pending < self.limits.flush_every and now - tally.flushed_at < FLUSH_SECONDS:
+                return
+            hits, tally.pending, tally.flushed_at = tally.pending, 0, now
+        at = datetime.fromtimestamp(now, UTC)
+        counted = run_in_transaction(
+            engine,
+            lambda tx: tx.one(
+                "SELECT * FROM rate_hit(%s, %s, %s, %s)",
+                (f"partner:{partner_id}", seconds, hits, at),
+            ),
+        )
+        with self._lock:
+            if tally.window == window:
+                tally.known = max(tally.known, counted.hits)
+        if counted.hits > self.limits.partner_requests:
             raise RateLimited(retry_after)
 
     def refuse_blocked(self, source: str) -> None:

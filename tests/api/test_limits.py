@@ -179,6 +179,46 @@ def test_a_partner_past_its_limit_gets_429_and_its_key_keeps_no_answer(
     assert retried.status_code == 201
 
 
+def test_a_partners_requests_are_counted_in_batches_shared_by_every_worker(
+    sessions: sessionmaker[Session], partner: ApiPartner
+) -> None:
+    now = [1_800_000_000.0]  # the start of a 10-second window
+    limits = RateLimits(partner_requests=10, flush_every=4)
+    # Two apps on one database stand for two worker processes.
+    first, second = (
+        own_client(create_app(sessions, limits=Limits(rates=limits), clock=lambda: now[0]))
+        for _ in range(2)
+    )
+
+    def served(http: httpx.Client) -> int:
+        return http.send(client_for(partner, http).build("GET", "/v1/stores")).status_code
+
+    def shared_count() -> int:
+        with sessions() as session:
+            counted: int = session.execute(
+                text("SELECT hits FROM rate_count(:s, 10, to_timestamp(:at))"),
+                {"s": f"partner:{partner.id}", "at": now[0]},
+            ).scalar_one()
+        return counted
+
+    # Each process adds its first request at once, then every fourth.
+    assert [served(first) for _ in range(4)] == [200] * 4
+    assert shared_count() == 1
+    assert served(first) == 200
+    assert shared_count() == 5
+    assert [served(second) for _ in range(5)] == [200] * 5
+    # The second learnt the first's five at its first request: 5 + 5 = 10, the limit.
+    assert served(second) == 429
+    # The first learns of the second's requests at its next addition to the count.
+    assert [served(first) for _ in range(3)] == [200, 200, 200]
+    assert served(first) == 429
+    assert shared_count() == 14  # past the limit by less than flush_every per process
+    # A new window starts from nothing.
+    now[0] += 10
+    assert served(first) == 200
+    assert served(second) == 200
+
+
 def test_failed_signatures_from_one_source_are_limited_in_every_worker(
     sessions: sessionmaker[Session], partner: ApiPartner
 ) -> None:
@@ -243,7 +283,7 @@ def test_a_window_counts_its_own_hits_and_says_when_it_ends(
 
         def hit(instant: datetime) -> tuple[int, int]:
             row = session.execute(
-                text("SELECT * FROM rate_hit(:s, 60, :at)"), {"s": subject, "at": instant}
+                text("SELECT * FROM rate_hit(:s, 60, 1, :at)"), {"s": subject, "at": instant}
             ).one()
             return row.hits, row.retry_after
 
@@ -323,7 +363,7 @@ def test_every_answer_carries_the_security_headers(
 def test_the_purge_forgets_counters_of_past_windows(sessions: sessionmaker[Session]) -> None:
     old, current = unique_id("old-"), unique_id("current-")
     with sessions() as session, session.begin():
-        session.execute(text("SELECT rate_hit(:s, 60, now() - interval '2 hours')"), {"s": old})
+        session.execute(text("SELECT rate_hit(:s, 60, 1, now() - interval '2 hours')"), {"s": old})
         session.execute(text("SELECT rate_hit(:s, 60)"), {"s": current})
     purge_expired(sessions)
     with sessions() as session:
