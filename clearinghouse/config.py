@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     )
 
     rate_partner_requests: int = Field(
-        default=1000,
+        default=5000,
         ge=1,
         validation_alias=AliasChoices("CLEARINGHOUSE_RATE_PARTNER_REQUESTS"),
         description="Signed requests one partner may send per 10 seconds, every server and "
