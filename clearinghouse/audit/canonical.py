@@ -36,8 +36,8 @@ class EntryRecord:
             "origin": self.origin,
             "idempotency_key": self.idempotency_key,
             "request_hash": self.request_hash,
-            "occurred_at": _instant(self.occurred_at),
-            "recorded_at": _instant(self.recorded_at),
+            "occurred_at": instant_text(self.occurred_at),
+            "recorded_at": instant_text(self.recorded_at),
             "metadata": self.metadata,
             "reverses_id": self.reverses_id,
             "postings": [list(p) for p in self.postings],
@@ -59,9 +59,11 @@ class EntryRecord:
         )
 
 
-def _instant(value: datetime) -> str:
-    # Microseconds, UTC, always the same shape: the database keeps microseconds.
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def instant_text(value: datetime) -> str:
+    """An instant as the canonical encoding and the exports write it: UTC, microseconds (the
+    database keeps microseconds), "Z", and always the same shape, four-digit years included
+    (strftime's %Y would write year 999 as "999", which no parser reads back)."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def encode(entry: EntryRecord) -> bytes:

@@ -66,7 +66,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -75,7 +75,7 @@ from sqlalchemy import Text, any_, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from clearinghouse.audit.canonical import EntryRecord, encode, entries_recorded
+from clearinghouse.audit.canonical import EntryRecord, encode, entries_recorded, instant_text
 from clearinghouse.config import get_settings
 from clearinghouse.ledger.tables import ADDRESS_PATTERN, accounts, journal_entries, postings
 
@@ -239,8 +239,8 @@ class Manifest:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "start": _instant(self.start),
-            "end": _instant(self.end),
+            "start": instant_text(self.start),
+            "end": instant_text(self.end),
             "timezone": self.timezone,
             "counts": {
                 "entries": self.counts.entries,
@@ -437,11 +437,6 @@ def _check_consistent(
 # Writing the files
 
 
-def _instant(value: datetime) -> str:
-    # The canonical encoding's shape: UTC, microseconds, "Z".
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def _compact(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -453,8 +448,8 @@ def _csv(entries: Iterable[EntryRecord]) -> bytes:
     for entry in entries:
         head = (
             entry.id,
-            _instant(entry.recorded_at),
-            _instant(entry.occurred_at),
+            instant_text(entry.recorded_at),
+            instant_text(entry.occurred_at),
             entry.kind,
             entry.origin,
             entry.idempotency_key,
@@ -500,11 +495,11 @@ def _beancount(
     assets = sorted(set(assets_of.values()))
     lines = [
         "; Journal export of the coalition clearing house.",
-        f"; Entries recorded in [{_instant(start)}, {_instant(end)}), dated in {zone.key}.",
+        f"; Entries recorded in [{instant_text(start)}, {instant_text(end)}), dated in {zone.key}.",
         "; Amounts are integers in each asset's unit (PTS: points, CNY: fen). Account names and",
         "; commodities map to ledger addresses and assets as documented in",
         "; clearinghouse/audit/exports.py; each account's `address` metadata gives it too.",
-        f'option "title" {_quote("Clearing house journal " + _instant(start))}',
+        f'option "title" {_quote("Clearing house journal " + instant_text(start))}',
         f'option "operating_currency" "{OPERATING_CURRENCY}"',
         "",
     ]
@@ -527,7 +522,7 @@ def _beancount(
         if not legs:
             continue
         lines.append(
-            f'{first_day} * "opening balances" {_quote(asset + " as of " + _instant(start))}'
+            f'{first_day} * "opening balances" {_quote(asset + " as of " + instant_text(start))}'
         )
         lines += [_posting(names[a], n, commodity, width) for a, n in legs.items()]
         total = sum(legs.values())
@@ -541,8 +536,8 @@ def _beancount(
         lines.append(f"  kind: {_quote(entry.kind)}")
         lines.append(f"  origin: {_quote(entry.origin)}")
         lines.append(f"  idempotency_key: {_quote(entry.idempotency_key)}")
-        lines.append(f"  occurred_at: {_quote(_instant(entry.occurred_at))}")
-        lines.append(f"  recorded_at: {_quote(_instant(entry.recorded_at))}")
+        lines.append(f"  occurred_at: {_quote(instant_text(entry.occurred_at))}")
+        lines.append(f"  recorded_at: {_quote(instant_text(entry.recorded_at))}")
         if entry.metadata:
             lines.append(f"  metadata: {_quote(_compact(entry.metadata))}")
         if entry.reverses_id is not None:

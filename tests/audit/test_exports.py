@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import ledger
 from clearinghouse.audit import exports
-from clearinghouse.audit.canonical import encode, entries_recorded
+from clearinghouse.audit.canonical import encode, entries_recorded, instant_text
 from clearinghouse.database import make_engine, session_factory
 from clearinghouse.ledger.tables import ADDRESS_PATTERN
 from tests.conftest import Databases
@@ -444,3 +444,12 @@ def test_a_journal_moving_mid_export_is_refused(
     with pytest.raises(exports.ExportInconsistent, match=MEMBER):
         _export(journal, journal.t0, journal.t3, tmp_path / "moved")
     assert not (tmp_path / "moved").exists()
+
+
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_instants_are_written_in_one_shape_that_reads_back(instant: datetime) -> None:
+    # Years below 1000 too: strftime's %Y would write year 999 as "999".
+    written = instant_text(instant)
+    assert len(written) == len("2026-11-30T10:00:00.000000Z")
+    assert written.endswith("Z")
+    assert datetime.fromisoformat(written) == instant
