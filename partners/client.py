@@ -24,6 +24,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from partners.signing import HttpRequest, load_private_key_pem, sign_request
 
 
+def covered(request: httpx.Request) -> HttpRequest:
+    """What a signature covers of a request built by httpx (built with its content, so that
+    the body is at hand)."""
+    target = request.url
+    return HttpRequest(
+        method=request.method,
+        authority=request.headers["host"],
+        path=target.raw_path.split(b"?", 1)[0].decode("ascii"),
+        query=target.query.decode("ascii"),
+        headers=dict(request.headers),
+        body=request.content,
+        scheme=target.scheme,
+    )
+
+
 class ProblemError(Exception):
     """The clearing house refused the request; `problem` is its RFC 9457 body."""
 
@@ -81,18 +96,8 @@ class PartnerClient:
         request = self._http.build_request(
             method, path, params=params, content=content, headers=headers
         )
-        target = request.url
-        signed = HttpRequest(
-            method=request.method,
-            authority=request.headers["host"],
-            path=target.raw_path.split(b"?", 1)[0].decode("ascii"),
-            query=target.query.decode("ascii"),
-            headers=dict(request.headers),
-            body=content,
-            scheme=target.scheme,
-        )
         request.headers.update(
-            sign_request(signed, private_key=self._private_key, keyid=self.key_id)
+            sign_request(covered(request), private_key=self._private_key, keyid=self.key_id)
         )
         return request
 

@@ -19,8 +19,8 @@ from clearinghouse.api.tables import idempotency_records
 from clearinghouse.members.tables import member_links, members
 from partners import directory, keys, rates
 from partners.auth import Unauthorized
-from partners.client import PartnerClient
-from partners.signing import HttpRequest, sign_request
+from partners.client import PartnerClient, covered
+from partners.signing import sign_request
 
 PROBLEM_JSON = "application/problem+json"
 UNAUTHORIZED_DETAIL = Unauthorized().detail
@@ -114,19 +114,12 @@ def signed_request(
     if idempotency_key is not None:
         headers["Idempotency-Key"] = idempotency_key
     request = http.build_request(method, path, params=params, content=content, headers=headers)
-    target = request.url
-    to_sign = HttpRequest(
-        method=request.method,
-        authority=request.headers["host"],
-        path=target.raw_path.split(b"?", 1)[0].decode("ascii"),
-        query=target.query.decode("ascii"),
-        headers=dict(request.headers),
-        body=content,
-        scheme=target.scheme,
-    )
     request.headers.update(
         sign_request(
-            to_sign, private_key=key.private_key, keyid=keyid or key.key_id, created=created
+            covered(request),
+            private_key=key.private_key,
+            keyid=keyid or key.key_id,
+            created=created,
         )
     )
     return request

@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse.api.app import create_app
 from clearinghouse.users.service import create_user
-from partners.signing import HttpRequest, sign_request
+from partners.client import covered
+from partners.signing import sign_request
 from tests.api.builders import ApiPartner, unique_id
 from tests.builders import own_client
 from tests.points.builders import points_partner
@@ -67,18 +68,10 @@ def _request(http: TestClient, case: Any) -> httpx.Request:
 
 
 def _signed(request: httpx.Request, partner: ApiPartner) -> httpx.Request:
-    target = request.url
-    to_sign = HttpRequest(
-        method=request.method,
-        authority=request.headers["host"],
-        path=target.raw_path.split(b"?", 1)[0].decode("ascii"),
-        query=target.query.decode("ascii"),
-        headers=dict(request.headers),
-        body=request.content,
-        scheme=target.scheme,
-    )
     try:
-        signature = sign_request(to_sign, private_key=partner.private_key, keyid=partner.key_id)
+        signature = sign_request(
+            covered(request), private_key=partner.private_key, keyid=partner.key_id
+        )
     except ValueError:
         # Not signable (a body without its Idempotency-Key, say): sent as it is, it must be
         # refused all the same.
