@@ -6,13 +6,13 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import Field
 from sqlalchemy.orm import Session
 
 from clearinghouse.api.deps import FinanceUser, ReadSession, WriteSession
 from clearinghouse.api.gate import Partner, Reply
-from clearinghouse.api.schemas import Day, JsonDay, RequestBody, ResponseModel, RowId
+from clearinghouse.api.schemas import BIGINT_MAX, Day, JsonDay, RequestBody, ResponseModel, RowId
 from clearinghouse.audit import sealing
 from clearinghouse.database import Tx
 from settlement import netting, reconciliation, reports
@@ -33,20 +33,36 @@ class RunSummary(ResponseModel):
     open_breaks: int
 
 
-@finance.get("/settlements", summary="Settlement dates with their state and totals")
-def list_settlements(session: ReadSession, user: FinanceUser) -> list[RunSummary]:
-    return [
-        RunSummary(
-            business_date=run.business_date,
-            state=run.state,
-            attempt=run.attempt,
-            entries=run.entries,
-            partners_net_fen=run.partners_net_fen,
-            coalition_fen=run.coalition_fen,
-            open_breaks=netting.open_breaks(session, run.business_date),
-        )
-        for run in netting.list_runs(session)
-    ]
+class RunSummaryPage(ResponseModel):
+    settlements: list[RunSummary]
+    next: date | None = Field(description="The cursor of the next page (`before`), if any.")
+
+
+@finance.get("/settlements", summary="Settlement dates with their state and totals, newest first")
+def list_settlements(
+    session: ReadSession,
+    user: FinanceUser,
+    before: Annotated[
+        Day | None, Query(description="The cursor of the previous page: dates before it.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 30,
+) -> RunSummaryPage:
+    runs = netting.list_runs(session, limit + 1, before)
+    return RunSummaryPage(
+        settlements=[
+            RunSummary(
+                business_date=run.business_date,
+                state=run.state,
+                attempt=run.attempt,
+                entries=run.entries,
+                partners_net_fen=run.partners_net_fen,
+                coalition_fen=run.coalition_fen,
+                open_breaks=netting.open_breaks(session, run.business_date),
+            )
+            for run in runs[:limit]
+        ],
+        next=runs[limit - 1].business_date if len(runs) > limit else None,
+    )
 
 
 class LineOut(ResponseModel):
@@ -128,7 +144,7 @@ def _detail(session: Session, business_date: date) -> dict[str, Any]:
                 "id": r.id,
                 "partner_id": r.partner_id,
                 "matched": r.matched,
-                "breaks": len(r.breaks),
+                "breaks": r.break_count,
                 "resolved": r.resolved_at is not None,
             }
             for r in reconciliation.for_date(session, business_date)
@@ -239,13 +255,11 @@ class StatementOut(ResponseModel):
 )
 async def statement(business_date: BusinessDate, call: Partner) -> Response:
     def own_line(tx: Tx) -> StatementOut:
-        run = netting.load_run(tx.session, business_date)
-        mine = next((line for line in run.lines if line.partner_id == call.partner_id), None)
-        line = netting.Line(call.partner_id) if mine is None else mine
+        state, line = reports.partner_line(tx.session, business_date, call.partner_id)
         newest = sealing.newest_block(tx.session)
         return StatementOut(
             business_date=business_date,
-            state=run.state,
+            state=state,
             line=LineOut.model_validate(line),
             ledger_digest=None if newest is None else newest.block_hash.hex(),
         )
@@ -266,8 +280,9 @@ class ReconciliationOut(ResponseModel):
     id: int
     business_date: date
     uploaded_at: datetime
+    lines: int = Field(description="The file's lines, its header left out.")
     matched: int
-    breaks: list[dict[str, Any]]
+    breaks: int = Field(description="How many breaks: read them at `.../breaks`, a page at a time.")
     resolved: bool
 
 
@@ -276,10 +291,30 @@ def _out(r: reconciliation.Reconciliation) -> ReconciliationOut:
         id=r.id,
         business_date=r.business_date,
         uploaded_at=r.uploaded_at,
+        lines=r.lines,
         matched=r.matched,
-        breaks=r.breaks,
+        breaks=r.break_count,
         resolved=r.resolved_at is not None,
     )
+
+
+class BreakOut(ResponseModel):
+    """A line of either side not matched exactly; `ours` and `theirs` are [amount_fen, points],
+    null on the side without the line."""
+
+    type: str
+    txn_id: str
+    kind: str = Field(
+        alias="break",
+        description="`missing_ours`, `missing_theirs`, `amount_differs` or `points_differ`.",
+    )
+    ours: list[int] | None
+    theirs: list[int] | None
+
+
+class BreakPageOut(ResponseModel):
+    breaks: list[BreakOut] = Field(description="In the order of (type, txn_id), by code point.")
+    next: int | None = Field(description="The cursor of the next page (`after`), if any.")
 
 
 @partner.post(
@@ -305,12 +340,29 @@ async def reconcile(body: ReconcileIn, call: Partner) -> Response:
 )
 async def get_reconciliation(reconciliation_id: RowId, call: Partner) -> Response:
     return await call.answer(
-        lambda tx: _out(
-            reconciliation.as_reconciliation(
-                reconciliation.get(tx.session, reconciliation_id, call.partner_id)
-            )
-        )
+        lambda tx: _out(reconciliation.get(tx.session, reconciliation_id, call.partner_id))
     )
+
+
+@partner.get(
+    "/reconciliations/{reconciliation_id}/breaks",
+    summary="A reconciliation's breaks, a page at a time",
+    response_model=BreakPageOut,
+)
+async def reconciliation_breaks(
+    reconciliation_id: RowId,
+    call: Partner,
+    after: Annotated[
+        int | None, Query(ge=0, le=BIGINT_MAX, description="The cursor of the previous page.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    def page(tx: Tx) -> BreakPageOut:
+        reconciliation.get(tx.session, reconciliation_id, call.partner_id)
+        found, next_cursor = reconciliation.breaks(tx.session, reconciliation_id, after, limit)
+        return BreakPageOut(breaks=[BreakOut.model_validate(b) for b in found], next=next_cursor)
+
+    return await call.answer(page)
 
 
 @partner.get(
@@ -321,7 +373,7 @@ async def get_reconciliation(reconciliation_id: RowId, call: Partner) -> Respons
 )
 async def reconciliation_file(reconciliation_id: RowId, call: Partner) -> Response:
     def uploaded(tx: Tx) -> Reply:
-        row = reconciliation.get(tx.session, reconciliation_id, call.partner_id)
-        return Reply(row.file, media_type="text/csv; charset=utf-8")
+        file = reconciliation.uploaded_file(tx.session, reconciliation_id, call.partner_id)
+        return Reply(file, media_type="text/csv; charset=utf-8")
 
     return await call.answer(uploaded)

@@ -472,13 +472,13 @@ def _transition(
 
 
 def open_breaks(session: Session, business_date: date) -> int:
-    rows = session.execute(
-        select(reconciliations.c.breaks).where(
+    count = session.execute(
+        select(func.coalesce(func.sum(reconciliations.c.break_count), 0)).where(
             reconciliations.c.business_date == business_date,
             reconciliations.c.resolved_at.is_(None),
         )
-    ).scalars()
-    return sum(len(breaks) for breaks in rows)
+    ).scalar_one()
+    return int(count)
 
 
 def approve(session: Session, business_date: date, user: User) -> tuple[Run, list[str]]:
@@ -607,12 +607,13 @@ def approvals(session: Session, business_date: date) -> list[dict[str, Any]]:
     return [{"user": r.user_id, "at": r.at} for r in rows]
 
 
-def list_runs(session: Session, limit: int = 60) -> list[Run]:
+def list_runs(session: Session, limit: int = 60, before: date | None = None) -> list[Run]:
+    """The live runs, newest date first; only those before the date `before`, if given."""
+    query = select(settlement_runs).where(settlement_runs.c.state != "rejected")
+    if before is not None:
+        query = query.where(settlement_runs.c.business_date < before)
     rows = session.execute(
-        select(settlement_runs)
-        .where(settlement_runs.c.state != "rejected")
-        .order_by(settlement_runs.c.business_date.desc())
-        .limit(limit)
+        query.order_by(settlement_runs.c.business_date.desc()).limit(limit)
     ).all()
     return [_run(session, row) for row in rows]
 

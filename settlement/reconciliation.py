@@ -1,7 +1,11 @@
 """Reconciliation: a partner uploads its own record of a business day and we compare it, line by
 line, with ours. The partner's CSV has the columns `txn_id,type,amount_fen,points`, one row per
 transaction, type one of `purchase` (txn_id: the partner's transaction id), `refund`
-(`<transaction id>/<refund id>`) and `redemption` (the hold's partner_ref, or the hold id)."""
+(`<transaction id>/<refund id>`) and `redemption` (the hold's partner_ref, or the hold id).
+
+A file of a million lines is never held as lines: it is read row by row into a temporary table
+(COPY), matched against the day's records in one set-based statement, and its breaks are kept one
+row each, numbered in the order of (type, txn_id), to be read a page at a time."""
 
 from __future__ import annotations
 
@@ -14,22 +18,23 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from psycopg import Cursor
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from clearinghouse.api.schemas import BIGINT_MAX
+from clearinghouse.database import Tx
 from clearinghouse.errors import InvalidRequest, NotFound
-from clearinghouse.points.tables import holds, purchases, refunds
 from settlement.netting import cutoff
-from settlement.tables import reconciliations
+from settlement.tables import reconciliation_breaks, reconciliations
 
 COLUMNS = ("txn_id", "type", "amount_fen", "points")
 TYPES = ("purchase", "refund", "redemption")
-MAX_ROWS = 200_000
+MAX_LINES = 5_000_000
+# A file wrong throughout names its first bad lines only: the answer stays small.
+MAX_ERRORS = 100
 # Plain ASCII digits only: int() would also take "1_000", " 12" or other scripts' digits.
 INTEGER = re.compile(r"-?[0-9]{1,19}")
-
-Key = tuple[str, str]  # (type, txn_id)
 
 
 class ReconciliationNotFound(NotFound):
@@ -43,28 +48,67 @@ class Reconciliation:
     partner_id: str
     business_date: date
     uploaded_at: datetime
+    lines: int
     matched: int
-    breaks: list[dict[str, Any]]
+    break_count: int
     resolved_at: datetime | None
 
 
-def parse(content: bytes) -> dict[Key, tuple[int, int]]:
-    """The partner's lines, or InvalidRequest naming every bad line."""
-    try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidRequest("the file must be UTF-8 CSV") from exc
-    reader = csv.reader(io.StringIO(text))
-    try:
-        return _lines(reader)
-    except csv.Error as exc:
-        # A line break outside quotes, a NUL, an over-long field: the line cannot be read, nor
-        # told apart from the ones after it.
-        reason = str(exc).split(" - ")[0]
-        raise InvalidRequest(
-            "the file is not valid CSV; see errors",
-            errors=[{"line": reader.line_num, "message": f"not valid CSV: {reason}"}],
-        ) from exc
+# Answers and listings leave the uploaded files out.
+_LISTED = [c for c in reconciliations.c if c.name != "file"]
+
+THEIRS = "reconciliation_theirs"
+_THEIRS_TABLE = f"""
+CREATE TEMPORARY TABLE {THEIRS} (
+    line integer NOT NULL,
+    type text NOT NULL,
+    txn_id text NOT NULL,
+    amount_fen bigint NOT NULL,
+    points bigint NOT NULL
+) ON COMMIT DROP
+"""
+_REPEATED = f"""
+SELECT line FROM (
+    SELECT line, row_number() OVER (PARTITION BY type, txn_id ORDER BY line) AS nth FROM {THEIRS}
+) numbered
+WHERE nth > 1 ORDER BY line LIMIT %s
+"""
+# Our lines of the partner's day, each type keyed as the partner's file keys it; joined with
+# theirs, every line of either side that is not matched exactly is a break, numbered in the
+# order of (type, txn_id) by code point.
+_MATCH = f"""
+WITH ours (type, txn_id, amount_fen, points) AS (
+    SELECT 'purchase'::text, partner_txn_id, amount_fen, points
+    FROM purchases
+    WHERE partner_id = %(partner)s AND occurred_at >= %(start)s AND occurred_at < %(end)s
+    UNION ALL
+    -- Refund ids are the partner's own per purchase: "<transaction id>/<refund id>".
+    SELECT 'refund', p.partner_txn_id || '/' || r.partner_refund_id, r.amount_fen, r.points
+    FROM refunds r JOIN purchases p ON p.id = r.purchase_id
+    WHERE p.partner_id = %(partner)s AND r.created_at >= %(start)s AND r.created_at < %(end)s
+    UNION ALL
+    SELECT 'redemption', coalesce(partner_ref, id), value_fen, captured
+    FROM holds
+    WHERE partner_id = %(partner)s AND state = 'captured'
+      AND closed_at >= %(start)s AND closed_at < %(end)s
+), joined AS (
+    SELECT coalesce(o.type, t.type) AS type, coalesce(o.txn_id, t.txn_id) AS txn_id,
+           CASE WHEN o.type IS NULL THEN 'missing_ours'
+                WHEN t.type IS NULL THEN 'missing_theirs'
+                WHEN o.amount_fen <> t.amount_fen THEN 'amount_differs'
+                WHEN o.points <> t.points THEN 'points_differ' END AS break,
+           o.amount_fen AS ours_amount_fen, o.points AS ours_points,
+           t.amount_fen AS theirs_amount_fen, t.points AS theirs_points
+    FROM ours o FULL JOIN {THEIRS} t ON o.type = t.type AND o.txn_id = t.txn_id
+), kept AS (
+    INSERT INTO reconciliation_breaks
+    SELECT %(id)s, row_number() OVER (ORDER BY type COLLATE "C", txn_id COLLATE "C"),
+           type, txn_id, break, ours_amount_fen, ours_points, theirs_amount_fen, theirs_points
+    FROM joined WHERE break IS NOT NULL
+    RETURNING 1
+)
+SELECT count(*) FILTER (WHERE break IS NULL), (SELECT count(*) FROM kept) FROM joined
+"""
 
 
 def _integer(text: str) -> int | None:
@@ -73,104 +117,74 @@ def _integer(text: str) -> int | None:
     return value
 
 
-def _lines(reader: Iterator[list[str]]) -> dict[Key, tuple[int, int]]:
-    header = next(reader, None)
-    if header is None or tuple(h.strip() for h in header) != COLUMNS:
-        raise InvalidRequest(f"the first line must be the header {','.join(COLUMNS)}")
-    lines: dict[Key, tuple[int, int]] = {}
+def _load(cursor: Cursor[Any], content: bytes) -> int:
+    """The partner's lines, copied into the temporary table as they are read; their count, or
+    InvalidRequest naming the bad lines."""
+    cursor.execute(f"DROP TABLE IF EXISTS {THEIRS}")
+    cursor.execute(_THEIRS_TABLE)
+    reader = csv.reader(io.TextIOWrapper(io.BytesIO(content), encoding="utf-8-sig", newline=""))
     errors: list[dict[str, Any]] = []
-    for number, row in enumerate(reader, start=2):
-        if not row:
-            continue
-        if number > MAX_ROWS:
-            raise InvalidRequest(f"a file holds at most {MAX_ROWS} lines")
-        if len(row) != len(COLUMNS):
-            errors.append({"line": number, "message": f"expected {len(COLUMNS)} columns"})
-            continue
-        txn_id, kind, amount, points = (cell.strip() for cell in row)
-        if kind not in TYPES:
-            errors.append({"line": number, "message": f"type must be one of {', '.join(TYPES)}"})
-            continue
-        amount_fen, point_count = _integer(amount), _integer(points)
-        if amount_fen is None or point_count is None:
-            errors.append({"line": number, "message": "amount_fen and points are 64-bit integers"})
-            continue
-        values = (amount_fen, point_count)
-        if not txn_id or (kind, txn_id) in lines:
-            errors.append({"line": number, "message": "txn_id is empty or repeated"})
-            continue
-        lines[(kind, txn_id)] = values
+    try:
+        with cursor.copy(f"COPY {THEIRS} FROM STDIN") as copy:
+            lines = _rows(reader, errors, copy.write_row)
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest("the file must be UTF-8 CSV") from exc
+    except csv.Error as exc:
+        # A line break outside quotes, a NUL, an over-long field: the line cannot be read, nor
+        # told apart from the ones after it.
+        reason = str(exc).split(" - ")[0]
+        raise InvalidRequest(
+            "the file is not valid CSV; see errors",
+            errors=[*errors, {"line": reader.line_num, "message": f"not valid CSV: {reason}"}][
+                :MAX_ERRORS
+            ],
+        ) from exc
+    if len(errors) < MAX_ERRORS:
+        cursor.execute(_REPEATED, (MAX_ERRORS - len(errors),))
+        errors += [{"line": line, "message": "txn_id is repeated"} for (line,) in cursor]
     if errors:
-        raise InvalidRequest("the file has bad lines; see errors", errors=errors)
+        errors.sort(key=lambda error: int(error["line"]))
+        raise InvalidRequest(
+            f"the file has bad lines; see errors (at most {MAX_ERRORS} are listed)",
+            errors=errors,
+        )
+    cursor.execute(f"ANALYZE {THEIRS}")
     return lines
 
 
-def our_lines(session: Session, partner_id: str, business_date: date) -> dict[Key, tuple[int, int]]:
-    start, end = cutoff(business_date - timedelta(days=1)), cutoff(business_date)
-    ours: dict[Key, tuple[int, int]] = {}
-    for row in session.execute(
-        select(purchases.c.partner_txn_id, purchases.c.amount_fen, purchases.c.points).where(
-            purchases.c.partner_id == partner_id,
-            purchases.c.occurred_at >= start,
-            purchases.c.occurred_at < end,
-        )
-    ):
-        ours[("purchase", row.partner_txn_id)] = (row.amount_fen, row.points)
-    for refund in session.execute(
-        select(
-            purchases.c.partner_txn_id,
-            refunds.c.partner_refund_id,
-            refunds.c.amount_fen,
-            refunds.c.points,
-        )
-        .join(purchases, purchases.c.id == refunds.c.purchase_id)
-        .where(
-            purchases.c.partner_id == partner_id,
-            refunds.c.created_at >= start,
-            refunds.c.created_at < end,
-        )
-    ):
-        # Refund ids are the partner's own per purchase: "<transaction id>/<refund id>".
-        ours[("refund", f"{refund.partner_txn_id}/{refund.partner_refund_id}")] = (
-            refund.amount_fen,
-            refund.points,
-        )
-    for row in session.execute(
-        select(
-            func.coalesce(holds.c.partner_ref, holds.c.id).label("ref"),
-            holds.c.value_fen,
-            holds.c.captured,
-        ).where(
-            holds.c.partner_id == partner_id,
-            holds.c.state == "captured",
-            holds.c.closed_at >= start,
-            holds.c.closed_at < end,
-        )
-    ):
-        ours[("redemption", row.ref)] = (row.value_fen, row.captured)
-    return ours
+def _rows(reader: Iterator[list[str]], errors: list[dict[str, Any]], write: Any) -> int:
+    header = next(reader, None)
+    if header is None or tuple(h.strip() for h in header) != COLUMNS:
+        raise InvalidRequest(f"the first line must be the header {','.join(COLUMNS)}")
+    lines = 0
+    for number, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        if number > MAX_LINES:
+            raise InvalidRequest(f"a file holds at most {MAX_LINES} lines")
+        message = _invalid(row)
+        if message is not None:
+            if len(errors) < MAX_ERRORS:
+                errors.append({"line": number, "message": message})
+            continue
+        txn_id, kind, amount, points = (cell.strip() for cell in row)
+        write((number, kind, txn_id, int(amount), int(points)))
+        lines += 1
+    return lines
 
 
-def compare(
-    ours: dict[Key, tuple[int, int]], theirs: dict[Key, tuple[int, int]]
-) -> tuple[int, list[dict[str, Any]]]:
-    matched = 0
-    breaks: list[dict[str, Any]] = []
-    for key in sorted(set(ours) | set(theirs)):
-        kind, txn_id = key
-        mine, other = ours.get(key), theirs.get(key)
-        base: dict[str, Any] = {"type": kind, "txn_id": txn_id}
-        if mine is None:
-            assert other is not None
-            breaks.append({**base, "break": "missing_ours", "theirs": list(other)})
-        elif other is None:
-            breaks.append({**base, "break": "missing_theirs", "ours": list(mine)})
-        elif mine == other:
-            matched += 1
-        else:
-            which = "amount_differs" if mine[0] != other[0] else "points_differ"
-            breaks.append({**base, "break": which, "ours": list(mine), "theirs": list(other)})
-    return matched, breaks
+def _invalid(row: list[str]) -> str | None:
+    """What is wrong with a line on its own, if anything."""
+    if len(row) != len(COLUMNS):
+        return f"expected {len(COLUMNS)} columns"
+    txn_id, kind, amount, points = (cell.strip() for cell in row)
+    if kind not in TYPES:
+        return f"type must be one of {', '.join(TYPES)}"
+    if _integer(amount) is None or _integer(points) is None:
+        return "amount_fen and points are 64-bit integers"
+    if not txn_id:
+        return "txn_id is empty"
+    return None
 
 
 def as_reconciliation(row: Any) -> Reconciliation:
@@ -179,8 +193,9 @@ def as_reconciliation(row: Any) -> Reconciliation:
         row.partner_id,
         row.business_date,
         row.uploaded_at,
+        row.lines,
         row.matched,
-        row.breaks,
+        row.break_count,
         row.resolved_at,
     )
 
@@ -190,10 +205,9 @@ def reconcile(
 ) -> Reconciliation:
     """Compare the partner's file with our records and keep the result (the same file again
     returns the first result)."""
-    theirs = parse(content)
     digest = hashlib.sha256(content).digest()
     existing = session.execute(
-        select(reconciliations).where(
+        select(*_LISTED).where(
             reconciliations.c.partner_id == partner_id,
             reconciliations.c.business_date == business_date,
             reconciliations.c.file_sha256 == digest,
@@ -201,24 +215,42 @@ def reconcile(
     ).first()
     if existing is not None:
         return as_reconciliation(existing)
-    matched, breaks = compare(our_lines(session, partner_id, business_date), theirs)
-    row = session.execute(
-        reconciliations.insert()
-        .values(
-            partner_id=partner_id,
-            business_date=business_date,
-            file_sha256=digest,
-            file=content,
-            matched=matched,
-            breaks=breaks,
+    with Tx.of(session).driver.cursor() as cursor:
+        lines = _load(cursor, content)
+        reconciliation_id = session.execute(
+            reconciliations.insert()
+            .values(
+                partner_id=partner_id,
+                business_date=business_date,
+                file_sha256=digest,
+                file=content,
+                lines=lines,
+                matched=0,
+                break_count=0,
+            )
+            .returning(reconciliations.c.id)
+        ).scalar_one()
+        start, end = cutoff(business_date - timedelta(days=1)), cutoff(business_date)
+        cursor.execute(
+            _MATCH,
+            {"partner": partner_id, "start": start, "end": end, "id": reconciliation_id},
         )
-        .returning(reconciliations)
+        counted = cursor.fetchone()
+        assert counted is not None
+        cursor.execute(f"DROP TABLE {THEIRS}")
+    row = session.execute(
+        update(reconciliations)
+        .where(reconciliations.c.id == reconciliation_id)
+        .values(matched=counted[0], break_count=counted[1])
+        .returning(*_LISTED)
     ).one()
     return as_reconciliation(row)
 
 
-def get(session: Session, reconciliation_id: int, partner_id: str | None = None) -> Any:
-    query = select(reconciliations).where(reconciliations.c.id == reconciliation_id)
+def _one(
+    session: Session, columns: list[Any], reconciliation_id: int, partner_id: str | None
+) -> Any:
+    query = select(*columns).where(reconciliations.c.id == reconciliation_id)
     if partner_id is not None:
         query = query.where(reconciliations.c.partner_id == partner_id)
     row = session.execute(query).first()
@@ -227,8 +259,44 @@ def get(session: Session, reconciliation_id: int, partner_id: str | None = None)
     return row
 
 
-# Listings leave the uploaded files out.
-_LISTED = [c for c in reconciliations.c if c.name != "file"]
+def get(session: Session, reconciliation_id: int, partner_id: str | None = None) -> Reconciliation:
+    """The reconciliation (the partner's own, when `partner_id` is given), without its file."""
+    return as_reconciliation(_one(session, _LISTED, reconciliation_id, partner_id))
+
+
+def uploaded_file(session: Session, reconciliation_id: int, partner_id: str) -> bytes:
+    return bytes(_one(session, [reconciliations.c.file], reconciliation_id, partner_id).file)
+
+
+def breaks(
+    session: Session, reconciliation_id: int, after: int | None, limit: int
+) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of the reconciliation's breaks in the order of (type, txn_id), after the cursor
+    `after`; and the cursor of the next page, if there is one."""
+    rows = session.execute(
+        select(reconciliation_breaks)
+        .where(
+            reconciliation_breaks.c.reconciliation_id == reconciliation_id,
+            reconciliation_breaks.c.seq > (after or 0),
+        )
+        .order_by(reconciliation_breaks.c.seq)
+        .limit(limit + 1)
+    ).all()
+    page = [
+        {
+            "type": row.type,
+            "txn_id": row.txn_id,
+            "break": row._mapping["break"],
+            "ours": _pair(row.ours_amount_fen, row.ours_points),
+            "theirs": _pair(row.theirs_amount_fen, row.theirs_points),
+        }
+        for row in rows[:limit]
+    ]
+    return page, (rows[limit - 1].seq if len(rows) > limit else None)
+
+
+def _pair(amount_fen: int | None, points: int | None) -> list[int] | None:
+    return None if amount_fen is None or points is None else [amount_fen, points]
 
 
 def for_date(session: Session, business_date: date) -> list[Reconciliation]:
@@ -254,6 +322,6 @@ def resolve(session: Session, reconciliation_id: int) -> Reconciliation:
         update(reconciliations)
         .where(reconciliations.c.id == reconciliation_id)
         .values(resolved_at=func.coalesce(reconciliations.c.resolved_at, func.now()))
-        .returning(reconciliations)
+        .returning(*_LISTED)
     ).one()
     return as_reconciliation(row)

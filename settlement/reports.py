@@ -19,7 +19,8 @@ from clearinghouse.numbers import money
 from clearinghouse.points.tables import lot_movements, point_lots
 from partners import rates
 from partners.rates import RatesNotFound
-from settlement.netting import Run, cutoff
+from settlement.netting import Line, Run, SettlementNotFound, cutoff
+from settlement.tables import settlement_lines, settlement_runs
 
 LINE_COLUMNS = (
     "partner_id",
@@ -56,6 +57,31 @@ def settlement_report(run: Run) -> dict[str, Any]:
         "coalition_fen": run.coalition_fen,
         "zero_sum": run.zero_sum,
     }
+
+
+def partner_line(session: Session, business_date: date, partner_id: str) -> tuple[str, Line]:
+    """The state of the date's live run and the partner's own line of it (zeros if it had no
+    entries that day), read without the rest of the run."""
+    row = session.execute(
+        select(settlement_runs.c.state, settlement_lines)
+        .outerjoin(
+            settlement_lines,
+            and_(
+                settlement_lines.c.run_id == settlement_runs.c.id,
+                settlement_lines.c.partner_id == partner_id,
+            ),
+        )
+        .where(
+            settlement_runs.c.business_date == business_date,
+            settlement_runs.c.state != "rejected",
+        )
+    ).first()
+    if row is None:
+        raise SettlementNotFound(f"{business_date.isoformat()} has not been settled")
+    if row.partner_id is None:
+        return row.state, Line(partner_id)
+    amounts = {name: getattr(row, name) for name in LINE_COLUMNS[1:-1]}
+    return row.state, Line(partner_id, **amounts)
 
 
 def settlement_csv(run: Run) -> str:

@@ -1,5 +1,5 @@
 """Settlement runs, what they cover, their per-partner lines and their history; partners'
-reconciliation uploads and the breaks found in them."""
+reconciliation uploads and the breaks found in them, one row each."""
 
 from sqlalchemy import (
     BigInteger,
@@ -18,7 +18,6 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 
 from clearinghouse.schema import metadata
 
@@ -110,10 +109,31 @@ reconciliations = Table(
     Column("business_date", Date, nullable=False),
     Column("file_sha256", LargeBinary, nullable=False),
     Column("file", LargeBinary, nullable=False),
+    Column("lines", Integer, nullable=False),
     Column("matched", Integer, nullable=False),
-    Column("breaks", JSONB, nullable=False),
+    Column("break_count", Integer, nullable=False),
     Column("uploaded_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("resolved_at", DateTime(timezone=True)),
     Index("ix_reconciliations_business_date", "business_date"),
     UniqueConstraint("partner_id", "business_date", "file_sha256"),
+)
+
+reconciliation_breaks = Table(
+    "reconciliation_breaks",
+    metadata,
+    Column("reconciliation_id", BigInteger, ForeignKey("reconciliations.id"), nullable=False),
+    # The break's place in the order of (type, txn_id): the cursor of its pages.
+    Column("seq", Integer, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("txn_id", Text, nullable=False),
+    Column("break", Text, nullable=False),
+    Column("ours_amount_fen", BigInteger),
+    Column("ours_points", BigInteger),
+    Column("theirs_amount_fen", BigInteger),
+    Column("theirs_points", BigInteger),
+    PrimaryKeyConstraint("reconciliation_id", "seq"),
+    CheckConstraint(
+        "break IN ('missing_ours', 'missing_theirs', 'amount_differs', 'points_differ')",
+        name="break_known",
+    ),
 )

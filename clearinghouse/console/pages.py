@@ -12,6 +12,7 @@ from fastapi import Form, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from clearinghouse.api.deps import ReadSession, WriteSession
+from clearinghouse.api.schemas import BIGINT_MAX
 from clearinghouse.config import get_settings
 from clearinghouse.console import charts, formatting, pdf, render
 from clearinghouse.console.auth import (
@@ -29,10 +30,12 @@ from clearinghouse.console.i18n import gettext as _
 from clearinghouse.errors import NotFound
 from clearinghouse.fraud import service as fraud
 from settlement import netting, reconciliation, reports
+from settlement.liability import liability_history
 
 router = console_router()
 
 STATIC = FsPath(__file__).parent / "static"
+BREAKS_PER_PAGE = 200
 
 BusinessDate = Annotated[date, Path()]
 
@@ -180,7 +183,7 @@ def liability(
 ) -> Response:
     now = datetime.now(UTC)
     report = reports.liability_report(session, now)
-    history = reports.liability_history(session, days, now)
+    history = liability_history(session, days, now)
     issuers = sorted({issuer for day in history for issuer in day["by_issuer"]})
     chart = charts.line_chart(
         [day["business_date"].isoformat() for day in history],
@@ -219,12 +222,16 @@ def reconciliation_page(
     session: ReadSession,
     me: FinanceViewer,
     done: str | None = None,
+    after: Annotated[int | None, Query(ge=0, le=BIGINT_MAX)] = None,
 ) -> Response:
-    found = reconciliation.as_reconciliation(reconciliation.get(session, reconciliation_id))
+    found = reconciliation.get(session, reconciliation_id)
+    breaks, next_breaks = reconciliation.breaks(session, reconciliation_id, after, BREAKS_PER_PAGE)
     return render.page(
         request,
         "reconciliation.html",
         rec=found,
+        breaks=breaks,
+        next_breaks=next_breaks,
         can_resolve=me.user.role in FINANCE_ACTORS and found.resolved_at is None,
         notice=_notice(done),
     )

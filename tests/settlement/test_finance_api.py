@@ -145,9 +145,10 @@ def test_reject_approve_twice_and_pay_through_the_finance_api(world: World) -> N
     assert history[-1]["note"] == "CMB-20261126-001"
 
     summaries = world.http.get("/finance/settlements", headers=as_bob).json()
-    assert [(s["business_date"], s["state"], s["attempt"]) for s in summaries] == [
+    assert [(s["business_date"], s["state"], s["attempt"]) for s in summaries["settlements"]] == [
         (today.isoformat(), "paid", 2)
     ]
+    assert summaries["next"] is None
 
 
 def test_finance_routes_need_a_finance_or_approver_token(world: World) -> None:

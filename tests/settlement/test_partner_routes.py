@@ -76,6 +76,19 @@ def _upload(client: PartnerClient, http: TestClient, day: str, content: str) -> 
     )
 
 
+def _breaks(client: PartnerClient, rid: int, limit: int = 100) -> list[dict[str, Any]]:
+    """Every break of the reconciliation, page by page."""
+    found: list[dict[str, Any]] = []
+    after = None
+    while True:
+        query = f"?limit={limit}" + ("" if after is None else f"&after={after}")
+        page = client.get(f"/v1/reconciliations/{rid}/breaks{query}")
+        found += page["breaks"]
+        after = page["next"]
+        if after is None:
+            return found
+
+
 def test_reconciliation_finds_every_planted_break_once(world: World) -> None:
     shop, other = world.merchant(), world.merchant()
     client, other_client = world.client(shop), world.client(other)
@@ -108,20 +121,24 @@ def test_reconciliation_finds_every_planted_break_once(world: World) -> None:
     uploaded = _upload(client, world.http, today, theirs + "\n")
     assert uploaded.status_code == 201, uploaded.text
     result = uploaded.json()
-    assert result["matched"] == 3
+    assert (result["lines"], result["matched"], result["breaks"]) == (6, 3, 4)
     assert result["resolved"] is False
-    assert sorted((b["break"], b["type"], b["txn_id"]) for b in result["breaks"]) == [
-        ("amount_differs", "purchase", "T-2"),
+    # Listed in the order of (type, txn_id), a page at a time, each break once.
+    breaks = _breaks(client, result["id"], limit=3)
+    assert [(b["break"], b["type"], b["txn_id"]) for b in breaks] == [
         ("missing_ours", "purchase", "GHOST-9"),
-        ("missing_theirs", "purchase", "T-4"),
+        ("amount_differs", "purchase", "T-2"),
         ("points_differ", "purchase", "T-3"),
+        ("missing_theirs", "purchase", "T-4"),
     ]
-    details = {b["txn_id"]: b for b in result["breaks"]}
+    assert _breaks(client, result["id"], limit=4) == breaks
+    details = {b["txn_id"]: b for b in breaks}
     assert details["T-2"]["ours"] == [20_000, bought["T-2"]]
     assert details["T-2"]["theirs"] == [20_001, bought["T-2"]]
     assert details["T-3"]["theirs"] == [5_000, bought["T-3"] + 1]
     assert details["T-4"]["ours"] == [7_000, bought["T-4"]]
     assert details["GHOST-9"]["theirs"] == [1_200, 12]
+    assert details["GHOST-9"]["ours"] is None
     assert "ELSEWHERE-1" not in uploaded.text
 
     # Kept, readable and downloadable by its owner only; the same file again is the same result.
@@ -131,7 +148,11 @@ def test_reconciliation_finds_every_planted_break_once(world: World) -> None:
     assert file.status_code == 200
     assert file.headers["content-type"].startswith("text/csv")
     assert file.text == theirs + "\n"
-    for path in (f"/v1/reconciliations/{rid}", f"/v1/reconciliations/{rid}/file"):
+    for path in (
+        f"/v1/reconciliations/{rid}",
+        f"/v1/reconciliations/{rid}/file",
+        f"/v1/reconciliations/{rid}/breaks",
+    ):
         assert_problem(_get(world.http, other_client, path), 404, "reconciliation_not_found")
     assert _upload(client, world.http, today, theirs + "\n").json()["id"] == rid
     assert count(world.sessions, reconciliations) == 1
@@ -207,6 +228,6 @@ def test_two_refunds_with_the_same_refund_id_on_different_purchases_are_both_rec
     )
     result = _upload(client, world.http, business_today().isoformat(), theirs).json()
     assert result["matched"] == 2
-    refund_breaks = [b for b in result["breaks"] if b["type"] == "refund"]
+    refund_breaks = [b for b in _breaks(client, result["id"]) if b["type"] == "refund"]
     assert sorted(b["ours"][0] for b in refund_breaks) == [1_000, 2_000]
     assert [b["break"] for b in refund_breaks] == ["missing_theirs", "missing_theirs"]
