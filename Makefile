@@ -5,7 +5,7 @@ BIN := .venv/bin
 CHROMIUM_PATH ?= /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install demo serve test lint check bench bench-http screenshot
+.PHONY: install demo serve test lint check bench bench-http bench-settlement screenshot
 
 $(BIN)/clearinghouse: pyproject.toml
 	$(PYTHON) -m venv .venv
@@ -38,6 +38,11 @@ bench: install
 # The signed HTTP API end to end: `clearinghouse serve` under a load generator (docs/benchmarks.md).
 bench-http: install
 	$(BIN)/python -m bench.http_bench
+
+# A day of a million settleable entries, then settle, reports, reconciliation, audit export and
+# verify, liability history, each timed (docs/benchmarks.md).
+bench-settlement: install
+	$(BIN)/python -m bench.settlement_bench
 
 # The settlement page's picture in docs/, taken by the browser test.
 screenshot: install $(CHROMIUM_PATH)

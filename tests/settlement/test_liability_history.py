@@ -19,7 +19,8 @@ from clearinghouse.points import referrals
 from clearinghouse.points.lots import check_lots
 from clearinghouse.points.tables import lot_movements
 from settlement.expiry import expire_lots
-from settlement.reports import liability_history, liability_report
+from settlement.liability import liability_history
+from settlement.reports import liability_report
 from tests.settlement.builders import (
     World,
     accrue,

@@ -1,0 +1,799 @@
+"""Settlement at coalition scale: a business day of N settleable entries, then settle, the CSV
+report, a partner file's reconciliation, sealing, a day's audit export and its verify, the
+liability history over 365 days and `ledger check`, each timed on its own.
+
+    .venv/bin/python -m bench.settlement_bench [--entries N] [--partners 50]
+        [--steps settle,report,...] [--database-url URL]
+
+On a fresh database (embedded unless --database-url or DATABASE_URL) `generate_day` writes the
+day in a handful of set-based statements through `ledger_post`: per member, in groups of 20
+entries, 12 accruals (each with its purchase and lot), 2 purchase refunds, 3 redemptions (hold
+then capture), 1 redemption refund and 2 exchanges (in and out) at partner programmes; lots move
+as the points code moves them, so the settlement's self-check and `ledger check` pass. Every
+step then runs in a process of its own (the CLI where it has the command), so its peak RSS is
+its own. A failing step is reported with its error. Figures: docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, cast
+
+import psycopg
+from sqlalchemy import func, select
+
+from bench.common import (
+    background_load,
+    bench_server,
+    postmaster_pid,
+    print_table,
+    scratch_database,
+    server_facts,
+)
+from clearinghouse import migrate
+from clearinghouse.config import get_settings
+from clearinghouse.database import libpq_url, make_engine, session_factory
+from clearinghouse.points import lots
+from partners import directory, limits
+from partners.tables import partner_rates
+
+GROUP = 20  # entries per member, in the order below; each refers only to earlier ones
+ACCRUALS = 12  # slots 0-11; slots 12-13 refund accruals 1-2, 14-16 redeem from lots 3-5,
+# 17 refunds part of redemption 14, 18 is an exchange in, 19 an exchange out from lot 6.
+PROGRAMME_SHARE = 10  # one partner in ten is a programme (exchanges), the rest merchants
+FEE_PERCENT = 2
+LIMIT_FEN = 10**14
+CONNECT_TIMEOUT = 10  # seconds; the server is local
+STEP_TIMEOUT = 1800.0  # seconds; a step past this is killed and reported failed
+BREAK_EVERY = 500  # the partner's file: one line in BREAK_EVERY differs, is missing or extra
+STEPS = ("settle", "report", "reconcile", "seal", "export", "verify", "liability", "check")
+
+
+@dataclass(frozen=True)
+class Day:
+    business_date: date
+    entries: int  # settleable
+    ledger_entries: int  # with the holds
+    members: int
+    merchants: list[str]
+    programmes: list[str]
+    setup_seconds: float  # the partners, through the domain services
+    seconds: float  # the day's entries, members, lots and the rest, set-based
+
+    @property
+    def rate(self) -> float:
+        return self.entries / self.seconds
+
+
+def _connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+
+
+def _partners(url: str, count: int) -> tuple[list[str], list[str]]:
+    """`count` partners with rates (version 1, from yesterday) and a limit no day reaches; one
+    in PROGRAMME_SHARE is a programme with its own points. A few calls each: not per entry."""
+    programmes = [f"bp-{i:03}" for i in range(max(1, count // PROGRAMME_SHARE))]
+    merchants = [f"bm-{i:03}" for i in range(count - len(programmes))]
+    engine = make_engine(url, pool_size=1)
+    try:
+        with session_factory(engine)() as session, session.begin():
+            started = session.execute(select(func.now())).scalar_one() - timedelta(days=1)
+            for partner_id in merchants + programmes:
+                kind: directory.PartnerKind = (
+                    "programme" if partner_id in programmes else "online_merchant"
+                )
+                directory.create_partner(session, partner_id, partner_id, kind)
+                session.execute(
+                    partner_rates.insert().values(
+                        partner_id=partner_id,
+                        version=1,
+                        effective_from=started,
+                        earn_rate=Decimal(1),
+                        issue_price=Decimal(1),
+                        redemption_value=Decimal(1),
+                        exchange_rate=Decimal(1) if kind == "programme" else None,
+                    )
+                )
+                limits.set_issuance_limit(session, partner_id, LIMIT_FEN)
+    finally:
+        engine.dispose()
+    return merchants, programmes
+
+
+# The plan of the day: one row per settleable entry i, in member group g = i / GROUP at slot
+# s = i % GROUP, with the partner, the member and the points its kind needs. `pts(g, s)` is
+# the points of accrual s of group g, so a later slot can find what its lot holds.
+_PLAN = (
+    f"""
+CREATE TEMPORARY TABLE plan AS
+SELECT i, g, s,
+       'M' || lpad(g::text, 12, '0') AS member,
+       'b' || i AS txn,
+       ms[1 + (g * 7 + s * 13) %% cardinality(ms)] AS merchant,
+       ms[1 + (g * 11 + s * 3) %% cardinality(ms)] AS shop,
+       ps[1 + g %% cardinality(ps)] AS programme,
+       %(start)s::timestamptz + (%(now)s::timestamptz - %(start)s::timestamptz) * i / %(n)s
+           AS occurred_at
+  FROM generate_series(0, %(n)s - 1) AS i,
+       LATERAL (SELECT i / {GROUP} AS g, i %% {GROUP} AS s) AS slot,
+       LATERAL (SELECT %(merchants)s::text[] AS ms, %(programmes)s::text[] AS ps) AS names
+""",
+    """
+CREATE FUNCTION pg_temp.pts(g integer, s integer) RETURNS bigint IMMUTABLE LANGUAGE sql
+    AS $$ SELECT 200 + (g * 37 + s * 101) %% 800 $$
+""",
+    """
+CREATE FUNCTION pg_temp.amount(g integer, s integer) RETURNS bigint IMMUTABLE LANGUAGE sql
+    AS $$ SELECT pg_temp.pts(g, s) * 100 + (g + s) %% 100 $$
+""",
+    "ANALYZE plan",
+)
+
+_MEMBERS = (
+    "INSERT INTO members (id) SELECT DISTINCT member FROM plan",
+    """
+INSERT INTO accounts (address, asset, owner_type, owner_id, kind, non_negative, shards)
+SELECT 'member:' || member || ':' || kind, 'PTS', 'member', member, kind, kind <> 'debt', 1
+  FROM (SELECT DISTINCT member FROM plan) AS m,
+       unnest(ARRAY['available', 'held', 'pending', 'debt']) AS kind
+""",
+)
+
+# Accruals as accrual.accrue writes them: points from the merchant's issuance account to the
+# member, their issue value from headroom to exposure; the purchase; the lot.
+_ACCRUALS = f"""
+WITH posted AS (
+    SELECT p.*, pg_temp.pts(p.g, p.s) AS points, pg_temp.amount(p.g, p.s) AS amount_fen, e.entry_id
+      FROM plan p,
+           ledger_post('accrual', 'partner:' || p.merchant, 'purchase:' || p.txn,
+               sha256(convert_to(p.txn, 'UTF8')), p.occurred_at,
+               jsonb_build_object('partner_id', p.merchant, 'value_fen', pg_temp.pts(p.g, p.s),
+                   'partner_txn_id', p.txn, 'member_id', p.member, 'store_id', NULL,
+                   'amount_fen', pg_temp.amount(p.g, p.s), 'rules_version', 1,
+                   'rates_version', 1, 'earn_rate', '1', 'issue_price', '1'),
+               NULL,
+               ARRAY['partner:' || p.merchant || ':issued', 'member:' || p.member || ':available',
+                     'partner:' || p.merchant || ':headroom',
+                     'partner:' || p.merchant || ':exposure'],
+               ARRAY['PTS', 'PTS', 'CNY', 'CNY'],
+               ARRAY[-pg_temp.pts(p.g, p.s), pg_temp.pts(p.g, p.s),
+                     -pg_temp.pts(p.g, p.s), pg_temp.pts(p.g, p.s)]) AS e
+     WHERE p.s < {ACCRUALS}
+), purchased AS (
+    INSERT INTO purchases (partner_id, partner_txn_id, member_id, amount_fen, currency,
+                           occurred_at, points, entry_id, rules_version, rates_version,
+                           breakdown, issue_value_fen)
+    SELECT merchant, txn, member, amount_fen, 'CNY', occurred_at, points, entry_id, 1, 1,
+           '[]', points
+      FROM posted
+)
+INSERT INTO point_lots (member_id, source, issuer_partner_id, entry_id, earned_at, expires_at,
+                        amount, remaining)
+SELECT member, 'purchase', merchant, entry_id, occurred_at, %(expires)s, points, points
+  FROM posted;
+"""
+
+# The lot of accrual `slot` of the row's group, by its purchase.
+_LOT_OF = """
+JOIN purchases pu ON pu.partner_id = a.merchant AND pu.partner_txn_id = a.txn
+JOIN point_lots l ON l.entry_id = pu.entry_id
+"""
+
+# Purchase refunds (slots 12-13) of a quarter of accruals 1-2, as refunds.refund_purchase.
+_REFUNDS = (
+    """
+WITH source AS (
+    SELECT p.*, pu.id AS purchase_id, pu.entry_id AS purchase_entry, l.id AS lot_id,
+           a.merchant AS merchant_of, a.txn AS a_txn, pu.amount_fen / 4 AS refund_fen,
+           pu.points * (pu.amount_fen / 4) / pu.amount_fen AS points
+      FROM plan p JOIN plan a ON a.g = p.g AND a.s = p.s - 11
+"""
+    + _LOT_OF
+    + """
+     WHERE p.s IN (12, 13)
+), posted AS (
+    SELECT source.*, e.entry_id
+      FROM source,
+           ledger_post('refund', 'partner:' || merchant_of, 'refund:' || a_txn || ':r1',
+               sha256(convert_to(txn, 'UTF8')), occurred_at,
+               jsonb_build_object('partner_id', merchant_of, 'value_fen', points,
+                   'partner_txn_id', a_txn, 'amount_fen', refund_fen),
+               purchase_entry,
+               ARRAY['partner:' || merchant_of || ':issued', 'member:' || member || ':available',
+                     'partner:' || merchant_of || ':exposure',
+                     'partner:' || merchant_of || ':headroom'],
+               ARRAY['PTS', 'PTS', 'CNY', 'CNY'],
+               ARRAY[points, -points, -points, points]) AS e
+), refunded AS (
+    INSERT INTO refunds (purchase_id, partner_refund_id, amount_fen, points, from_available,
+                         to_debt, value_fen, entry_id)
+    SELECT purchase_id, 'r1', refund_fen, points, points, 0, points, entry_id FROM posted
+), updated AS (
+    UPDATE purchases pu
+       SET refunded_fen = posted.refund_fen, refunded_points = posted.points,
+           refunded_value_fen = posted.points
+      FROM posted WHERE pu.id = posted.purchase_id
+)
+INSERT INTO lot_movements (lot_id, entry_id, amount) SELECT lot_id, entry_id, -points FROM posted;
+"""
+)
+
+# Redemptions (slots 14-16) of half of lots 3-5 at another merchant: the hold takes the points
+# from the lot into the held account, the capture pays them to the merchant (holds._close).
+_REDEMPTIONS = (
+    """
+WITH source AS (
+    SELECT p.*, l.id AS lot_id, l.amount / 2 AS points, 'H' || lpad(p.i::text, 15, '0') AS hold_id
+      FROM plan p JOIN plan a ON a.g = p.g AND a.s = p.s - 11
+"""
+    + _LOT_OF
+    + """
+     WHERE p.s IN (14, 15, 16)
+), held AS (
+    SELECT source.*, e.entry_id AS hold_entry
+      FROM source,
+           ledger_post('hold', 'partner:' || shop, 'hold:' || hold_id,
+               sha256(convert_to(hold_id, 'UTF8')), occurred_at,
+               jsonb_build_object('member_id', member, 'store_id', NULL, 'partner_ref', NULL),
+               NULL,
+               ARRAY['member:' || member || ':available', 'member:' || member || ':held'],
+               ARRAY['PTS', 'PTS'], ARRAY[-points, points]) AS e
+), captured AS (
+    SELECT held.*, e.entry_id AS close_entry, e.recorded_at
+      FROM held,
+           ledger_post('capture', 'partner:' || shop, 'close:' || hold_id,
+               sha256(convert_to(hold_id || ':close', 'UTF8')), occurred_at,
+               jsonb_build_object('partner_id', shop, 'value_fen', points, 'hold_id', hold_id,
+                   'member_id', member, 'captured', points),
+               NULL,
+               ARRAY['member:' || member || ':held', 'partner:' || shop || ':redeemed'],
+               ARRAY['PTS', 'PTS'], ARRAY[-points, points]) AS e
+), recorded AS (
+    INSERT INTO holds (id, partner_id, member_id, amount, captured, state, value_fen,
+                       rates_version, expires_at, hold_entry_id, close_entry_id, created_at,
+                       closed_at)
+    SELECT hold_id, shop, member, points, points, 'captured', points, 1,
+           recorded_at + interval '15 minutes', hold_entry, close_entry, recorded_at, recorded_at
+      FROM captured
+)
+INSERT INTO lot_movements (lot_id, entry_id, amount)
+SELECT lot_id, hold_entry, -points FROM captured;
+"""
+)
+
+# Redemption refunds (slot 17): half of redemption 14 back to the merchant's customer and lot.
+_REDEMPTION_REFUNDS = """
+WITH source AS (
+    SELECT p.*, h.id AS hold_id, h.partner_id AS shop_of, h.close_entry_id,
+           h.captured / 2 AS points, m.lot_id
+      FROM plan p
+      JOIN holds h ON h.id = 'H' || lpad((p.i - 3)::text, 15, '0')
+      JOIN lot_movements m ON m.entry_id = h.hold_entry_id
+     WHERE p.s = 17
+), posted AS (
+    SELECT source.*, e.entry_id
+      FROM source,
+           ledger_post('redemption_refund', 'partner:' || shop_of,
+               'redemption-refund:' || hold_id || ':1', sha256(convert_to(txn, 'UTF8')),
+               occurred_at,
+               jsonb_build_object('partner_id', shop_of, 'value_fen', points, 'hold_id', hold_id),
+               close_entry_id,
+               ARRAY['partner:' || shop_of || ':redeemed', 'member:' || member || ':available'],
+               ARRAY['PTS', 'PTS'], ARRAY[-points, points]) AS e
+), updated AS (
+    UPDATE holds h SET refunded = posted.points FROM posted WHERE h.id = posted.hold_id
+)
+INSERT INTO lot_movements (lot_id, entry_id, amount) SELECT lot_id, entry_id, points FROM posted;
+"""
+
+# Exchanges in (slot 18): a programme's points become coalition points in a new lot, less the
+# fee (exchange.exchange, rate 1).
+_EXCHANGES_IN = f"""
+WITH source AS (
+    SELECT p.*, pa.programme_asset AS asset, 100 + (p.g * 13) %% 400 AS gross
+      FROM plan p JOIN partners pa ON pa.id = p.programme
+     WHERE p.s = 18
+), posted AS (
+    SELECT source.*, f.fee, e.entry_id
+      FROM source,
+           LATERAL (SELECT gross * {FEE_PERCENT} / 100 AS fee) AS f,
+           ledger_post('exchange_in', 'partner:' || programme, 'exchange:' || txn,
+               sha256(convert_to(txn, 'UTF8')), occurred_at,
+               jsonb_build_object('partner_id', programme, 'value_fen', gross,
+                   'member_id', member, 'rate', '1', 'rates_version', 1,
+                   'fee_percent', {FEE_PERCENT}),
+               NULL,
+               ARRAY['partner:' || programme || ':programme',
+                     'coalition:exchange:' || lower(asset),
+                     'partner:' || programme || ':issued', 'member:' || member || ':available',
+                     'coalition:fees', 'partner:' || programme || ':headroom',
+                     'partner:' || programme || ':exposure'],
+               ARRAY[asset, asset, 'PTS', 'PTS', 'PTS', 'CNY', 'CNY'],
+               ARRAY[-gross, gross, -gross, gross - f.fee, f.fee, -gross, gross]) AS e
+)
+INSERT INTO point_lots (member_id, source, issuer_partner_id, entry_id, earned_at, expires_at,
+                        amount, remaining)
+SELECT member, 'exchange', programme, entry_id, occurred_at, %(expires)s, gross - fee, gross - fee
+  FROM posted;
+"""
+
+# Exchanges out (slot 19): a third of lot 6 becomes the programme's points, less the fee.
+_EXCHANGES_OUT = (
+    """
+WITH source AS (
+    SELECT p.*, pa.programme_asset AS asset, l.id AS lot_id, l.amount / 3 AS points
+      FROM plan p JOIN partners pa ON pa.id = p.programme
+      JOIN plan a ON a.g = p.g AND a.s = 6
+"""
+    + _LOT_OF
+    + f"""
+     WHERE p.s = 19
+), posted AS (
+    SELECT source.*, e.entry_id
+      FROM source,
+           LATERAL (SELECT points * {FEE_PERCENT} / 100 AS fee) AS f,
+           ledger_post('exchange_out', 'partner:' || programme, 'exchange:' || txn,
+               sha256(convert_to(txn, 'UTF8')), occurred_at,
+               jsonb_build_object('partner_id', programme, 'value_fen', points - f.fee,
+                   'member_id', member, 'rate', '1', 'rates_version', 1,
+                   'fee_percent', {FEE_PERCENT}),
+               NULL,
+               ARRAY['member:' || member || ':available', 'coalition:fees',
+                     'partner:' || programme || ':redeemed',
+                     'coalition:exchange:' || lower(asset),
+                     'partner:' || programme || ':programme'],
+               ARRAY['PTS', 'PTS', 'PTS', asset, asset],
+               ARRAY[-points, f.fee, points - f.fee, -(points - f.fee), points - f.fee]) AS e
+)
+INSERT INTO lot_movements (lot_id, entry_id, amount) SELECT lot_id, entry_id, -points FROM posted;
+"""
+)
+
+# What each lot holds now: its amount and its movements, as lots_move keeps it.
+_REMAINING = (
+    """
+UPDATE point_lots l SET remaining = l.amount + m.moved
+  FROM (SELECT lot_id, sum(amount) AS moved FROM lot_movements GROUP BY lot_id) AS m
+ WHERE m.lot_id = l.id
+""",
+    # Autovacuum may be off: the steps' plans need the new rows' statistics.
+    "ANALYZE",
+)
+
+
+def generate_day(url: str, entries: int, partner_count: int) -> Day:
+    """Write today's business day (coalition time) of `entries` settleable entries across
+    `partner_count` partners, in set-based statements; nothing is per entry in Python."""
+    if entries < GROUP or partner_count < 2:
+        raise ValueError(f"at least {GROUP} entries and 2 partners")
+    started = time.perf_counter()
+    merchants, programmes = _partners(url, partner_count)
+    setup_seconds = time.perf_counter() - started
+    zone = get_settings().zone
+    now = datetime.now(UTC)
+    business_date = now.astimezone(zone).date()
+    day_start = datetime.combine(business_date, datetime.min.time(), zone)
+    months = 24  # the policy's default expiry: every lot of the day expires at one instant
+    params = {
+        "merchants": merchants,
+        "programmes": programmes,
+        "start": day_start,
+        "now": now,
+        "n": entries,
+        "expires": lots.expiry_for(day_start, months, zone),
+    }
+    with _connect(url) as conn:
+        started = time.perf_counter()
+        for statement in (
+            *_PLAN,
+            *_MEMBERS,
+            _ACCRUALS,
+            _REFUNDS,
+            _REDEMPTIONS,
+            _REDEMPTION_REFUNDS,
+            _EXCHANGES_IN,
+            _EXCHANGES_OUT,
+            *_REMAINING,
+        ):
+            # One statement a call: psycopg sends parameters with one statement only.
+            conn.execute(statement.encode(), params)
+        seconds = time.perf_counter() - started
+        holds = conn.execute("SELECT count(*) FROM holds").fetchone()
+        members = conn.execute("SELECT count(*) FROM members").fetchone()
+    assert holds is not None
+    assert members is not None
+    return Day(
+        business_date,
+        entries,
+        entries + cast(int, holds[0]),
+        cast(int, members[0]),
+        merchants,
+        programmes,
+        setup_seconds,
+        seconds,
+    )
+
+
+# --- the partner's file -------------------------------------------------------------------------
+
+# The partner's own lines for the day (purchases, refunds, redemptions), as it would send them,
+# with one line in BREAK_EVERY changed: an amount off by a fen, a line the partner lacks, or one
+# we lack.
+_PARTNER_FILE = """
+COPY (
+    WITH ours AS (
+        SELECT partner_txn_id AS txn_id, 'purchase' AS type, amount_fen, points
+          FROM purchases WHERE partner_id = %(partner)s
+        UNION ALL
+        SELECT pu.partner_txn_id || '/' || r.partner_refund_id, 'refund', r.amount_fen, r.points
+          FROM refunds r JOIN purchases pu ON pu.id = r.purchase_id
+         WHERE pu.partner_id = %(partner)s
+        UNION ALL
+        SELECT coalesce(partner_ref, id), 'redemption', value_fen, captured
+          FROM holds WHERE partner_id = %(partner)s AND state = 'captured'
+    ), numbered AS (
+        SELECT ours.*, row_number() OVER (ORDER BY type, txn_id) %% %(every)s AS n FROM ours
+    )
+    SELECT txn_id, type, amount_fen + (n = 1)::int AS amount_fen, points
+      FROM numbered WHERE n <> 2
+    UNION ALL
+    SELECT 'x' || txn_id, type, amount_fen, points FROM numbered WHERE n = 3
+) TO STDOUT WITH (FORMAT csv, HEADER)
+"""
+
+
+def partner_file(url: str, partner_id: str, path: Path) -> int:
+    """Write the partner's file of the day to `path`; its number of lines."""
+    with _connect(url) as conn, path.open("wb") as out:
+        cursor = conn.cursor()
+        with cursor.copy(
+            _PARTNER_FILE.encode(), {"partner": partner_id, "every": BREAK_EVERY}
+        ) as copy:
+            for block in copy:
+                out.write(block)
+    with path.open("rb") as lines:
+        return sum(1 for _ in lines) - 1
+
+
+# --- the steps, each in a process of its own ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Context:
+    url: str
+    day: date
+    workdir: Path
+    partner: str  # whose file is reconciled
+
+
+def _sessions(context: Context) -> Any:
+    return session_factory(make_engine(context.url, pool_size=1))
+
+
+def _report(context: Context) -> tuple[int, str]:
+    from settlement import netting, reports
+
+    with _sessions(context)() as session:
+        run = netting.load_run(session, context.day)
+        text = reports.settlement_csv(run)
+    (context.workdir / "settlement.csv").write_text(text)
+    return run.entries, f"{len(run.lines)} partner lines, {len(text):,} bytes"
+
+
+def _reconcile(context: Context) -> tuple[int, str]:
+    from settlement import reconciliation
+
+    content = (context.workdir / "partner.csv").read_bytes()
+    with _sessions(context)() as session, session.begin():
+        done = reconciliation.reconcile(session, context.partner, context.day, content)
+    lines = content.count(b"\n") - 1
+    return lines, f"{done.matched:,} matched, {done.break_count} breaks"
+
+
+def _seal(context: Context) -> tuple[int, str]:
+    from clearinghouse.audit import sealing
+
+    sealing.SEAL_DELAY = timedelta(0)  # everything was committed before this process started
+    blocks = sealing.seal_all(_sessions(context))
+    return sum(b.entry_count for b in blocks), f"{len(blocks)} blocks"
+
+
+def _liability(context: Context) -> tuple[int, str]:
+    from settlement import liability
+
+    with _sessions(context)() as session:
+        history = liability.liability_history(session, days=365)
+    return len(history), f"{len(history)} days"
+
+
+# Steps run by functions in a child process: (items, note). The others run the CLI.
+_FUNCTIONS: dict[str, Callable[[Context], tuple[int, str]]] = {
+    "report": _report,
+    "reconcile": _reconcile,
+    "seal": _seal,
+    "liability": _liability,
+}
+
+
+def _cli(step: str, context: Context) -> list[str] | None:
+    """The CLI command of a step, or None if a function runs it."""
+    zone = get_settings().zone
+    start = datetime.combine(context.day, datetime.min.time(), zone)
+    export = context.workdir / "export"
+    commands = {
+        "settle": ["settle", "--date", context.day.isoformat()],
+        "export": [
+            "audit",
+            "export",
+            "--from",
+            start.isoformat(),
+            "--to",
+            (start + timedelta(days=1)).isoformat(),
+            "--out",
+            str(export),
+        ],
+        "verify": ["audit", "verify", "--export", str(export)],
+        "check": ["ledger", "check"],
+    }
+    command = commands.get(step)
+    return (
+        None if command is None else [str(Path(sys.executable).parent / "clearinghouse"), *command]
+    )
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: str
+    items: int
+    seconds: float
+    peak_rss_mb: float
+    error: str | None
+    note: str
+
+    @property
+    def rate(self) -> float:
+        return self.items / self.seconds if self.seconds else math.nan
+
+
+def _spawn(
+    command: list[str], env: dict[str, str], logs: Path
+) -> tuple[int, float, float, str, str]:
+    """Run `command`, killed past STEP_TIMEOUT: exit code, wall seconds, peak RSS in MB (the
+    child's own, from wait4), stdout and stderr."""
+    out_path, err_path = logs.with_suffix(".out"), logs.with_suffix(".err")
+    started = time.perf_counter()
+    with out_path.open("w") as out, err_path.open("w") as err:
+        child = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() - started > STEP_TIMEOUT:
+            child.kill()
+        time.sleep(0.05)
+    seconds = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    return (
+        child.returncode,
+        seconds,
+        usage.ru_maxrss / 1024,  # Linux gives KiB
+        out_path.read_text(),
+        err_path.read_text(),
+    )
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else "no output")[:300]
+
+
+# What the CLI steps print: the items they did, so the rate is of the real work.
+_CLI_ITEMS = {
+    "export": re.compile(r"exported (\d+) entries"),
+    "verify": re.compile(r"verified \d+ blocks and (\d+) entries"),
+}
+
+
+def run_step(step: str, context: Context, day: Day) -> StepResult:
+    env = {**os.environ, "DATABASE_URL": context.url}
+    logs = context.workdir / step
+    command = _cli(step, context)
+    if command is None:
+        command = [
+            sys.executable,
+            "-m",
+            "bench.settlement_bench",
+            "--run-step",
+            step,
+            "--database-url",
+            context.url,
+            "--date",
+            context.day.isoformat(),
+            "--workdir",
+            str(context.workdir),
+            "--partner",
+            context.partner,
+        ]
+    code, seconds, rss, out, err = _spawn(command, env, logs)
+    if code != 0:
+        return StepResult(step, 0, seconds, rss, _last_line(err or out), "")
+    if step in _FUNCTIONS:
+        done = json.loads(_last_line(out))
+        return StepResult(step, done["items"], done["seconds"], rss, None, done["note"])
+    pattern = _CLI_ITEMS.get(step)
+    match = pattern.search(out) if pattern else None
+    items = (
+        int(match.group(1)) if match else day.entries if step == "settle" else day.ledger_entries
+    )
+    # The export prints its folder, gone after the run; the others a verdict.
+    return StepResult(step, items, seconds, rss, None, "" if step == "export" else _last_line(out))
+
+
+def _child(args: argparse.Namespace) -> int:
+    """One function step, in this fresh process; prints its items, seconds and a note."""
+    context = Context(
+        args.database_url, date.fromisoformat(args.date), Path(args.workdir), args.partner
+    )
+    started = time.perf_counter()
+    try:
+        items, note = _FUNCTIONS[args.run_step](context)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    seconds = time.perf_counter() - started
+    print(json.dumps({"items": items, "seconds": seconds, "note": note}))
+    return 0
+
+
+# --- the floor and the report -------------------------------------------------------------------
+
+KINDS = ["accrual", "refund", "capture", "redemption_refund", "exchange_in", "exchange_out"]
+
+# What netting in SQL cannot beat: the day's entries and their partners' point postings read
+# once and summed per partner and kind, nothing written.
+_FLOOR = """
+SELECT e.metadata ->> 'partner_id', e.kind, count(*),
+       sum((e.metadata ->> 'value_fen')::bigint), sum(abs(p.amount))
+  FROM journal_entries e
+  JOIN postings p ON p.entry_id = e.id
+  JOIN accounts a ON a.id = p.account_id
+ WHERE e.kind = ANY(%(kinds)s) AND a.owner_type = 'partner' AND a.kind IN ('issued', 'redeemed')
+ GROUP BY 1, 2
+"""
+
+
+def floor_seconds(url: str) -> float:
+    with _connect(url) as conn:
+        started = time.perf_counter()
+        conn.execute(_FLOOR.encode(), {"kinds": KINDS}).fetchall()
+        return time.perf_counter() - started
+
+
+# The issue's aims, as rates so that any N is judged: (step, entries a second at least, MB at
+# most, seconds at most).
+AIMS: dict[str, tuple[float | None, float | None, float | None]] = {
+    "settle": (1_000_000 / 60, 300, None),
+    "report": (1_000_000 / 60, None, None),
+    "reconcile": (1_000_000 / 60, None, None),
+    "export": (1_000_000 / 60, None, None),
+    "liability": (None, None, 1.0),
+}
+
+
+# Below this many entries a process's start dominates the rates: no aim is judged.
+AIM_FROM = 100_000
+
+
+def _aim(result: StepResult, entries: int) -> str:
+    aim = AIMS.get(result.step)
+    if aim is None or entries < AIM_FROM:
+        return ""
+    if result.error is not None:
+        return "MISSED (failed)"
+    rate, megabytes, seconds = aim
+    missed = []
+    if rate is not None and result.rate < rate:
+        missed.append(f"< {rate:,.0f}/s")
+    if megabytes is not None and result.peak_rss_mb > megabytes:
+        missed.append(f"> {megabytes} MB")
+    if seconds is not None and result.seconds > seconds:
+        missed.append(f"> {seconds} s")
+    return "MISSED (" + ", ".join(missed) + ")" if missed else "met"
+
+
+def print_report(
+    args: argparse.Namespace,
+    facts: dict[str, str],
+    load: float,
+    day: Day,
+    floor: float,
+    file_lines: int,
+    results: Sequence[StepResult],
+) -> None:
+    print(f"## Settlement at scale: {day.entries:,} entries, {args.partners} partners\n")
+    print(
+        f"PostgreSQL {facts.get('server_version')}, fsync {facts.get('fsync')}, "
+        f"synchronous_commit {facts.get('synchronous_commit')}, "
+        f"autovacuum {facts.get('autovacuum')}; {os.cpu_count()} cores, "
+        f"{load:.0%} busy with other work before the run.\n"
+    )
+    print(
+        f"Generated {day.entries:,} settleable entries ({day.ledger_entries:,} ledger entries "
+        f"with the holds) for {day.members:,} members in {day.seconds:.1f} s: "
+        f"{day.rate:,.0f} entries/s, after {day.setup_seconds:.1f} s for the partners. "
+        f"The reconciled partner's file: {file_lines:,} lines. "
+        f"Floor (the day's entries and partner postings summed by one query): {floor:.1f} s, "
+        f"{day.entries / floor:,.0f} entries/s.\n"
+    )
+    print_table(
+        ["step", "items", "seconds", "items/s", "peak RSS (MB)", "aim", "result"],
+        [
+            [
+                r.step,
+                f"{r.items:,}",
+                f"{r.seconds:.2f}",
+                f"{r.rate:,.0f}" if r.error is None else "-",
+                f"{r.peak_rss_mb:,.0f}",
+                _aim(r, day.entries),
+                r.note if r.error is None else f"FAILED: {r.error}",
+            ]
+            for r in results
+        ],
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--partners", type=int, default=50)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--steps", default=",".join(STEPS), help=f"comma-separated, of {', '.join(STEPS)}"
+    )
+    # One step in a process of its own, started by the bench itself.
+    for hidden in ("--run-step", "--date", "--workdir", "--partner"):
+        parser.add_argument(hidden, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.run_step:
+        return _child(args)
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    unknown = set(steps) - set(STEPS)
+    if unknown:
+        parser.error(f"unknown steps: {', '.join(sorted(unknown))}")
+    configured = args.database_url or os.environ.get("DATABASE_URL")
+    with (
+        bench_server(configured, prefix="settlement-bench-") as server,
+        scratch_database(server, prefix="settlement_bench") as url,
+        tempfile.TemporaryDirectory(prefix="settlement-bench-") as workdir,
+    ):
+        migrate.upgrade(url)
+        facts = server_facts(url)
+        load = background_load(postmaster_pid(url))
+        day = generate_day(url, args.entries, args.partners)
+        floor = floor_seconds(url)
+        context = Context(url, day.business_date, Path(workdir), day.merchants[0])
+        file_lines = partner_file(url, context.partner, context.workdir / "partner.csv")
+        results = []
+        for step in steps:
+            results.append(run_step(step, context, day))
+            print(f"{step}: {results[-1].seconds:.1f} s", file=sys.stderr, flush=True)
+    print_report(args, facts, load, day, floor, file_lines, results)
+    return 0 if all(r.error is None for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
