@@ -58,6 +58,9 @@ PROGRAMME_SHARE = 10  # one partner in ten is a programme (exchanges), the rest 
 FEE_PERCENT = 2
 LIMIT_FEN = 10**14
 CONNECT_TIMEOUT = 10  # seconds; the server is local
+# Plan rows a statement writes: each commits, so the balance rows every entry of a partner
+# updates do not grow chains of versions a long transaction cannot prune.
+BATCH = 20_000
 STEP_TIMEOUT = 1800.0  # seconds; a step past this is killed and reported failed
 BREAK_EVERY = 500  # the partner's file: one line in BREAK_EVERY differs, is missing or extra
 STEPS = ("settle", "report", "reconcile", "seal", "export", "verify", "liability", "check")
@@ -140,6 +143,8 @@ CREATE FUNCTION pg_temp.pts(g integer, s integer) RETURNS bigint IMMUTABLE LANGU
 CREATE FUNCTION pg_temp.amount(g integer, s integer) RETURNS bigint IMMUTABLE LANGUAGE sql
     AS $$ SELECT pg_temp.pts(g, s) * 100 + (g + s) %% 100 $$
 """,
+    "CREATE INDEX ON plan (i)",
+    "CREATE INDEX ON plan (g, s)",
     "ANALYZE plan",
 )
 
@@ -172,7 +177,7 @@ WITH posted AS (
                ARRAY['PTS', 'PTS', 'CNY', 'CNY'],
                ARRAY[-pg_temp.pts(p.g, p.s), pg_temp.pts(p.g, p.s),
                      -pg_temp.pts(p.g, p.s), pg_temp.pts(p.g, p.s)]) AS e
-     WHERE p.s < {ACCRUALS}
+     WHERE p.s < {ACCRUALS} AND p.i >= %(lo)s AND p.i < %(hi)s
 ), purchased AS (
     INSERT INTO purchases (partner_id, partner_txn_id, member_id, amount_fen, currency,
                            occurred_at, points, entry_id, rules_version, rates_version,
@@ -204,7 +209,7 @@ WITH source AS (
 """
     + _LOT_OF
     + """
-     WHERE p.s IN (12, 13)
+     WHERE p.s IN (12, 13) AND p.i >= %(lo)s AND p.i < %(hi)s
 ), posted AS (
     SELECT source.*, e.entry_id
       FROM source,
@@ -242,7 +247,7 @@ WITH source AS (
 """
     + _LOT_OF
     + """
-     WHERE p.s IN (14, 15, 16)
+     WHERE p.s IN (14, 15, 16) AND p.i >= %(lo)s AND p.i < %(hi)s
 ), held AS (
     SELECT source.*, e.entry_id AS hold_entry
       FROM source,
@@ -283,7 +288,7 @@ WITH source AS (
       FROM plan p
       JOIN holds h ON h.id = 'H' || lpad((p.i - 3)::text, 15, '0')
       JOIN lot_movements m ON m.entry_id = h.hold_entry_id
-     WHERE p.s = 17
+     WHERE p.s = 17 AND p.i >= %(lo)s AND p.i < %(hi)s
 ), posted AS (
     SELECT source.*, e.entry_id
       FROM source,
@@ -306,7 +311,7 @@ _EXCHANGES_IN = f"""
 WITH source AS (
     SELECT p.*, pa.programme_asset AS asset, 100 + (p.g * 13) %% 400 AS gross
       FROM plan p JOIN partners pa ON pa.id = p.programme
-     WHERE p.s = 18
+     WHERE p.s = 18 AND p.i >= %(lo)s AND p.i < %(hi)s
 ), posted AS (
     SELECT source.*, f.fee, e.entry_id
       FROM source,
@@ -341,7 +346,7 @@ WITH source AS (
 """
     + _LOT_OF
     + f"""
-     WHERE p.s = 19
+     WHERE p.s = 19 AND p.i >= %(lo)s AND p.i < %(hi)s
 ), posted AS (
     SELECT source.*, e.entry_id
       FROM source,
@@ -370,8 +375,7 @@ UPDATE point_lots l SET remaining = l.amount + m.moved
   FROM (SELECT lot_id, sum(amount) AS moved FROM lot_movements GROUP BY lot_id) AS m
  WHERE m.lot_id = l.id
 """,
-    # Autovacuum may be off: the steps' plans need the new rows' statistics.
-    "ANALYZE",
+    "ANALYZE",  # the steps plan with the day's statistics
 )
 
 
@@ -398,18 +402,24 @@ def generate_day(url: str, entries: int, partner_count: int) -> Day:
     }
     with _connect(url) as conn:
         started = time.perf_counter()
+        for statement in (*_PLAN, *_MEMBERS):
+            # One statement a call: psycopg sends parameters with one statement only.
+            conn.execute(statement.encode(), params)
         for statement in (
-            *_PLAN,
-            *_MEMBERS,
             _ACCRUALS,
+            # Autovacuum may be off: the joins below need the new rows' statistics.
+            "ANALYZE purchases, point_lots",
             _REFUNDS,
             _REDEMPTIONS,
+            "ANALYZE holds, lot_movements",
             _REDEMPTION_REFUNDS,
             _EXCHANGES_IN,
             _EXCHANGES_OUT,
-            *_REMAINING,
         ):
-            # One statement a call: psycopg sends parameters with one statement only.
+            batches = range(0, entries, BATCH) if "%(lo)s" in statement else [0]
+            for lo in batches:
+                conn.execute(statement.encode(), {**params, "lo": lo, "hi": lo + BATCH})
+        for statement in _REMAINING:
             conn.execute(statement.encode(), params)
         seconds = time.perf_counter() - started
         holds = conn.execute("SELECT count(*) FROM holds").fetchone()
@@ -497,11 +507,13 @@ def _report(context: Context) -> tuple[int, str]:
 def _reconcile(context: Context) -> tuple[int, str]:
     from settlement import reconciliation
 
-    content = (context.workdir / "partner.csv").read_bytes()
-    with _sessions(context)() as session, session.begin():
-        done = reconciliation.reconcile(session, context.partner, context.day, content)
-    lines = content.count(b"\n") - 1
-    return lines, f"{done.matched:,} matched, {done.break_count} breaks"
+    with (
+        (context.workdir / "partner.csv").open("rb") as upload,
+        _sessions(context)() as session,
+        session.begin(),
+    ):
+        done = reconciliation.reconcile(session, context.partner, context.day, upload)
+    return done.lines, f"{done.matched:,} matched, {done.break_count} breaks"
 
 
 def _seal(context: Context) -> tuple[int, str]:
@@ -596,9 +608,14 @@ def _spawn(
     )
 
 
+# The line of a traceback that names the exception, e.g. "psycopg.OperationalError: ...".
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failed|NotFound|Exit)\b.*")
+
+
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return (lines[-1] if lines else "no output")[:300]
+    named = [line for line in lines if _EXCEPTION.match(line)]
+    return ((named or lines)[-1] if lines else "no output")[:300]
 
 
 # What the CLI steps print: the items they did, so the rate is of the real work.
