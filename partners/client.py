@@ -84,13 +84,18 @@ class PartnerClient:
         body: Any = None,
         params: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        csv: bytes | None = None,
     ) -> httpx.Request:
-        """The signed request, ready to send (or to inspect)."""
+        """The signed request, ready to send (or to inspect): with `body` as JSON, or with `csv`,
+        a file, as the body itself (`POST /v1/reconciliation-files/{date}`)."""
         headers: dict[str, str] = {"Accept": "application/json"}
         content = b""
         if body is not None:
             content = json.dumps(body, separators=(",", ":")).encode()
             headers["Content-Type"] = "application/json"
+        elif csv is not None:
+            content = csv
+            headers["Content-Type"] = "text/csv"
         if method.upper() == "POST":
             headers["Idempotency-Key"] = idempotency_key or str(uuid.uuid4())
         request = self._http.build_request(

@@ -395,7 +395,7 @@ def content_digest(body: bytes) -> str:
     return f"{_DIGEST_ALGORITHM}=:{digest}:"
 
 
-def _check_content_digest(header: str | None, body: bytes) -> None:
+def _check_content_digest(header: str | None, body_sha256: bytes) -> None:
     if header is None:
         raise SignatureRejected("missing_content_digest")
     try:
@@ -408,7 +408,7 @@ def _check_content_digest(header: str | None, body: bytes) -> None:
     member = members[_DIGEST_ALGORITHM]
     if not isinstance(member, _Item) or not isinstance(member.value, bytes) or member.params:
         raise SignatureRejected("malformed_content_digest")
-    if not hmac.compare_digest(member.value, hashlib.sha256(body).digest()):
+    if not hmac.compare_digest(member.value, body_sha256):
         raise SignatureRejected("content_digest_mismatch")
 
 
@@ -421,7 +421,8 @@ class HttpRequest:
 
     `authority` is host[:port] as sent (the Host header); `path` and `query` are the raw,
     still percent-encoded parts of the request target, `query` without its `?`. `body` is the
-    raw body as received, before any decoding.
+    raw body as received, before any decoding; for a body too large to hold (a file upload,
+    spooled to disk as it arrives), `body_sha256` is its SHA-256 instead and `body` is empty.
     """
 
     method: str
@@ -431,6 +432,7 @@ class HttpRequest:
     headers: Mapping[str, str]
     body: bytes = b""
     scheme: str = "https"
+    body_sha256: bytes | None = None
 
     @classmethod
     def from_url(cls, method: str, url: str, headers: Mapping[str, str], body: bytes = b"") -> Self:
@@ -721,12 +723,13 @@ def verify_request(
     if expires is not None and (expires < created or now_ts > expires):
         raise SignatureRejected("expired")
 
-    has_body = bool(request.body)
+    has_body = bool(request.body) or request.body_sha256 is not None
     covered = set(signature_input.components)
     if not covered.issuperset(required_components(has_body, request.headers)):
         raise SignatureRejected("required_component_not_covered")
     if has_body or "content-digest" in fields:
-        _check_content_digest(fields.get("content-digest"), request.body)
+        body_sha256 = request.body_sha256 or hashlib.sha256(request.body).digest()
+        _check_content_digest(fields.get("content-digest"), body_sha256)
     try:
         values = component_values(request, signature_input.components)
     except _ComponentError as exc:

@@ -3,6 +3,7 @@ partner reads its own statement and reconciles its day through the signed API.""
 
 from __future__ import annotations
 
+import io
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -324,11 +325,34 @@ class BreakPageOut(ResponseModel):
     response_model=ReconciliationOut,
 )
 async def reconcile(body: ReconcileIn, call: Partner) -> Response:
+    file = io.BytesIO(body.csv.encode())
     return await call.answer(
         lambda tx: _out(
-            reconciliation.reconcile(
-                tx.session, call.partner_id, body.business_date, body.csv.encode()
-            )
+            reconciliation.reconcile(tx.session, call.partner_id, body.business_date, file)
+        )
+    )
+
+
+@partner.post(
+    "/reconciliation-files/{business_date}",
+    status_code=status.HTTP_201_CREATED,
+    summary="Upload the partner's record of a day as a CSV file, the body itself",
+    description=(
+        "The body is the file itself (`Content-Type: text/csv`), signed like any body; the"
+        " answer is that of `POST /v1/reconciliations`."
+    ),
+    response_model=ReconciliationOut,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"text/csv": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def reconcile_file(business_date: BusinessDate, call: Partner) -> Response:
+    return await call.answer(
+        lambda tx: _out(
+            reconciliation.reconcile(tx.session, call.partner_id, business_date, call.upload)
         )
     )
 

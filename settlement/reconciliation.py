@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import IO, Any
 
 from psycopg import Cursor
 from sqlalchemy import func, select, update
@@ -117,12 +117,13 @@ def _integer(text: str) -> int | None:
     return value
 
 
-def _load(cursor: Cursor[Any], content: bytes) -> int:
+def _load(cursor: Cursor[Any], file: IO[bytes]) -> int:
     """The partner's lines, copied into the temporary table as they are read; their count, or
     InvalidRequest naming the bad lines."""
     cursor.execute(f"DROP TABLE IF EXISTS {THEIRS}")
     cursor.execute(_THEIRS_TABLE)
-    reader = csv.reader(io.TextIOWrapper(io.BytesIO(content), encoding="utf-8-sig", newline=""))
+    text = io.TextIOWrapper(file, encoding="utf-8-sig", newline="")
+    reader = csv.reader(text)
     errors: list[dict[str, Any]] = []
     try:
         with cursor.copy(f"COPY {THEIRS} FROM STDIN") as copy:
@@ -139,6 +140,8 @@ def _load(cursor: Cursor[Any], content: bytes) -> int:
                 :MAX_ERRORS
             ],
         ) from exc
+    finally:
+        text.detach()  # the caller's file stays open
     if len(errors) < MAX_ERRORS:
         cursor.execute(_REPEATED, (MAX_ERRORS - len(errors),))
         errors += [{"line": line, "message": "txn_id is repeated"} for (line,) in cursor]
@@ -182,9 +185,17 @@ def _invalid(row: list[str]) -> str | None:
         return f"type must be one of {', '.join(TYPES)}"
     if _integer(amount) is None or _integer(points) is None:
         return "amount_fen and points are 64-bit integers"
-    if not txn_id:
-        return "txn_id is empty"
+    if not txn_id or "\x00" in txn_id:
+        return "txn_id is empty or holds a NUL"
     return None
+
+
+def _sha256(file: IO[bytes]) -> bytes:
+    file.seek(0)
+    digest = hashlib.sha256()
+    while chunk := file.read(1 << 16):
+        digest.update(chunk)
+    return digest.digest()
 
 
 def as_reconciliation(row: Any) -> Reconciliation:
@@ -201,11 +212,11 @@ def as_reconciliation(row: Any) -> Reconciliation:
 
 
 def reconcile(
-    session: Session, partner_id: str, business_date: date, content: bytes
+    session: Session, partner_id: str, business_date: date, file: IO[bytes]
 ) -> Reconciliation:
-    """Compare the partner's file with our records and keep the result (the same file again
-    returns the first result)."""
-    digest = hashlib.sha256(content).digest()
+    """Compare the partner's file (read from its start) with our records and keep the result
+    (the same file again returns the first result)."""
+    digest = _sha256(file)
     existing = session.execute(
         select(*_LISTED).where(
             reconciliations.c.partner_id == partner_id,
@@ -216,7 +227,11 @@ def reconcile(
     if existing is not None:
         return as_reconciliation(existing)
     with Tx.of(session).driver.cursor() as cursor:
-        lines = _load(cursor, content)
+        file.seek(0)
+        lines = _load(cursor, file)
+        file.seek(0)
+        # The file is kept as the partner sent it, to be downloaded again.
+        content = file.read()
         reconciliation_id = session.execute(
             reconciliations.insert()
             .values(

@@ -1,11 +1,14 @@
 """The gate every partner request passes, and the one transaction each is answered in.
 
 Before any route sees a request, the gate reads the raw body, checks a POST's idempotency key
-and verifies the signature against this process's copy of the partners' keys. The route then
-answers through `PartnerCall.answer`, which runs in one thread and one transaction: the first
-statement spends the nonce, takes the idempotency key (or finds its stored answer) and reads the
-reference versions; then the route's work; then the answer is stored with it and everything
-commits together. A crash at any point leaves all of it or none of it.
+and verifies the signature against this process's copy of the partners' keys. A file upload
+(clearinghouse.api.guard.FILE_UPLOADS) is spooled to a temporary file as it arrives, then
+hashed from there, and its Content-Digest checked against that hash: the route reads the file
+from disk, never from memory. The route then answers through `PartnerCall.answer`, which runs in
+one thread and one transaction: the first statement spends the nonce, takes the idempotency key
+(or finds its stored answer) and reads the reference versions; then the route's work; then the
+answer is stored with it and everything commits together. A crash at any point leaves all of
+it or none of it.
 
 A request refused by a domain error is answered from a second transaction that spends the nonce,
 keeps what the refusal must keep (a blocked attempt's risk case) and stores the refusal as the
@@ -19,13 +22,16 @@ cannot deadlock; beyond the queue, the answer is 503 with Retry-After.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import logging
+import tempfile
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import pydantic_core
 from fastapi import Depends, Request
@@ -36,6 +42,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clearinghouse.api import idempotency
+from clearinghouse.api.guard import upload_of
 from clearinghouse.api.problems import from_domain_error, http_problem
 from clearinghouse.api.throttle import RateLimited, RateLimits, Throttle, source_of
 from clearinghouse.database import Tx, run_in_transaction
@@ -52,6 +59,8 @@ STAFF_PREFIXES = ("/finance/", "/audit/", "/operator/")
 # Routes that never touch the database, and so need no admission.
 WITHOUT_DATABASE = ("/healthz", "/console/static/")
 JSON = "application/json"
+# An upload larger than this is spooled to disk rather than kept in memory.
+SPOOL_IN_MEMORY = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -202,8 +211,10 @@ class PartnerCall:
         key: str | None,
         digest: bytes | None,
         instance: str,
+        upload: IO[bytes] | None = None,
     ) -> None:
         self.engine = engine
+        self._upload = upload
         self.throttle = throttle
         self.verified = verified
         self._key = key
@@ -225,6 +236,13 @@ class PartnerCall:
         """The POST's Idempotency-Key (the gate has required and checked it)."""
         assert self._key is not None, "only a POST carries an idempotency key"
         return self._key
+
+    @property
+    def upload(self) -> IO[bytes]:
+        """The uploaded file of a file upload route, at its start."""
+        assert self._upload is not None, "only a file upload route has a file"
+        self._upload.seek(0)
+        return self._upload
 
     async def answer(self, work: Work) -> Response:
         """Run `work` in the request's transaction and answer with what it returns (a model, a
@@ -319,17 +337,24 @@ def _headers(scope: Scope) -> dict[str, str]:
     return headers
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole body (its size limited by clearinghouse.api.guard), or None if the client went
-    away."""
-    chunks: list[bytes] = []
+async def _read_body(receive: Receive, into: IO[bytes]) -> bool:
+    """Write the whole body (its size limited by clearinghouse.api.guard) to `into`; False if
+    the client went away."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
+            return False
+        into.write(message.get("body", b""))
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return True
+
+
+def _sha256(file: IO[bytes]) -> bytes:
+    file.seek(0)
+    digest = hashlib.sha256()
+    while chunk := file.read(1 << 16):
+        digest.update(chunk)
+    return digest.digest()
 
 
 class _Unanswered:
@@ -422,9 +447,29 @@ class PartnerGate:
         except RateLimited as exc:
             await from_domain_error(exc, instance)(scope, receive, send)
             return
-        body = await _read_body(receive)
-        if body is None:
-            return
+        upload: IO[bytes] | None = None
+        if scope["method"] == "POST" and upload_of(instance) is not None:
+            upload = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
+        try:
+            await self._signed(scope, receive, send, source, upload)
+        finally:
+            if upload is not None:
+                upload.close()
+
+    async def _signed(
+        self, scope: Scope, receive: Receive, send: Send, source: str, upload: IO[bytes] | None
+    ) -> None:
+        instance = scope["path"]
+        body, body_sha256 = b"", None
+        if upload is None:
+            buffer = io.BytesIO()
+            if not await _read_body(receive, buffer):
+                return
+            body = buffer.getvalue()
+        else:
+            if not await _read_body(receive, upload):
+                return
+            body_sha256 = await run_in_threadpool(_sha256, upload)
         headers = _headers(scope)
         raw_path = scope.get("raw_path") or scope["path"].encode()
         request = HttpRequest(
@@ -435,11 +480,12 @@ class PartnerGate:
             headers=headers,
             body=body,
             scheme=scope.get("scheme", "http"),
+            body_sha256=body_sha256,
         )
         engine = _engine(scope)
         try:
             async with self.partners.slot():
-                call = await self._admit(engine, request, headers, source, instance)
+                call = await self._admit(engine, request, headers, source, instance, upload)
                 scope = {**scope, "state": {**scope.get("state", {}), "partner_call": call}}
                 await self._serve(call, scope, _replayed(body, receive), send)
         except DomainError as exc:
@@ -454,14 +500,16 @@ class PartnerGate:
         headers: dict[str, str],
         source: str,
         instance: str,
+        upload: IO[bytes] | None,
     ) -> PartnerCall:
         key = digest = None
         if request.method == "POST":
             # Before the signature: a missing key is a plain mistake, and saying so gives
             # nothing away.
             key = idempotency.check_key(headers.get("idempotency-key"))
+            # An upload's request is known by its body's hash, the body being on disk.
             digest = idempotency.request_hash(
-                request.method, request.path, request.query, request.body
+                request.method, request.path, request.query, request.body_sha256 or request.body
             )
         try:
             try:
@@ -474,7 +522,7 @@ class PartnerGate:
                 run_in_transaction, engine, lambda tx: self.throttle.failed(tx, source)
             )
             raise
-        return PartnerCall(engine, self.throttle, verified, key, digest, instance)
+        return PartnerCall(engine, self.throttle, verified, key, digest, instance, upload)
 
     async def _serve(self, call: PartnerCall, scope: Scope, receive: Receive, send: Send) -> None:
         unanswered = _Unanswered(send, call)

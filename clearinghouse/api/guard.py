@@ -2,11 +2,12 @@
 answer carries, and a retryable 503 instead of a server error when the database cannot be
 reached.
 
-- A body larger than MAX_BODY_BYTES is refused with 413 as soon as its Content-Length says so,
-  or as soon as that many bytes have arrived, and the connection is closed (the rest of the body
-  is never read).
-- A body sent to the API (anything but the console's forms) must be JSON: another Content-Type
-  is refused with `415 unsupported_media_type` before the body is read.
+- A body larger than MAX_BODY_BYTES (a file upload's own limit, in FILE_UPLOADS) is refused with
+  413 as soon as its Content-Length says so, or as soon as that many bytes have arrived, and the
+  connection is closed (the rest of the body is never read).
+- A body sent to the API (anything but the console's forms) must be JSON, or a file upload's
+  media type: another Content-Type is refused with `415 unsupported_media_type` before the body
+  is read.
 - Every answer says not to be sniffed, framed or, unless it is a static file, kept in any cache;
   over TLS it also tells the browser to use nothing else (HSTS). Console pages, JSON, CSV,
   problems, redirects and static files alike.
@@ -30,7 +31,9 @@ from clearinghouse.errors import DomainError
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
-"""The largest request body of any route."""
+"""The largest request body of any route but a file upload."""
+FILE_UPLOADS: dict[str, tuple[int, bytes]] = {"/v1/reconciliation-files/": (256 << 20, b"text/csv")}
+"""Routes whose body is a file, by path prefix: the largest body each takes, and its media type."""
 STATIC_PREFIX = "/console/static/"
 # The console's forms are the only bodies that are not JSON.
 FORMS_PREFIX = "/console/"
@@ -67,11 +70,14 @@ class DatabaseUnavailable(DomainError):
 class BodyTooLarge(HTTPException):
     """An HTTP error, so that a route reading its body answers it like the guard does."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_BODY_BYTES) -> None:
         # The rest of the body is never read: the connection cannot carry another request.
-        super().__init__(
-            413, f"the body exceeds {MAX_BODY_BYTES} bytes", headers={"Connection": "close"}
-        )
+        super().__init__(413, f"the body exceeds {limit} bytes", headers={"Connection": "close"})
+
+
+def upload_of(path: str) -> tuple[int, bytes] | None:
+    """The limit and media type of the file upload at `path`, if it is one."""
+    return next((v for prefix, v in FILE_UPLOADS.items() if path.startswith(prefix)), None)
 
 
 def _header(scope: Scope, wanted: bytes) -> bytes | None:
@@ -86,17 +92,17 @@ def _declared_length(scope: Scope) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
-def _not_json(scope: Scope, declared: int | None) -> bool:
-    """A body that is not JSON, where the API expects JSON."""
+def _wrong_type(scope: Scope, declared: int | None, expected: bytes) -> bool:
+    """A body not of the `expected` media type, where the API expects one."""
     if scope["path"].startswith(FORMS_PREFIX):
         return False
     if declared == 0 or (declared is None and _header(scope, b"transfer-encoding") is None):
         return False
     media_type = (_header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
-    return media_type != JSON_TYPE
+    return media_type != expected
 
 
-def _limited(receive: Receive) -> Receive:
+def _limited(receive: Receive, limit: int) -> Receive:
     """`receive`, raising BodyTooLarge once the body passes the limit."""
     size = 0
 
@@ -105,8 +111,8 @@ def _limited(receive: Receive) -> Receive:
         message = await receive()
         if message["type"] == "http.request":
             size += len(message.get("body", b""))
-            if size > MAX_BODY_BYTES:
-                raise BodyTooLarge
+            if size > limit:
+                raise BodyTooLarge(limit)
         return message
 
     return limited
@@ -144,17 +150,18 @@ class Guard:
         send, started = _with_headers(scope, send)
         instance = scope["path"]
         declared = _declared_length(scope)
-        if declared is not None and declared > MAX_BODY_BYTES:
-            await _too_large(BodyTooLarge(), scope, receive, send)
+        limit, expected = upload_of(instance) or (MAX_BODY_BYTES, JSON_TYPE)
+        if declared is not None and declared > limit:
+            await _too_large(BodyTooLarge(limit), scope, receive, send)
             return
-        if _not_json(scope, declared):
+        if _wrong_type(scope, declared, expected):
             response = http_problem(
-                415, "send the body as application/json", instance, {"Connection": "close"}
+                415, f"send the body as {expected.decode()}", instance, {"Connection": "close"}
             )
             await response(scope, receive, send)
             return
         try:
-            await self.app(scope, _limited(receive), send)
+            await self.app(scope, _limited(receive, limit), send)
         except BodyTooLarge as too_large:
             if started[0]:
                 raise

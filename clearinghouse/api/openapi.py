@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from clearinghouse.api.gate import PARTNER_PREFIX
-from clearinghouse.api.guard import MAX_BODY_BYTES
+from clearinghouse.api.guard import JSON_TYPE, MAX_BODY_BYTES, upload_of
 from clearinghouse.api.idempotency import KEY_PATTERN
 from clearinghouse.api.problems import HTTP_PROBLEMS, PROBLEM_JSON
 from clearinghouse.errors import DomainError
@@ -149,13 +149,14 @@ def _problem_responses(path: str, method: str, operation: dict[str, Any]) -> dic
         found["403"] = "The token's user lacks the route's role"
     if "{" in path:
         found["404"] = "Not found, or not the partner's" if partner else "Not found"
+    limit, media_type = upload_of(path) or (MAX_BODY_BYTES, JSON_TYPE)
     if method == "post":
         if partner:
             found["400"] = "Idempotency-Key missing"
         found["409"] = "Conflict with the current state"
-        found["413"] = f"Body over {MAX_BODY_BYTES} bytes"
+        found["413"] = f"Body over {limit} bytes"
     if "requestBody" in operation:
-        found["415"] = "The body is not `application/json`"
+        found["415"] = f"The body is not `{media_type.decode()}`"
     found["422"] = "Invalid request; field errors in `errors`"
     found["429"] = "Too many requests: try again after the Retry-After header's seconds"
     found["503"] = (
