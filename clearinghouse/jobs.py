@@ -28,6 +28,7 @@ from clearinghouse.audit.sealing import SEAL_INTERVAL, seal_all
 from clearinghouse.database import libpq_url
 from partners import auth as partner_auth
 from partners import keys
+from settlement.liability import snapshot_closed_days
 from settlement.netting import settle_due
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ JOBS = (
     Job("purge", 60.0, purge_expired),
     Job("seal", SEAL_INTERVAL.total_seconds(), seal_all),
     Job("settle", 300.0, settle_due),
+    Job("liability", 300.0, snapshot_closed_days),
 )
 
 

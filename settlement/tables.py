@@ -137,3 +137,28 @@ reconciliation_breaks = Table(
         name="break_known",
     ),
 )
+
+# The liability at the end of each closed business day, taken once and never changed.
+liability_snapshots = Table(
+    "liability_snapshots",
+    metadata,
+    Column("business_date", Date, primary_key=True),
+    Column("as_of", DateTime(timezone=True), nullable=False),
+    Column("taken_at", DateTime(timezone=True), nullable=False),
+)
+
+liability_snapshot_issuers = Table(
+    "liability_snapshot_issuers",
+    metadata,
+    Column(
+        "business_date",
+        Date,
+        ForeignKey("liability_snapshots.business_date"),
+        nullable=False,
+    ),
+    # NULL: the coalition's own bonuses.
+    Column("issuer_partner_id", Text, ForeignKey("partners.id")),
+    Column("points", BigInteger, nullable=False),
+    UniqueConstraint("business_date", "issuer_partner_id", postgresql_nulls_not_distinct=True),
+    CheckConstraint("points > 0", name="points_positive"),
+)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -12,15 +13,16 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse.points import referrals
 from clearinghouse.points.lots import check_lots
-from clearinghouse.points.tables import lot_movements
+from clearinghouse.points.tables import lot_movements, point_lots
 from settlement.expiry import expire_lots
-from settlement.liability import liability_history
+from settlement.liability import liability_history, snapshot_closed_days
 from settlement.reports import liability_report
+from settlement.tables import liability_snapshot_issuers
 from tests.settlement.builders import (
     World,
     accrue,
@@ -246,3 +248,139 @@ def test_random_traffic_matches_the_model_and_the_liability_report(world: World)
             assert check_lots(session) == []
 
     check()
+
+
+# --- daily snapshots: closed days are taken once and read from then on ------------------------
+
+
+def recomputed(sessions: sessionmaker[Session], as_of: datetime) -> dict[str, int]:
+    """Outstanding points by issuer at `as_of`, straight from the definition: every lot earned
+    by then and not expired, with its amount and its movements recorded by then."""
+    with sessions() as session:
+        lots = session.execute(select(point_lots)).all()
+        movements = session.execute(select(lot_movements)).all()
+    outstanding: dict[str, int] = defaultdict(int)
+    for lot in lots:
+        if lot.earned_at <= as_of < lot.expires_at:
+            held = lot.amount + sum(
+                m.amount for m in movements if m.lot_id == lot.id and m.recorded_at <= as_of
+            )
+            outstanding[lot.issuer_partner_id or "coalition"] += held
+    return {issuer: points for issuer, points in outstanding.items() if points > 0}
+
+
+def snapshot_rows(sessions: sessionmaker[Session]) -> list[Any]:
+    with sessions() as session:
+        return session.execute(
+            select(liability_snapshot_issuers).order_by(
+                liability_snapshot_issuers.c.business_date,
+                liability_snapshot_issuers.c.issuer_partner_id,
+            )
+        ).all()
+
+
+def some_traffic(world: World) -> tuple[list[str], datetime]:
+    """Two partners' purchases over the last week, spending and refunds; and the instant after."""
+    partners = [world.merchant().id, world.merchant(earn_rate="2").id]
+    member = new_member(world.sessions, partners)
+    start = datetime.now(UTC)
+    for days_ago, which, amount_fen in [(6, 0, 30_000), (4, 1, 12_000), (2, 0, 8_000)]:
+        accrue(
+            world.sessions, partners[which], member, amount_fen, start - timedelta(days=days_ago)
+        )
+    bought = accrue(world.sessions, partners[1], member, 9_000, start)
+    hold = redeem(world.sessions, partners[0], member, 200, 150)
+    refund_redemption(world.sessions, partners[0], hold.id, 50)
+    refund(world.sessions, partners[1], bought.partner_txn_id, 4_000)
+    return partners, datetime.now(UTC)
+
+
+def test_snapshots_hold_what_the_lots_say_at_each_cutoff(world: World) -> None:
+    _, now = some_traffic(world)
+    later = now + timedelta(days=3)
+    first_lot_day = (now - timedelta(days=6)).astimezone(SHANGHAI).date()
+    before = history(world.sessions, 12, later)
+
+    taken = snapshot_closed_days(world.sessions, later)
+
+    today = later.astimezone(SHANGHAI).date()
+    assert taken == [first_lot_day + timedelta(days=n) for n in range((today - first_lot_day).days)]
+    after = history(world.sessions, 12, later)
+    assert after == before
+    assert [d["business_date"] for d in after] == [
+        today - timedelta(days=n) for n in range(11, -1, -1)
+    ]
+    for point in after:
+        assert point["by_issuer"] == recomputed(world.sessions, point["as_of"])
+        assert point["total_points"] == sum(point["by_issuer"].values())
+    assert {d["business_date"] for d in after if d["by_issuer"]} == {
+        first_lot_day + timedelta(days=n) for n in range((today - first_lot_day).days + 1)
+    }
+
+
+def test_a_late_purchase_does_not_rewrite_a_closed_day(world: World) -> None:
+    partner = world.merchant()
+    member = new_member(world.sessions, [partner.id])
+    now = datetime.now(UTC)
+    first = accrue(world.sessions, partner.id, member, 20_000, now - timedelta(days=3))
+    assert snapshot_closed_days(world.sessions, now)
+    taken = snapshot_rows(world.sessions)
+    before = history(world.sessions, 5, now)
+
+    late = accrue(world.sessions, partner.id, member, 10_000, now - timedelta(days=2))
+    after = history(world.sessions, 5, now)
+
+    yesterday = after[-2]
+    # Computed afresh, yesterday would now include the late purchase; its snapshot does not.
+    assert recomputed(world.sessions, yesterday["as_of"]) == {
+        partner.id: first.points + late.points
+    }
+    assert after[:-1] == before[:-1]
+    assert yesterday["by_issuer"] == {partner.id: first.points}
+    assert after[-1]["by_issuer"] == {partner.id: first.points + late.points}
+    assert snapshot_closed_days(world.sessions, now) == []
+    assert snapshot_rows(world.sessions) == taken
+
+
+def test_the_snapshot_job_takes_each_day_once_when_run_twice_or_at_once(world: World) -> None:
+    some_traffic(world)
+    later = datetime.now(UTC) + timedelta(days=2)
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda _: snapshot_closed_days(world.sessions, later), range(2)))
+
+    taken = max(runs, key=len)
+    assert sorted(runs, key=len) == [[], taken]
+    assert len(taken) == 8
+    rows = snapshot_rows(world.sessions)
+    assert {row.business_date for row in rows} == set(taken)
+    assert snapshot_closed_days(world.sessions, later) == []
+    assert snapshot_closed_days(world.sessions, later + timedelta(days=1)) == [
+        taken[-1] + timedelta(days=1)
+    ]
+    assert snapshot_rows(world.sessions)[: len(rows)] == rows
+
+
+def test_a_year_of_history_reads_the_lots_only_for_today(world: World) -> None:
+    partners, now = some_traffic(world)
+    a_year_on = now + timedelta(days=366)
+    assert len(snapshot_closed_days(world.sessions, a_year_on)) == 372
+    engine = world.sessions.kw["bind"]
+    statements: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        days = history(world.sessions, 365, a_year_on)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+    reading_lots = [params for statement, params in statements if "point_lots" in statement]
+    assert len(reading_lots) == 1
+    assert reading_lots[0]["instants"] == [a_year_on]
+    assert len(days) == 365
+    for point in (days[0], days[180], days[-2], days[-1]):
+        assert point["by_issuer"] == recomputed(world.sessions, point["as_of"])
+    assert set(days[0]["by_issuer"]) == set(partners)
