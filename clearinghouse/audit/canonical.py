@@ -4,12 +4,13 @@ so that anyone can recompute a block from exported data alone."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import BigInteger, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from clearinghouse.ledger.tables import accounts, journal_entries, postings
@@ -75,7 +76,8 @@ def encode(entry: EntryRecord) -> bytes:
 
 def load_entries(session: Session, entry_ids: Sequence[int]) -> list[EntryRecord]:
     """The entries with these ids, in id order, with their postings."""
-    return _load(session, journal_entries.c.id.in_(list(entry_ids)))
+    ids = bindparam("entry_ids", list(entry_ids), type_=ARRAY(BigInteger))
+    return _load(session, journal_entries.c.id == any_(ids))
 
 
 def entries_recorded(session: Session, start: datetime, end: datetime) -> list[EntryRecord]:
@@ -85,17 +87,44 @@ def entries_recorded(session: Session, start: datetime, end: datetime) -> list[E
     )
 
 
-def _load(session: Session, condition: Any) -> list[EntryRecord]:
+def entries_in_batches(
+    session: Session,
+    condition: Any,
+    *,
+    after: int | None = None,
+    size: int,
+    limit: int | None = None,
+) -> Iterator[list[EntryRecord]]:
+    """The entries matching `condition` with ids above `after`, in id order, `size` at a time
+    and `limit` in all (if given): each batch is read by keyset (ids above the previous batch's
+    last), so that no more than `size` entries are ever held, whatever the journal's size."""
+    left = limit
+    while left is None or left > 0:
+        wanted = size if left is None else min(size, left)
+        where = condition if after is None else condition & (journal_entries.c.id > after)
+        batch = _load(session, where, limit=wanted)
+        if batch:
+            yield batch
+        if len(batch) < wanted:
+            return
+        after = batch[-1].id
+        if left is not None:
+            left -= len(batch)
+
+
+def _load(session: Session, condition: Any, limit: int | None = None) -> list[EntryRecord]:
     heads = session.execute(
-        select(journal_entries).where(condition).order_by(journal_entries.c.id)
+        select(journal_entries).where(condition).order_by(journal_entries.c.id).limit(limit)
     ).all()
     if not heads:
         return []
     legs: dict[int, list[tuple[str, str, int]]] = {}
+    # One array parameter, however many entries: a statement holds at most 65,535 parameters.
+    ids = bindparam("ids", [h.id for h in heads], type_=ARRAY(BigInteger))
     rows: Iterable[Any] = session.execute(
         select(postings.c.entry_id, accounts.c.address, postings.c.asset, postings.c.amount)
         .join(accounts, accounts.c.id == postings.c.account_id)
-        .where(postings.c.entry_id.in_([h.id for h in heads]))
+        .where(postings.c.entry_id == any_(ids))
         .order_by(postings.c.id)
     )
     for row in rows:

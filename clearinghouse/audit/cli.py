@@ -12,7 +12,7 @@ import typer
 from sqlalchemy import text
 
 from clearinghouse.audit import sealing, verify
-from clearinghouse.audit.exports import export_journal, record_file
+from clearinghouse.audit.exports import ExportError, Progress
 from clearinghouse.cli_support import fail, sessions, transaction
 
 audit_app = typer.Typer(no_args_is_help=True)
@@ -112,17 +112,31 @@ def prove(
 def export(
     start: Annotated[datetime, typer.Option("--from", help="Recorded at or after (ISO 8601).")],
     end: Annotated[datetime, typer.Option("--to", help="Recorded before (ISO 8601).")],
-    out: Annotated[Path, typer.Option(help="A new folder for the export.")],
+    out: Annotated[
+        Path, typer.Option(help="A new folder, or one holding an unfinished export to continue.")
+    ],
+    max_entries: Annotated[
+        int | None,
+        typer.Option(min=1, help="Stop after this many entries; the same command continues."),
+    ] = None,
 ) -> None:
-    """Write entries, CSV, beancount, seals and a manifest of digests for a date range."""
+    """Write entries, CSV, beancount, seals and a manifest of digests for a date range, a batch
+    at a time; an interrupted or partial export continues from its last entry."""
     if start.tzinfo is None or end.tzinfo is None:
         raise fail("--from and --to need a time zone offset")
     with transaction() as session:
         # One snapshot: the files and the seals describe the same journal.
         session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
-        manifest = export_journal(session, start, end, out)
-        verify.write_seals(session, out)
-        manifest = record_file(out, verify.SEALS_FILE)
+        try:
+            done = verify.export_sealed(session, start, end, out, max_entries=max_entries)
+        except (ExportError, FileExistsError) as exc:
+            raise fail(str(exc)) from exc
+    if isinstance(done, Progress):
+        typer.echo(
+            f"exported {done.entries} entries to {out} so far, up to entry {done.cursor}; "
+            "run the same command again to continue"
+        )
+        return
     typer.echo(
-        f"exported {manifest.counts.entries} entries to {out}; digests in {out / 'manifest.json'}"
+        f"exported {done.counts.entries} entries to {out}; digests in {out / 'manifest.json'}"
     )

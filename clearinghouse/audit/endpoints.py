@@ -4,25 +4,29 @@ under the read-only database role."""
 from __future__ import annotations
 
 import io
+import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from clearinghouse import ledger
 from clearinghouse.api.deps import Auditor, AuditSession
 from clearinghouse.api.schemas import BIGINT_MAX, Instant, ResponseModel, RowId
 from clearinghouse.audit import queries, sealing
-from clearinghouse.audit.exports import export_journal, record_file
 from clearinghouse.audit.queries import EntryFilter, EntryNotFound
-from clearinghouse.audit.verify import SEALS_FILE, write_seals
+from clearinghouse.audit.verify import export_sealed
 from clearinghouse.errors import InvalidRequest
 
 router = APIRouter(prefix="/audit", tags=["audit"])
+
+_CHUNK = 1 << 20
 
 InstantQuery = Annotated[Instant | None, Query(description="ISO 8601 instant with its offset.")]
 
@@ -208,6 +212,46 @@ def proof(entry_id: RowId, session: AuditSession, auditor: Auditor) -> ProofOut:
     return ProofOut.model_validate(found.as_json())
 
 
+class _Chunks(io.RawIOBase):
+    """Where the zip is written, a chunk at a time, until the answer takes it: with no seeking,
+    zipfile writes each member's sizes after its data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._data += data
+        return len(data)
+
+    def take(self) -> bytes:
+        taken = bytes(self._data)
+        self._data.clear()
+        return taken
+
+
+def _zipped(folder: Path, tmp: Path) -> Iterator[bytes]:
+    """The files of `folder` as a zip, read and compressed a chunk at a time; `tmp` is removed
+    once the answer is sent (or abandoned)."""
+    try:
+        sink = _Chunks()
+        with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(folder.iterdir()):
+                member = zipfile.ZipInfo.from_file(path, path.name)
+                member.compress_type = zipfile.ZIP_DEFLATED
+                with path.open("rb") as source, archive.open(member, "w") as target:
+                    while chunk := source.read(_CHUNK):
+                        target.write(chunk)
+                        if taken := sink.take():
+                            yield taken
+        yield sink.take()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @router.get(
     "/export",
     summary="The journal recorded in [from, to) as a zip: entries, CSV, beancount, seals, manifest",
@@ -219,23 +263,22 @@ def export(
     auditor: Auditor,
     recorded_from: Annotated[Instant, Query(alias="from")],
     recorded_to: Annotated[Instant, Query(alias="to")],
-) -> Response:
+) -> StreamingResponse:
     if recorded_to < recorded_from:
         raise InvalidRequest(
             "to must not be before from",
             errors=[{"field": "query.to", "message": "must not be before from"}],
         )
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "export"
-        export_journal(session, recorded_from, recorded_to, folder)
-        write_seals(session, folder)
-        record_file(folder, SEALS_FILE)
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for path in sorted(folder.iterdir()):
-                archive.write(path, path.name)
-    return Response(
-        buffer.getvalue(),
+    # Written to disk a batch at a time in the request's snapshot, then streamed from there:
+    # memory stays flat whatever the range.
+    tmp = Path(tempfile.mkdtemp(prefix="journal-export-"))
+    try:
+        export_sealed(session, recorded_from, recorded_to, tmp / "export")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return StreamingResponse(
+        _zipped(tmp / "export", tmp),
         media_type="application/zip",
         headers={"Content-Disposition": 'attachment; filename="journal-export.zip"'},
     )

@@ -9,6 +9,18 @@ Files (all UTF-8, "\\n" line ends):
 - `journal.beancount`: the same entries as a beancount ledger that `bean-check` accepts.
 - `manifest.json`: the range, counts, first and last entry id, and each file's size and SHA-256.
 
+Streamed, and resumable
+-----------------------
+Entries are read `BATCH_SIZE` at a time by keyset (ids above the last one written) and each
+batch is appended to the three files before the next is read, so an export holds one batch in
+memory whatever the range. After each batch, `progress.json` records the cursor (the last entry
+id written), the counts so far and each file's length. An export interrupted, or stopped on
+purpose after `max_entries` (`export_part`), is continued by running it again on the same
+folder and range: the files are cut back to the recorded lengths and the entries after the
+cursor follow. Once the last batch is written, the accounts close the beancount file, the
+manifest is written and `progress.json` removed: the files are byte for byte those of an export
+made at once.
+
 The beancount ledger
 --------------------
 Every account lives under `Assets` (our balances are signed) and is opened on the start date
@@ -19,12 +31,15 @@ origin, narration its kind, and metadata `entry_id`, `kind`, `origin`, `idempote
 the ledger's integers in each asset's unit (PTS: points; CNY: fen), without cost, so booking
 never comes into play.
 
-A range that does not start at the beginning of the journal begins, on the start date, with one
-"opening balances" transaction per asset that brings every exported account to its balance as
-of `start`, against `Equity:Opening-Balances`. On the day after `end`'s date, a `balance`
-assertion for every exported account states its balance from the postings recorded before
-`end`, as the database sums them: `bean-check` thereby recomputes every balance from the
-exported transactions and compares.
+The transactions come first, in id order; then, asset by asset, the commodity, each account's
+`open` and closing `balance` assertion, and the asset's opening transaction (beancount orders
+directives by date, not by their place in the file). A range that does not start at the
+beginning of the journal has, on the start date, one "opening balances" transaction per asset
+that brings every exported account to its balance as of `start`, against
+`Equity:Opening-Balances`. On the day after `end`'s date, a `balance` assertion for every
+exported account states its balance from the postings recorded before `end`, as the database
+sums them: `bean-check` thereby recomputes every balance from the exported transactions and
+compares.
 
 Account names
 -------------
@@ -50,32 +65,38 @@ alone) or else lower-case the first letter if a later letter is lower case; undo
 Commodities are the asset codes, except that a code ending in `_`, which beancount refuses, gets
 `-X` appended (asset codes never contain `-`).
 
-Consistency: the entries and the balances are read with separate statements. Run the export in a
-REPEATABLE READ transaction, or on a range that ended some seconds ago (entries still being
-committed carry earlier `recorded_at` times); if the journal moved between the reads so that
-the files would disagree, `export_journal` raises `ExportInconsistent` and writes nothing.
+Consistency: the entries and the balances are read with separate statements (and an export in
+parts, in separate transactions). Run the export in a REPEATABLE READ transaction, or on a range
+that ended some seconds ago (entries still being committed carry earlier `recorded_at` times).
+The balances' statement also counts the postings recorded in the range; the journal being
+append-only, the same count as the postings written means the same postings. If they differ,
+the journal moved between the reads, and the export raises `ExportInconsistent` and takes back
+what it wrote.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
+import itertools
 import json
+import os
 import re
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Text, any_, bindparam, func, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from clearinghouse.audit.canonical import EntryRecord, encode, entries_recorded, instant_text
+from clearinghouse.audit.canonical import EntryRecord, encode, entries_in_batches, instant_text
 from clearinghouse.config import get_settings
 from clearinghouse.ledger.tables import ADDRESS_PATTERN, accounts, journal_entries, postings
 
@@ -83,6 +104,7 @@ ENTRIES_FILE = "entries.jsonl"
 CSV_FILE = "journal.csv"
 BEANCOUNT_FILE = "journal.beancount"
 MANIFEST_FILE = "manifest.json"
+PROGRESS_FILE = "progress.json"
 DATA_FILES = (ENTRIES_FILE, CSV_FILE, BEANCOUNT_FILE)
 
 CSV_COLUMNS = (
@@ -98,6 +120,10 @@ CSV_COLUMNS = (
     "amount",
     "metadata",
 )
+
+# Entries read, and written, at a time: what an export holds in memory.
+BATCH_SIZE = 5000
+_CHUNK = 1 << 20
 
 ROOT = "Assets"
 OPENING_ACCOUNT = "Equity:Opening-Balances"
@@ -205,7 +231,7 @@ def commodity_to_asset(commodity: str) -> str:
     return asset
 
 
-# The manifest
+# The manifest, and the progress of an unfinished export
 
 
 @dataclass(frozen=True)
@@ -216,6 +242,17 @@ class FileDigest:
     @classmethod
     def of(cls, data: bytes) -> FileDigest:
         return cls(len(data), hashlib.sha256(data).hexdigest())
+
+    @classmethod
+    def of_file(cls, path: Path) -> FileDigest:
+        """Read a chunk at a time: an export's files can be far larger than memory."""
+        digest = hashlib.sha256()
+        size = 0
+        with path.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        return cls(size, digest.hexdigest())
 
 
 @dataclass(frozen=True)
@@ -278,6 +315,54 @@ class Manifest:
         return cls.from_json(json.loads((out_dir / MANIFEST_FILE).read_bytes()))
 
 
+@dataclass(frozen=True)
+class Progress:
+    """What `progress.json` says while an export is unfinished: the last entry id written (the
+    cursor to continue after), the counts so far, and each data file's length up to that entry
+    (anything written after it, by a run that was interrupted, is cut off before continuing)."""
+
+    start: datetime
+    end: datetime
+    timezone: str
+    cursor: int | None
+    first_entry_id: int | None
+    entries: int
+    postings: int
+    sizes: dict[str, int]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "start": instant_text(self.start),
+            "end": instant_text(self.end),
+            "timezone": self.timezone,
+            "cursor": self.cursor,
+            "first_entry_id": self.first_entry_id,
+            "entries": self.entries,
+            "postings": self.postings,
+            "sizes": dict(sorted(self.sizes.items())),
+        }
+
+    @classmethod
+    def read(cls, out_dir: Path) -> Progress:
+        data = json.loads((out_dir / PROGRESS_FILE).read_bytes())
+        return cls(
+            start=datetime.fromisoformat(data["start"]),
+            end=datetime.fromisoformat(data["end"]),
+            timezone=str(data["timezone"]),
+            cursor=data["cursor"],
+            first_entry_id=data["first_entry_id"],
+            entries=int(data["entries"]),
+            postings=int(data["postings"]),
+            sizes={str(name): int(size) for name, size in data["sizes"].items()},
+        )
+
+    def write(self, out_dir: Path) -> None:
+        # Replaced whole, so that an interruption leaves the old progress or the new one.
+        pending = out_dir / (PROGRESS_FILE + ".new")
+        pending.write_text(json.dumps(self.as_json(), sort_keys=True, indent=2) + "\n")
+        pending.replace(out_dir / PROGRESS_FILE)
+
+
 # The export
 
 
@@ -288,51 +373,154 @@ def export_journal(
     out_dir: Path,
     *,
     zone: ZoneInfo | None = None,
+    batch_size: int = BATCH_SIZE,
 ) -> Manifest:
-    """Write the entries recorded in [start, end) into `out_dir` (created if missing; an existing
-    folder must be empty) and return the manifest. `zone` defaults to the coalition's."""
+    """Write the entries recorded in [start, end) into `out_dir`, or what is left of an
+    unfinished export there, and return the manifest (see `export_part`)."""
+    done = export_part(session, start, end, out_dir, zone=zone, batch_size=batch_size)
+    assert isinstance(done, Manifest)  # only a part given max_entries stops early
+    return done
+
+
+def export_part(
+    session: Session,
+    start: datetime,
+    end: datetime,
+    out_dir: Path,
+    *,
+    max_entries: int | None = None,
+    zone: ZoneInfo | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> Manifest | Progress:
+    """Write the entries recorded in [start, end) into `out_dir`, `batch_size` at a time, each
+    batch appended to the files as it is read. `out_dir` is created if missing; an existing
+    folder must be empty, or hold an unfinished export of the same range and zone, which is
+    continued after its last entry. With `max_entries`, stop after writing that many and return
+    the progress; otherwise (or when fewer were left) finish: the accounts' balances close the
+    beancount file, and the manifest is written and returned. `zone` defaults to the
+    coalition's."""
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("start and end must carry a time zone")
     if end < start:
         raise ValueError("end must not be before start")
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise FileExistsError(f"{out_dir} exists and is not a folder")
+    zone = zone or get_settings().zone
+    created = not out_dir.exists()
+    progress = _resume_point(out_dir, start, end, zone)
+    if progress is None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        heads = {
+            ENTRIES_FILE: b"",
+            CSV_FILE: _csv_rows([CSV_COLUMNS]),
+            BEANCOUNT_FILE: _beancount_head(start, end, zone),
+        }
+        for name, data in heads.items():
+            (out_dir / name).write_bytes(data)
+        progress = Progress(
+            start, end, zone.key, None, None, 0, 0, {n: len(d) for n, d in heads.items()}
+        )
+        progress.write(out_dir)
+    try:
+        progress, stopped = _write_entries(
+            session, out_dir, progress, zone, max_entries, batch_size
+        )
+        return progress if stopped else _finish(session, out_dir, progress, zone)
+    except ExportInconsistent:
+        _remove(out_dir, created)
+        raise
+
+
+def _resume_point(out_dir: Path, start: datetime, end: datetime, zone: ZoneInfo) -> Progress | None:
+    """The progress of the unfinished export in `out_dir`, its files cut back to it; None for a
+    folder that is missing or empty."""
+    if not out_dir.exists():
+        return None
+    if not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} exists and is not a folder")
+    if not (out_dir / PROGRESS_FILE).exists():
         if any(out_dir.iterdir()):
             raise FileExistsError(f"{out_dir} is not empty")
-    zone = zone or get_settings().zone
+        return None
+    progress = Progress.read(out_dir)
+    if (progress.start, progress.end, progress.timezone) != (start, end, zone.key):
+        raise ExportError(
+            f"{out_dir} holds an unfinished export of [{instant_text(progress.start)}, "
+            f"{instant_text(progress.end)}) in {progress.timezone}, not of this range"
+        )
+    for name, size in progress.sizes.items():
+        with (out_dir / name).open("r+b") as f:
+            if f.seek(0, os.SEEK_END) < size:
+                raise ExportError(f"{out_dir / name} is shorter than its progress says")
+            f.truncate(size)
+    return progress
 
-    entries = entries_recorded(session, start, end)
-    assets_of: dict[str, str] = {}
-    for entry in entries:
-        for address, asset, _ in entry.postings:
-            assets_of.setdefault(address, asset)
-    opening, closing = _balances(session, sorted(assets_of), start, end)
-    _check_consistent(entries, assets_of, opening, closing)
 
-    contents = {
-        ENTRIES_FILE: b"".join(encode(entry) + b"\n" for entry in entries),
-        CSV_FILE: _csv(entries),
-        BEANCOUNT_FILE: _beancount(entries, assets_of, opening, closing, start, end, zone),
-    }
-    manifest = Manifest(
-        start=start,
-        end=end,
-        timezone=zone.key,
-        counts=Counts(
-            entries=len(entries),
-            postings=sum(len(entry.postings) for entry in entries),
-            accounts=len(assets_of),
-        ),
-        first_entry_id=entries[0].id if entries else None,
-        last_entry_id=entries[-1].id if entries else None,
-        files={name: FileDigest.of(data) for name, data in contents.items()},
+def _write_entries(
+    session: Session,
+    out_dir: Path,
+    progress: Progress,
+    zone: ZoneInfo,
+    max_entries: int | None,
+    batch_size: int,
+) -> tuple[Progress, bool]:
+    """Append the entries after the cursor, a batch at a time, recording the progress after
+    each; also whether `max_entries` stopped it."""
+    in_range = (journal_entries.c.recorded_at >= progress.start) & (
+        journal_entries.c.recorded_at < progress.end
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, data in contents.items():
-        (out_dir / name).write_bytes(data)
+    written = 0
+    with contextlib.ExitStack() as stack:
+        files = {name: stack.enter_context((out_dir / name).open("ab")) for name in DATA_FILES}
+        for batch in entries_in_batches(
+            session, in_range, after=progress.cursor, size=batch_size, limit=max_entries
+        ):
+            files[ENTRIES_FILE].write(b"".join(encode(entry) + b"\n" for entry in batch))
+            files[CSV_FILE].write(_csv_rows(row for entry in batch for row in _csv_entry(entry)))
+            files[BEANCOUNT_FILE].write(b"".join(_beancount_entry(entry, zone) for entry in batch))
+            for f in files.values():
+                f.flush()
+            written += len(batch)
+            progress = replace(
+                progress,
+                cursor=batch[-1].id,
+                first_entry_id=progress.first_entry_id or batch[0].id,
+                entries=progress.entries + len(batch),
+                postings=progress.postings + sum(len(entry.postings) for entry in batch),
+                sizes={name: f.tell() for name, f in files.items()},
+            )
+            progress.write(out_dir)
+    return progress, max_entries is not None and written == max_entries
+
+
+def _finish(session: Session, out_dir: Path, progress: Progress, zone: ZoneInfo) -> Manifest:
+    with (out_dir / BEANCOUNT_FILE).open("ab") as out:
+        accounts_count, moved = _write_accounts(session, out, progress.start, progress.end, zone)
+    if moved != progress.postings:
+        # The journal is append-only: the same number means the same postings.
+        raise ExportInconsistent(
+            f"the journal changed during the export ({progress.postings} postings written, "
+            f"{moved} recorded in the range): export in a REPEATABLE READ transaction or a "
+            "range that ended earlier"
+        )
+    manifest = Manifest(
+        start=progress.start,
+        end=progress.end,
+        timezone=progress.timezone,
+        counts=Counts(progress.entries, progress.postings, accounts_count),
+        first_entry_id=progress.first_entry_id,
+        last_entry_id=progress.cursor,
+        files={name: FileDigest.of_file(out_dir / name) for name in DATA_FILES},
+    )
     (out_dir / MANIFEST_FILE).write_bytes(manifest.encode())
+    (out_dir / PROGRESS_FILE).unlink()
     return manifest
+
+
+def _remove(out_dir: Path, created: bool) -> None:
+    """Take back what the export wrote."""
+    for name in (*DATA_FILES, PROGRESS_FILE, PROGRESS_FILE + ".new"):
+        (out_dir / name).unlink(missing_ok=True)
+    if created:
+        out_dir.rmdir()
 
 
 def record_file(out_dir: Path, name: str) -> Manifest:
@@ -340,16 +528,7 @@ def record_file(out_dir: Path, name: str) -> Manifest:
     if name == MANIFEST_FILE or "/" in name or name in ("", ".", ".."):
         raise ValueError(f"cannot record {name!r} in the manifest")
     manifest = Manifest.read(out_dir)
-    files = {**manifest.files, name: FileDigest.of((out_dir / name).read_bytes())}
-    updated = Manifest(
-        manifest.start,
-        manifest.end,
-        manifest.timezone,
-        manifest.counts,
-        manifest.first_entry_id,
-        manifest.last_entry_id,
-        files,
-    )
+    updated = replace(manifest, files={**manifest.files, name: FileDigest.of_file(out_dir / name)})
     (out_dir / MANIFEST_FILE).write_bytes(updated.encode())
     return updated
 
@@ -360,6 +539,8 @@ def verify_manifest(out_dir: Path) -> list[str]:
     try:
         manifest = Manifest.read(out_dir)
     except FileNotFoundError:
+        if (out_dir / PROGRESS_FILE).exists():
+            return [f"{MANIFEST_FILE}: missing; the export is unfinished: run it again to continue"]
         return [f"{MANIFEST_FILE}: missing"]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         return [f"{MANIFEST_FILE}: unreadable ({exc})"]
@@ -369,7 +550,7 @@ def verify_manifest(out_dir: Path) -> list[str]:
         if not path.is_file():
             problems.append(f"{name}: missing")
             continue
-        actual = FileDigest.of(path.read_bytes())
+        actual = FileDigest.of_file(path)
         if actual.size != expected.size:
             problems.append(f"{name}: {actual.size} bytes, manifest says {expected.size}")
         if actual.sha256 != expected.sha256:
@@ -381,57 +562,33 @@ def verify_manifest(out_dir: Path) -> list[str]:
     return problems
 
 
-# Reading balances
+# Reading the accounts
 
 
-def _balances(
-    session: Session, addresses: list[str], start: datetime, end: datetime
-) -> tuple[dict[str, int], dict[str, int]]:
-    """Each account's balance from the postings of entries recorded before `start`, and before
-    `end`, in one statement (one snapshot)."""
-    if not addresses:
-        return {}, {}
-    wanted = bindparam("addresses", addresses, type_=ARRAY(Text))
-    before_start = journal_entries.c.recorded_at < start
-    rows = session.execute(
+def _accounts(session: Session, start: datetime, end: datetime) -> Iterable[Any]:
+    """Each account that entries recorded in [start, end) touch, by asset and address, with its
+    balance from the postings recorded before `start` (opening) and before `end` (closing), and
+    its number of postings in the range: one statement (one snapshot), read in batches."""
+    moved = postings.alias("moved")
+    touched = select(moved.c.account_id).where(
+        moved.c.recorded_at >= start, moved.c.recorded_at < end
+    )
+    query = (
         select(
+            accounts.c.asset,
             accounts.c.address,
-            func.coalesce(func.sum(postings.c.amount).filter(before_start), 0).label("opening"),
+            func.coalesce(
+                func.sum(postings.c.amount).filter(postings.c.recorded_at < start), 0
+            ).label("opening"),
             func.coalesce(func.sum(postings.c.amount), 0).label("closing"),
+            func.count().filter(postings.c.recorded_at >= start).label("moves"),
         )
-        .select_from(
-            postings.join(accounts, accounts.c.id == postings.c.account_id).join(
-                journal_entries, journal_entries.c.id == postings.c.entry_id
-            )
-        )
-        .where(accounts.c.address == any_(wanted), journal_entries.c.recorded_at < end)
-        .group_by(accounts.c.address)
-    ).all()
-    opening = {address: 0 for address in addresses}
-    closing = dict(opening)
-    for row in rows:
-        opening[row.address] = int(row.opening)
-        closing[row.address] = int(row.closing)
-    return opening, closing
-
-
-def _check_consistent(
-    entries: list[EntryRecord],
-    assets_of: Mapping[str, str],
-    opening: Mapping[str, int],
-    closing: Mapping[str, int],
-) -> None:
-    moved: dict[str, int] = defaultdict(int)
-    for entry in entries:
-        for address, _, amount in entry.postings:
-            moved[address] += amount
-    drifted = sorted(a for a in assets_of if opening[a] + moved[a] != closing[a])
-    if drifted:
-        raise ExportInconsistent(
-            "the journal changed during the export (accounts "
-            + ", ".join(drifted[:5])
-            + "): export in a REPEATABLE READ transaction or a range that ended earlier"
-        )
+        .select_from(postings.join(accounts, accounts.c.id == postings.c.account_id))
+        .where(postings.c.recorded_at < end, postings.c.account_id.in_(touched))
+        .group_by(accounts.c.asset, accounts.c.address)
+        .order_by(accounts.c.asset, accounts.c.address)
+    )
+    return session.execute(query, execution_options={"yield_per": BATCH_SIZE})
 
 
 # Writing the files
@@ -441,24 +598,24 @@ def _compact(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _csv(entries: Iterable[EntryRecord]) -> bytes:
+def _csv_rows(rows: Iterable[Sequence[object]]) -> bytes:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for entry in entries:
-        head = (
-            entry.id,
-            instant_text(entry.recorded_at),
-            instant_text(entry.occurred_at),
-            entry.kind,
-            entry.origin,
-            entry.idempotency_key,
-            "" if entry.reverses_id is None else entry.reverses_id,
-        )
-        metadata = _compact(entry.metadata)
-        for address, asset, amount in entry.postings:
-            writer.writerow((*head, address, asset, amount, metadata))
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
     return buffer.getvalue().encode()
+
+
+def _csv_entry(entry: EntryRecord) -> list[tuple[object, ...]]:
+    head = (
+        entry.id,
+        instant_text(entry.recorded_at),
+        instant_text(entry.occurred_at),
+        entry.kind,
+        entry.origin,
+        entry.idempotency_key,
+        "" if entry.reverses_id is None else entry.reverses_id,
+    )
+    metadata = _compact(entry.metadata)
+    return [(*head, address, asset, amount, metadata) for address, asset, amount in entry.postings]
 
 
 def _quote(text: str) -> str:
@@ -473,86 +630,88 @@ def _quote(text: str) -> str:
     return f'"{escaped}"'
 
 
-def _posting(account: str, amount: int, commodity: str, width: int) -> str:
-    return f"  {account.ljust(width)}  {amount} {commodity}"
+def _posting(account: str, amount: int, commodity: str) -> str:
+    return f"  {account}  {amount} {commodity}\n"
 
 
-def _beancount(
-    entries: list[EntryRecord],
-    assets_of: Mapping[str, str],
-    opening: Mapping[str, int],
-    closing: Mapping[str, int],
-    start: datetime,
-    end: datetime,
-    zone: ZoneInfo,
-) -> bytes:
-    def day(instant: datetime) -> date:
-        return instant.astimezone(zone).date()
+def _day(instant: datetime, zone: ZoneInfo) -> date:
+    return instant.astimezone(zone).date()
 
-    first_day = day(start)
-    names = {address: address_to_account(address) for address in assets_of}
-    width = max([len(OPENING_ACCOUNT), *(len(n) for n in names.values())])
-    assets = sorted(set(assets_of.values()))
+
+def _beancount_head(start: datetime, end: datetime, zone: ZoneInfo) -> bytes:
     lines = [
         "; Journal export of the coalition clearing house.",
         f"; Entries recorded in [{instant_text(start)}, {instant_text(end)}), dated in {zone.key}.",
         "; Amounts are integers in each asset's unit (PTS: points, CNY: fen). Account names and",
         "; commodities map to ledger addresses and assets as documented in",
         "; clearinghouse/audit/exports.py; each account's `address` metadata gives it too.",
+        "; The transactions come first; each asset's accounts, opening balances and closing",
+        "; balance assertions follow them.",
         f'option "title" {_quote("Clearing house journal " + instant_text(start))}',
         f'option "operating_currency" "{OPERATING_CURRENCY}"',
         "",
     ]
-    lines += [f"{first_day} commodity {asset_to_commodity(asset)}" for asset in assets]
-    if assets:
-        lines.append("")
+    return "".join(line + "\n" for line in lines).encode()
 
-    openings = {a: opening[a] for a in sorted(assets_of) if opening[a] != 0}
-    for address in sorted(assets_of):
-        lines.append(f"{first_day} open {names[address]} {asset_to_commodity(assets_of[address])}")
-        lines.append(f"  address: {_quote(address)}")
-    if openings:
-        lines.append(f"{first_day} open {OPENING_ACCOUNT}")
-    if assets_of:
-        lines.append("")
 
-    for asset in assets:
+def _beancount_entry(entry: EntryRecord, zone: ZoneInfo) -> bytes:
+    lines = [
+        f"{_day(entry.recorded_at, zone)} * {_quote(entry.origin)} {_quote(entry.kind)}",
+        f"  entry_id: {entry.id}",
+        f"  kind: {_quote(entry.kind)}",
+        f"  origin: {_quote(entry.origin)}",
+        f"  idempotency_key: {_quote(entry.idempotency_key)}",
+        f"  occurred_at: {_quote(instant_text(entry.occurred_at))}",
+        f"  recorded_at: {_quote(instant_text(entry.recorded_at))}",
+    ]
+    if entry.metadata:
+        lines.append(f"  metadata: {_quote(_compact(entry.metadata))}")
+    if entry.reverses_id is not None:
+        lines.append(f"  reverses_id: {entry.reverses_id}")
+    text = "".join(line + "\n" for line in lines) + "".join(
+        _posting(address_to_account(address), amount, asset_to_commodity(asset))
+        for address, asset, amount in entry.postings
+    )
+    return (text + "\n").encode()
+
+
+def _write_accounts(
+    session: Session, out: BinaryIO, start: datetime, end: datetime, zone: ZoneInfo
+) -> tuple[int, int]:
+    """Per asset: its commodity, each account's opening and closing balance assertion, and one
+    transaction that opens them at their balances as of `start` (its legs kept in a temporary
+    file, so that any number of accounts fits). Returns the number of accounts and of their
+    postings in the range."""
+    first_day = _day(start, zone)
+    closing_day = _day(end, zone) + timedelta(days=1)
+    count = moved = 0
+    opened_any = False
+    for asset, rows in itertools.groupby(_accounts(session, start, end), key=lambda r: r.asset):
         commodity = asset_to_commodity(asset)
-        legs = {a: n for a, n in openings.items() if assets_of[a] == asset}
-        if not legs:
-            continue
-        lines.append(
-            f'{first_day} * "opening balances" {_quote(asset + " as of " + instant_text(start))}'
-        )
-        lines += [_posting(names[a], n, commodity, width) for a, n in legs.items()]
-        total = sum(legs.values())
-        if total:
-            lines.append(_posting(OPENING_ACCOUNT, -total, commodity, width))
-        lines.append("")
-
-    for entry in entries:
-        lines.append(f"{day(entry.recorded_at)} * {_quote(entry.origin)} {_quote(entry.kind)}")
-        lines.append(f"  entry_id: {entry.id}")
-        lines.append(f"  kind: {_quote(entry.kind)}")
-        lines.append(f"  origin: {_quote(entry.origin)}")
-        lines.append(f"  idempotency_key: {_quote(entry.idempotency_key)}")
-        lines.append(f"  occurred_at: {_quote(instant_text(entry.occurred_at))}")
-        lines.append(f"  recorded_at: {_quote(instant_text(entry.recorded_at))}")
-        if entry.metadata:
-            lines.append(f"  metadata: {_quote(_compact(entry.metadata))}")
-        if entry.reverses_id is not None:
-            lines.append(f"  reverses_id: {entry.reverses_id}")
-        lines += [
-            _posting(names[address], amount, asset_to_commodity(asset), width)
-            for address, asset, amount in entry.postings
-        ]
-        lines.append("")
-
-    if assets_of:
-        closing_day = day(end) + timedelta(days=1)
-        lines += [
-            f"{closing_day} balance {names[a].ljust(width)}  {closing[a]} "
-            f"{asset_to_commodity(assets_of[a])}"
-            for a in sorted(assets_of)
-        ]
-    return ("\n".join(lines).rstrip("\n") + "\n").encode()
+        out.write(f"{first_day} commodity {commodity}\n".encode())
+        total = 0
+        with tempfile.TemporaryFile() as legs:
+            for row in rows:
+                name = address_to_account(row.address)
+                out.write(
+                    f"{first_day} open {name} {commodity}\n  address: {_quote(row.address)}\n"
+                    f"{closing_day} balance {name}  {int(row.closing)} {commodity}\n".encode()
+                )
+                if row.opening:
+                    legs.write(_posting(name, int(row.opening), commodity).encode())
+                    total += int(row.opening)
+                count += 1
+                moved += int(row.moves)
+            out.write(b"\n")
+            if legs.tell():
+                opened_any = True
+                title = _quote(asset + " as of " + instant_text(start))
+                out.write(f'{first_day} * "opening balances" {title}\n'.encode())
+                legs.seek(0)
+                shutil.copyfileobj(legs, out)
+                if total:
+                    out.write(_posting(OPENING_ACCOUNT, -total, commodity).encode())
+                out.write(b"\n")
+    if opened_any:
+        out.write(f"{first_day} open {OPENING_ACCOUNT}\n".encode())
+    return count, moved

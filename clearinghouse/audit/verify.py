@@ -9,8 +9,9 @@ sealed long ago are a failure: sealing stopped, or the seals were removed."""
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,8 +21,15 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from clearinghouse.audit import sealing
-from clearinghouse.audit.canonical import EntryRecord, encode, load_entries
-from clearinghouse.audit.exports import verify_manifest
+from clearinghouse.audit.canonical import EntryRecord, encode, entries_in_batches, load_entries
+from clearinghouse.audit.exports import (
+    ENTRIES_FILE,
+    Manifest,
+    Progress,
+    export_part,
+    record_file,
+    verify_manifest,
+)
 from clearinghouse.audit.sealing import (
     BACKDATE_TOLERANCE,
     GENESIS,
@@ -96,17 +104,26 @@ class Verdict:
     oldest_unsealed: EntryRecord | None = None
 
 
+BATCH_SIZE = 5000
+"""Entries read at a time from the database: what verification holds in memory."""
+
+SourceBlock = tuple[SealedBlock, Mapping[int, EntryRecord]]
+"""A block, and the source's entries among those it seals (or more)."""
+
+
 def judge(
-    blocks: list[SealedBlock],
-    entries: dict[int, EntryRecord],
+    blocks: Iterable[SourceBlock],
+    unsealed: Iterable[EntryRecord],
     window: tuple[datetime, datetime] | None = None,
     digest: str | None = None,
     now: datetime | None = None,
 ) -> Verdict:
-    """`entries` are what the source holds; with a `window`, only entries recorded in it are
-    expected (an export of a date range); without one, all of them (the database). `digest`
-    must be the hash of one of the blocks (ValueError if it is no block hash at all). Entries
-    unsealed though recorded OVERDUE_AFTER before `now` are a problem."""
+    """`blocks` in chain order, each with what the source holds of its entries; `unsealed` the
+    source's entries that no block seals, read once the blocks are. Both are consumed as they
+    come, so a source can read them in batches. With a `window`, only entries recorded in it
+    are expected (an export of a date range); without one, all of them (the database).
+    `digest` must be the hash of one of the blocks (ValueError if it is no block hash at all).
+    Entries unsealed though recorded OVERDUE_AFTER before `now` are a problem."""
     if digest is not None:
         digest = parse_digest(digest)
     problems: list[Problem] = []
@@ -114,18 +131,18 @@ def judge(
     previous_sealed: datetime | None = None
     # A full block was sealed in a batch with the next one: a backlog, not a back-dated entry.
     previous_full = False
-    sealed_ids: set[int] = set()
-    checked = 0
-    for expected_number, block in enumerate(blocks, start=1):
-        if block.number != expected_number:
-            problems.append(Problem(block.number, None, f"block {expected_number} is missing"))
+    digest_found = False
+    count = checked = 0
+    for block, entries in blocks:
+        count += 1
+        if block.number != count:
+            problems.append(Problem(block.number, None, f"block {count} is missing"))
         if block.previous_hash != previous_hash:
             problems.append(Problem(block.number, None, "does not follow the previous block"))
         if len(block.items) != block.entry_count:
             problems.append(Problem(block.number, None, "holds another number of entries"))
         leaves: list[bytes] = []
         for entry_id, stored_leaf, recorded_at in block.items:
-            sealed_ids.add(entry_id)
             entry = entries.get(entry_id)
             expected = window is None or window[0] <= recorded_at < window[1]
             if entry is None:
@@ -163,10 +180,11 @@ def judge(
         ).hex()
         if recomputed != block.block_hash:
             problems.append(Problem(block.number, None, "block hash differs from its contents"))
+        digest_found = digest_found or block.block_hash == digest
         previous_hash = block.block_hash
         previous_sealed = block.sealed_at
         previous_full = block.entry_count >= sealing.MAX_BLOCK_ENTRIES
-    if digest is not None and digest not in {b.block_hash for b in blocks}:
+    if digest is not None and not digest_found:
         # Seals rewritten consistently pass every other check; a digest held elsewhere does not.
         problems.append(
             Problem(
@@ -176,13 +194,14 @@ def judge(
                 "sealed (rewritten and sealed again, or its seals removed)",
             )
         )
-    unsealed = sorted(
-        (e for e in entries.values() if e.id not in sealed_ids), key=lambda e: (e.recorded_at, e.id)
-    )
-    last_seal = blocks[-1].sealed_at if blocks else None
-    overdue: list[EntryRecord] = []
+    unsealed_count = overdue_count = 0
+    oldest: EntryRecord | None = None
+    oldest_overdue: EntryRecord | None = None
     for entry in unsealed:
-        if last_seal is not None and entry.recorded_at < last_seal - BACKDATE_TOLERANCE:
+        unsealed_count += 1
+        if oldest is None or _older(entry, oldest):
+            oldest = entry
+        if previous_sealed is not None and entry.recorded_at < previous_sealed - BACKDATE_TOLERANCE:
             problems.append(
                 Problem(
                     None,
@@ -191,92 +210,190 @@ def judge(
                 )
             )
         elif now is not None and entry.recorded_at < now - OVERDUE_AFTER:
-            overdue.append(entry)
-    if overdue:
+            overdue_count += 1
+            if oldest_overdue is None or _older(entry, oldest_overdue):
+                oldest_overdue = entry
+    if oldest_overdue is not None:
         problems.append(
             Problem(
                 None,
-                overdue[0].id,
+                oldest_overdue.id,
                 "entries not sealed though recorded more than "
                 f"{OVERDUE_AFTER.total_seconds():g} s before {now:%Y-%m-%dT%H:%M:%S%z}: "
-                f"{len(overdue)}, this the oldest; sealing stopped, or the seals were removed",
+                f"{overdue_count}, this the oldest; sealing stopped, or the seals were removed",
             )
         )
     problems.sort(
         key=lambda p: (p.block is None, p.block or 0, p.entry_id is None, p.entry_id or 0)
     )
-    return Verdict(len(blocks), checked, problems, len(unsealed), unsealed[0] if unsealed else None)
+    return Verdict(count, checked, problems, unsealed_count, oldest)
 
 
-def sealed_blocks(session: Session) -> list[SealedBlock]:
-    items: dict[int, list[tuple[int, str, datetime]]] = {}
-    for row in session.execute(
-        select(seal_items).order_by(seal_items.c.block_number, seal_items.c.position)
-    ):
-        items.setdefault(row.block_number, []).append(
-            (row.entry_id, bytes(row.leaf_hash).hex(), row.recorded_at)
-        )
-    return [
-        SealedBlock(
-            row.number,
-            row.entry_count,
-            bytes(row.merkle_root).hex(),
-            bytes(row.previous_hash).hex(),
-            bytes(row.block_hash).hex(),
-            row.sealed_at,
-            items.get(row.number, []),
-        )
-        for row in session.execute(select(seal_blocks).order_by(seal_blocks.c.number))
-    ]
+def _older(entry: EntryRecord, than: EntryRecord) -> bool:
+    return (entry.recorded_at, entry.id) < (than.recorded_at, than.id)
+
+
+def sealed_block_batches(session: Session, size: int = BATCH_SIZE) -> Iterator[list[SealedBlock]]:
+    """Every block with its items, in order, as many blocks at a time as hold `size` entries
+    (at least one block): read by keyset on the block number, never the whole chain."""
+    after = 0
+    while True:
+        heads = session.execute(
+            select(seal_blocks)
+            .where(seal_blocks.c.number > after)
+            .order_by(seal_blocks.c.number)
+            .limit(size)
+        ).all()
+        if not heads:
+            return
+        taken, held = [heads[0]], heads[0].entry_count
+        for row in heads[1:]:
+            if held + row.entry_count > size:
+                break
+            taken.append(row)
+            held += row.entry_count
+        items: dict[int, list[tuple[int, str, datetime]]] = {}
+        for row in session.execute(
+            select(seal_items)
+            .where(seal_items.c.block_number.between(taken[0].number, taken[-1].number))
+            .order_by(seal_items.c.block_number, seal_items.c.position)
+        ):
+            items.setdefault(row.block_number, []).append(
+                (row.entry_id, bytes(row.leaf_hash).hex(), row.recorded_at)
+            )
+        yield [
+            SealedBlock(
+                row.number,
+                row.entry_count,
+                bytes(row.merkle_root).hex(),
+                bytes(row.previous_hash).hex(),
+                bytes(row.block_hash).hex(),
+                row.sealed_at,
+                items.get(row.number, []),
+            )
+            for row in taken
+        ]
+        after = taken[-1].number
+
+
+def sealed_blocks(session: Session) -> Iterator[SealedBlock]:
+    """Every block with its items, in order, read in batches."""
+    return itertools.chain.from_iterable(sealed_block_batches(session))
 
 
 def verify_database(
-    session: Session, digest: str | None = None, now: datetime | None = None
+    session: Session,
+    digest: str | None = None,
+    now: datetime | None = None,
+    *,
+    batch_size: int = BATCH_SIZE,
 ) -> Verdict:
-    """Every block and entry in the database; entries overdue for sealing at `now` (the
-    clock's time unless given) fail."""
-    blocks = sealed_blocks(session)
-    present = sorted(session.execute(select(journal_entries.c.id)).scalars())
-    entries = {e.id: e for e in _load_in_batches(session, present)}
-    return judge(blocks, entries, None, digest, now or datetime.now(UTC))
+    """Every block and entry in the database, `batch_size` entries at a time; entries overdue
+    for sealing at `now` (the clock's time unless given) fail."""
 
+    def blocks() -> Iterator[SourceBlock]:
+        for batch in sealed_block_batches(session, batch_size):
+            ids = [entry_id for block in batch for entry_id, _, _ in block.items]
+            entries = {e.id: e for e in load_entries(session, ids)}
+            for block in batch:
+                yield block, entries
 
-def _load_in_batches(session: Session, ids: list[int], size: int = 5000) -> Iterable[EntryRecord]:
-    for start in range(0, len(ids), size):
-        yield from load_entries(session, ids[start : start + size])
+    not_sealed = ~exists().where(seal_items.c.entry_id == journal_entries.c.id)
+    unsealed = itertools.chain.from_iterable(
+        entries_in_batches(session, not_sealed, size=batch_size)
+    )
+    return judge(blocks(), unsealed, None, digest, now or datetime.now(UTC))
 
 
 def write_seals(session: Session, out_dir: Path) -> int:
     """Write every block, with its items, next to an export; returns the number of blocks."""
-    blocks = sealed_blocks(session)
+    count = 0
     with (out_dir / SEALS_FILE).open("w") as out:
-        for block in blocks:
+        for block in sealed_blocks(session):
             out.write(json.dumps(block.as_json(), sort_keys=True, separators=(",", ":")) + "\n")
-    return len(blocks)
+            count += 1
+    return count
+
+
+def export_sealed(
+    session: Session,
+    start: datetime,
+    end: datetime,
+    out_dir: Path,
+    *,
+    max_entries: int | None = None,
+) -> Manifest | Progress:
+    """An export (or its next part) with, once finished, the sealed blocks beside it: what
+    `audit export` and the export route write."""
+    done = export_part(session, start, end, out_dir, max_entries=max_entries)
+    if isinstance(done, Progress):
+        return done
+    write_seals(session, out_dir)
+    return record_file(out_dir, SEALS_FILE)
+
+
+def _lines(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open("rb") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+class _ExportEntries:
+    """The entries of `entries.jsonl`, read once, in file (id) order, as the blocks ask for
+    them. A block's ids are in order and mostly above the previous block's, so reading runs
+    just ahead of the blocks; an entry read ahead waits in `pending` until its block comes
+    (one sealed late, behind entries with higher ids) or, never claimed, is unsealed."""
+
+    def __init__(self, path: Path) -> None:
+        self._lines = (EntryRecord.from_json(data) for data in _lines(path))
+        self._pending: dict[int, EntryRecord] = {}
+        self._last_read: int | None = None
+
+    def claim(self, ids: Iterable[int]) -> dict[int, EntryRecord]:
+        found: dict[int, EntryRecord] = {}
+        for entry_id in ids:
+            while entry_id not in self._pending and (
+                self._last_read is None or self._last_read < entry_id
+            ):
+                entry = next(self._lines, None)
+                if entry is None:
+                    break
+                self._pending[entry.id] = entry
+                self._last_read = entry.id
+            if entry_id in self._pending:
+                found[entry_id] = self._pending.pop(entry_id)
+        return found
+
+    def unclaimed(self) -> Iterator[EntryRecord]:
+        yield from sorted(self._pending.values(), key=lambda e: e.id)
+        self._pending.clear()
+        yield from self._lines
 
 
 def verify_export(folder: Path, digest: str | None = None) -> Verdict:
-    """Verify an export folder (entries.jsonl, seals.jsonl, manifest.json) alone."""
+    """Verify an export folder (entries.jsonl, seals.jsonl, manifest.json) alone, reading each
+    file as it goes."""
     damaged = [Problem(None, None, f"manifest: {p}") for p in verify_manifest(folder)]
-    manifest = json.loads((folder / "manifest.json").read_text())
-    window = (
-        datetime.fromisoformat(manifest["start"]),
-        datetime.fromisoformat(manifest["end"]),
-    )
-    entries = {}
-    for line in (folder / "entries.jsonl").read_text().splitlines():
-        if line:
-            entry = EntryRecord.from_json(json.loads(line))
-            entries[entry.id] = entry
-    blocks = [
-        SealedBlock.from_json(json.loads(line))
-        for line in (folder / SEALS_FILE).read_text().splitlines()
-        if line
-    ]
+    try:
+        manifest = Manifest.read(folder)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return Verdict(0, 0, damaged)  # no range to judge the files by
+    window = (manifest.start, manifest.end)
+    entries_path, seals_path = folder / ENTRIES_FILE, folder / SEALS_FILE
     # The export was made no earlier than its newest entry and newest seal: entries overdue
     # by then were overdue when it was made.
-    known = [e.recorded_at for e in entries.values()] + [b.sealed_at for b in blocks]
-    verdict = judge(blocks, entries, window, digest, max(known, default=None))
+    instants = itertools.chain(
+        (datetime.fromisoformat(data["recorded_at"]) for data in _lines(entries_path)),
+        (datetime.fromisoformat(data["sealed_at"]) for data in _lines(seals_path)),
+    )
+    newest = max(instants, default=None)
+    entries = _ExportEntries(entries_path)
+    blocks = (
+        (block, entries.claim(entry_id for entry_id, _, _ in block.items))
+        for block in (SealedBlock.from_json(data) for data in _lines(seals_path))
+    )
+    verdict = judge(blocks, entries.unclaimed(), window, digest, newest)
     return replace(verdict, problems=verdict.problems + damaged)
 
 

@@ -34,7 +34,7 @@ from tests.builders import own_client
 
 def _chain(books: Books) -> list[verify.SealedBlock]:
     with books.sessions() as session:
-        return verify.sealed_blocks(session)
+        return list(verify.sealed_blocks(session))
 
 
 def _assert_sound(books: Books, entry_ids: list[int]) -> None:
