@@ -9,7 +9,7 @@ The snapshot job fills them, the first run backfilling every day since the first
 liability history reads them instead of the lots for every day but today.
 
 Revision ID: 0012_liability_snapshots
-Revises: 0011_settlement_in_sql
+Revises: 0010_rate_limits
 Create Date: 2026-11-30 22:30:00
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0012_liability_snapshots"
-down_revision: str | None = "0011_settlement_in_sql"
+down_revision: str | None = "0010_rate_limits"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
