@@ -59,8 +59,17 @@ def settle_command(
     ] = None,
 ) -> None:
     target = date.fromisoformat(business_date) if business_date else _yesterday()
-    for run in netting.settle(sessions(), target):
+    done = netting.settle_through(sessions(), target)
+    for run in done.runs:
         print_run(run)
+    for day, error in done.errors:
+        typer.secho(
+            f"error: the settlement of {day.isoformat()} failed: {netting.describe(error)}",
+            fg=typer.colors.RED,
+            err=True,
+        )
+    if done.errors:
+        raise typer.Exit(code=1)
 
 
 def _user(token: str | None) -> User:

@@ -26,12 +26,43 @@ BusinessDate = Annotated[Day, Path(description="Business date, in the coalition'
 
 class RunSummary(ResponseModel):
     business_date: date
-    state: str
+    state: str = Field(
+        description="computed, approved or paid; failed: the date's run failed (no totals)."
+    )
     attempt: int
     entries: int
     partners_net_fen: int
     coalition_fen: int
     open_breaks: int
+    error: str | None = Field(None, description="A failed date's last error.")
+    failed_tries: int = Field(0, description="How many tries of a failed date's run failed.")
+    retry_at: datetime | None = Field(None, description="When the job tries a failed date again.")
+
+
+def _summary(session: Session, item: netting.Run | netting.FailedDate) -> RunSummary:
+    open_breaks = netting.open_breaks(session, item.business_date)
+    if isinstance(item, netting.FailedDate):
+        return RunSummary(
+            business_date=item.business_date,
+            state=item.state,
+            attempt=item.attempt,
+            entries=0,
+            partners_net_fen=0,
+            coalition_fen=0,
+            open_breaks=open_breaks,
+            error=item.error,
+            failed_tries=item.tries,
+            retry_at=item.retry_at,
+        )
+    return RunSummary(
+        business_date=item.business_date,
+        state=item.state,
+        attempt=item.attempt,
+        entries=item.entries,
+        partners_net_fen=item.partners_net_fen,
+        coalition_fen=item.coalition_fen,
+        open_breaks=open_breaks,
+    )
 
 
 class RunSummaryPage(ResponseModel):
@@ -48,21 +79,10 @@ def list_settlements(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 30,
 ) -> RunSummaryPage:
-    runs = netting.list_runs(session, limit + 1, before)
+    dates = netting.list_dates(session, limit + 1, before)
     return RunSummaryPage(
-        settlements=[
-            RunSummary(
-                business_date=run.business_date,
-                state=run.state,
-                attempt=run.attempt,
-                entries=run.entries,
-                partners_net_fen=run.partners_net_fen,
-                coalition_fen=run.coalition_fen,
-                open_breaks=netting.open_breaks(session, run.business_date),
-            )
-            for run in runs[:limit]
-        ],
-        next=runs[limit - 1].business_date if len(runs) > limit else None,
+        settlements=[_summary(session, item) for item in dates[:limit]],
+        next=dates[limit - 1].business_date if len(dates) > limit else None,
     )
 
 

@@ -6,24 +6,33 @@ entry itself, netted per partner into one amount payable to (positive) or receiv
 Exactly once: runs are serialised by an advisory lock; a date has at most one live run (a
 unique index is the run key); re-running a settled date returns it unchanged; missed dates are
 settled in order first; each date is computed in one transaction, so a failure leaves nothing.
-An entry recorded after its date was settled falls into the next open date."""
+An entry recorded after its date was settled falls into the next open date.
+
+Set-based: the entries awaiting settlement are kept by the database itself (`unsettled_entries`,
+filled by a trigger as entries are written); a run takes its day's out of it and records them as
+its items in one statement, computes its lines in another (the day's entries joined with their
+partner postings, grouped by partner and category) and checks them in a third, written
+differently. Nothing of the day is listed in Python, so the job's memory does not grow with it.
+
+A date whose run fails is recorded as a failed try (`settlement_failures`), logged with its error,
+and tried again with back-off; the dates after it are settled all the same, without its
+entries, which wait for it."""
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, time, timedelta
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, cast
 
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import CursorResult, exists, func, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import ledger
 from clearinghouse.config import get_settings
 from clearinghouse.errors import Conflict, DomainError, NotFound
-from clearinghouse.ledger.tables import accounts, journal_entries, postings
 from clearinghouse.points import lots
 from clearinghouse.users.service import User, require_role
 from partners.directory import exposure_account, headroom_account
@@ -31,9 +40,10 @@ from settlement.tables import (
     reconciliations,
     settlement_approvals,
     settlement_events,
-    settlement_items,
+    settlement_failures,
     settlement_lines,
     settlement_runs,
+    unsettled_entries,
 )
 
 log = logging.getLogger(__name__)
@@ -43,7 +53,8 @@ BANK = "coalition:bank"
 APPROVERS_NEEDED = 2
 
 # What each kind of entry is, for the partner named on it, and the sign of its value in the
-# partner's net (positive: the partner pays).
+# partner's net (positive: the partner pays). The trigger that queues settleable entries
+# (migration 0011_settlement_in_sql) names these kinds too; a test checks that they agree.
 CATEGORIES: dict[str, tuple[str, int]] = {
     "accrual": ("issued", 1),
     "referral_bonus": ("issued", 1),
@@ -166,55 +177,170 @@ def business_date_of(instant: datetime) -> date:
     return instant.astimezone(get_settings().zone).date()
 
 
-_live_run = and_(
-    settlement_items.c.run_id == settlement_runs.c.id, settlement_runs.c.state != "rejected"
+# The settlement job's back-off: a date whose run failed is tried again after BACKOFF_BASE,
+# then after twice as long at each failure, at most BACKOFF_MAX apart.
+BACKOFF_BASE = timedelta(minutes=5)
+BACKOFF_MAX = timedelta(hours=4)
+ERROR_LENGTH = 2_000  # characters of a failure's error kept and shown
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# Line columns by category, in the order of the settlement_lines table.
+_CATEGORY_NAMES = tuple(dict.fromkeys(category for category, _sign in CATEGORIES.values()))
+_LINE_COLUMNS = tuple(
+    f"{category}_{measure}" for category in _CATEGORY_NAMES for measure in ("points", "fen")
 )
 
+# Each line column as the sum of its category's points or value.
+_SUMS = ",\n           ".join(
+    f"coalesce(sum({measure}) FILTER (WHERE category = '{category}'), 0) AS {category}_{measure}"
+    for category in _CATEGORY_NAMES
+    for measure in ("points", "fen")
+)
 
-def _unsettled(before: datetime) -> Any:
-    return (
-        select(journal_entries.c.id, journal_entries.c.kind, journal_entries.c.metadata)
-        .where(
-            journal_entries.c.recorded_at < before,
-            journal_entries.c.kind.in_(CATEGORIES),
-            journal_entries.c.metadata.has_key("value_fen"),
-            journal_entries.c.metadata.has_key("partner_id"),
-            ~exists().where(settlement_items.c.entry_id == journal_entries.c.id).where(_live_run),
-        )
-        .order_by(journal_entries.c.id)
-    )
-
-
-def _entry_points(session: Session, entry_ids: list[int]) -> dict[tuple[int, str], int]:
-    """Per entry, the partner accounts' postings: (entry id, address) -> amount."""
-    if not entry_ids:
-        return {}
-    rows = session.execute(
-        select(postings.c.entry_id, accounts.c.address, postings.c.amount)
-        .join(accounts, accounts.c.id == postings.c.account_id)
-        .where(postings.c.entry_id.in_(entry_ids), accounts.c.owner_type == "partner")
-    )
-    return {(r.entry_id, r.address): r.amount for r in rows}
+# The kinds a run settles, as a table of the statement: each kind's category, the partner
+# account whose posting gives its points, and the sign of its value in the partner's net. And
+# the partners' own accounts that a run reads, found by address (a few per partner).
+_KINDS_AND_ACCOUNTS = """
+kinds (kind, category, points_account, sign) AS (
+    SELECT * FROM unnest(CAST(:kinds AS text[]), CAST(:categories AS text[]),
+                         CAST(:points_accounts AS text[]), CAST(:signs AS integer[]))
+),
+partner_accounts (id, partner_id, name) AS (
+    SELECT a.id, p.id, n.name
+      FROM partners AS p
+     CROSS JOIN unnest(ARRAY['issued', 'redeemed', 'exposure']) AS n (name)
+      JOIN accounts AS a ON a.address = 'partner:' || p.id || ':' || n.name
+)"""
 
 
-def compute_lines(
-    session: Session, entries: Sequence[Any], freed: frozenset[int] = frozenset()
-) -> tuple[list[Line], dict[str, int]]:
-    """Lines per partner, and per partner the issue value to give back to its headroom (less
-    that of the `freed` entries, whose limit an earlier, rejected run already gave back)."""
-    amounts = _entry_points(session, [e.id for e in entries])
-    lines: dict[str, Line] = {}
-    restored: dict[str, int] = defaultdict(int)
-    for entry in entries:
-        partner_id = entry.metadata["partner_id"]
-        category, _sign = CATEGORIES[entry.kind]
-        address = f"partner:{partner_id}:{POINTS_ACCOUNT[category]}"
-        points = abs(amounts.get((entry.id, address), 0))
-        line = lines.setdefault(partner_id, Line(partner_id))
-        line.add(category, points, int(entry.metadata["value_fen"]))
-        if entry.id not in freed:
-            restored[partner_id] += amounts.get((entry.id, exposure_account(partner_id)), 0)
-    return sorted(lines.values(), key=lambda line: line.partner_id), dict(restored)
+def _kinds() -> dict[str, Any]:
+    return {
+        "kinds": list(CATEGORIES),
+        "categories": [category for category, _sign in CATEGORIES.values()],
+        "points_accounts": [POINTS_ACCOUNT[category] for category, _sign in CATEGORIES.values()],
+        "signs": [sign for _category, sign in CATEGORIES.values()],
+    }
+
+
+# The entries a run covers, for the length of its transaction: read by the statements that
+# compute and check its lines, with statistics of their own (the run's items are too new for
+# the planner to know how many they are). Those statements also bound the journal and its
+# postings by the first and last of these entries (`:first`, `:last`), so that the planner
+# reads the day's range of them by index rather than the whole journal: a day's entries are
+# about one range of ids.
+_SETTLING = """
+CREATE TEMPORARY TABLE settling (
+    entry_id bigint NOT NULL,
+    freed boolean NOT NULL
+) ON COMMIT DROP
+"""
+
+# Take the run's entries out of those awaiting settlement, record them as its items and keep
+# them for the run, in one statement (one snapshot: an entry committed meanwhile stays for the
+# next run).
+_TAKE = """
+WITH taken AS (
+    DELETE FROM unsettled_entries
+     WHERE recorded_at < :cutoff {floor}
+ RETURNING entry_id, freed
+), items AS (
+    INSERT INTO settlement_items (entry_id, run_id) SELECT entry_id, :run FROM taken
+)
+INSERT INTO settling (entry_id, freed) SELECT entry_id, freed FROM taken
+"""
+
+# The run's lines: each entry's value (from its metadata) and its points (its posting to the
+# partner's issued or redeemed account, by category), summed by partner and category, written
+# as the run's lines; and by partner the issue value to give back from exposure to headroom (the
+# entries' exposure postings, but for entries freed by an earlier, rejected run).
+_LINES = f"""
+WITH {_KINDS_AND_ACCOUNTS},
+covered AS (
+    SELECT e.id, e.metadata ->> 'partner_id' AS partner_id, k.category, k.points_account, k.sign,
+           CAST(e.metadata ->> 'value_fen' AS bigint) AS value_fen, s.freed
+      FROM settling AS s
+      JOIN journal_entries AS e ON e.id = s.entry_id AND e.id BETWEEN :first AND :last
+      JOIN kinds AS k ON k.kind = e.kind
+),
+amounts AS (
+    SELECT partner_id, category, sign, value_fen AS fen, 0 AS points, 0 AS restored
+      FROM covered
+    UNION ALL
+    SELECT c.partner_id, c.category, c.sign, 0,
+           CASE WHEN a.name = c.points_account THEN abs(p.amount) ELSE 0 END,
+           CASE WHEN a.name = 'exposure' AND NOT c.freed THEN p.amount ELSE 0 END
+      FROM covered AS c
+      JOIN postings AS p ON p.entry_id = c.id AND p.entry_id BETWEEN :first AND :last
+      JOIN partner_accounts AS a ON a.id = p.account_id AND a.partner_id = c.partner_id
+     WHERE a.name IN (c.points_account, 'exposure')
+),
+lines AS (
+    SELECT partner_id,
+           {_SUMS},
+           sum(sign * fen) AS net_fen,
+           sum(restored) AS restored
+      FROM amounts
+     GROUP BY partner_id
+),
+written AS (
+    INSERT INTO settlement_lines (run_id, partner_id, {", ".join(_LINE_COLUMNS)}, net_fen)
+    SELECT :run, partner_id, {", ".join(_LINE_COLUMNS)}, net_fen FROM lines
+)
+SELECT partner_id, restored FROM lines ORDER BY partner_id
+"""
+
+# The self-check's recount of a run, written otherwise: one sum per partner and line column,
+# values and points counted apart, against the stored lines turned into the same shape; and the
+# entries that name no partner or carry no value. Returns how many sums differ.
+_RECOUNT = f"""
+WITH {_KINDS_AND_ACCOUNTS},
+entries AS (
+    SELECT e.id, e.metadata ->> 'partner_id' AS partner_id, e.metadata ->> 'value_fen' AS value,
+           k.category, k.points_account
+      FROM settling AS s
+      JOIN journal_entries AS e ON e.id = s.entry_id AND e.id BETWEEN :first AND :last
+      JOIN kinds AS k ON k.kind = e.kind
+),
+recounted (partner_id, line_column, amount) AS (
+    SELECT partner_id, category || '_fen', sum(CAST(value AS bigint))
+      FROM entries
+     GROUP BY partner_id, category
+    UNION ALL
+    SELECT e.partner_id, e.category || '_points', sum(abs(p.amount))
+      FROM entries AS e
+      JOIN postings AS p ON p.entry_id = e.id AND p.entry_id BETWEEN :first AND :last
+      JOIN partner_accounts AS a ON a.id = p.account_id
+     WHERE a.partner_id = e.partner_id AND a.name = e.points_account
+     GROUP BY e.partner_id, e.category
+),
+stored (partner_id, line_column, amount) AS (
+    SELECT l.partner_id, u.line_column, u.amount
+      FROM settlement_lines AS l
+     CROSS JOIN LATERAL (VALUES {", ".join(f"('{c}', l.{c})" for c in _LINE_COLUMNS)})
+           AS u (line_column, amount)
+     WHERE l.run_id = :run
+),
+differing AS (
+    (SELECT * FROM recounted WHERE amount <> 0 EXCEPT SELECT * FROM stored WHERE amount <> 0)
+    UNION ALL
+    (SELECT * FROM stored WHERE amount <> 0 EXCEPT SELECT * FROM recounted WHERE amount <> 0)
+),
+partners_differing AS (
+    (SELECT partner_id FROM recounted EXCEPT SELECT partner_id FROM stored)
+    UNION ALL
+    (SELECT partner_id FROM stored EXCEPT SELECT partner_id FROM recounted)
+)
+SELECT (SELECT count(*) FROM entries WHERE partner_id IS NULL OR value IS NULL) AS unvalued,
+       (SELECT count(*) FROM differing) + (SELECT count(*) FROM partners_differing) AS differing,
+       (SELECT count(*) FROM settling) AS settling,
+       (SELECT count(*) FROM settlement_items WHERE run_id = :run) AS items
+"""
 
 
 def _lock(session: Session) -> None:
@@ -251,18 +377,18 @@ def load_run(session: Session, business_date: date) -> Run:
     return _run(session, row)
 
 
-def _run(session: Session, row: Any) -> Run:
-    lines = [
+def _lines(session: Session, run_id: int) -> list[Line]:
+    return [
         Line(**{k: v for k, v in r._asdict().items() if k not in ("run_id", "net_fen")})
         for r in session.execute(
             select(settlement_lines)
-            .where(settlement_lines.c.run_id == row.id)
+            .where(settlement_lines.c.run_id == run_id)
             .order_by(settlement_lines.c.partner_id)
         )
     ]
-    count = session.execute(
-        select(func.count()).where(settlement_items.c.run_id == row.id)
-    ).scalar_one()
+
+
+def _run(session: Session, row: Any) -> Run:
     clearing = 0
     if row.entry_id is not None:
         clearing = sum(
@@ -275,13 +401,15 @@ def _run(session: Session, row: Any) -> Run:
         row.cutoff,
         row.state,
         row.bank_reference,
-        count,
-        lines,
+        row.entries,
+        _lines(session, row.id),
         clearing,
     )
 
 
 def _first_open_date(session: Session) -> date | None:
+    """The day after the last live run's; without one, the day of the oldest entry awaiting
+    settlement."""
     last = session.execute(
         select(func.max(settlement_runs.c.business_date)).where(
             settlement_runs.c.state != "rejected"
@@ -289,28 +417,20 @@ def _first_open_date(session: Session) -> date | None:
     ).scalar_one()
     if last is not None:
         return last + timedelta(days=1)  # type: ignore[no-any-return]
-    oldest = session.execute(
-        select(func.min(journal_entries.c.recorded_at)).where(
-            journal_entries.c.kind.in_(CATEGORIES)
-        )
-    ).scalar_one()
+    oldest = session.execute(select(func.min(unsettled_entries.c.recorded_at))).scalar_one()
     return None if oldest is None else business_date_of(oldest)
 
 
-def _compute(session: Session, business_date: date) -> Run:
+def _settling_range(session: Session) -> dict[str, int | None]:
+    first, last = session.execute(text("SELECT min(entry_id), max(entry_id) FROM settling")).one()
+    return {"first": first, "last": last}
+
+
+def _compute(session: Session, business_date: date, floor: datetime | None) -> Run:
+    """Settle `business_date`: its entries are those awaiting settlement recorded before its
+    cut-off (and at or after `floor`, the cut-off of an earlier date whose run failed, whose
+    entries wait for it)."""
     cut = cutoff(business_date)
-    entries = session.execute(_unsettled(cut)).all()
-    freed = frozenset(
-        session.execute(
-            select(settlement_items.c.entry_id)
-            .join(settlement_runs, settlement_runs.c.id == settlement_items.c.run_id)
-            .where(
-                settlement_runs.c.state == "rejected",
-                settlement_items.c.entry_id.in_([e.id for e in entries]),
-            )
-        ).scalars()
-    )
-    lines, restored = compute_lines(session, entries, freed)
     attempt = (
         1
         + session.execute(
@@ -322,28 +442,37 @@ def _compute(session: Session, business_date: date) -> Run:
         .values(business_date=business_date, attempt=attempt, cutoff=cut, state="computed")
         .returning(settlement_runs.c.id)
     ).scalar_one()
-    if entries:
-        session.execute(
-            settlement_items.insert(), [{"entry_id": e.id, "run_id": run_id} for e in entries]
+    params: dict[str, Any] = {"run": run_id, "cutoff": cut, "floor": floor}
+    take = _TAKE.format(floor="" if floor is None else "AND recorded_at >= :floor")
+    session.execute(text(_SETTLING))
+    taken = session.execute(text(take), params)
+    entries = cast(CursorResult[Any], taken).rowcount
+    session.execute(text("ANALYZE settling"))
+    restored = {
+        partner_id: int(value)
+        for partner_id, value in session.execute(
+            text(_LINES), {**params, **_settling_range(session), **_kinds()}
         )
-    if lines:
-        session.execute(
-            settlement_lines.insert(),
-            [{"run_id": run_id, **asdict(line), "net_fen": line.net_fen} for line in lines],
-        )
+    }
+    lines = _lines(session, run_id)
     entry_id = _post(session, business_date, attempt, lines, restored)
     session.execute(
-        update(settlement_runs).where(settlement_runs.c.id == run_id).values(entry_id=entry_id)
+        update(settlement_runs)
+        .where(settlement_runs.c.id == run_id)
+        .values(entry_id=entry_id, entries=entries)
     )
-    _event(session, run_id, None, "computed", None, f"{len(entries)} entries")
+    _event(session, run_id, None, "computed", None, f"{entries} entries")
     run = _run(
         session,
         session.execute(select(settlement_runs).where(settlement_runs.c.id == run_id)).one(),
     )
     self_check(session, run)
     log.info(
-        "settlement computed",
-        extra={"date": business_date.isoformat(), "entries": len(entries), "run": run_id},
+        "settlement of %s computed (attempt %d): %d entries, %d partners",
+        business_date.isoformat(),
+        attempt,
+        entries,
+        len(lines),
     )
     return run
 
@@ -389,7 +518,8 @@ def _post(
 
 def self_check(session: Session, run: Run) -> None:
     """Balances equal postings, lots equal balances, and the run's lines equal the entries it
-    covers; raises (so nothing of the run is kept) otherwise."""
+    covers (recounted in the database, otherwise than they were computed); raises (so nothing
+    of the run is kept) otherwise. Within the run's transaction (it reads `settling`)."""
     problems: list[str] = []
     mismatches = ledger.check_consistency(session)
     if mismatches:
@@ -397,38 +527,225 @@ def self_check(session: Session, run: Run) -> None:
     lot_mismatches = lots.check_lots(session)
     if lot_mismatches:
         problems.append(f"{len(lot_mismatches)} members' lots differ from their balance")
-    covered = session.execute(
-        select(journal_entries.c.id, journal_entries.c.kind, journal_entries.c.metadata)
-        .join(settlement_items, settlement_items.c.entry_id == journal_entries.c.id)
-        .where(settlement_items.c.run_id == run.id)
-        .order_by(journal_entries.c.id)
-    ).all()
-    again, _ = compute_lines(session, covered)
-    if [asdict(x) for x in again] != [asdict(x) for x in run.lines]:
+    recount = session.execute(
+        text(_RECOUNT), {"run": run.id, **_settling_range(session), **_kinds()}
+    ).one()
+    if not recount.items == recount.settling == run.entries:
+        problems.append(f"the run covers {recount.items} entries, not {run.entries}")
+    if recount.unvalued:
+        problems.append(f"{recount.unvalued} of the run's entries name no partner or no value")
+    if recount.differing:
         problems.append("the run's lines differ from the entries it covers")
     if not run.zero_sum:
         problems.append("partner nets and the coalition's posted revenue do not cancel")
     if problems:
-        log.error("settlement self-check failed", extra={"problems": problems})
+        log.error(
+            "settlement self-check of %s failed: %s",
+            run.business_date.isoformat(),
+            "; ".join(problems),
+        )
         raise SelfCheckFailed("; ".join(problems))
 
 
-def settle(sessions: sessionmaker[Session], business_date: date) -> list[Run]:
-    """Settle `business_date`, after any earlier open dates, in order. A date already settled is
-    returned as it is."""
-    results: list[Run] = []
+# --- failed runs, back-off, and the loop over open dates ---------------------------------------
+
+
+@dataclass(frozen=True)
+class FailedDate:
+    """A date whose run failed and has not been computed since: its attempt, how many tries of
+    it failed, the last one's error, and when the job tries again."""
+
+    business_date: date
+    attempt: int
+    tries: int
+    error: str
+    failed_at: datetime
+    retry_at: datetime
+    state: str = "failed"
+
+
+@dataclass
+class Settled:
+    """What one call settled, in order, and the dates whose run failed in it, with the error."""
+
+    runs: list[Run] = field(default_factory=list)
+    errors: list[tuple[date, Exception]] = field(default_factory=list)
+
+
+def describe(error: BaseException) -> str:
+    """An error in one line of at most ERROR_LENGTH characters: the driver's own for a database
+    error (SQLAlchemy's would add the statement and its parameters)."""
+    cause = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+    message = " ".join(f"{type(cause).__name__}: {cause}".split())
+    return message if len(message) <= ERROR_LENGTH else message[: ERROR_LENGTH - 1] + "…"
+
+
+def backoff(tries: int) -> timedelta:
+    """How long the job waits after the `tries`-th failed try of a date."""
+    return min(BACKOFF_BASE * (1 << min(max(tries - 1, 0), 16)), BACKOFF_MAX)
+
+
+# A failure is current while no run of its attempt or a later one has been computed.
+_current_failure = ~exists().where(
+    settlement_runs.c.business_date == settlement_failures.c.business_date,
+    settlement_runs.c.attempt >= settlement_failures.c.attempt,
+)
+
+
+def failed_dates(
+    session: Session, limit: int | None = None, before: date | None = None
+) -> list[FailedDate]:
+    """The dates whose run failed and has not been computed since, newest first; only those
+    before the date `before`, if given."""
+    last = func.max(settlement_failures.c.id)
+    query = (
+        select(
+            settlement_failures.c.business_date,
+            func.max(settlement_failures.c.attempt).label("attempt"),
+            func.count().label("tries"),
+            last.label("last_id"),
+        )
+        .where(_current_failure)
+        .group_by(settlement_failures.c.business_date)
+        .order_by(settlement_failures.c.business_date.desc())
+    )
+    if before is not None:
+        query = query.where(settlement_failures.c.business_date < before)
+    if limit is not None:
+        query = query.limit(limit)
+    summary = query.subquery()
+    rows = session.execute(
+        select(summary, settlement_failures.c.error, settlement_failures.c.failed_at)
+        .add_columns(settlement_failures.c.retry_at)
+        .join(settlement_failures, settlement_failures.c.id == summary.c.last_id)
+        .order_by(summary.c.business_date.desc())
+    ).all()
+    return [
+        FailedDate(r.business_date, r.attempt, r.tries, r.error, r.failed_at, r.retry_at)
+        for r in rows
+    ]
+
+
+def _record_failure(
+    sessions: sessionmaker[Session], business_date: date, error: Exception, clock: Clock
+) -> FailedDate:
+    """Keep a failed try of `business_date` (its run's work is rolled back) and log it."""
+    with sessions() as session, session.begin():
+        _lock(session)
+        attempt = (
+            1
+            + session.execute(
+                select(func.count()).where(settlement_runs.c.business_date == business_date)
+            ).scalar_one()
+        )
+        tries = (
+            1
+            + session.execute(
+                select(func.count())
+                .select_from(settlement_failures)
+                .where(settlement_failures.c.business_date == business_date, _current_failure)
+            ).scalar_one()
+        )
+        now = clock()
+        failed = FailedDate(
+            business_date, attempt, tries, describe(error), now, now + backoff(tries)
+        )
+        session.execute(
+            settlement_failures.insert().values(
+                business_date=business_date,
+                attempt=attempt,
+                failed_at=failed.failed_at,
+                retry_at=failed.retry_at,
+                error=failed.error,
+            )
+        )
+    log.error(
+        "settlement of %s failed (attempt %d, try %d): %s; next try at %s",
+        business_date.isoformat(),
+        attempt,
+        tries,
+        failed.error,
+        failed.retry_at.isoformat(),
+        exc_info=error,
+    )
+    return failed
+
+
+def _next_date(
+    session: Session,
+    business_date: date,
+    held: dict[date, FailedDate],
+    tried: set[date],
+    now: datetime | None,
+) -> date | None:
+    """The next date to compute on the way to `business_date`, or None when there is none: a
+    failed date that is due again (any, when `now` is None), or else the first open date that
+    has not failed, up to `business_date`."""
+    due = [
+        day
+        for day, failed in held.items()
+        if day <= business_date and day not in tried and (now is None or failed.retry_at <= now)
+    ]
+    fresh: date | None = None
+    if _live(session, business_date) is None:
+        first = _first_open_date(session)
+        day = business_date if first is None or first > business_date else first
+        while day <= business_date and day in held:
+            day += timedelta(days=1)
+        fresh = day if day <= business_date else None
+    candidates = [*due, *([fresh] if fresh is not None else [])]
+    return min(candidates) if candidates else None
+
+
+def settle_through(
+    sessions: sessionmaker[Session], business_date: date, *, clock: Clock | None = None
+) -> Settled:
+    """Settle `business_date` after any earlier open dates, in order, each in a transaction of
+    its own; a date already settled is returned as it is. A date whose run fails is recorded
+    (`failed_dates`) and logged, and the dates after it are settled without its entries. Dates
+    that failed before are tried again first: all of them when no `clock` is given (a person
+    asked), else those whose back-off has passed by `clock()`."""
+    done = Settled()
+    tried: set[date] = set()
     while True:
-        with sessions() as session, session.begin():
-            _lock(session)
-            existing = _live(session, business_date)
-            if existing is not None:
-                results.append(_run(session, existing))
-                return results
-            first = _first_open_date(session)
-            target = business_date if first is None or first > business_date else first
-            results.append(_compute(session, target))
-            if target == business_date:
-                return results
+        target: date | None = None
+        try:
+            with sessions() as session, session.begin():
+                _lock(session)
+                held = {f.business_date: f for f in failed_dates(session)}
+                target = _next_date(
+                    session, business_date, held, tried, None if clock is None else clock()
+                )
+                if target is None:
+                    existing = _live(session, business_date)
+                    if existing is not None and all(r.id != existing.id for r in done.runs):
+                        done.runs.append(_run(session, existing))
+                    return done
+                tried.add(target)
+                earlier = [day for day in held if day < target]
+                floor = cutoff(max(earlier)) if earlier else None
+                run = _compute(session, target, floor)
+        except Exception as error:
+            if target is None:
+                raise
+            _record_failure(sessions, target, error, clock or _utc_now)
+            done.errors.append((target, error))
+            continue
+        done.runs.append(run)
+        if target == business_date:
+            return done
+
+
+def settle(
+    sessions: sessionmaker[Session], business_date: date, *, clock: Clock | None = None
+) -> list[Run]:
+    """Settle `business_date`, after any earlier open dates, in order (see `settle_through`);
+    return the runs. A date already settled is returned as it is. When a date's run failed,
+    raises its error once every date has been tried."""
+    done = settle_through(sessions, business_date, clock=clock)
+    if done.errors:
+        raise done.errors[0][1]
+    return done.runs
 
 
 def _lock_run(session: Session, business_date: date, allowed: tuple[str, ...]) -> Any:
@@ -531,6 +848,15 @@ def reject(session: Session, business_date: date, user: User, reason: str) -> Ru
                 reverses=row.entry_id,
             ),
         )
+    # Its entries await settlement again, as they were recorded, their issue value freed.
+    session.execute(
+        text(
+            "INSERT INTO unsettled_entries (entry_id, recorded_at, freed)"
+            " SELECT e.id, e.recorded_at, true FROM settlement_items AS i"
+            " JOIN journal_entries AS e ON e.id = i.entry_id WHERE i.run_id = :run"
+        ),
+        {"run": row.id},
+    )
     rejected = session.execute(select(settlement_runs).where(settlement_runs.c.id == row.id)).one()
     return _run(session, rejected)
 
@@ -618,8 +944,22 @@ def list_runs(session: Session, limit: int = 60, before: date | None = None) -> 
     return [_run(session, row) for row in rows]
 
 
-def settle_due(sessions: sessionmaker[Session]) -> list[Run]:
-    """Settle yesterday (coalition time) and any open date before it; the server runs this
-    every few minutes, so a date is settled soon after its cut-off. Safe to repeat."""
-    yesterday = datetime.now(get_settings().zone).date() - timedelta(days=1)
-    return settle(sessions, yesterday)
+def list_dates(
+    session: Session, limit: int = 60, before: date | None = None
+) -> list[Run | FailedDate]:
+    """The live runs and the dates whose run failed (and has not been computed since), newest
+    date first; only those before the date `before`, if given."""
+    dated: list[Run | FailedDate] = [
+        *list_runs(session, limit, before),
+        *failed_dates(session, limit, before),
+    ]
+    return sorted(dated, key=lambda item: item.business_date, reverse=True)[:limit]
+
+
+def settle_due(sessions: sessionmaker[Session], clock: Clock = _utc_now) -> Settled:
+    """Settle yesterday (coalition time, by `clock`) and any open date before it, trying dates
+    whose run failed again once their back-off has passed; the server runs this every few
+    minutes, so a date is settled soon after its cut-off. Safe to repeat. A failed date is
+    recorded and logged, never raised: the dates after it are settled all the same."""
+    yesterday = clock().astimezone(get_settings().zone).date() - timedelta(days=1)
+    return settle_through(sessions, yesterday, clock=clock)

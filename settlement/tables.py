@@ -3,6 +3,7 @@ reconciliation uploads and the breaks found in them, one row each."""
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     Date,
@@ -32,6 +33,8 @@ settlement_runs = Table(
     Column("entry_id", BigInteger, ForeignKey("journal_entries.id")),
     Column("bank_reference", Text),
     Column("computed_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    # How many entries the run covers (its settlement_items), kept so listings need not count.
+    Column("entries", BigInteger, nullable=False, server_default=text("0")),
     UniqueConstraint("business_date", "attempt"),
     CheckConstraint("state IN ('computed', 'approved', 'paid', 'rejected')", name="state_known"),
     CheckConstraint("(state = 'paid') = (bank_reference IS NOT NULL)", name="paid_has_reference"),
@@ -51,6 +54,33 @@ settlement_items = Table(
     Column("run_id", BigInteger, ForeignKey("settlement_runs.id"), nullable=False),
     PrimaryKeyConstraint("entry_id", "run_id"),
     Index("ix_settlement_items_run_id", "run_id"),
+)
+
+# Every settleable entry not covered by a live run, with the instant it was recorded: written
+# by a trigger on journal_entries as the entry is, taken by the run that covers it, given back
+# when that run is rejected. A run reads its day here, never by scanning the journal.
+unsettled_entries = Table(
+    "unsettled_entries",
+    metadata,
+    Column("entry_id", BigInteger, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    # Given back by a rejected run, which freed its issue value from exposure already.
+    Column("freed", Boolean, nullable=False, server_default=text("false")),
+    PrimaryKeyConstraint("recorded_at", "entry_id"),
+)
+
+# Each failed try to settle a date, with its error and when the job tries again. A date's
+# failures are current until a run of that attempt (or a later one) is computed.
+settlement_failures = Table(
+    "settlement_failures",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("business_date", Date, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("failed_at", DateTime(timezone=True), nullable=False),
+    Column("retry_at", DateTime(timezone=True), nullable=False),
+    Column("error", Text, nullable=False),
+    Index("ix_settlement_failures_business_date", "business_date"),
 )
 
 settlement_lines = Table(

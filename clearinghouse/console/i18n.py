@@ -78,6 +78,7 @@ LABELS = {
     "approved": N_("approved"),
     "rejected": N_("rejected"),
     "paid": N_("paid"),
+    "failed": N_("failed"),
     "open": N_("open"),
     "blocked": N_("blocked"),
     "review": N_("review"),

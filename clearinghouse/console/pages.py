@@ -62,10 +62,11 @@ def _after(path: str, done: str) -> RedirectResponse:
 def settlements(request: Request, session: ReadSession, me: FinanceViewer) -> Response:
     runs = [
         {
-            "run": run,
-            "open_breaks": netting.open_breaks(session, run.business_date),
+            "run": item,
+            "failed": isinstance(item, netting.FailedDate),
+            "open_breaks": netting.open_breaks(session, item.business_date),
         }
-        for run in netting.list_runs(session)
+        for item in netting.list_dates(session)
     ]
     yesterday = datetime.now(get_settings().zone).date() - timedelta(days=1)
     return render.page(request, "settlements.html", runs=runs, yesterday=yesterday)

@@ -1,0 +1,261 @@
+"""A settlement job that cannot wedge: a date whose run fails is recorded with its error, logged,
+shown in the finance listing and the console, and makes `clearinghouse settle` exit non-zero;
+the dates after it settle all the same, without its entries; the job tries it again with
+back-off, by an injected clock, never sleeping."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from clearinghouse import ledger
+from clearinghouse.ledger.tables import journal_entries, postings
+from partners.directory import exposure_account, headroom_account
+from settlement import netting
+from settlement.tables import settlement_failures, settlement_items
+from tests.console.builders import Console, person
+from tests.settlement.builders import (
+    SHANGHAI,
+    World,
+    a_day_of_traffic,
+    business_today,
+    count,
+)
+from tests.settlement.test_cli import run as run_cli
+
+
+def _entry_at(
+    sessions: sessionmaker[Session], partner_id: str, at: datetime, metadata: dict[str, Any]
+) -> int:
+    """An accrual-like entry recorded at `at` with the metadata given, written as raw rows (the
+    journal takes inserts; the triggers keep the balances and queue it for settlement): the
+    partner issues 1,000 points to coalition:bonus and 1,200 fen move from its headroom to its
+    exposure."""
+    legs = [
+        (str(ledger.Address.partner(partner_id, "issued")), -1_000),
+        ("coalition:bonus", 1_000),
+        (headroom_account(partner_id), -1_200),
+        (exposure_account(partner_id), 1_200),
+    ]
+    with sessions() as session, session.begin():
+        entry_id: int = session.execute(
+            journal_entries.insert()
+            .values(
+                kind="accrual",
+                origin=f"partner:{partner_id}",
+                idempotency_key=f"backdated:{uuid.uuid4()}",
+                request_hash=b"\x00",
+                occurred_at=at,
+                recorded_at=at,
+                metadata=metadata,
+            )
+            .returning(journal_entries.c.id)
+        ).scalar_one()
+        for address, amount in legs:
+            account = ledger.get_account(session, address)
+            session.execute(
+                postings.insert().values(
+                    entry_id=entry_id,
+                    account_id=account.id,
+                    asset=account.asset,
+                    amount=amount,
+                    recorded_at=at,
+                )
+            )
+    return entry_id
+
+
+def _late_yesterday() -> datetime:
+    return datetime.combine(business_today() - timedelta(days=1), time(23, 0), SHANGHAI)
+
+
+def _run_entries(sessions: sessionmaker[Session], run_id: int) -> set[int]:
+    with sessions() as session:
+        return set(
+            session.execute(
+                select(settlement_items.c.entry_id).where(settlement_items.c.run_id == run_id)
+            ).scalars()
+        )
+
+
+def _failed(world: World) -> list[netting.FailedDate]:
+    with world.sessions() as session:
+        return netting.failed_dates(session)
+
+
+def test_a_failed_date_is_reported_and_the_next_date_settles_without_its_entries(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    traffic = a_day_of_traffic(world)
+    today, yesterday = business_today(), business_today() - timedelta(days=1)
+    # An entry the self-check refuses: settleable (it names its partner and has a value), but
+    # its value is null.
+    bad = _entry_at(
+        world.sessions,
+        traffic.payer.id,
+        _late_yesterday(),
+        {"partner_id": traffic.payer.id, "value_fen": None},
+    )
+
+    with caplog.at_level(logging.ERROR, logger="settlement.netting"):
+        done = netting.settle_through(world.sessions, today)
+
+    [(day, error)] = done.errors
+    assert day == yesterday
+    assert isinstance(error, netting.SelfCheckFailed)
+    assert "1 of the run's entries name no partner or no value" in str(error)
+    # The next date settled all the same, with its own entries and without the failed date's.
+    [run] = done.runs
+    assert (run.business_date, run.attempt, run.entries) == (today, 1, 2)
+    assert bad not in _run_entries(world.sessions, run.id)
+    assert run.zero_sum
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any(
+        f"settlement of {yesterday.isoformat()} failed (attempt 1, try 1)" in m
+        and "SelfCheckFailed" in m
+        for m in logged
+    )
+
+    [failed] = _failed(world)
+    assert (failed.business_date, failed.attempt, failed.tries) == (yesterday, 1, 1)
+    assert failed.error.startswith("SelfCheckFailed: ")
+    assert failed.retry_at - failed.failed_at == netting.BACKOFF_BASE
+
+    # The finance listing shows the failed date among the settled ones, with its error.
+    _, token = world.finance()
+    listed = world.http.get("/finance/settlements", headers=token).json()["settlements"]
+    assert [(s["business_date"], s["state"]) for s in listed] == [
+        (today.isoformat(), "computed"),
+        (yesterday.isoformat(), "failed"),
+    ]
+    assert listed[1]["error"] == failed.error
+    assert (listed[1]["attempt"], listed[1]["failed_tries"]) == (1, 1)
+    assert listed[0]["error"] is None
+
+    # So does the console's settlement list.
+    console = Console(world.http.app)  # type: ignore[arg-type]
+    try:
+        assert console.sign_in(person(world.sessions, "finance")).status_code == 303
+        page = console.get("/console/settlements")
+    finally:
+        console.close()
+    assert page.status_code == 200
+    assert "state-failed" in page.text
+    assert "Attempt 1: try 1 failed at" in page.text
+    assert "SelfCheckFailed" in page.text
+
+    # Asked again, the failed date is tried again at once and fails again; today stays as it was.
+    with pytest.raises(netting.SelfCheckFailed):
+        netting.settle(world.sessions, today)
+    [failed] = _failed(world)
+    assert failed.tries == 2
+    with world.sessions() as session:
+        assert netting.load_run(session, today) == run
+
+
+def test_the_job_tries_a_failed_date_again_with_back_off(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    traffic = a_day_of_traffic(world)
+    yesterday = business_today() - timedelta(days=1)
+    late = _entry_at(
+        world.sessions,
+        traffic.payer.id,
+        _late_yesterday(),
+        {"partner_id": traffic.payer.id, "value_fen": 1_200},
+    )
+    failing = [True]
+    compute = netting._compute
+
+    def flaky(session: Session, day: date, floor: datetime | None) -> netting.Run:
+        if failing[0]:
+            raise RuntimeError("could not extend file: No space left on device")
+        return compute(session, day, floor)
+
+    monkeypatch.setattr(netting, "_compute", flaky)
+    start = datetime.now(UTC)
+    now = [start]
+
+    def clock() -> datetime:
+        return now[0]
+
+    def at(minutes: float) -> netting.Settled:
+        now[0] = start + timedelta(minutes=minutes)
+        return netting.settle_due(world.sessions, clock)
+
+    first = at(0)
+    assert ([d for d, _ in first.errors], first.runs) == ([yesterday], [])
+    assert [(f.tries, f.retry_at) for f in _failed(world)] == [(1, start + timedelta(minutes=5))]
+
+    # Before its back-off has passed, the job leaves the date alone.
+    assert (at(4).errors, at(4).runs) == ([], [])
+    assert count(world.sessions, settlement_failures) == 1
+
+    second = at(5)
+    assert [d for d, _ in second.errors] == [yesterday]
+    [failed] = _failed(world)
+    assert failed.tries == 2
+    assert failed.retry_at == start + timedelta(minutes=5 + 10)
+    assert failed.error == "RuntimeError: could not extend file: No space left on device"
+    assert (at(14).errors, at(14).runs) == ([], [])
+
+    # Fixed: the next try settles it, with its own entries, and the date is no longer failed.
+    failing[0] = False
+    third = at(15)
+    assert third.errors == []
+    [run] = third.runs
+    assert (run.business_date, run.attempt, run.state) == (yesterday, 1, "computed")
+    assert _run_entries(world.sessions, run.id) == {late}
+    assert _failed(world) == []
+    assert count(world.sessions, settlement_failures) == 2  # kept, as history
+    # Settled, yesterday is returned as it is.
+    again = at(20)
+    assert ([r.id for r in again.runs], again.errors) == ([run.id], [])
+
+
+def test_the_back_off_doubles_up_to_its_limit() -> None:
+    assert [netting.backoff(n) for n in (1, 2, 3, 4)] == [
+        timedelta(minutes=m) for m in (5, 10, 20, 40)
+    ]
+    assert netting.backoff(7) == netting.BACKOFF_MAX
+    assert netting.backoff(10_000) == netting.BACKOFF_MAX
+
+
+def test_settle_exits_non_zero_with_the_error_and_settles_the_next_date(world: World) -> None:
+    traffic = a_day_of_traffic(world)
+    today, yesterday = business_today(), business_today() - timedelta(days=1)
+    _entry_at(
+        world.sessions,
+        traffic.payer.id,
+        _late_yesterday(),
+        {"partner_id": traffic.payer.id, "value_fen": None},
+    )
+
+    settled = run_cli(world, "settle", "--date", today.isoformat())
+
+    assert settled.returncode == 1
+    assert (
+        f"error: the settlement of {yesterday.isoformat()} failed: SelfCheckFailed: 1 of the"
+        " run's entries name no partner or no value" in settled.stderr
+    )
+    assert f"settlement {today} (attempt 1): computed, 2 entries" in settled.stdout
+
+
+def test_the_trigger_queues_the_kinds_the_run_settles(world: World) -> None:
+    """The trigger that queues entries for settlement names the settleable kinds itself: it must
+    name the same as the code."""
+    with world.sessions() as session:
+        definition = session.execute(
+            text(
+                "SELECT pg_get_triggerdef(oid) FROM pg_trigger"
+                " WHERE tgname = 'journal_entries_settleable'"
+            )
+        ).scalar_one()
+    named = set(definition.split("ARRAY[", 1)[1].split("]", 1)[0].replace("::text", "").split(", "))
+    assert {kind.strip("'") for kind in named} == set(netting.CATEGORIES)
