@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -117,10 +119,21 @@ def test_demo_runs_on_any_databases_in_any_order(databases: Databases, tmp_path:
     # The demo keeps its partners' private keys in the home, which outlives any one database.
     first, second = databases.create(), databases.create()
     home, other_home = tmp_path / "home", tmp_path / "other-home"
+    # A day's demo is keyed by its UTC date: a run that crosses midnight starts the next day's.
+    shown: dict[tuple[str, date], str] = {}
     for url, data in ((first, home), (second, home), (first, other_home), (first, home)):
+        day = datetime.now(UTC).date()
+        fresh = all(seen != url for seen, _ in shown)
         result = run("demo", env={"DATABASE_URL": url, "CLEARINGHOUSE_HOME": str(data)})
         assert result.returncode == 0, result.stderr
-        assert "Alice: 540 points available" in result.stdout
+        found = re.search(r"Alice: ([\d,]+) points available", result.stdout)
+        assert found is not None, result.stdout
+        if datetime.now(UTC).date() != day:
+            continue
+        if fresh:
+            assert found[1] == "540"
+        # Running it again the same day, from any home, changes nothing.
+        assert shown.setdefault((url, day), found[1]) == found[1]
 
 
 def test_commands_refuse_an_unmigrated_database(databases: Databases) -> None:
