@@ -4,7 +4,7 @@ so that anyone can recompute a block from exported data alone."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -121,14 +121,14 @@ def _load(session: Session, condition: Any, limit: int | None = None) -> list[En
     legs: dict[int, list[tuple[str, str, int]]] = {}
     # One array parameter, however many entries: a statement holds at most 65,535 parameters.
     ids = bindparam("ids", [h.id for h in heads], type_=ARRAY(BigInteger))
-    rows: Iterable[Any] = session.execute(
+    rows = session.execute(
         select(postings.c.entry_id, accounts.c.address, postings.c.asset, postings.c.amount)
         .join(accounts, accounts.c.id == postings.c.account_id)
         .where(postings.c.entry_id == any_(ids))
         .order_by(postings.c.id)
-    )
-    for row in rows:
-        legs.setdefault(row.entry_id, []).append((row.address, row.asset, row.amount))
+    ).all()
+    for entry_id, address, asset, amount in rows:
+        legs.setdefault(entry_id, []).append((address, asset, amount))
     return [
         EntryRecord(
             id=h.id,

@@ -77,16 +77,15 @@ what it wrote.
 from __future__ import annotations
 
 import contextlib
-import csv
+import functools
 import hashlib
-import io
 import itertools
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -199,8 +198,10 @@ def _decode_component(name: str) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def address_to_account(address: str) -> str:
-    """The beancount account name of a ledger address (see the module doc)."""
+    """The beancount account name of a ledger address (see the module doc); remembered, as an
+    export names the same accounts over and over."""
     if not _ADDRESS.match(address):
         raise ValueError(f"malformed account address {address!r}")
     return ":".join([ROOT, *(_encode_component(part) for part in address.split(":"))])
@@ -217,6 +218,7 @@ def account_to_address(account: str) -> str:
     return address
 
 
+@functools.lru_cache(maxsize=64)
 def asset_to_commodity(asset: str) -> str:
     """The beancount commodity of an asset code (see the module doc)."""
     if not _ASSET.match(asset):
@@ -410,7 +412,7 @@ def export_part(
         out_dir.mkdir(parents=True, exist_ok=True)
         heads = {
             ENTRIES_FILE: b"",
-            CSV_FILE: _csv_rows([CSV_COLUMNS]),
+            CSV_FILE: _csv_line(CSV_COLUMNS).encode(),
             BEANCOUNT_FILE: _beancount_head(start, end, zone),
         }
         for name, data in heads.items():
@@ -473,9 +475,16 @@ def _write_entries(
         for batch in entries_in_batches(
             session, in_range, after=progress.cursor, size=batch_size, limit=max_entries
         ):
+            rows: list[str] = []
+            transactions: list[str] = []
+            for entry in batch:
+                occurred = instant_text(entry.occurred_at)
+                recorded = instant_text(entry.recorded_at)
+                rows.append(_csv_entry(entry, occurred, recorded))
+                transactions.append(_beancount_entry(entry, occurred, recorded, zone))
             files[ENTRIES_FILE].write(b"".join(encode(entry) + b"\n" for entry in batch))
-            files[CSV_FILE].write(_csv_rows(row for entry in batch for row in _csv_entry(entry)))
-            files[BEANCOUNT_FILE].write(b"".join(_beancount_entry(entry, zone) for entry in batch))
+            files[CSV_FILE].write("".join(rows).encode())
+            files[BEANCOUNT_FILE].write("".join(transactions).encode())
             for f in files.values():
                 f.flush()
             written += len(batch)
@@ -598,24 +607,40 @@ def _compact(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _csv_rows(rows: Iterable[Sequence[object]]) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return buffer.getvalue().encode()
+_CSV_QUOTED = re.compile(r'[,"\r\n]')
 
 
-def _csv_entry(entry: EntryRecord) -> list[tuple[object, ...]]:
-    head = (
-        entry.id,
-        instant_text(entry.recorded_at),
-        instant_text(entry.occurred_at),
-        entry.kind,
-        entry.origin,
-        entry.idempotency_key,
-        "" if entry.reverses_id is None else entry.reverses_id,
+def _csv_field(value: object) -> str:
+    """One CSV field as the `csv` module's reader reads it back: quoted, with its quotes
+    doubled, when it holds a comma, a quote or a line break (RFC 4180)."""
+    text = str(value)
+    if _CSV_QUOTED.search(text) is None:
+        return text
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _csv_line(fields: Iterable[object]) -> str:
+    return ",".join(map(_csv_field, fields)) + "\n"
+
+
+def _csv_entry(entry: EntryRecord, occurred: str, recorded: str) -> str:
+    """The entry's rows, one per posting: the entry's own fields encoded once for all of them."""
+    head = _csv_line(
+        (
+            entry.id,
+            recorded,
+            occurred,
+            entry.kind,
+            entry.origin,
+            entry.idempotency_key,
+            "" if entry.reverses_id is None else entry.reverses_id,
+        )
+    )[:-1]
+    metadata = _csv_field(_compact(entry.metadata))
+    return "".join(
+        f"{head},{_csv_field(address)},{_csv_field(asset)},{amount},{metadata}\n"
+        for address, asset, amount in entry.postings
     )
-    metadata = _compact(entry.metadata)
-    return [(*head, address, asset, amount, metadata) for address, asset, amount in entry.postings]
 
 
 def _quote(text: str) -> str:
@@ -654,15 +679,15 @@ def _beancount_head(start: datetime, end: datetime, zone: ZoneInfo) -> bytes:
     return "".join(line + "\n" for line in lines).encode()
 
 
-def _beancount_entry(entry: EntryRecord, zone: ZoneInfo) -> bytes:
+def _beancount_entry(entry: EntryRecord, occurred: str, recorded: str, zone: ZoneInfo) -> str:
     lines = [
         f"{_day(entry.recorded_at, zone)} * {_quote(entry.origin)} {_quote(entry.kind)}",
         f"  entry_id: {entry.id}",
         f"  kind: {_quote(entry.kind)}",
         f"  origin: {_quote(entry.origin)}",
         f"  idempotency_key: {_quote(entry.idempotency_key)}",
-        f"  occurred_at: {_quote(instant_text(entry.occurred_at))}",
-        f"  recorded_at: {_quote(instant_text(entry.recorded_at))}",
+        f'  occurred_at: "{occurred}"',
+        f'  recorded_at: "{recorded}"',
     ]
     if entry.metadata:
         lines.append(f"  metadata: {_quote(_compact(entry.metadata))}")
@@ -672,7 +697,7 @@ def _beancount_entry(entry: EntryRecord, zone: ZoneInfo) -> bytes:
         _posting(address_to_account(address), amount, asset_to_commodity(asset))
         for address, asset, amount in entry.postings
     )
-    return (text + "\n").encode()
+    return text + "\n"
 
 
 def _write_accounts(
