@@ -24,14 +24,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from clearinghouse import ledger
 from clearinghouse.api.app import create_app
 from clearinghouse.database import libpq_url, make_engine, session_factory
-from clearinghouse.ledger.tables import journal_entries
+from clearinghouse.ledger.tables import journal_entries, postings
 from clearinghouse.members.service import create_member, link_member
 from clearinghouse.points import accrual, exchange, holds, refunds, wallet
 from clearinghouse.users.service import create_user
 from partners import directory, limits
 from partners.client import PartnerClient
+from partners.directory import exposure_account, headroom_account
 from partners.tables import partner_rates
 from settlement.netting import CATEGORIES
+from settlement.tables import settlement_items
 from tests.api.builders import ApiPartner, client_for, unique_id
 from tests.builders import own_client
 from tests.conftest import Databases
@@ -273,3 +275,64 @@ def a_day_of_traffic(world: World) -> Traffic:
     earned = accrue(world.sessions, payer.id, member_id, 52_000)
     hold = redeem(world.sessions, receiver.id, member_id, 300, 300)
     return Traffic(payer, receiver, member_id, earned.issue_value_fen, hold.value_fen)
+
+
+def backdated_accrual(
+    sessions: sessionmaker[Session],
+    partner_id: str,
+    at: datetime,
+    *,
+    points: int = 1_000,
+    value_fen: int = 1_200,
+    metadata: dict[str, Any] | None = None,
+) -> int:
+    """A balanced accrual-like entry recorded at `at`, written as raw rows (the journal takes
+    inserts; the triggers keep the balances and queue it for settlement): the partner issues
+    `points` (to coalition:bonus, so no member's lots are involved) and their value moves from
+    its headroom to its exposure. `metadata` defaults to what settlement reads."""
+    legs = [
+        (str(ledger.Address.partner(partner_id, "issued")), -points),
+        ("coalition:bonus", points),
+        (headroom_account(partner_id), -value_fen),
+        (exposure_account(partner_id), value_fen),
+    ]
+    with sessions() as session, session.begin():
+        entry_id: int = session.execute(
+            journal_entries.insert()
+            .values(
+                kind="accrual",
+                origin=f"partner:{partner_id}",
+                idempotency_key=f"backdated:{uuid.uuid4()}",
+                request_hash=b"\x00",
+                occurred_at=at,
+                recorded_at=at,
+                metadata=(
+                    {"partner_id": partner_id, "value_fen": value_fen}
+                    if metadata is None
+                    else metadata
+                ),
+            )
+            .returning(journal_entries.c.id)
+        ).scalar_one()
+        for address, amount in legs:
+            account = ledger.get_account(session, address)
+            session.execute(
+                postings.insert().values(
+                    entry_id=entry_id,
+                    account_id=account.id,
+                    asset=account.asset,
+                    amount=amount,
+                    recorded_at=at,
+                )
+            )
+    return entry_id
+
+
+def run_entries(sessions: sessionmaker[Session], run_id: int) -> set[int]:
+    """The ids of the entries a settlement run covers."""
+    with sessions() as session:
+        return set(
+            session.execute(
+                select(settlement_items.c.entry_id).where(settlement_items.c.run_id == run_id)
+            ).scalars()
+        )

@@ -5,20 +5,18 @@ its date was settled falls into the next date, never into the settled one."""
 from __future__ import annotations
 
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import date, datetime, time, timedelta
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import ledger
-from clearinghouse.ledger.tables import journal_entries, postings
+from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.points import accrual
 from clearinghouse.users.service import User
-from partners.directory import exposure_account, headroom_account
+from partners.directory import exposure_account
 from settlement import netting
 from settlement.tables import (
     settlement_events,
@@ -32,21 +30,14 @@ from tests.settlement.builders import (
     World,
     a_day_of_traffic,
     accrue,
+    backdated_accrual,
     balance,
     business_today,
     count,
     entries_of_kind,
     new_member,
+    run_entries,
 )
-
-
-def _run_entries(sessions: sessionmaker[Session], run_id: int) -> set[int]:
-    with sessions() as session:
-        return set(
-            session.execute(
-                select(settlement_items.c.entry_id).where(settlement_items.c.run_id == run_id)
-            ).scalars()
-        )
 
 
 def test_settling_a_date_twice_returns_the_same_run_and_posts_nothing(world: World) -> None:
@@ -107,62 +98,22 @@ def test_missed_dates_are_settled_in_order_before_the_date_asked_for(world: Worl
     assert count(world.sessions, settlement_runs) == 4
 
 
-def _backdated_accrual(
-    sessions: sessionmaker[Session], partner_id: str, points: int, value_fen: int, at: datetime
-) -> int:
-    """A balanced accrual-like entry recorded at `at`, written as raw rows (the journal takes
-    inserts; the triggers keep the balances): the partner issues `points` (to coalition:bonus, so
-    no member's lots are involved) and their value moves from its headroom to its exposure."""
-    legs = [
-        (str(ledger.Address.partner(partner_id, "issued")), -points),
-        ("coalition:bonus", points),
-        (headroom_account(partner_id), -value_fen),
-        (exposure_account(partner_id), value_fen),
-    ]
-    with sessions() as session, session.begin():
-        entry_id: int = session.execute(
-            journal_entries.insert()
-            .values(
-                kind="accrual",
-                origin=f"partner:{partner_id}",
-                idempotency_key=f"backdated:{uuid.uuid4()}",
-                request_hash=b"\x00",
-                occurred_at=at,
-                recorded_at=at,
-                metadata={"partner_id": partner_id, "value_fen": value_fen},
-            )
-            .returning(journal_entries.c.id)
-        ).scalar_one()
-        for address, amount in legs:
-            account = ledger.get_account(session, address)
-            session.execute(
-                postings.insert().values(
-                    entry_id=entry_id,
-                    account_id=account.id,
-                    asset=account.asset,
-                    amount=amount,
-                    recorded_at=at,
-                )
-            )
-    return entry_id
-
-
 def test_catch_up_settles_each_earlier_day_with_its_own_entries(world: World) -> None:
     traffic = a_day_of_traffic(world)
     today = business_today()
     two_days_ago = today - timedelta(days=2)
     at = datetime.combine(two_days_ago, time(23, 59), SHANGHAI)
-    backdated = _backdated_accrual(world.sessions, traffic.payer.id, 1_000, 1_200, at)
+    backdated = backdated_accrual(world.sessions, traffic.payer.id, at)
 
     runs = netting.settle(world.sessions, today)
     assert [run.business_date for run in runs] == [two_days_ago, today - timedelta(days=1), today]
     assert [run.attempt for run in runs] == [1, 1, 1]
-    assert _run_entries(world.sessions, runs[0].id) == {backdated}
+    assert run_entries(world.sessions, runs[0].id) == {backdated}
     assert [(line.partner_id, line.issued_points, line.net_fen) for line in runs[0].lines] == [
         (traffic.payer.id, 1_000, 1_200)
     ]
     assert runs[1].entries == 0
-    assert backdated not in _run_entries(world.sessions, runs[2].id)
+    assert backdated not in run_entries(world.sessions, runs[2].id)
     assert runs[2].entries == 2
     assert all(run.zero_sum for run in runs)
     assert balance(world.sessions, exposure_account(traffic.payer.id)) == 0
@@ -208,7 +159,7 @@ def test_an_entry_recorded_after_the_run_falls_into_the_next_date(world: World) 
     today, tomorrow = business_today(), business_today() + timedelta(days=1)
     [settled] = netting.settle(world.sessions, today)
     _approve(world, today)
-    covered = _run_entries(world.sessions, settled.id)
+    covered = run_entries(world.sessions, settled.id)
 
     late = accrue(world.sessions, traffic.payer.id, traffic.member_id, 10_000)
     [same] = netting.settle(world.sessions, today)
@@ -217,11 +168,11 @@ def test_an_entry_recorded_after_the_run_falls_into_the_next_date(world: World) 
 
     [next_run] = netting.settle(world.sessions, tomorrow)
     assert (next_run.business_date, next_run.attempt) == (tomorrow, 1)
-    assert _run_entries(world.sessions, next_run.id) == {late.entry_id}
+    assert run_entries(world.sessions, next_run.id) == {late.entry_id}
     assert [(line.partner_id, line.issued_fen, line.net_fen) for line in next_run.lines] == [
         (traffic.payer.id, late.issue_value_fen, late.issue_value_fen)
     ]
-    assert _run_entries(world.sessions, settled.id) == covered
+    assert run_entries(world.sessions, settled.id) == covered
     assert netting.settle(world.sessions, today)[0] == same
 
 
@@ -251,12 +202,12 @@ def test_an_entry_committed_after_the_run_but_recorded_before_the_cutoff_falls_i
             select(journal_entries.c.recorded_at).where(journal_entries.c.id == late.entry_id)
         ).scalar_one()
     assert recorded_at < netting.cutoff(today)
-    assert late.entry_id not in _run_entries(world.sessions, settled.id)
+    assert late.entry_id not in run_entries(world.sessions, settled.id)
     assert {line.partner_id for line in settled.lines} == {traffic.payer.id, traffic.receiver.id}
     assert netting.settle(world.sessions, today)[0] == settled
 
     [next_run] = netting.settle(world.sessions, tomorrow)
-    assert _run_entries(world.sessions, next_run.id) == {late.entry_id}
+    assert run_entries(world.sessions, next_run.id) == {late.entry_id}
     assert [(line.partner_id, line.net_fen) for line in next_run.lines] == [
         (store.id, late.issue_value_fen)
     ]

@@ -6,82 +6,29 @@ back-off, by an injected clock, never sleeping."""
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
 
 import pytest
-from sqlalchemy import select, text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
-from clearinghouse import ledger
-from clearinghouse.ledger.tables import journal_entries, postings
-from partners.directory import exposure_account, headroom_account
 from settlement import netting
-from settlement.tables import settlement_failures, settlement_items
+from settlement.tables import settlement_failures
 from tests.console.builders import Console, person
 from tests.settlement.builders import (
     SHANGHAI,
     World,
     a_day_of_traffic,
+    backdated_accrual,
     business_today,
     count,
+    run_entries,
 )
 from tests.settlement.test_cli import run as run_cli
 
 
-def _entry_at(
-    sessions: sessionmaker[Session], partner_id: str, at: datetime, metadata: dict[str, Any]
-) -> int:
-    """An accrual-like entry recorded at `at` with the metadata given, written as raw rows (the
-    journal takes inserts; the triggers keep the balances and queue it for settlement): the
-    partner issues 1,000 points to coalition:bonus and 1,200 fen move from its headroom to its
-    exposure."""
-    legs = [
-        (str(ledger.Address.partner(partner_id, "issued")), -1_000),
-        ("coalition:bonus", 1_000),
-        (headroom_account(partner_id), -1_200),
-        (exposure_account(partner_id), 1_200),
-    ]
-    with sessions() as session, session.begin():
-        entry_id: int = session.execute(
-            journal_entries.insert()
-            .values(
-                kind="accrual",
-                origin=f"partner:{partner_id}",
-                idempotency_key=f"backdated:{uuid.uuid4()}",
-                request_hash=b"\x00",
-                occurred_at=at,
-                recorded_at=at,
-                metadata=metadata,
-            )
-            .returning(journal_entries.c.id)
-        ).scalar_one()
-        for address, amount in legs:
-            account = ledger.get_account(session, address)
-            session.execute(
-                postings.insert().values(
-                    entry_id=entry_id,
-                    account_id=account.id,
-                    asset=account.asset,
-                    amount=amount,
-                    recorded_at=at,
-                )
-            )
-    return entry_id
-
-
 def _late_yesterday() -> datetime:
     return datetime.combine(business_today() - timedelta(days=1), time(23, 0), SHANGHAI)
-
-
-def _run_entries(sessions: sessionmaker[Session], run_id: int) -> set[int]:
-    with sessions() as session:
-        return set(
-            session.execute(
-                select(settlement_items.c.entry_id).where(settlement_items.c.run_id == run_id)
-            ).scalars()
-        )
 
 
 def _failed(world: World) -> list[netting.FailedDate]:
@@ -96,11 +43,11 @@ def test_a_failed_date_is_reported_and_the_next_date_settles_without_its_entries
     today, yesterday = business_today(), business_today() - timedelta(days=1)
     # An entry the self-check refuses: settleable (it names its partner and has a value), but
     # its value is null.
-    bad = _entry_at(
+    bad = backdated_accrual(
         world.sessions,
         traffic.payer.id,
         _late_yesterday(),
-        {"partner_id": traffic.payer.id, "value_fen": None},
+        metadata={"partner_id": traffic.payer.id, "value_fen": None},
     )
 
     with caplog.at_level(logging.ERROR, logger="settlement.netting"):
@@ -113,7 +60,7 @@ def test_a_failed_date_is_reported_and_the_next_date_settles_without_its_entries
     # The next date settled all the same, with its own entries and without the failed date's.
     [run] = done.runs
     assert (run.business_date, run.attempt, run.entries) == (today, 1, 2)
-    assert bad not in _run_entries(world.sessions, run.id)
+    assert bad not in run_entries(world.sessions, run.id)
     assert run.zero_sum
     logged = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any(
@@ -164,11 +111,11 @@ def test_the_job_tries_a_failed_date_again_with_back_off(
 ) -> None:
     traffic = a_day_of_traffic(world)
     yesterday = business_today() - timedelta(days=1)
-    late = _entry_at(
+    late = backdated_accrual(
         world.sessions,
         traffic.payer.id,
         _late_yesterday(),
-        {"partner_id": traffic.payer.id, "value_fen": 1_200},
+        metadata={"partner_id": traffic.payer.id, "value_fen": 1_200},
     )
     failing = [True]
     compute = netting._compute
@@ -211,7 +158,7 @@ def test_the_job_tries_a_failed_date_again_with_back_off(
     assert third.errors == []
     [run] = third.runs
     assert (run.business_date, run.attempt, run.state) == (yesterday, 1, "computed")
-    assert _run_entries(world.sessions, run.id) == {late}
+    assert run_entries(world.sessions, run.id) == {late}
     assert _failed(world) == []
     assert count(world.sessions, settlement_failures) == 2  # kept, as history
     # Settled, yesterday is returned as it is.
@@ -230,11 +177,11 @@ def test_the_back_off_doubles_up_to_its_limit() -> None:
 def test_settle_exits_non_zero_with_the_error_and_settles_the_next_date(world: World) -> None:
     traffic = a_day_of_traffic(world)
     today, yesterday = business_today(), business_today() - timedelta(days=1)
-    _entry_at(
+    backdated_accrual(
         world.sessions,
         traffic.payer.id,
         _late_yesterday(),
-        {"partner_id": traffic.payer.id, "value_fen": None},
+        metadata={"partner_id": traffic.payer.id, "value_fen": None},
     )
 
     settled = run_cli(world, "settle", "--date", today.isoformat())
