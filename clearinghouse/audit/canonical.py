@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any
 
-from sqlalchemy import BigInteger, any_, bindparam, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import BigInteger, any_, bindparam, func, select, true
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.sqltypes import NullType
 
 from clearinghouse.ledger.tables import accounts, journal_entries, postings
 
@@ -30,6 +32,17 @@ class EntryRecord:
     postings: tuple[tuple[str, str, int], ...]
     """(account address, asset, amount), in posting order."""
 
+    # Rendered once, for the canonical encoding and every export file alike.
+    occurred_text: str = field(init=False, repr=False, compare=False)
+    recorded_text: str = field(init=False, repr=False, compare=False)
+    metadata_json: str = field(init=False, repr=False, compare=False)
+    """The metadata as compact JSON, keys sorted: as the canonical encoding holds it."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "occurred_text", instant_text(self.occurred_at))
+        object.__setattr__(self, "recorded_text", instant_text(self.recorded_at))
+        object.__setattr__(self, "metadata_json", _json(self.metadata))
+
     def as_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -37,8 +50,8 @@ class EntryRecord:
             "origin": self.origin,
             "idempotency_key": self.idempotency_key,
             "request_hash": self.request_hash,
-            "occurred_at": instant_text(self.occurred_at),
-            "recorded_at": instant_text(self.recorded_at),
+            "occurred_at": self.occurred_text,
+            "recorded_at": self.recorded_text,
             "metadata": self.metadata,
             "reverses_id": self.reverses_id,
             "postings": [list(p) for p in self.postings],
@@ -67,10 +80,36 @@ def instant_text(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def _json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _value(value: object) -> str:
+    """`_json(value)`, taking the short way for the strings, integers and nulls of an entry."""
+    if type(value) is str:
+        return encode_basestring(value)
+    if type(value) is int:
+        return str(value)
+    return "null" if value is None else _json(value)
+
+
 def encode(entry: EntryRecord) -> bytes:
-    """Sorted keys, no spaces, UTF-8: the same entry always gives the same bytes."""
-    return json.dumps(
-        entry.as_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    """`entry.as_json()` with sorted keys, no spaces, UTF-8: the same entry always gives the
+    same bytes. Written field by field in key order, the metadata encoded once per entry, which
+    is what `json.dumps(entry.as_json(), sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)` gives (a property test holds them equal) at a fraction of its cost."""
+    legs = ",".join(
+        f"[{_value(address)},{_value(asset)},{_value(amount)}]"
+        for address, asset, amount in entry.postings
+    )
+    return (
+        f'{{"id":{_value(entry.id)},"idempotency_key":{_value(entry.idempotency_key)},'
+        f'"kind":{_value(entry.kind)},"metadata":{entry.metadata_json},'
+        f'"occurred_at":{_value(entry.occurred_text)},'
+        f'"origin":{_value(entry.origin)},"postings":[{legs}],'
+        f'"recorded_at":{_value(entry.recorded_text)},'
+        f'"request_hash":{_value(entry.request_hash)},'
+        f'"reverses_id":{_value(entry.reverses_id)}}}'
     ).encode()
 
 
@@ -113,34 +152,45 @@ def entries_in_batches(
 
 
 def _load(session: Session, condition: Any, limit: int | None = None) -> list[EntryRecord]:
-    heads = session.execute(
-        select(journal_entries).where(condition).order_by(journal_entries.c.id).limit(limit)
-    ).all()
-    if not heads:
-        return []
-    legs: dict[int, list[tuple[str, str, int]]] = {}
-    # One array parameter, however many entries: a statement holds at most 65,535 parameters.
-    ids = bindparam("ids", [h.id for h in heads], type_=ARRAY(BigInteger))
+    """One statement: each entry with its postings gathered into arrays in posting order, so
+    that a batch is one row per entry however many legs it has."""
+
+    def gathered(column: Any, name: str) -> Any:
+        # Typed as nothing in particular: psycopg's lists are taken as they come, not walked
+        # again item by item.
+        return func.array_agg(aggregate_order_by(column, postings.c.id), type_=NullType()).label(
+            name
+        )
+
+    legs = (
+        select(
+            gathered(accounts.c.address, "addresses"),
+            gathered(postings.c.asset, "assets"),
+            gathered(postings.c.amount, "amounts"),
+        )
+        .select_from(postings.join(accounts, accounts.c.id == postings.c.account_id))
+        .where(postings.c.entry_id == journal_entries.c.id)
+        .lateral("legs")
+    )
     rows = session.execute(
-        select(postings.c.entry_id, accounts.c.address, postings.c.asset, postings.c.amount)
-        .join(accounts, accounts.c.id == postings.c.account_id)
-        .where(postings.c.entry_id == any_(ids))
-        .order_by(postings.c.id)
+        select(journal_entries, legs.c.addresses, legs.c.assets, legs.c.amounts)
+        .select_from(journal_entries.join(legs, true()))
+        .where(condition)
+        .order_by(journal_entries.c.id)
+        .limit(limit)
     ).all()
-    for entry_id, address, asset, amount in rows:
-        legs.setdefault(entry_id, []).append((address, asset, amount))
     return [
         EntryRecord(
-            id=h.id,
-            kind=h.kind,
-            origin=h.origin,
-            idempotency_key=h.idempotency_key,
-            request_hash=bytes(h.request_hash).hex(),
-            occurred_at=h.occurred_at,
-            recorded_at=h.recorded_at,
-            metadata=h.metadata,
-            reverses_id=h.reverses_id,
-            postings=tuple(legs.get(h.id, [])),
+            id=r.id,
+            kind=r.kind,
+            origin=r.origin,
+            idempotency_key=r.idempotency_key,
+            request_hash=bytes(r.request_hash).hex(),
+            occurred_at=r.occurred_at,
+            recorded_at=r.recorded_at,
+            metadata=r.metadata,
+            reverses_id=r.reverses_id,
+            postings=tuple(zip(r.addresses or (), r.assets or (), r.amounts or (), strict=True)),
         )
-        for h in heads
+        for r in rows
     ]

@@ -478,10 +478,8 @@ def _write_entries(
             rows: list[str] = []
             transactions: list[str] = []
             for entry in batch:
-                occurred = instant_text(entry.occurred_at)
-                recorded = instant_text(entry.recorded_at)
-                rows.append(_csv_entry(entry, occurred, recorded))
-                transactions.append(_beancount_entry(entry, occurred, recorded, zone))
+                rows.append(_csv_entry(entry))
+                transactions.append(_beancount_entry(entry, zone))
             files[ENTRIES_FILE].write(b"".join(encode(entry) + b"\n" for entry in batch))
             files[CSV_FILE].write("".join(rows).encode())
             files[BEANCOUNT_FILE].write("".join(transactions).encode())
@@ -603,10 +601,6 @@ def _accounts(session: Session, start: datetime, end: datetime) -> Iterable[Any]
 # Writing the files
 
 
-def _compact(value: object) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 _CSV_QUOTED = re.compile(r'[,"\r\n]')
 
 
@@ -623,20 +617,20 @@ def _csv_line(fields: Iterable[object]) -> str:
     return ",".join(map(_csv_field, fields)) + "\n"
 
 
-def _csv_entry(entry: EntryRecord, occurred: str, recorded: str) -> str:
+def _csv_entry(entry: EntryRecord) -> str:
     """The entry's rows, one per posting: the entry's own fields encoded once for all of them."""
     head = _csv_line(
         (
             entry.id,
-            recorded,
-            occurred,
+            entry.recorded_text,
+            entry.occurred_text,
             entry.kind,
             entry.origin,
             entry.idempotency_key,
             "" if entry.reverses_id is None else entry.reverses_id,
         )
     )[:-1]
-    metadata = _csv_field(_compact(entry.metadata))
+    metadata = _csv_field(entry.metadata_json)
     return "".join(
         f"{head},{_csv_field(address)},{_csv_field(asset)},{amount},{metadata}\n"
         for address, asset, amount in entry.postings
@@ -679,18 +673,18 @@ def _beancount_head(start: datetime, end: datetime, zone: ZoneInfo) -> bytes:
     return "".join(line + "\n" for line in lines).encode()
 
 
-def _beancount_entry(entry: EntryRecord, occurred: str, recorded: str, zone: ZoneInfo) -> str:
+def _beancount_entry(entry: EntryRecord, zone: ZoneInfo) -> str:
     lines = [
         f"{_day(entry.recorded_at, zone)} * {_quote(entry.origin)} {_quote(entry.kind)}",
         f"  entry_id: {entry.id}",
         f"  kind: {_quote(entry.kind)}",
         f"  origin: {_quote(entry.origin)}",
         f"  idempotency_key: {_quote(entry.idempotency_key)}",
-        f'  occurred_at: "{occurred}"',
-        f'  recorded_at: "{recorded}"',
+        f'  occurred_at: "{entry.occurred_text}"',
+        f'  recorded_at: "{entry.recorded_text}"',
     ]
     if entry.metadata:
-        lines.append(f"  metadata: {_quote(_compact(entry.metadata))}")
+        lines.append(f"  metadata: {_quote(entry.metadata_json)}")
     if entry.reverses_id is not None:
         lines.append(f"  reverses_id: {entry.reverses_id}")
     text = "".join(line + "\n" for line in lines) + "".join(
