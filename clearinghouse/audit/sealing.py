@@ -8,7 +8,12 @@ SHA-256(0x01 | left | right); an odd node at the end of a level is carried up un
 Sealing vouches for what it seals, so it first checks each entry as the ledger would: its
 postings balance per asset, and the accounts it touches hold the balances their postings sum to.
 It seals up to the entry before the first one that fails and stops there (`SealingHalted`),
-every time it runs, until someone has looked."""
+every time it runs, until someone has looked.
+
+The entries waiting are those in `seal_queue`, where a trigger on the journal adds each entry
+written (migration 0015); the transaction that seals an entry takes it out. An entry written
+behind the triggers' back is never queued, so never sealed: verification, which compares the
+whole journal with the seals, reports it."""
 
 from __future__ import annotations
 
@@ -19,13 +24,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Text, any_, bindparam, exists, func, select
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    LargeBinary,
+    Text,
+    any_,
+    bindparam,
+    column,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import ledger
 from clearinghouse.audit.canonical import EntryRecord, encode, load_entries
-from clearinghouse.audit.tables import seal_blocks, seal_items
+from clearinghouse.audit.tables import seal_blocks, seal_items, seal_queue
 from clearinghouse.ledger.tables import accounts, journal_entries
 
 GENESIS = bytes(32)
@@ -190,12 +206,10 @@ def seal_next(session: Session) -> Block | None:
     session.execute(select(func.pg_advisory_xact_lock(func.hashtext("sealing"))))
     ids = list(
         session.execute(
-            select(journal_entries.c.id)
-            .where(
-                journal_entries.c.recorded_at < func.clock_timestamp() - SEAL_DELAY,
-                ~exists().where(seal_items.c.entry_id == journal_entries.c.id),
-            )
-            .order_by(journal_entries.c.id)
+            select(seal_queue.c.entry_id)
+            .join(journal_entries, journal_entries.c.id == seal_queue.c.entry_id)
+            .where(journal_entries.c.recorded_at < func.clock_timestamp() - SEAL_DELAY)
+            .order_by(seal_queue.c.entry_id)
             .limit(MAX_BLOCK_ENTRIES)
         ).scalars()
     )
@@ -225,19 +239,32 @@ def seal_next(session: Session) -> Block | None:
         )
         .returning(seal_blocks)
     ).one()
+    sealed = bindparam("ids", [entry.id for entry in entries], type_=ARRAY(BigInteger))
     session.execute(
-        seal_items.insert(),
-        [
-            {
-                "entry_id": entry.id,
-                "block_number": number,
-                "position": i,
-                "leaf_hash": leaf,
-                "recorded_at": entry.recorded_at,
-            }
-            for i, (entry, leaf) in enumerate(zip(entries, leaves, strict=True))
-        ],
+        seal_items.insert().from_select(
+            ["entry_id", "block_number", "position", "leaf_hash", "recorded_at"],
+            select(
+                column("entry_id", BigInteger),
+                literal(number),
+                column("position", BigInteger) - 1,
+                column("leaf_hash", LargeBinary),
+                column("recorded_at", DateTime(timezone=True)),
+            ).select_from(
+                func.unnest(
+                    sealed,
+                    bindparam("leaves", leaves, type_=ARRAY(LargeBinary)),
+                    bindparam(
+                        "recorded",
+                        [entry.recorded_at for entry in entries],
+                        type_=ARRAY(DateTime(timezone=True)),
+                    ),
+                )
+                .table_valued("entry_id", "leaf_hash", "recorded_at", with_ordinality="position")
+                .render_derived()
+            ),
+        )
     )
+    session.execute(seal_queue.delete().where(seal_queue.c.entry_id == any_(sealed)))
     return _block(row)
 
 

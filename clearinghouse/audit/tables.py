@@ -37,3 +37,11 @@ seal_items = Table(
     Column("recorded_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("block_number", "position"),
 )
+
+# The entries not sealed yet, in id order: filled by a trigger on the journal as entries are
+# written, emptied by the transaction that seals them (migration 0015).
+seal_queue = Table(
+    "seal_queue",
+    metadata,
+    Column("entry_id", BigInteger, primary_key=True, autoincrement=False),
+)

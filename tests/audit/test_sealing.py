@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from clearinghouse.api.app import create_app
 from clearinghouse.audit import sealing, verify
 from clearinghouse.audit.canonical import encode, load_entries
-from clearinghouse.audit.tables import seal_items
+from clearinghouse.audit.tables import seal_items, seal_queue
 from tests.audit.helpers import (
     Books,
     bearer,
@@ -81,6 +81,44 @@ def test_seal_all_seals_every_committed_entry_once(
         newest = sealing.newest_block(session)
     assert newest is not None
     assert newest.number == 4
+
+
+def _queued(books: Books) -> list[int]:
+    with books.sessions() as session:
+        return list(
+            session.execute(select(seal_queue.c.entry_id).order_by(seal_queue.c.entry_id)).scalars()
+        )
+
+
+def test_every_entry_written_waits_in_the_queue_until_sealed(
+    books: Books, no_seal_delay: None
+) -> None:
+    posted = transfers(books.sessions, 2)
+    with books.sessions() as session, session.begin():
+        # Two entries in one statement: the trigger queues a statement's rows together.
+        bulk = list(
+            session.execute(
+                text(
+                    "INSERT INTO journal_entries (kind, origin, idempotency_key, request_hash,"
+                    " occurred_at) SELECT 'accrual', 'test', 'bulk-' || n, CAST('x' AS bytea),"
+                    " now() FROM generate_series(1, 2) AS n RETURNING id"
+                )
+            ).scalars()
+        )
+        session.execute(
+            text(
+                "INSERT INTO postings (entry_id, account_id, asset, amount, recorded_at)"
+                " SELECT e.id, a.id, 'PTS', CASE WHEN a.address = :source THEN -1 ELSE 1 END,"
+                " e.recorded_at FROM journal_entries e, accounts a"
+                " WHERE e.id = ANY(:ids) AND a.address IN (:source, :destination)"
+            ),
+            {"ids": bulk, "source": posted[0].source, "destination": posted[0].destination},
+        )
+    written = sorted([p.id for p in posted] + bulk)
+    assert _queued(books) == written
+    sealing.seal_all(books.sessions)
+    assert _queued(books) == []
+    _assert_sound(books, written)
 
 
 def test_sealing_waits_until_entries_are_two_seconds_old(books: Books) -> None:
