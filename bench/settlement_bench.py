@@ -456,6 +456,8 @@ SELECT id, recorded_at FROM journal_entries
  WHERE id > %(first)s AND kind = ANY(%(kinds)s)
    AND metadata ? 'partner_id' AND metadata ? 'value_fen'
 """,
+    # The seal queue: every entry of the day, as seal_enqueue adds each statement's.
+    "INSERT INTO seal_queue (entry_id) SELECT id FROM journal_entries WHERE id > %(first)s",
 )
 
 # What each lot holds now: its amount and its movements, as lots_move keeps it.
@@ -492,7 +494,7 @@ def generate_day(url: str, entries: int, partner_count: int) -> Day:
     with _connect(url) as conn:
         started = time.perf_counter()
         # No trigger fires on this connection (a superuser's): not the balances' per posting,
-        # not the checks at commit, not the settlement queue's, not the foreign keys'. The
+        # not the checks at commit, not the settlement and seal queues', not the foreign keys'. The
         # statements write only rows that pass them (a posting whose account is not found has
         # no account_id, which NOT NULL refuses); _AFTER does their work once for the day, and
         # the bench's `ledger check` step checks the balances it leaves.

@@ -1,8 +1,9 @@
 """The settlement benchmark's day generator, at a small size: it writes the ledger with its
 triggers off, so what they would have done is checked here (the entries balance, each posting
 carries its entry's recorded_at, balance rows and balances equal the postings, the settlement
-queue holds exactly the settleable entries); and its day settles zero-sum and the ledger and
-the lots check, so the figures in docs/benchmarks.md keep meaning something."""
+queue holds exactly the settleable entries and the seal queue every entry); and its day settles
+zero-sum and the ledger and the lots check, so the figures in docs/benchmarks.md keep meaning
+something."""
 
 from __future__ import annotations
 
@@ -64,6 +65,8 @@ def test_a_generated_day_settles_zero_sum_and_the_ledger_checks(databases: Datab
                     text("SELECT entry_id, recorded_at FROM unsettled_entries")
                 )
             }
+            unsealed = set(session.execute(text("SELECT entry_id FROM seal_queue")).scalars())
+            journal = set(session.execute(text("SELECT id FROM journal_entries")).scalars())
             settleable = {
                 tuple(row)
                 for row in session.execute(text(_SETTLEABLE), {"kinds": list(netting.CATEGORIES)})
@@ -83,6 +86,7 @@ def test_a_generated_day_settles_zero_sum_and_the_ledger_checks(databases: Datab
     assert generated_consistent == []
     assert len(settleable) == 2_000
     assert queued == settleable
+    assert unsealed == journal  # nothing sealed yet: every entry awaits its seal
     assert sum(run.entries for run in runs) == 2_000
     assert all(run.zero_sum for run in runs)
     partners = {line.partner_id for run in runs for line in run.lines}
