@@ -4,13 +4,13 @@ so that anyone can recompute a block from exported data alone."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
 from typing import Any
 
-from sqlalchemy import BigInteger, any_, bindparam, func, select, true
+from sqlalchemy import BigInteger, Text, any_, bindparam, cast, func, select, true
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.sqltypes import NullType
@@ -113,10 +113,17 @@ def encode(entry: EntryRecord) -> bytes:
     ).encode()
 
 
-def load_entries(session: Session, entry_ids: Sequence[int]) -> list[EntryRecord]:
+def id_array(name: str, ids: Iterable[int]) -> Any:
+    """A `bigint[]` parameter of any length, one parameter whatever the count (a statement holds
+    at most 65,535), sent as its text form: written with one join, where a list would be
+    encoded element by element."""
+    text = "{" + ",".join(str(int(i)) for i in ids) + "}"
+    return cast(bindparam(name, text, type_=Text), ARRAY(BigInteger))
+
+
+def load_entries(session: Session, entry_ids: Iterable[int]) -> list[EntryRecord]:
     """The entries with these ids, in id order, with their postings."""
-    ids = bindparam("entry_ids", list(entry_ids), type_=ARRAY(BigInteger))
-    return _load(session, journal_entries.c.id == any_(ids))
+    return _load(session, journal_entries.c.id == any_(id_array("entry_ids", entry_ids)))
 
 
 def entries_recorded(session: Session, start: datetime, end: datetime) -> list[EntryRecord]:

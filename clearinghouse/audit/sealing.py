@@ -24,23 +24,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import (
-    BigInteger,
-    DateTime,
-    LargeBinary,
-    Text,
-    any_,
-    bindparam,
-    column,
-    func,
-    literal,
-    select,
-)
+from sqlalchemy import Integer, LargeBinary, Text, any_, bindparam, cast, func, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import ledger
-from clearinghouse.audit.canonical import EntryRecord, encode, load_entries
+from clearinghouse.audit.canonical import EntryRecord, encode, id_array, load_entries
 from clearinghouse.audit.tables import seal_blocks, seal_items, seal_queue
 from clearinghouse.ledger.tables import accounts, journal_entries
 
@@ -239,29 +228,25 @@ def seal_next(session: Session) -> Block | None:
         )
         .returning(seal_blocks)
     ).one()
-    sealed = bindparam("ids", [entry.id for entry in entries], type_=ARRAY(BigInteger))
+    # The ids as one array and the leaves as one byte string, 32 bytes each in position order:
+    # two parameters, however many entries; each item's recorded_at is its entry's.
+    sealed = id_array("ids", (entry.id for entry in entries))
+    items = (
+        func.unnest(sealed).table_valued("entry_id", with_ordinality="position").render_derived()
+    )
+    index = items.c.position - 1
+    leaf = func.substring(
+        bindparam("leaves", b"".join(leaves), type_=LargeBinary),
+        cast(index * 32 + 1, Integer),
+        32,
+        type_=LargeBinary,
+    )
     session.execute(
         seal_items.insert().from_select(
             ["entry_id", "block_number", "position", "leaf_hash", "recorded_at"],
             select(
-                column("entry_id", BigInteger),
-                literal(number),
-                column("position", BigInteger) - 1,
-                column("leaf_hash", LargeBinary),
-                column("recorded_at", DateTime(timezone=True)),
-            ).select_from(
-                func.unnest(
-                    sealed,
-                    bindparam("leaves", leaves, type_=ARRAY(LargeBinary)),
-                    bindparam(
-                        "recorded",
-                        [entry.recorded_at for entry in entries],
-                        type_=ARRAY(DateTime(timezone=True)),
-                    ),
-                )
-                .table_valued("entry_id", "leaf_hash", "recorded_at", with_ordinality="position")
-                .render_derived()
-            ),
+                items.c.entry_id, literal(number), index, leaf, journal_entries.c.recorded_at
+            ).join_from(items, journal_entries, journal_entries.c.id == items.c.entry_id),
         )
     )
     session.execute(seal_queue.delete().where(seal_queue.c.entry_id == any_(sealed)))
