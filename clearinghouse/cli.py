@@ -101,6 +101,7 @@ def demo() -> None:
     from clearinghouse.config import get_settings
     from clearinghouse.database import make_engine, resolve_url, session_factory
     from clearinghouse.ledger.cli import print_trial_balance
+    from clearinghouse.numbers import yuan_text
     from clearinghouse.points import lots
     from settlement.cli import print_run
 
@@ -119,7 +120,7 @@ def demo() -> None:
         typer.echo(f"  {line['rule']:<22} {line['points']:>10}  {line['description']}")
     typer.echo(
         f"\nbookchain: redeemed {points(redemption['captured'])} points as "
-        f"{redemption['value_fen'] / 100:,.2f} yuan (hold {redemption['hold_id']}, "
+        f"{yuan_text(redemption['value_fen'], grouped=True)} yuan (hold {redemption['hold_id']}, "
         f"{redemption['state']})"
     )
     typer.echo(

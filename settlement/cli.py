@@ -13,6 +13,7 @@ import typer
 
 from clearinghouse.cli_support import fail, sessions, transaction
 from clearinghouse.config import get_settings
+from clearinghouse.numbers import yuan_text
 from clearinghouse.users.service import User, create_user, user_by_token
 from settlement import netting, reports
 
@@ -31,6 +32,10 @@ def _yesterday() -> date:
     return datetime.now(get_settings().zone).date() - timedelta(days=1)
 
 
+def _yuan(fen: int) -> str:
+    return yuan_text(fen, grouped=True)
+
+
 def print_run(run: netting.Run) -> None:
     typer.echo(
         f"settlement {run.business_date} (attempt {run.attempt}): {run.state}, "
@@ -42,13 +47,13 @@ def print_run(run: netting.Run) -> None:
     )
     for line in run.lines:
         typer.echo(
-            f"  {line.partner_id:<16} {line.issued_fen / 100:>12,.2f} "
-            f"{line.reversed_fen / 100:>10,.2f} {line.redeemed_fen / 100:>12,.2f} "
-            f"{line.redemption_refunded_fen / 100:>10,.2f} {line.exchange_in_fen / 100:>9,.2f} "
-            f"{line.exchange_out_fen / 100:>9,.2f} {line.net_fen / 100:>14,.2f}"
+            f"  {line.partner_id:<16} {_yuan(line.issued_fen):>12} "
+            f"{_yuan(line.reversed_fen):>10} {_yuan(line.redeemed_fen):>12} "
+            f"{_yuan(line.redemption_refunded_fen):>10} {_yuan(line.exchange_in_fen):>9} "
+            f"{_yuan(line.exchange_out_fen):>9} {_yuan(line.net_fen):>14}"
         )
     blank = f"{'':>12} {'':>10} {'':>12} {'':>10} {'':>9} {'':>9}"
-    typer.echo(f"  {'coalition keeps':<16} {blank} {run.coalition_fen / 100:>14,.2f}")
+    typer.echo(f"  {'coalition keeps':<16} {blank} {_yuan(run.coalition_fen):>14}")
     verdict = "cancel to the fen" if run.zero_sum else "DO NOT CANCEL"
     typer.echo(f"  partner nets and the coalition's revenue {verdict} (net > 0: the partner pays)")
 

@@ -13,7 +13,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from clearinghouse import ledger
-from clearinghouse.numbers import money
+from clearinghouse.numbers import fen_half_even
 from clearinghouse.points.tables import point_lots
 from partners import rates
 from partners.rates import RatesNotFound
@@ -120,11 +120,12 @@ def liability_report(session: Session, now: datetime | None = None) -> dict[str,
         if issuer is not None:
             try:
                 redemption = rates.rates_at(session, issuer, moment).redemption_value
-                value = money(redemption * int(outstanding))
+                value = fen_half_even(redemption * int(outstanding))
             except RatesNotFound:
                 value = None
         else:
-            value = money(Decimal(int(outstanding)))  # coalition bonuses: 100 points = 1 yuan
+            # Coalition bonuses: 100 points = 1 yuan.
+            value = fen_half_even(Decimal(int(outstanding)))
         by_issuer.append(
             {"issuer": issuer or "coalition", "points": int(outstanding), "value_fen": value}
         )

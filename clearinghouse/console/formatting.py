@@ -6,14 +6,14 @@ from __future__ import annotations
 from datetime import datetime
 
 from clearinghouse.config import get_settings
+from clearinghouse.numbers import yuan_text
 
 
 def yuan(fen: int) -> str:
     """`123456789` → `¥1,234,567.89`; negative amounts lead with a minus sign. Exact: integer
     arithmetic only."""
     sign = "-" if fen < 0 else ""
-    whole, cents = divmod(abs(fen), 100)
-    return f"{sign}¥{whole:,}.{cents:02d}"
+    return f"{sign}¥{yuan_text(abs(fen), grouped=True)}"
 
 
 def points(amount: int) -> str:

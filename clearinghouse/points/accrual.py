@@ -20,7 +20,7 @@ from clearinghouse.errors import Conflict, InvalidRequest
 from clearinghouse.fraud import service as fraud
 from clearinghouse.fraud.tables import fraud_cases
 from clearinghouse.members.service import MemberNotFound
-from clearinghouse.numbers import money
+from clearinghouse.numbers import fen_half_even
 from clearinghouse.points import lots, wallet
 from clearinghouse.points.policy import RuleSet, rule_set_at
 from clearinghouse.points.referrals import pay_referral_bonus
@@ -256,7 +256,7 @@ def accrue(db: Session | Tx, partner_id: str, report: PurchaseReport) -> Accrual
         rules.earning,
     )
     points = accrual.points
-    value = money(partner_rates.issue_price * points)
+    value = fen_half_even(partner_rates.issue_price * points)
     attempt = _attempt_of(partner_id, report, points)
     decision = fraud.screen(screening, attempt, fraud.History.of(store, context.risk))
     # Under review, the points wait in the member's pending account: not spendable, no lot.

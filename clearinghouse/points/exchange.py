@@ -12,22 +12,20 @@ Each asset balances within the entry. Going in and out again never yields more t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from clearinghouse import ledger
+from clearinghouse import ledger, numbers
 from clearinghouse.config import get_settings
 from clearinghouse.database import Tx
 from clearinghouse.errors import InvalidRequest
 from clearinghouse.fraud import service as fraud
 from clearinghouse.ledger.tables import journal_entries
-from clearinghouse.numbers import money
 from clearinghouse.points import lots, wallet
 from clearinghouse.points.accrual import IssuanceLimitExceeded
 from clearinghouse.points.policy import rule_set_at
@@ -51,10 +49,6 @@ class Exchange:
     rate: Decimal
     rates_version: int
     entry_id: int
-
-
-def _whole(value: Decimal, rounding: str) -> int:
-    return int(value.to_integral_value(rounding=rounding))
 
 
 def exchange(
@@ -95,7 +89,6 @@ def exchange(
     partner_rates = rates.rates_at(tx, partner_id, now)
     rate = partner_rates.exchange_rate
     assert rate is not None  # a programme's rates always carry one
-    fee_share = terms.fee_percent / 100
     asset = partner.programme_asset
     if locked.replay_entry_id is not None:
         # A retry whose first answer was lost: the first exchange, whatever the clock says now.
@@ -109,12 +102,12 @@ def exchange(
     programme = directory.programme_account(partner_id)
     held = directory.exchange_account(asset)
     if direction == "in":
-        gross = _whole(points * rate, ROUND_FLOOR)
-        fee = _whole(gross * fee_share, ROUND_HALF_EVEN)
+        gross = numbers.exchange_in_points(points, rate)
+        fee = numbers.exchange_fee(gross, terms.fee_percent)
         net = gross - fee
         if net <= 0:
             raise InvalidRequest("too few programme points to make one coalition point")
-        value = money(partner_rates.issue_price * gross)
+        value = numbers.fen_half_even(partner_rates.issue_price * gross)
         legs = [
             ledger.Posting(programme, -points, asset),
             ledger.Posting(held, points, asset),
@@ -126,11 +119,11 @@ def exchange(
         ]
         programme_points, coalition_points, rounding = points, net, 0
     else:
-        fee = _whole(points * fee_share, ROUND_HALF_EVEN)
-        payout = _whole((points - fee) / rate, ROUND_FLOOR)
+        fee = numbers.exchange_fee(points, terms.fee_percent)
+        payout = numbers.exchange_out_payout(points - fee, rate)
         if payout <= 0:
             raise InvalidRequest("too few coalition points to make one programme point")
-        used = math.ceil(payout * rate)
+        used = numbers.exchange_out_points_used(payout, rate)
         rounding = points - fee - used
         legs = [
             ledger.Posting(member, -points),
@@ -141,7 +134,7 @@ def exchange(
             ledger.Posting(programme, payout, asset),
         ]
         programme_points, coalition_points = payout, points
-        value = money(partner_rates.redemption_value * used)
+        value = numbers.fen_half_even(partner_rates.redemption_value * used)
     try:
         posted = ledger.post(
             tx,

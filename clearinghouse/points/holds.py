@@ -17,7 +17,7 @@ from clearinghouse import ledger
 from clearinghouse.database import Tx
 from clearinghouse.errors import Conflict, InvalidRequest, NotFound
 from clearinghouse.fraud import service as fraud
-from clearinghouse.numbers import money
+from clearinghouse.numbers import fen_half_even
 from clearinghouse.points import wallet
 from clearinghouse.points.policy import rule_set_at
 from partners import directory, rates
@@ -63,7 +63,7 @@ def _hold(row: Any, review_case_id: str | None) -> Hold:
 
 
 def _value(points: int, redemption_value: Decimal) -> int:
-    return money(redemption_value * points)
+    return fen_half_even(redemption_value * points)
 
 
 _RECORD = (

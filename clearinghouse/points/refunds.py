@@ -17,7 +17,7 @@ from clearinghouse.database import Tx
 from clearinghouse.errors import Conflict, InvalidRequest, NotFound
 from clearinghouse.fraud import service as fraud
 from clearinghouse.ledger.tables import journal_entries
-from clearinghouse.numbers import money
+from clearinghouse.numbers import money, refund_points_share, refund_value_share
 from clearinghouse.points import lots, wallet
 from clearinghouse.points.holds import lock_hold
 from clearinghouse.points.tables import holds, point_lots
@@ -97,14 +97,10 @@ def refund_purchase(
             f"only {purchase.amount_fen - purchase.refunded_fen} fen of purchase "
             f"{partner_txn_id} remain to refund"
         )
-    # Floor division claws back whole points and hands the fractions to the member; a full
-    # refund reaches exactly all points and all value.
-    points_after = purchase.points * refunded_after // purchase.amount_fen
+    # On the running totals: refunds in pieces add up to exactly all points and all value.
+    points_after = refund_points_share(purchase.points, refunded_after, purchase.amount_fen)
     points = points_after - purchase.refunded_points
-    # The value follows the points clawed back, so no fen moves without its points.
-    value_after = (
-        purchase.issue_value_fen * points_after // purchase.points if purchase.points else 0
-    )
+    value_after = refund_value_share(purchase.issue_value_fen, points_after, purchase.points)
     value = value_after - purchase.refunded_value_fen
     under_review = purchase.under_review
     from_available = points if under_review else min(points, purchase.available)

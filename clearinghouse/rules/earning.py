@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import (
-    ROUND_FLOOR,
     Context,
     Decimal,
     DecimalException,
@@ -36,7 +35,7 @@ from pydantic import (
 )
 
 from clearinghouse.errors import InvalidRequest
-from clearinghouse.numbers import PlainDecimal, plain_decimal
+from clearinghouse.numbers import PlainDecimal, plain_decimal, points_earned, yuan_text
 
 BIGINT_MAX = 2**63 - 1
 
@@ -279,10 +278,6 @@ class Accrual(_Frozen):
 # --- computing an accrual ---------------------------------------------------------------------
 
 
-def _yuan(fen: int) -> str:
-    return format(Decimal(fen).scaleb(-2), "f")
-
-
 def compute_accrual(
     purchase: Purchase,
     member: MemberContext,
@@ -332,7 +327,7 @@ def _accrue(
     amount_yuan = Decimal(purchase.amount_fen).scaleb(-2)
     add(
         "base",
-        f"{_yuan(purchase.amount_fen)} yuan at partner {partner}'s base rate "
+        f"{yuan_text(purchase.amount_fen)} yuan at partner {partner}'s base rate "
         f"{plain_decimal(base_rate)} points/yuan",
         amount_yuan * base_rate,
     )
@@ -342,8 +337,8 @@ def _accrue(
     if bracket is not None:
         bracket_rate = bracket.points_per_yuan
         reached = (
-            f"month-to-date spend {_yuan(member.month_spend_fen_including_this)} yuan reaches "
-            f"the {_yuan(bracket.min_month_spend_fen)}-yuan bracket: "
+            f"month-to-date spend {yuan_text(member.month_spend_fen_including_this)} yuan reaches "
+            f"the {yuan_text(bracket.min_month_spend_fen)}-yuan bracket: "
             f"{plain_decimal(bracket_rate)} points/yuan ({plain_decimal(bracket_rate)} % back)"
         )
         if bracket_rate > base_rate:
@@ -438,14 +433,14 @@ def _accrue(
             )
             total += cut
 
-    whole = total.to_integral_value(rounding=ROUND_FLOOR)
+    whole = points_earned(total)
     if whole != total:
         dropped = whole - total
         shown = plain_decimal(-dropped)
         add("rounding", f"rounded down to a whole point: {shown} dropped", dropped)
 
     return Accrual(
-        points=int(whole),
+        points=whole,
         rules_version=rules.version,
         points_per_yuan=rate,
         multiplier=combined,

@@ -3,14 +3,13 @@ rolling 12 months (the caller sums those), and how far they are from the next on
 
 from __future__ import annotations
 
-from decimal import ROUND_DOWN, Decimal, localcontext
+from decimal import Decimal
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from clearinghouse.numbers import tier_progress
 from clearinghouse.rules.earning import EarningRules, EarningRulesError, TierName
-
-PROGRESS_PLACES = Decimal("0.0001")
 
 
 class TierStatus(BaseModel):
@@ -56,8 +55,6 @@ def tier_for(qualifying_points_12m: int, rules: EarningRules) -> TierStatus:
     upcoming = rules.tiers[index + 1]
     span = upcoming.min_qualifying_points - current.min_qualifying_points
     done = qualifying_points_12m - current.min_qualifying_points
-    with localcontext(prec=60):  # wide enough that the division cannot round up to 1
-        progress = (Decimal(done) / Decimal(span)).quantize(PROGRESS_PLACES, rounding=ROUND_DOWN)
     return TierStatus(
         tier=current.name,
         multiplier=current.multiplier,
@@ -66,5 +63,5 @@ def tier_for(qualifying_points_12m: int, rules: EarningRules) -> TierStatus:
         next_tier=upcoming.name,
         next_tier_min_points=upcoming.min_qualifying_points,
         points_to_next_tier=upcoming.min_qualifying_points - qualifying_points_12m,
-        progress=progress,
+        progress=tier_progress(done, span),
     )
