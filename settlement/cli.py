@@ -16,6 +16,7 @@ from clearinghouse.config import get_settings
 from clearinghouse.numbers import yuan_text
 from clearinghouse.users.service import User, create_user, user_by_token
 from settlement import netting, reports
+from settlement.categories import CATEGORIES
 
 settlement_app = typer.Typer(no_args_is_help=True)
 # The user commands import sign-in where they run: it loads argon2 and hashes a decoy password,
@@ -36,23 +37,29 @@ def _yuan(fen: int) -> str:
     return yuan_text(fen, grouped=True)
 
 
+# A category's column on the command line: room for 1,234,567.89 yuan.
+AMOUNT_WIDTH = 12
+
+
+def table_header() -> str:
+    """The run's table heading: the partner, each category in its order, the net."""
+    amounts = " ".join(f"{category.heading:>{AMOUNT_WIDTH}}" for category in CATEGORIES)
+    return f"  {'partner':<16} {amounts} {'net (yuan)':>14}"
+
+
 def print_run(run: netting.Run) -> None:
     typer.echo(
         f"settlement {run.business_date} (attempt {run.attempt}): {run.state}, "
         f"{run.entries} entries, cut-off {run.cutoff.isoformat()}"
     )
-    typer.echo(
-        f"  {'partner':<16} {'issued':>12} {'reversed':>10} {'redeemed':>12} {'refunded':>10} "
-        f"{'exch in':>9} {'exch out':>9} {'net (yuan)':>14}"
-    )
+    typer.echo(table_header())
     for line in run.lines:
-        typer.echo(
-            f"  {line.partner_id:<16} {_yuan(line.issued_fen):>12} "
-            f"{_yuan(line.reversed_fen):>10} {_yuan(line.redeemed_fen):>12} "
-            f"{_yuan(line.redemption_refunded_fen):>10} {_yuan(line.exchange_in_fen):>9} "
-            f"{_yuan(line.exchange_out_fen):>9} {_yuan(line.net_fen):>14}"
+        amounts = " ".join(
+            f"{_yuan(getattr(line, category.fen_column)):>{AMOUNT_WIDTH}}"
+            for category in CATEGORIES
         )
-    blank = f"{'':>12} {'':>10} {'':>12} {'':>10} {'':>9} {'':>9}"
+        typer.echo(f"  {line.partner_id:<16} {amounts} {_yuan(line.net_fen):>14}")
+    blank = " ".join(f"{'':>{AMOUNT_WIDTH}}" for _category in CATEGORIES)
     typer.echo(f"  {'coalition keeps':<16} {blank} {_yuan(run.coalition_fen):>14}")
     verdict = "cancel to the fen" if run.zero_sum else "DO NOT CANCEL"
     typer.echo(f"  partner nets and the coalition's revenue {verdict} (net > 0: the partner pays)")

@@ -34,8 +34,10 @@ from clearinghouse import ledger
 from clearinghouse.config import get_settings
 from clearinghouse.errors import Conflict, DomainError, NotFound
 from clearinghouse.points import lots
+from clearinghouse.settleable import PARTNER_KEY, VALUE_KEY
 from clearinghouse.users.service import User, require_role
 from partners.directory import exposure_account, headroom_account
+from settlement import categories
 from settlement.tables import (
     reconciliations,
     settlement_approvals,
@@ -52,27 +54,10 @@ CLEARING = "coalition:clearing"
 BANK = "coalition:bank"
 APPROVERS_NEEDED = 2
 
-# What each kind of entry is, for the partner named on it, and the sign of its value in the
-# partner's net (positive: the partner pays). The trigger that queues settleable entries
-# (migration 0011_settlement_in_sql) names these kinds too; a test checks that they agree.
+# Each settleable kind's category and the sign of its value in the partner's net, as read by the
+# tests and the benchmark: derived from the one definition in `settlement.categories`.
 CATEGORIES: dict[str, tuple[str, int]] = {
-    "accrual": ("issued", 1),
-    "referral_bonus": ("issued", 1),
-    "refund": ("reversed", -1),
-    "fraud_reversal": ("reversed", -1),
-    "capture": ("redeemed", -1),
-    "redemption_refund": ("redemption_refunded", 1),
-    "exchange_in": ("exchange_in", 1),
-    "exchange_out": ("exchange_out", -1),
-}
-# The partner account whose posting gives an entry's points.
-POINTS_ACCOUNT = {
-    "issued": "issued",
-    "reversed": "issued",
-    "exchange_in": "issued",
-    "redeemed": "redeemed",
-    "redemption_refunded": "redeemed",
-    "exchange_out": "redeemed",
+    kind: (category.name, category.sign) for kind, category in categories.BY_KIND.items()
 }
 
 
@@ -99,6 +84,9 @@ class SelfCheckFailed(DomainError):
 
 @dataclass
 class Line:
+    """A partner's side of a run: points and fen by category, a pair of fields for each of
+    `settlement.categories.CATEGORIES` in its order (a test holds them to it)."""
+
     partner_id: str
     issued_points: int = 0
     issued_fen: int = 0
@@ -115,13 +103,9 @@ class Line:
 
     @property
     def net_fen(self) -> int:
-        return (
-            self.issued_fen
-            - self.reversed_fen
-            - self.redeemed_fen
-            + self.redemption_refunded_fen
-            + self.exchange_in_fen
-            - self.exchange_out_fen
+        return sum(
+            category.sign * int(getattr(self, category.fen_column))
+            for category in categories.CATEGORIES
         )
 
     def add(self, category: str, points: int, fen: int) -> None:
@@ -190,17 +174,16 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-# Line columns by category, in the order of the settlement_lines table.
-_CATEGORY_NAMES = tuple(dict.fromkeys(category for category, _sign in CATEGORIES.values()))
-_LINE_COLUMNS = tuple(
-    f"{category}_{measure}" for category in _CATEGORY_NAMES for measure in ("points", "fen")
-)
+# The line columns, as the statements list them: by name, and each beside its name.
+_COLUMNS = ", ".join(categories.LINE_COLUMNS)
+_COLUMNS_NAMED = ", ".join(f"('{column}', l.{column})" for column in categories.LINE_COLUMNS)
 
 # Each line column as the sum of its category's points or value.
 _SUMS = ",\n           ".join(
-    f"coalesce(sum({measure}) FILTER (WHERE category = '{category}'), 0) AS {category}_{measure}"
-    for category in _CATEGORY_NAMES
-    for measure in ("points", "fen")
+    f"coalesce(sum({measure}) FILTER (WHERE category = '{category.name}'), 0)"
+    f" AS {category.column(measure)}"
+    for category in categories.CATEGORIES
+    for measure in categories.MEASURES
 )
 
 # The kinds a run settles, as a table of the statement: each kind's category, the partner
@@ -220,11 +203,12 @@ partner_accounts (id, partner_id, name) AS (
 
 
 def _kinds() -> dict[str, Any]:
+    settled = categories.BY_KIND.items()
     return {
-        "kinds": list(CATEGORIES),
-        "categories": [category for category, _sign in CATEGORIES.values()],
-        "points_accounts": [POINTS_ACCOUNT[category] for category, _sign in CATEGORIES.values()],
-        "signs": [sign for _category, sign in CATEGORIES.values()],
+        "kinds": [kind for kind, _category in settled],
+        "categories": [category.name for _kind, category in settled],
+        "points_accounts": [category.points_account for _kind, category in settled],
+        "signs": [category.sign for _kind, category in settled],
     }
 
 
@@ -262,8 +246,8 @@ INSERT INTO settling (entry_id, freed) SELECT entry_id, freed FROM taken
 _LINES = f"""
 WITH {_KINDS_AND_ACCOUNTS},
 covered AS (
-    SELECT e.id, e.metadata ->> 'partner_id' AS partner_id, k.category, k.points_account, k.sign,
-           CAST(e.metadata ->> 'value_fen' AS bigint) AS value_fen, s.freed
+    SELECT e.id, e.metadata ->> '{PARTNER_KEY}' AS partner_id, k.category, k.points_account,
+           k.sign, CAST(e.metadata ->> '{VALUE_KEY}' AS bigint) AS value_fen, s.freed
       FROM settling AS s
       JOIN journal_entries AS e ON e.id = s.entry_id AND e.id BETWEEN :first AND :last
       JOIN kinds AS k ON k.kind = e.kind
@@ -289,8 +273,8 @@ lines AS (
      GROUP BY partner_id
 ),
 written AS (
-    INSERT INTO settlement_lines (run_id, partner_id, {", ".join(_LINE_COLUMNS)}, net_fen)
-    SELECT :run, partner_id, {", ".join(_LINE_COLUMNS)}, net_fen FROM lines
+    INSERT INTO settlement_lines (run_id, partner_id, {_COLUMNS}, net_fen)
+    SELECT :run, partner_id, {_COLUMNS}, net_fen FROM lines
 )
 SELECT partner_id, restored FROM lines ORDER BY partner_id
 """
@@ -301,8 +285,8 @@ SELECT partner_id, restored FROM lines ORDER BY partner_id
 _RECOUNT = f"""
 WITH {_KINDS_AND_ACCOUNTS},
 entries AS (
-    SELECT e.id, e.metadata ->> 'partner_id' AS partner_id, e.metadata ->> 'value_fen' AS value,
-           k.category, k.points_account
+    SELECT e.id, e.metadata ->> '{PARTNER_KEY}' AS partner_id,
+           e.metadata ->> '{VALUE_KEY}' AS value, k.category, k.points_account
       FROM settling AS s
       JOIN journal_entries AS e ON e.id = s.entry_id AND e.id BETWEEN :first AND :last
       JOIN kinds AS k ON k.kind = e.kind
@@ -322,7 +306,7 @@ recounted (partner_id, line_column, amount) AS (
 stored (partner_id, line_column, amount) AS (
     SELECT l.partner_id, u.line_column, u.amount
       FROM settlement_lines AS l
-     CROSS JOIN LATERAL (VALUES {", ".join(f"('{c}', l.{c})" for c in _LINE_COLUMNS)})
+     CROSS JOIN LATERAL (VALUES {_COLUMNS_NAMED})
            AS u (line_column, amount)
      WHERE l.run_id = :run
 ),

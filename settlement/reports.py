@@ -17,25 +17,12 @@ from clearinghouse.numbers import fen_half_even
 from clearinghouse.points.tables import point_lots
 from partners import rates
 from partners.rates import RatesNotFound
+from settlement import categories
 from settlement.netting import Line, Run, SettlementNotFound
 from settlement.tables import settlement_lines, settlement_runs
 
-LINE_COLUMNS = (
-    "partner_id",
-    "issued_points",
-    "issued_fen",
-    "reversed_points",
-    "reversed_fen",
-    "redeemed_points",
-    "redeemed_fen",
-    "redemption_refunded_points",
-    "redemption_refunded_fen",
-    "exchange_in_points",
-    "exchange_in_fen",
-    "exchange_out_points",
-    "exchange_out_fen",
-    "net_fen",
-)
+# A report's line: the partner, each category's points and fen in the categories' order, the net.
+LINE_COLUMNS = ("partner_id", *categories.LINE_COLUMNS, "net_fen")
 
 
 def settlement_report(run: Run) -> dict[str, Any]:
@@ -78,7 +65,7 @@ def partner_line(session: Session, business_date: date, partner_id: str) -> tupl
         raise SettlementNotFound(f"{business_date.isoformat()} has not been settled")
     if row.partner_id is None:
         return row.state, Line(partner_id)
-    amounts = {name: getattr(row, name) for name in LINE_COLUMNS[1:-1]}
+    amounts = {name: getattr(row, name) for name in categories.LINE_COLUMNS}
     return row.state, Line(partner_id, **amounts)
 
 

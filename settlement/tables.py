@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 
 from clearinghouse.schema import metadata
+from settlement import categories
 
 settlement_runs = Table(
     "settlement_runs",
@@ -88,25 +89,12 @@ settlement_lines = Table(
     metadata,
     Column("run_id", BigInteger, ForeignKey("settlement_runs.id"), nullable=False),
     Column("partner_id", Text, ForeignKey("partners.id"), nullable=False),
-    Column("issued_points", BigInteger, nullable=False),
-    Column("issued_fen", BigInteger, nullable=False),
-    Column("reversed_points", BigInteger, nullable=False),
-    Column("reversed_fen", BigInteger, nullable=False),
-    Column("redeemed_points", BigInteger, nullable=False),
-    Column("redeemed_fen", BigInteger, nullable=False),
-    Column("redemption_refunded_points", BigInteger, nullable=False),
-    Column("redemption_refunded_fen", BigInteger, nullable=False),
-    Column("exchange_in_points", BigInteger, nullable=False),
-    Column("exchange_in_fen", BigInteger, nullable=False),
-    Column("exchange_out_points", BigInteger, nullable=False),
-    Column("exchange_out_fen", BigInteger, nullable=False),
+    # A points and a fen column per category, in the categories' order (the migration that made
+    # the table wrote them out, as they were then).
+    *(Column(column, BigInteger, nullable=False) for column in categories.LINE_COLUMNS),
     Column("net_fen", BigInteger, nullable=False),
     PrimaryKeyConstraint("run_id", "partner_id"),
-    CheckConstraint(
-        "net_fen = issued_fen - reversed_fen - redeemed_fen + redemption_refunded_fen"
-        " + exchange_in_fen - exchange_out_fen",
-        name="net_adds_up",
-    ),
+    CheckConstraint(f"net_fen = {categories.net_expression()}", name="net_adds_up"),
 )
 
 settlement_events = Table(

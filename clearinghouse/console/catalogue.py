@@ -12,11 +12,14 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import write_po
 
 from clearinghouse.console.i18n import DOMAIN, LOCALE_DIR
+from settlement.categories import CATEGORIES
 
 SOURCE = Path(__file__).parent
 TEMPLATE_PATH = LOCALE_DIR / f"{DOMAIN}.pot"
 METHODS = [("**.py", "python"), ("templates/**.html", "jinja2")]
 OPTIONS = {"templates/**.html": {"extensions": "jinja2.ext.i18n", "trim_blocks": "true"}}
+# Labels the console shows but does not define: the settlement categories' headings.
+CATEGORIES_SOURCE = "settlement/categories.py"
 
 
 def extract() -> Catalog:
@@ -31,6 +34,8 @@ def extract() -> Catalog:
             auto_comments=comments,
             context=context,
         )
+    for category in CATEGORIES:
+        catalog.add(category.label, None, [(CATEGORIES_SOURCE, 0)])
     return catalog
 
 

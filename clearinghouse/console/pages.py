@@ -29,7 +29,7 @@ from clearinghouse.console.i18n import N_
 from clearinghouse.console.i18n import gettext as _
 from clearinghouse.errors import NotFound
 from clearinghouse.fraud import service as fraud
-from settlement import netting, reconciliation, reports
+from settlement import categories, netting, reconciliation, reports
 from settlement.liability import liability_history
 
 router = console_router()
@@ -87,8 +87,8 @@ def settlement(
     chart = charts.grouped_bars(
         [line["partner_id"] for line in report["lines"]],
         [
-            charts.Series(_("Issued"), [line["issued_fen"] for line in report["lines"]]),
-            charts.Series(_("Redeemed"), [line["redeemed_fen"] for line in report["lines"]]),
+            charts.Series(_(shown.label), [line[shown.fen_column] for line in report["lines"]])
+            for shown in (categories.BY_NAME["issued"], categories.BY_NAME["redeemed"])
         ],
         title=_("Issued and redeemed value by partner"),
         value_label=formatting.yuan,
@@ -99,6 +99,7 @@ def settlement(
         run=run,
         report=report,
         chart=chart,
+        categories=categories.CATEGORIES,
         history=netting.history(session, business_date),
         approvals=approvals,
         approvals_needed=netting.APPROVERS_NEEDED,

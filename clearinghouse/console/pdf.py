@@ -9,6 +9,7 @@ The same inputs give the same bytes (the creation date is `generated_at`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,7 @@ from fpdf.fonts import FontFace
 
 from clearinghouse.console import i18n
 from clearinghouse.console.formatting import local_time, yuan
+from settlement.categories import CATEGORIES
 
 # English labels whatever CLEARINGHOUSE_LANGUAGE says: the core font has no CJK glyphs, so Chinese
 # labels would print as "?". A Chinese PDF needs a CJK font embedded (fpdf2's `add_font`); the
@@ -30,14 +32,8 @@ FONT = "Helvetica"
 HEADINGS = FontFace(emphasis="BOLD", fill_color=(228, 232, 238))
 TOTALS = FontFace(emphasis="BOLD", fill_color=(244, 246, 249))
 OK, BAD = (29, 122, 70), (179, 38, 30)  # the console's --ok and --bad
-MONEY_COLUMNS = (
-    "issued_fen",
-    "reversed_fen",
-    "redeemed_fen",
-    "redemption_refunded_fen",
-    "exchange_in_fen",
-    "exchange_out_fen",
-)
+# A category's column is this wide (mm: a money amount fits), or wider if its heading needs it.
+MONEY_WIDTH = 29
 
 
 def _text(value: object) -> str:
@@ -110,21 +106,28 @@ class _SettlementPdf(FPDF):
         self.set_text_color(0, 0, 0)
 
 
+def _category_widths(pdf: _SettlementPdf) -> list[int]:
+    """Each category's column width: its heading on one line, bold, with the cell's padding."""
+    pdf.set_font(FONT, style="B", size=9)
+    widths = [
+        max(MONEY_WIDTH, math.ceil(pdf.get_string_width(_text(_(category.label))) + 6))
+        for category in CATEGORIES
+    ]
+    pdf.set_font(FONT, size=9)
+    return widths
+
+
 def _partner_table(pdf: _SettlementPdf, report: dict[str, Any]) -> None:
     headings = [
         _("Partner"),
-        _("Issued"),
-        _("Reversals"),
-        _("Redeemed"),
-        _("Redemption refunds"),
-        _("Exchange in"),
-        _("Exchange out"),
+        *(_(category.label) for category in CATEGORIES),
         _("Net: pays / receives"),
     ]
+    widths = (44, *_category_widths(pdf), 47)
     pdf.set_font(FONT, size=9)
     with pdf.table(
-        col_widths=(44, 29, 29, 29, 37, 29, 29, 47),
-        text_align=("LEFT", *("RIGHT",) * 7),
+        col_widths=widths,
+        text_align=("LEFT", *("RIGHT",) * (len(widths) - 1)),
         headings_style=HEADINGS,
         repeat_headings=1,
         line_height=4.6,
@@ -135,7 +138,7 @@ def _partner_table(pdf: _SettlementPdf, report: dict[str, Any]) -> None:
             table.row(
                 [
                     _text(line["partner_id"]),
-                    *(yuan(line[column]) for column in MONEY_COLUMNS),
+                    *(yuan(line[category.fen_column]) for category in CATEGORIES),
                     _text(_net(line["net_fen"])),
                 ]
             )
@@ -143,7 +146,7 @@ def _partner_table(pdf: _SettlementPdf, report: dict[str, Any]) -> None:
         table.row(
             [
                 _text(_("Total")),
-                *(yuan(totals[column]) for column in MONEY_COLUMNS),
+                *(yuan(totals[category.fen_column]) for category in CATEGORIES),
                 _text(_net(totals["net_fen"])),
             ],
             style=TOTALS,

@@ -27,6 +27,7 @@ from clearinghouse.points.referrals import pay_referral_bonus
 from clearinghouse.points.tables import point_lots, purchases
 from clearinghouse.rules.earning import MemberContext, Purchase, compute_accrual
 from clearinghouse.rules.tiers import tier_for
+from clearinghouse.settleable import Settleable
 from partners import directory, rates
 from partners.directory import exposure_account, headroom_account
 
@@ -286,8 +287,7 @@ def accrue(db: Session | Tx, partner_id: str, report: PurchaseReport) -> Accrual
                 postings=[leg for leg in legs if leg.amount],
                 occurred_at=report.occurred_at,
                 metadata={
-                    "partner_id": partner_id,
-                    "value_fen": value,
+                    **Settleable(partner_id, value).to_metadata(),
                     "partner_txn_id": report.partner_txn_id,
                     "member_id": member_id,
                     "store_id": report.store_id,

@@ -29,6 +29,7 @@ from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.points import lots, wallet
 from clearinghouse.points.accrual import IssuanceLimitExceeded
 from clearinghouse.points.policy import rule_set_at
+from clearinghouse.settleable import Settleable
 from partners import directory, rates
 
 FEES = "coalition:fees"
@@ -145,8 +146,7 @@ def exchange(
                 postings=[leg for leg in legs if leg.amount],
                 occurred_at=now,
                 metadata={
-                    "partner_id": partner_id,
-                    "value_fen": value,
+                    **Settleable(partner_id, value).to_metadata(),
                     "member_id": member_id,
                     "rate": rate,
                     "rates_version": partner_rates.version,

@@ -20,6 +20,7 @@ from clearinghouse.fraud import service as fraud
 from clearinghouse.numbers import fen_half_even
 from clearinghouse.points import wallet
 from clearinghouse.points.policy import rule_set_at
+from clearinghouse.settleable import Settleable
 from partners import directory, rates
 
 _ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -219,8 +220,7 @@ def _close(tx: Tx, hold: Any, captured: int, state: str, now: datetime) -> Hold:
         postings=legs,
         occurred_at=now,
         metadata={
-            "partner_id": partner_id,
-            "value_fen": value,
+            **Settleable(partner_id, value).to_metadata(),
             "hold_id": hold.id,
             "member_id": member_id,
             "captured": captured,

@@ -20,6 +20,7 @@ from clearinghouse.numbers import money
 from clearinghouse.points import lots, wallet
 from clearinghouse.points.policy import RuleSet
 from clearinghouse.points.tables import purchases, referrals
+from clearinghouse.settleable import Settleable
 from partners import rates
 
 
@@ -115,7 +116,7 @@ def pay_referral_bonus(session: Session, member_id: str, rules: RuleSet) -> int 
     if funder != "coalition":
         # A partner that pays for referrals issues the bonus: it is settled like an accrual.
         issue_price = rates.rates_at(session, funder, now).issue_price
-        metadata |= {"partner_id": funder, "value_fen": money(issue_price * bonus)}
+        metadata |= Settleable(funder, money(issue_price * bonus)).to_metadata()
     posted = ledger.post(
         session,
         ledger.transfer(

@@ -21,6 +21,7 @@ from clearinghouse.numbers import money, refund_points_share, refund_value_share
 from clearinghouse.points import lots, wallet
 from clearinghouse.points.holds import lock_hold
 from clearinghouse.points.tables import holds, point_lots
+from clearinghouse.settleable import Settleable
 from partners import rates
 from partners.directory import exposure_account, headroom_account
 
@@ -144,8 +145,7 @@ def refund_purchase(
                 postings=[leg for leg in legs if leg.amount],
                 occurred_at=datetime.now(UTC),
                 metadata={
-                    "partner_id": partner_id,
-                    "value_fen": value,
+                    **Settleable(partner_id, value).to_metadata(),
                     "partner_txn_id": partner_txn_id,
                     "amount_fen": amount_fen,
                 },
@@ -219,10 +219,12 @@ def refund_redemption(
             amount=points,
             occurred_at=datetime.now(UTC),
             metadata={
-                "partner_id": partner_id,
                 # On the running total, so refunds in pieces give back exactly what was paid.
-                "value_fen": money(redemption * (hold.refunded + points))
-                - money(redemption * hold.refunded),
+                **Settleable(
+                    partner_id,
+                    money(redemption * (hold.refunded + points))
+                    - money(redemption * hold.refunded),
+                ).to_metadata(),
                 "hold_id": hold_id,
             },
             reverses=hold.close_entry_id,

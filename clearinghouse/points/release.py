@@ -15,6 +15,7 @@ from clearinghouse.points import lots, wallet
 from clearinghouse.points.policy import rule_set_at
 from clearinghouse.points.referrals import pay_referral_bonus
 from clearinghouse.points.tables import purchases
+from clearinghouse.settleable import Settleable
 from partners.directory import exposure_account, headroom_account
 
 
@@ -86,8 +87,7 @@ def reverse_pending(session: Session, entry_id: int, case_id: str) -> None:
                 occurred_at=datetime.now(UTC),
                 metadata={
                     "case_id": case_id,
-                    "partner_id": purchase.partner_id,
-                    "value_fen": value,
+                    **Settleable(purchase.partner_id, value).to_metadata(),
                     "member_id": purchase.member_id,
                 },
                 reverses=entry_id,
