@@ -239,8 +239,8 @@ def write_openapi(
     ),
 ) -> None:
     """Write the OpenAPI document generated from the application."""
-    from clearinghouse.api.app import create_app
     from clearinghouse.api.openapi import render
+    from clearinghouse.app import create_app
 
     output.write_text(render(create_app()))
     typer.echo(f"wrote {output}")

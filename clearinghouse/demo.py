@@ -20,7 +20,7 @@ from typing import Any
 import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse.api.app import create_app
+from clearinghouse.app import create_app
 from clearinghouse.audit import sealing
 from clearinghouse.config import get_settings
 from clearinghouse.errors import NotFound

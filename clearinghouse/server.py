@@ -21,7 +21,7 @@ from uvicorn.supervisors import Multiprocess
 
 from clearinghouse.http_limits import PROTOCOLS, ConnectionLimits, ServerConfig
 
-APP = "clearinghouse.api.app:create_app"
+APP = "clearinghouse.app:create_app"
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

@@ -6,11 +6,11 @@ from datetime import datetime
 
 from fastapi import APIRouter, Response
 
-from clearinghouse.api.gate import Partner
 from clearinghouse.api.schemas import ResponseModel
 from clearinghouse.database import Tx
 from clearinghouse.numbers import PlainDecimal
 from partners import directory, rates
+from partners.gate import Partner
 from partners.rates import RatesNotFound
 
 router = APIRouter(prefix="/v1", tags=["partner"])

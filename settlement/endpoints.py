@@ -11,11 +11,12 @@ from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from clearinghouse.api.deps import FinanceUser, ReadSession, WriteSession
-from clearinghouse.api.gate import Partner, Reply
+from clearinghouse.api.deps import ReadSession, WriteSession
 from clearinghouse.api.schemas import BIGINT_MAX, Day, JsonDay, RequestBody, ResponseModel, RowId
 from clearinghouse.audit import sealing
 from clearinghouse.database import Tx
+from clearinghouse.users.deps import FinanceUser
+from partners.gate import Partner, Reply
 from settlement import netting, reconciliation, reports
 
 finance = APIRouter(prefix="/finance", tags=["finance"])

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse.api.app import create_app
+from clearinghouse.app import create_app
 from partners.client import PartnerClient
 from tests.api.builders import ApiPartner, client_for
 from tests.builders import own_client

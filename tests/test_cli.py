@@ -37,7 +37,7 @@ HEAVY = (
     "argon2",
     "babel",
     "jinja2",
-    "clearinghouse.api.app",
+    "clearinghouse.app",
     "clearinghouse.console.pages",
     "clearinghouse.demo",
 )

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from starlette.routing import BaseRoute
 
 from clearinghouse import numbers
-from clearinghouse.api.app import create_app
+from clearinghouse.app import create_app
 from clearinghouse.console import formatting
 from clearinghouse.numbers import DECIMAL_PATTERN, PlainDecimal, plain_decimal
 

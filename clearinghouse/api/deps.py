@@ -1,5 +1,6 @@
-"""Dependencies the finance, audit, operator and console routes declare: one unit of work per
-request, and the person calling. (Partner routes answer through clearinghouse.api.gate.)"""
+"""The units of work the finance, audit, operator and console routes declare: one transaction
+per request. (The person calling: clearinghouse.users.deps; partner routes answer through
+partners.gate.)"""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy import text
 from sqlalchemy.orm import Session
-
-from clearinghouse.users.service import NotSignedIn, User, require_role
 
 READ_ONLY_ROLE = "clearinghouse_readonly"
 
@@ -31,32 +30,6 @@ WriteSession = Annotated[Session, Depends(_write_session, scope="function")]
 ReadSession = Annotated[Session, Depends(_read_session, scope="function")]
 
 
-def _bearer(request: Request) -> User:
-    """The person behind the bearer token, found by the gate before the body was read
-    (clearinghouse.api.gate)."""
-    user = getattr(request.state, "staff_user", None)
-    if not isinstance(user, User):
-        raise NotSignedIn("send Authorization: Bearer <API token>")
-    return user
-
-
-def _finance_user(request: Request) -> User:
-    """The person behind the bearer token; finance and approver roles only."""
-    user = _bearer(request)
-    require_role(user, "finance", "approver")
-    return user
-
-
-FinanceUser = Annotated[User, Depends(_finance_user)]
-
-
-def _auditor(request: Request) -> User:
-    """The auditor behind the bearer token."""
-    user = _bearer(request)
-    require_role(user, "auditor")
-    return user
-
-
 def _audit_session(request: Request) -> Iterator[Session]:
     """A transaction under the read-only database role: whatever a route does, PostgreSQL
     itself refuses any write."""
@@ -67,14 +40,4 @@ def _audit_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-Auditor = Annotated[User, Depends(_auditor)]
 AuditSession = Annotated[Session, Depends(_audit_session, scope="function")]
-
-
-def _operator(request: Request) -> User:
-    user = _bearer(request)
-    require_role(user, "operator")
-    return user
-
-
-Operator = Annotated[User, Depends(_operator)]

@@ -30,6 +30,10 @@ from clearinghouse.errors import DomainError
 
 log = logging.getLogger(__name__)
 
+PARTNER_PREFIX = "/v1/"
+"""The signed partner API's routes (partners.gate)."""
+STAFF_PREFIXES = ("/finance/", "/audit/", "/operator/")
+"""Routes for people with a bearer token, authenticated before their body is read."""
 MAX_BODY_BYTES = 1 << 20
 """The largest request body of any route but a file upload."""
 FILE_UPLOADS: dict[str, tuple[int, bytes]] = {"/v1/reconciliation-files/": (256 << 20, b"text/csv")}

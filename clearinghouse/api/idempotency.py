@@ -4,7 +4,7 @@
 - same key, another request (method, path, query or body): 422;
 - same key while the first request is still running: the second waits for the first to finish
   and then answers as above (the key is taken by a transaction-scoped lock in the request's
-  first statement, see clearinghouse.api.gate);
+  first statement, see partners.gate);
 - the answer is written in the transaction that does the request's work, so a crash leaves
   either both or neither, and a retry after a lost answer runs at once; a request that ended in
   a server error (5xx) stores nothing, and its retry runs again.

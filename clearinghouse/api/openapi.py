@@ -9,8 +9,13 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from clearinghouse.api.gate import PARTNER_PREFIX
-from clearinghouse.api.guard import JSON_TYPE, MAX_BODY_BYTES, upload_of
+from clearinghouse.api.guard import (
+    JSON_TYPE,
+    MAX_BODY_BYTES,
+    PARTNER_PREFIX,
+    STAFF_PREFIXES,
+    upload_of,
+)
 from clearinghouse.api.idempotency import KEY_PATTERN
 from clearinghouse.api.problems import HTTP_PROBLEMS, PROBLEM_JSON
 from clearinghouse.errors import DomainError
@@ -61,7 +66,6 @@ IDEMPOTENCY_PARAMETER: dict[str, Any] = {
     "the first still runs); another body gets 422.",
 }
 
-STAFF_PREFIXES = ("/finance/", "/audit/", "/operator/")
 SECURITY_SCHEMES: dict[str, Any] = {
     "httpSignature": {
         "type": "apiKey",

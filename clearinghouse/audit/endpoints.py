@@ -17,12 +17,13 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from clearinghouse import ledger
-from clearinghouse.api.deps import Auditor, AuditSession
+from clearinghouse.api.deps import AuditSession
 from clearinghouse.api.schemas import BIGINT_MAX, Instant, ResponseModel, RowId
 from clearinghouse.audit import queries, sealing
 from clearinghouse.audit.queries import EntryFilter, EntryNotFound
 from clearinghouse.audit.verify import export_sealed
 from clearinghouse.errors import InvalidRequest
+from clearinghouse.users.deps import Auditor
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 

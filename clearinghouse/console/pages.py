@@ -29,6 +29,7 @@ from clearinghouse.console.i18n import N_
 from clearinghouse.console.i18n import gettext as _
 from clearinghouse.errors import NotFound
 from clearinghouse.fraud import service as fraud
+from clearinghouse.points import review
 from settlement import categories, netting, reconciliation, reports
 from settlement.liability import liability_history
 
@@ -284,8 +285,8 @@ def case(
 
 # An operator's decision, and what follows it: the points held back released or reversed.
 DECISIONS = {
-    "approve": (fraud.approve, "case_approved"),
-    "reject": (fraud.reject, "case_rejected"),
+    "approve": (review.approve_case, "case_approved"),
+    "reject": (review.reject_case, "case_rejected"),
 }
 
 

@@ -11,11 +11,12 @@ from fastapi import APIRouter, Query, Response
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from clearinghouse.api.deps import Operator, ReadSession, WriteSession
-from clearinghouse.api.gate import Partner
-from clearinghouse.api.schemas import RequestBody, ResponseModel
+from clearinghouse.api.deps import ReadSession
+from clearinghouse.api.schemas import ResponseModel
 from clearinghouse.database import Tx
 from clearinghouse.fraud import service
+from clearinghouse.users.deps import Operator
+from partners.gate import Partner
 
 operator = APIRouter(prefix="/operator", tags=["risk"])
 partner = APIRouter(prefix="/v1", tags=["risk"])
@@ -45,7 +46,7 @@ class CaseOut(ResponseModel):
     actions: list[CaseActionOut]
 
 
-def _case(session: Session, case: service.Case) -> CaseOut:
+def case_out(session: Session, case: service.Case) -> CaseOut:
     return CaseOut.model_validate(
         {**asdict(case), "actions": service.case_actions(session, case.id)}
     )
@@ -58,26 +59,12 @@ def list_cases(
     state: Annotated[str | None, Query(pattern="^(open|approved|rejected|blocked)$")] = "open",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[CaseOut]:
-    return [_case(session, c) for c in service.list_cases(session, state, limit)]
+    return [case_out(session, c) for c in service.list_cases(session, state, limit)]
 
 
 @operator.get("/cases/{case_id}", summary="One case: the rules, their inputs and versions")
 def get_case(case_id: str, session: ReadSession, user: Operator) -> CaseOut:
-    return _case(session, service.get_case(session, case_id))
-
-
-class DecisionIn(RequestBody):
-    note: str | None = Field(default=None, max_length=1000)
-
-
-@operator.post("/cases/{case_id}/approve", summary="Release what the case held back")
-def approve(case_id: str, body: DecisionIn, session: WriteSession, user: Operator) -> CaseOut:
-    return _case(session, service.approve(session, case_id, user, body.note))
-
-
-@operator.post("/cases/{case_id}/reject", summary="Reverse what the case held back")
-def reject(case_id: str, body: DecisionIn, session: WriteSession, user: Operator) -> CaseOut:
-    return _case(session, service.reject(session, case_id, user, body.note))
+    return case_out(session, service.get_case(session, case_id))
 
 
 class PartnerCaseOut(ResponseModel):

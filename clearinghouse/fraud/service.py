@@ -8,7 +8,7 @@ import json
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -250,7 +250,15 @@ def case_actions(session: Session, case_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def _decide(session: Session, case_id: str, user: User, state: str, note: str | None) -> Any:
+def decide(
+    session: Session,
+    case_id: str,
+    user: User,
+    state: Literal["approved", "rejected"],
+    note: str | None,
+) -> Any:
+    """Record an operator's decision on an open case (locked), and return the case as it was.
+    What the decision releases or reverses is the points' to do (clearinghouse.points.review)."""
     require_role(user, "operator")
     row = session.execute(
         select(fraud_cases).where(fraud_cases.c.id == case_id).with_for_update()
@@ -268,32 +276,6 @@ def _decide(session: Session, case_id: str, user: User, state: str, note: str | 
         fraud_actions.insert().values(case_id=case_id, action=state, user_id=user.id, note=note)
     )
     return row
-
-
-def approve(session: Session, case_id: str, user: User, note: str | None = None) -> Case:
-    """Release what the case held back: pending points become available (with their lot), a
-    held redemption may be captured."""
-    from clearinghouse.points import release
-
-    row = _decide(session, case_id, user, "approved", note)
-    if row.operation == "accrual" and row.entry_id is not None:
-        release.release_pending(session, row.entry_id, case_id)
-    return get_case(session, case_id)
-
-
-def reject(session: Session, case_id: str, user: User, note: str | None = None) -> Case:
-    """Undo what the case held back: pending points are reversed to the issuer, a held
-    redemption is voided."""
-    from clearinghouse.points import holds, release
-
-    row = _decide(session, case_id, user, "rejected", note)
-    if row.operation == "accrual" and row.entry_id is not None:
-        release.reverse_pending(session, row.entry_id, case_id)
-    if row.hold_id is not None:
-        hold = holds.lock_hold(session, None, row.hold_id)
-        if hold.state == "held":
-            holds.void(session, row.partner_id, row.hold_id)
-    return get_case(session, case_id)
 
 
 def publish_thresholds(session: Session, partner_id: str | None, settings: dict[str, Any]) -> int:

@@ -8,13 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 from pydantic import Field
 
-from clearinghouse.api.gate import Partner, Reply
 from clearinghouse.api.schemas import RequestBody, ResponseModel
 from clearinghouse.database import Tx
 from clearinghouse.members import service
 from clearinghouse.numbers import PlainDecimal
 from clearinghouse.points.policy import rule_set_at
 from clearinghouse.rules.tiers import tier_for
+from partners.gate import Partner, Reply
 
 router = APIRouter(prefix="/v1/members", tags=["members"])
 

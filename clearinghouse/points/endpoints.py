@@ -11,7 +11,6 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import Field
 from sqlalchemy import func, select
 
-from clearinghouse.api.gate import Partner
 from clearinghouse.api.schemas import JsonInstant, RequestBody, ResponseModel
 from clearinghouse.database import Tx
 from clearinghouse.members.endpoints import MEMBER_ID, MemberIdPath
@@ -20,6 +19,7 @@ from clearinghouse.members.tables import member_links
 from clearinghouse.numbers import PlainDecimal
 from clearinghouse.points import accrual, exchange, holds, lots, referrals, refunds
 from clearinghouse.points.tables import point_lots
+from partners.gate import Partner
 
 router = APIRouter(prefix="/v1", tags=["points"])
 

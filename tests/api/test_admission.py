@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse.api.app import create_app
-from clearinghouse.api.gate import Admission, Limits, Saturated
+from clearinghouse.app import create_app
 from partners.client import PartnerClient
+from partners.gate import Admission, Limits, Saturated
 from tests.api.builders import (
     ApiPartner,
     assert_problem,

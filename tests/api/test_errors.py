@@ -6,9 +6,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse.api.app import create_app
 from clearinghouse.api.guard import MAX_BODY_BYTES
 from clearinghouse.api.tables import idempotency_records
+from clearinghouse.app import create_app
 from partners.client import PartnerClient
 from tests.api.builders import ApiPartner, assert_problem, client_for, row_counts, unique_id
 from tests.builders import own_client

@@ -22,7 +22,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.generation.modes import GenerationMode
 from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse.api.app import create_app
+from clearinghouse.app import create_app
 from clearinghouse.users.service import create_user
 from partners.client import covered
 from partners.signing import sign_request

@@ -14,14 +14,14 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import Message
 
-from clearinghouse.api.app import create_app
-from clearinghouse.api.gate import Limits
 from clearinghouse.api.guard import MAX_BODY_BYTES
 from clearinghouse.api.tables import idempotency_records
 from clearinghouse.api.throttle import RateLimits
+from clearinghouse.app import create_app
 from clearinghouse.database import make_engine, session_factory
 from clearinghouse.jobs import purge_expired
 from clearinghouse.users.service import create_user
+from partners.gate import Limits
 from tests.api.builders import (
     ApiPartner,
     assert_problem,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from clearinghouse.api.app import create_app
 from clearinghouse.api.openapi import render
+from clearinghouse.app import create_app
 
 COMMITTED = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
 METHODS = {"get", "post", "put", "patch", "delete"}

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import ledger
-from clearinghouse.api.app import create_app
+from clearinghouse.app import create_app
 from clearinghouse.audit import sealing
 from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.points.tables import purchases, refunds

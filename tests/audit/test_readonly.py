@@ -19,8 +19,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import ledger, migrate
-from clearinghouse.api.app import create_app
 from clearinghouse.api.deps import READ_ONLY_ROLE, AuditSession, WriteSession
+from clearinghouse.app import create_app
 from clearinghouse.database import libpq_url, start_embedded, stop_embedded
 from clearinghouse.users.tables import users
 from partners import directory

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from clearinghouse import ledger
-from clearinghouse.api.app import create_app
+from clearinghouse.app import create_app
 from clearinghouse.audit import sealing, verify
 from tests.audit.helpers import (
     JOURNAL,

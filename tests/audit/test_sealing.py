@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
-from clearinghouse.api.app import create_app
+from clearinghouse.app import create_app
 from clearinghouse.audit import sealing, verify
 from clearinghouse.audit.canonical import encode, load_entries
 from clearinghouse.audit.tables import seal_items, seal_queue

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from clearinghouse.api.app import create_app
+from clearinghouse.app import create_app
 from clearinghouse.audit import exports, sealing, verify
 from tests.audit.helpers import Books, Posted, bearer, run_cli, token_for, transfers
 from tests.builders import own_client

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse.api.app import create_app
+from clearinghouse.app import create_app
 from clearinghouse.database import make_engine, session_factory
 from partners.client import PartnerClient
 from tests.api.builders import ApiPartner, client_for

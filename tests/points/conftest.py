@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse.api.app import create_app
+from clearinghouse.app import create_app
 from clearinghouse.database import make_engine, session_factory
 from tests.api.builders import client_for
 from tests.api_fixtures import (  # noqa: F401  (fixtures, by name)

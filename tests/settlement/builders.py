@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import ledger
-from clearinghouse.api.app import create_app
+from clearinghouse.app import create_app
 from clearinghouse.database import libpq_url, make_engine, session_factory
 from clearinghouse.ledger.tables import journal_entries, postings
 from clearinghouse.members.service import create_member, link_member

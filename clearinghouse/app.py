@@ -1,5 +1,6 @@
-"""The application: the signed partner API, the finance, audit and operator routes, and the
-finance console."""
+"""The application, composed on the top floor: the signed partner API, the finance, audit and
+operator routes, the finance console, and the periodic jobs when asked. Nothing below imports
+it (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import migrate
 from clearinghouse.api import health, openapi, problems, schemas
-from clearinghouse.api.gate import Limits, PartnerGate
 from clearinghouse.api.guard import Guard
 from clearinghouse.api.throttle import Throttle
 from clearinghouse.audit import endpoints as audit_endpoints
@@ -27,7 +27,9 @@ from clearinghouse.fraud import endpoints as fraud_endpoints
 from clearinghouse.jobs import Scheduler
 from clearinghouse.members import endpoints as member_endpoints
 from clearinghouse.points import endpoints as points_endpoints
+from clearinghouse.points import review
 from partners import endpoints as partner_endpoints
+from partners.gate import Limits, PartnerGate
 from settlement import endpoints as settlement_endpoints
 
 # The jobs' own connections, one for each job (they run side by side); the leader's lock is
@@ -96,6 +98,7 @@ def create_app(
     app.include_router(settlement_endpoints.finance)
     app.include_router(audit_endpoints.router)
     app.include_router(fraud_endpoints.operator)
+    app.include_router(review.operator)
     # The stylesheet's mount comes before the console's routes, whose last one answers every
     # other /console path with a page saying it does not exist.
     app.mount(

@@ -42,7 +42,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clearinghouse.api import idempotency
-from clearinghouse.api.guard import upload_of
+from clearinghouse.api.guard import PARTNER_PREFIX, STAFF_PREFIXES, upload_of
 from clearinghouse.api.problems import from_domain_error, http_problem
 from clearinghouse.api.throttle import RateLimited, RateLimits, Throttle, source_of
 from clearinghouse.database import Tx, run_in_transaction
@@ -53,9 +53,6 @@ from partners.signing import HttpRequest
 
 log = logging.getLogger(__name__)
 
-PARTNER_PREFIX = "/v1/"
-# Routes for people with a bearer token, authenticated here before their body is read.
-STAFF_PREFIXES = ("/finance/", "/audit/", "/operator/")
 # Routes that never touch the database, and so need no admission.
 WITHOUT_DATABASE = ("/healthz", "/console/static/")
 JSON = "application/json"
