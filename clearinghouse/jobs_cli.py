@@ -11,7 +11,8 @@ from typing import Annotated
 import typer
 
 from clearinghouse.cli_support import fail, sessions, transaction
-from clearinghouse.points import holds, policy
+from clearinghouse.points import holds
+from clearinghouse.rules import policy
 from settlement.expiry import expire_lots
 
 jobs_app = typer.Typer()

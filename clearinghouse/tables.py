@@ -7,6 +7,7 @@ from clearinghouse.fraud import tables as fraud_tables
 from clearinghouse.ledger import tables as ledger_tables
 from clearinghouse.members import tables as member_tables
 from clearinghouse.points import tables as points_tables
+from clearinghouse.rules import tables as rules_tables
 from clearinghouse.users import tables as user_tables
 from partners import tables as partner_tables
 from settlement import tables as settlement_tables
@@ -20,6 +21,7 @@ __all__ = [
     "partner_tables",
     "points_tables",
     "reference",
+    "rules_tables",
     "settlement_tables",
     "user_tables",
 ]

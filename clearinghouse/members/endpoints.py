@@ -12,7 +12,7 @@ from clearinghouse.api.schemas import RequestBody, ResponseModel
 from clearinghouse.database import Tx
 from clearinghouse.members import service
 from clearinghouse.numbers import PlainDecimal
-from clearinghouse.points.policy import rule_set_at
+from clearinghouse.rules.policy import rule_set_at
 from clearinghouse.rules.tiers import tier_for
 from partners.gate import Partner, Reply
 

@@ -22,10 +22,10 @@ from clearinghouse.fraud.tables import fraud_cases
 from clearinghouse.members.service import MemberNotFound
 from clearinghouse.numbers import fen_half_even
 from clearinghouse.points import lots, wallet
-from clearinghouse.points.policy import RuleSet, rule_set_at
 from clearinghouse.points.referrals import pay_referral_bonus
 from clearinghouse.points.tables import point_lots, purchases
 from clearinghouse.rules.earning import MemberContext, Purchase, compute_accrual
+from clearinghouse.rules.policy import RuleSet, rule_set_at
 from clearinghouse.rules.tiers import tier_for
 from clearinghouse.settleable import Settleable
 from partners import directory, rates

@@ -28,7 +28,7 @@ from clearinghouse.fraud import service as fraud
 from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.points import lots, wallet
 from clearinghouse.points.accrual import IssuanceLimitExceeded
-from clearinghouse.points.policy import rule_set_at
+from clearinghouse.rules.policy import rule_set_at
 from clearinghouse.settleable import Settleable
 from partners import directory, rates
 

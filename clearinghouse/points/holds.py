@@ -19,7 +19,7 @@ from clearinghouse.errors import Conflict, InvalidRequest, NotFound
 from clearinghouse.fraud import service as fraud
 from clearinghouse.numbers import fen_half_even
 from clearinghouse.points import wallet
-from clearinghouse.points.policy import rule_set_at
+from clearinghouse.rules.policy import rule_set_at
 from clearinghouse.settleable import Settleable
 from partners import directory, rates
 

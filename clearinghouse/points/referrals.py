@@ -18,8 +18,8 @@ from clearinghouse.fraud.tables import fraud_cases
 from clearinghouse.members.service import linked_member
 from clearinghouse.numbers import money
 from clearinghouse.points import lots, wallet
-from clearinghouse.points.policy import RuleSet
 from clearinghouse.points.tables import purchases, referrals
+from clearinghouse.rules.policy import RuleSet
 from clearinghouse.settleable import Settleable
 from partners import rates
 

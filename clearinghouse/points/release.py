@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 from clearinghouse import ledger
 from clearinghouse.config import get_settings
 from clearinghouse.points import lots, wallet
-from clearinghouse.points.policy import rule_set_at
 from clearinghouse.points.referrals import pay_referral_bonus
 from clearinghouse.points.tables import purchases
+from clearinghouse.rules.policy import rule_set_at
 from clearinghouse.settleable import Settleable
 from partners.directory import exposure_account, headroom_account
 

@@ -1,5 +1,6 @@
 """Tables of the points lifecycle. Ledger entries hold the amounts; these tables hold what the
-entries were for (purchases, lots, holds, refunds) and the rule versions they used."""
+entries were for (purchases, lots, holds, refunds) and the rule versions they used (the rule
+sets themselves: clearinghouse.rules.tables)."""
 
 from sqlalchemy import (
     BigInteger,
@@ -20,16 +21,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from clearinghouse.schema import metadata
-
-rule_sets = Table(
-    "rule_sets",
-    metadata,
-    Column("version", Integer, primary_key=True),
-    Column("effective_from", DateTime(timezone=True), nullable=False, unique=True),
-    Column("earning", JSONB, nullable=False),
-    Column("policy", JSONB, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
-)
 
 purchases = Table(
     "purchases",

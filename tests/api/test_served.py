@@ -25,8 +25,9 @@ from clearinghouse import ledger
 from clearinghouse.database import make_engine, session_factory
 from clearinghouse.jobs import LEADER_NAME
 from clearinghouse.ledger.tables import journal_entries
-from clearinghouse.points import policy, wallet
+from clearinghouse.points import wallet
 from clearinghouse.points.tables import holds, purchases
+from clearinghouse.rules import policy
 from partners import keys, rates
 from partners.client import PartnerClient
 from partners.tables import request_nonces

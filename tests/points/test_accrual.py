@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse.ledger.tables import journal_entries
-from clearinghouse.points import policy
 from clearinghouse.points.tables import purchases
+from clearinghouse.rules import policy
 from partners import rates
 from partners.client import PartnerClient
 from tests.api.builders import ApiPartner, assert_problem, unique_id

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import ledger
 from clearinghouse.points import lots, referrals
-from clearinghouse.points.policy import publish, rule_set_at
+from clearinghouse.rules.policy import publish, rule_set_at
 from partners.directory import exposure_account, headroom_account
 from settlement import netting
 from settlement.tables import settlement_items, settlement_runs

@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 
 from clearinghouse.database import Tx
 from clearinghouse.errors import InvalidRequest, NotFound
-from clearinghouse.points.tables import rule_sets
 from clearinghouse.reference import Reference
 from clearinghouse.rules.earning import EarningRules
+from clearinghouse.rules.tables import rule_sets
 
 Points = Annotated[int, Field(ge=0, le=10**12)]
 
