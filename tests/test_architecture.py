@@ -17,6 +17,7 @@ GROUND = (
     "clearinghouse.database",
     "clearinghouse.errors",
     "clearinghouse.numbers",
+    "clearinghouse.ids",
     "clearinghouse.schema",
     "clearinghouse.reference",
     "clearinghouse.migrate",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import secrets
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -27,6 +26,7 @@ from clearinghouse.fraud.rules import (
     Verdict,
 )
 from clearinghouse.fraud.tables import fraud_actions, fraud_cases, fraud_thresholds
+from clearinghouse.ids import new_id
 from clearinghouse.reference import Reference
 from clearinghouse.users.service import User, require_role
 from partners.directory import Store
@@ -43,8 +43,6 @@ __all__ = [
     "screen",
     "screening",
 ]
-
-_ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 class FraudBlocked(DomainError):
@@ -160,7 +158,7 @@ def evaluate(screening: Screening, attempt: Attempt, history: History) -> Decisi
 
 
 def _new_id() -> str:
-    return "C" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(15))
+    return new_id("C", 15)
 
 
 def _case_values(attempt: Attempt, decision: Decision, state: str) -> dict[str, Any]:

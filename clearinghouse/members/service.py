@@ -3,7 +3,6 @@ it and sees only the members linked to it."""
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -12,9 +11,8 @@ from sqlalchemy.orm import Session
 from clearinghouse import ledger
 from clearinghouse.database import Tx
 from clearinghouse.errors import Conflict, InvalidRequest, NotFound
+from clearinghouse.ids import new_id
 from clearinghouse.members.tables import members
-
-_ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
 
 
 class MemberNotFound(NotFound):
@@ -59,7 +57,7 @@ def member_accounts(member_id: str) -> list[ledger.AccountSpec]:
 
 
 def new_member_id() -> str:
-    return "M" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+    return new_id("M", 12)
 
 
 def create_member(session: Session, birth_month: int | None = None) -> str:

@@ -5,7 +5,6 @@ expiry first, when they are held; what is not captured goes back to the same lot
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -17,13 +16,12 @@ from clearinghouse import ledger
 from clearinghouse.database import Tx
 from clearinghouse.errors import Conflict, InvalidRequest, NotFound
 from clearinghouse.fraud import service as fraud
+from clearinghouse.ids import new_id
 from clearinghouse.numbers import fen_half_even
 from clearinghouse.points import wallet
 from clearinghouse.rules.policy import rule_set_at
 from clearinghouse.settleable import Settleable
 from partners import directory, rates
-
-_ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 class HoldNotFound(NotFound):
@@ -129,7 +127,7 @@ def _place(
         return _Placed(earlier, earlier.open_case_id)
     assert locked.risk is not None
     decision = fraud.screen(screening, attempt, fraud.History.of(store, locked.risk))
-    hold_id = "H" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(15))
+    hold_id = new_id("H", 15)
     entry = ledger.transfer(
         kind="hold",
         origin=origin,
