@@ -18,10 +18,10 @@ The profile, enforced by `verify_request` and followed by `sign_request`:
   The upper bound keeps the nonce store's column small.
 
 Replay checking is not here: `verify_request` returns the verified nonce and the caller records it.
+The RFC 8941 structured fields these headers are written in: clearinghouse.structured_fields.
 """
 
 import base64
-import binascii
 import hashlib
 import hmac
 import re
@@ -30,13 +30,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from decimal import Decimal
 from typing import Final, Self
 from urllib.parse import urlsplit
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from clearinghouse import structured_fields as sf
 
 __all__ = [
     "ALGORITHM",
@@ -94,208 +95,6 @@ class SignatureRejected(Exception):
         self.reason = reason
 
 
-# --- RFC 8941 structured fields, as far as these headers need them ------------------------------
-
-
-class _Token(str):
-    """An sf-token; kept apart from sf-string because the RFC types parameters as strings."""
-
-    __slots__ = ()
-
-
-_BareItem = int | Decimal | str | bytes | bool
-_Params = tuple[tuple[str, _BareItem], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _Item:
-    value: _BareItem
-    params: _Params
-
-
-@dataclass(frozen=True, slots=True)
-class _InnerList:
-    items: tuple[_Item, ...]
-    params: _Params
-
-
-class _StructuredFieldError(ValueError):
-    pass
-
-
-_KEY_RE: Final = re.compile(r"[a-z*][a-z0-9_.*-]*")
-_TOKEN_RE: Final = re.compile(r"[A-Za-z*][!#$%&'*+.^_`|~0-9A-Za-z:/-]*")
-_NUMBER_RE: Final = re.compile(r"(-?)([0-9]+)(?:\.([0-9]*))?")
-_BYTES_RE: Final = re.compile(r":([A-Za-z0-9+/=]*):")
-# A string without escapes: printable ASCII but '"' and '\\' (the common case, read at once).
-_PLAIN_STRING_RE: Final = re.compile(r'"([ !#-\[\]-~]*)"')
-_MAX_SF_INTEGER: Final = 999_999_999_999_999
-
-
-class _Parser:
-    def __init__(self, text: str) -> None:
-        if not text.isascii():
-            raise _StructuredFieldError("non-ASCII field value")
-        self.text = text
-        self.pos = 0
-
-    def _peek(self) -> str:
-        return self.text[self.pos] if self.pos < len(self.text) else ""
-
-    def _at_end(self) -> bool:
-        return self.pos >= len(self.text)
-
-    def _skip(self, chars: tuple[str, ...]) -> None:
-        while not self._at_end() and self.text[self.pos] in chars:
-            self.pos += 1
-
-    def _match(self, pattern: re.Pattern[str]) -> re.Match[str]:
-        match = pattern.match(self.text, self.pos)
-        if match is None:
-            raise _StructuredFieldError(f"unexpected input at {self.pos}")
-        self.pos = match.end()
-        return match
-
-    def dictionary(self) -> dict[str, _Item | _InnerList]:
-        members: dict[str, _Item | _InnerList] = {}
-        self._skip((" ",))
-        while not self._at_end():
-            key = self._match(_KEY_RE).group()
-            # RFC 8941 lets the last duplicate win; refusing is safer for security headers.
-            if key in members:
-                raise _StructuredFieldError(f"duplicate dictionary key {key!r}")
-            if self._peek() == "=":
-                self.pos += 1
-                members[key] = self._item_or_inner_list()
-            else:
-                members[key] = _Item(True, self._params())
-            self._skip((" ", "\t"))
-            if self._at_end():
-                break
-            if self._peek() != ",":
-                raise _StructuredFieldError("expected ','")
-            self.pos += 1
-            self._skip((" ", "\t"))
-            if self._at_end():
-                raise _StructuredFieldError("trailing ','")
-        return members
-
-    def _item_or_inner_list(self) -> _Item | _InnerList:
-        if self._peek() == "(":
-            return self._inner_list()
-        return _Item(self._bare_item(), self._params())
-
-    def _inner_list(self) -> _InnerList:
-        self.pos += 1
-        items: list[_Item] = []
-        while not self._at_end():
-            self._skip((" ",))
-            if self._peek() == ")":
-                self.pos += 1
-                return _InnerList(tuple(items), self._params())
-            items.append(_Item(self._bare_item(), self._params()))
-            if self._peek() not in (" ", ")"):
-                raise _StructuredFieldError("expected ' ' or ')' in inner list")
-        raise _StructuredFieldError("unterminated inner list")
-
-    def _params(self) -> _Params:
-        params: dict[str, _BareItem] = {}
-        while self._peek() == ";":
-            self.pos += 1
-            self._skip((" ",))
-            key = self._match(_KEY_RE).group()
-            value: _BareItem = True
-            if self._peek() == "=":
-                self.pos += 1
-                value = self._bare_item()
-            if key in params:
-                raise _StructuredFieldError(f"duplicate parameter {key!r}")
-            params[key] = value
-        return tuple(params.items())
-
-    def _bare_item(self) -> _BareItem:
-        char = self._peek()
-        if char == "-" or char.isdigit():
-            return self._number()
-        if char == '"':
-            return self._string()
-        if char == ":":
-            return self._byte_sequence()
-        if char == "?":
-            return self._boolean()
-        if char == "*" or char.isalpha():
-            return _Token(self._match(_TOKEN_RE).group())
-        raise _StructuredFieldError(f"unexpected input at {self.pos}")
-
-    def _number(self) -> int | Decimal:
-        sign, integer, fraction = self._match(_NUMBER_RE).groups()
-        if fraction is None:
-            if len(integer) > 15:
-                raise _StructuredFieldError("integer too long")
-            return int(sign + integer)
-        if len(integer) > 12 or not 1 <= len(fraction) <= 3:
-            raise _StructuredFieldError("malformed decimal")
-        return Decimal(f"{sign}{integer}.{fraction}")
-
-    def _string(self) -> str:
-        plain = _PLAIN_STRING_RE.match(self.text, self.pos)
-        if plain is not None:
-            self.pos = plain.end()
-            return plain.group(1)
-        self.pos += 1
-        chars: list[str] = []
-        while not self._at_end():
-            char = self.text[self.pos]
-            self.pos += 1
-            if char == "\\":
-                escaped = self._peek()
-                if escaped not in ('"', "\\"):
-                    raise _StructuredFieldError("bad escape in string")
-                chars.append(escaped)
-                self.pos += 1
-            elif char == '"':
-                return "".join(chars)
-            elif not " " <= char <= "~":
-                raise _StructuredFieldError("control character in string")
-            else:
-                chars.append(char)
-        raise _StructuredFieldError("unterminated string")
-
-    def _byte_sequence(self) -> bytes:
-        encoded = self._match(_BYTES_RE).group(1)
-        try:
-            decoded = base64.b64decode(encoded, validate=True)
-        except binascii.Error as exc:
-            raise _StructuredFieldError("malformed byte sequence") from exc
-        # Canonical base64 only, so one signature or digest has exactly one spelling.
-        if base64.b64encode(decoded).decode("ascii") != encoded:
-            raise _StructuredFieldError("non-canonical base64")
-        return decoded
-
-    def _boolean(self) -> bool:
-        value = self.text[self.pos + 1 : self.pos + 2]
-        if value not in ("0", "1"):
-            raise _StructuredFieldError("malformed boolean")
-        self.pos += 2
-        return value == "1"
-
-
-def _parse_dictionary(text: str) -> dict[str, _Item | _InnerList]:
-    return _Parser(text).dictionary()
-
-
-def _is_sf_string(value: str) -> bool:
-    return all(" " <= char <= "~" for char in value)
-
-
-def _serialize_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _serialize_param_value(value: int | str) -> str:
-    return str(value) if isinstance(value, int) else _serialize_string(value)
-
-
 # --- RFC 9421 signature base, for any covered components ---------------------------------------
 
 
@@ -314,7 +113,7 @@ class SignatureInput:
         if len(set(self.components)) != len(self.components):
             raise ValueError("a component is covered twice")
         for name in self.components:
-            if not name or name != name.lower() or not _is_sf_string(name):
+            if not name or name != name.lower() or not sf.is_sf_string(name):
                 raise ValueError(f"invalid component name {name!r}")
             if name == "@signature-params":
                 raise ValueError("@signature-params cannot be a covered component")
@@ -322,13 +121,13 @@ class SignatureInput:
         if len(set(keys)) != len(keys):
             raise ValueError("a signature parameter is repeated")
         for key, value in self.params:
-            if _KEY_RE.fullmatch(key) is None:
+            if sf.KEY_RE.fullmatch(key) is None:
                 raise ValueError(f"invalid parameter name {key!r}")
             # `type() is` because bool is an int and a token is a str, and neither is allowed.
             if type(value) is int:
-                if abs(value) > _MAX_SF_INTEGER:
+                if abs(value) > sf.MAX_SF_INTEGER:
                     raise ValueError(f"parameter {key!r} out of range")
-            elif type(value) is not str or not _is_sf_string(value):
+            elif type(value) is not str or not sf.is_sf_string(value):
                 raise ValueError(f"parameter {key!r} must be an integer or a printable string")
 
     def param(self, name: str) -> int | str | None:
@@ -336,8 +135,8 @@ class SignatureInput:
 
     def serialize(self) -> str:
         """The `@signature-params` value, also the Signature-Input member value."""
-        components = " ".join(_serialize_string(name) for name in self.components)
-        params = "".join(f";{key}={_serialize_param_value(value)}" for key, value in self.params)
+        components = " ".join(sf.serialize_string(name) for name in self.components)
+        params = "".join(f";{key}={sf.serialize_param_value(value)}" for key, value in self.params)
         return f"({components}){params}"
 
 
@@ -355,7 +154,7 @@ def build_signature_base(signature_input: SignatureInput, values: Mapping[str, s
             raise ValueError(f"no value for covered component {name!r}")
         if not all(" " <= char <= "~" or char == "\t" for char in value):
             raise ValueError(f"value of {name!r} has control or non-ASCII characters")
-        lines.append(f"{_serialize_string(name)}: {value}")
+        lines.append(f"{sf.serialize_string(name)}: {value}")
     lines.append(f'"@signature-params": {signature_input.serialize()}')
     return "\n".join(lines).encode("ascii")
 
@@ -399,14 +198,14 @@ def _check_content_digest(header: str | None, body_sha256: bytes) -> None:
     if header is None:
         raise SignatureRejected("missing_content_digest")
     try:
-        members = _parse_dictionary(header)
-    except _StructuredFieldError:
+        members = sf.parse_dictionary(header)
+    except sf.StructuredFieldError:
         raise SignatureRejected("malformed_content_digest") from None
     # Exactly one member: a second algorithm we do not check would be a value we cannot vouch for.
     if list(members) != [_DIGEST_ALGORITHM]:
         raise SignatureRejected("unsupported_digest_algorithm")
     member = members[_DIGEST_ALGORITHM]
-    if not isinstance(member, _Item) or not isinstance(member.value, bytes) or member.params:
+    if not isinstance(member, sf.Item) or not isinstance(member.value, bytes) or member.params:
         raise SignatureRejected("malformed_content_digest")
     if not hmac.compare_digest(member.value, body_sha256):
         raise SignatureRejected("content_digest_mismatch")
@@ -548,7 +347,7 @@ def sign_request(
     request must already carry Content-Type and Idempotency-Key when it has a body. A fresh
     nonce is drawn unless one is given. Raises ValueError for requests the verifier would refuse.
     """
-    if _KEY_RE.fullmatch(label) is None:
+    if sf.KEY_RE.fullmatch(label) is None:
         raise ValueError(f"invalid signature label {label!r}")
     if not keyid:
         raise ValueError("keyid must not be empty")
@@ -631,9 +430,9 @@ def parse_signature_headers(headers: Mapping[str, str]) -> ParsedSignature:
     if raw_signature is None:
         raise SignatureRejected("missing_signature")
     try:
-        inputs = _parse_dictionary(raw_input)
-        signatures = _parse_dictionary(raw_signature)
-    except _StructuredFieldError:
+        inputs = sf.parse_dictionary(raw_input)
+        signatures = sf.parse_dictionary(raw_signature)
+    except sf.StructuredFieldError:
         raise SignatureRejected("malformed_signature_header") from None
     if len(inputs) != 1 or len(signatures) != 1:
         raise SignatureRejected("not_exactly_one_signature")
@@ -641,9 +440,9 @@ def parse_signature_headers(headers: Mapping[str, str]) -> ParsedSignature:
     signature = signatures.get(label)
     if signature is None:
         raise SignatureRejected("signature_label_mismatch")
-    if not isinstance(member, _InnerList):
+    if not isinstance(member, sf.InnerList):
         raise SignatureRejected("malformed_signature_input")
-    if not isinstance(signature, _Item) or not isinstance(signature.value, bytes):
+    if not isinstance(signature, sf.Item) or not isinstance(signature.value, bytes):
         raise SignatureRejected("malformed_signature")
     if signature.params:
         raise SignatureRejected("malformed_signature")

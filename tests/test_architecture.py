@@ -18,6 +18,7 @@ GROUND = (
     "clearinghouse.errors",
     "clearinghouse.numbers",
     "clearinghouse.ids",
+    "clearinghouse.structured_fields",
     "clearinghouse.schema",
     "clearinghouse.reference",
     "clearinghouse.migrate",
