@@ -27,6 +27,10 @@ from clearinghouse.database import (
     start_embedded,
 )
 
+# The signed API's fixtures (app, http, partner, client, ...), for the packages that define the
+# `sessions` and `new_partner` they need.
+pytest_plugins = ["tests.api_fixtures"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

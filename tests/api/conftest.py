@@ -6,15 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.api.builders import create_partner
-from tests.api_fixtures import (  # noqa: F401  (fixtures, by name)
-    NewPartner,
-    app,
-    client,
-    http,
-    other_client,
-    other_partner,
-    partner,
-)
+from tests.api_fixtures import NewPartner
 
 
 @pytest.fixture

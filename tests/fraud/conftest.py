@@ -20,15 +20,7 @@ from clearinghouse.app import create_app
 from clearinghouse.database import make_engine, session_factory
 from partners.client import PartnerClient
 from tests.api.builders import ApiPartner, client_for
-from tests.api_fixtures import (  # noqa: F401  (fixtures, by name)
-    NewPartner,
-    app,
-    client,
-    http,
-    other_client,
-    other_partner,
-    partner,
-)
+from tests.api_fixtures import NewPartner
 from tests.builders import own_client
 from tests.conftest import Databases
 from tests.fraud.builders import Staff, staff

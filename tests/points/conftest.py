@@ -13,15 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clearinghouse.app import create_app
 from clearinghouse.database import make_engine, session_factory
 from tests.api.builders import client_for
-from tests.api_fixtures import (  # noqa: F401  (fixtures, by name)
-    NewPartner,
-    app,
-    client,
-    http,
-    other_client,
-    other_partner,
-    partner,
-)
+from tests.api_fixtures import NewPartner
 from tests.builders import own_client
 from tests.conftest import Databases
 from tests.points.builders import Isolated, points_partner
