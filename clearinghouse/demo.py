@@ -13,13 +13,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
+from clearinghouse import clock
 from clearinghouse.app import create_app
 from clearinghouse.audit import sealing
 from clearinghouse.config import get_settings
@@ -128,7 +129,7 @@ def serving(sessions: sessionmaker[Session]) -> Iterator[str]:
 
 def run(sessions: sessionmaker[Session], home: Path) -> DemoDay:
     key_ids = set_up_partners(sessions, home)
-    now = datetime.now(UTC)
+    now = clock.now()
     today = now.date().isoformat()
     with sessions() as session:
         rates_from = rates.rate_history(session, "teahouse")[0].effective_from
@@ -138,7 +139,7 @@ def run(sessions: sessionmaker[Session], home: Path) -> DemoDay:
         rates_from.replace(microsecond=0) + timedelta(seconds=1),
     )
     # On the first run that instant may be a moment ahead; a purchase is reported after it.
-    time.sleep(max(0.0, (purchased_at - datetime.now(UTC)).total_seconds()))
+    time.sleep(max(0.0, (purchased_at - clock.now()).total_seconds()))
     with serving(sessions) as base_url:
         tea = PartnerClient.from_key_file(
             base_url, key_ids["teahouse"], _key_file(home, "teahouse")
@@ -175,7 +176,7 @@ def run(sessions: sessionmaker[Session], home: Path) -> DemoDay:
             tea.close()
             books.close()
     # Settle the business day so far (a scheduler runs it after the cut-off), and keep the CSV.
-    business_date = datetime.now(get_settings().zone).date()
+    business_date = clock.today(get_settings().zone)
     run = netting.settle(sessions, business_date)[-1]
     report = home / "reports" / f"settlement-{business_date.isoformat()}.csv"
     report.parent.mkdir(parents=True, exist_ok=True)

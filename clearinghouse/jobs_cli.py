@@ -4,12 +4,13 @@ scheduler (cron, a systemd timer) or by hand, and the versioned rule sets."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from clearinghouse import clock
 from clearinghouse.cli_support import fail, sessions, transaction
 from clearinghouse.points import holds
 from clearinghouse.rules import policy
@@ -63,7 +64,7 @@ def rules_show(
 ) -> None:
     """The rule set in effect, as JSON."""
     with transaction() as session:
-        rule_set = policy.rule_set_at(session, at or datetime.now(UTC))
+        rule_set = policy.rule_set_at(session, at or clock.now())
     typer.echo(
         json.dumps(
             {

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import delete, func
 from sqlalchemy.orm import Session
 
+from clearinghouse import clock
 from clearinghouse.database import Tx
 from clearinghouse.errors import DomainError
 from clearinghouse.reference import Reference
@@ -125,7 +126,7 @@ def verify(
     """Check the request's signature with the keys in `ring`. When the key is not usable in
     `ring`, raises UnknownKey so that the caller may look at the current keyring and try again,
     or, with `current` (the caller just did), Unauthorized like every other failure."""
-    moment = now or datetime.now(UTC)
+    moment = now or clock.now()
     found: list[KeyRecord] = []
 
     def resolve(key_id: str) -> VerificationKey | None:
@@ -151,7 +152,7 @@ def confirm(tx: Tx, verified: Verified, now: datetime | None = None) -> None:
     current = keyring.get(tx).get(verified.key.id)
     if (
         current is None
-        or not current.usable(now or datetime.now(UTC))
+        or not current.usable(now or clock.now())
         or current.raw_public_key != verified.key.raw_public_key
         or current.partner_id != verified.key.partner_id
     ):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from clearinghouse import clock
 from clearinghouse.cli_support import fail, transaction
 from clearinghouse.config import get_settings
 from partners import directory, keys, limits, rates
@@ -213,7 +214,7 @@ def key_retire(
 ) -> None:
     """Let a key keep working for a while, then refuse it (rotation without downtime)."""
     with transaction() as session:
-        record = keys.retire_key(session, key_id, datetime.now(UTC) + timedelta(days=days))
+        record = keys.retire_key(session, key_id, clock.now() + timedelta(days=days))
     _print_key(record)
 
 

@@ -9,11 +9,10 @@ settled exposure back to headroom."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from clearinghouse import ledger
+from clearinghouse import clock, ledger
 from clearinghouse.errors import InvalidRequest
 from partners.directory import exposure_account, headroom_account, lock_partner
 
@@ -50,7 +49,7 @@ def set_issuance_limit(session: Session, partner_id: str, limit_fen: int) -> int
                 destination=headroom_account(partner_id),
                 amount=delta,
                 asset="CNY",
-                occurred_at=datetime.now(UTC),
+                occurred_at=clock.now(),
                 metadata={"partner_id": partner_id, "limit_fen": limit_fen},
             ),
         )

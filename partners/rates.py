@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from clearinghouse import clock
 from clearinghouse.database import Tx
 from clearinghouse.errors import InvalidRequest, NotFound
 from clearinghouse.reference import Reference
@@ -123,7 +124,7 @@ _rate_book: Reference[dict[str, list[Rates]]] = Reference(("partner_rates",), _l
 
 def rates_at(db: Session | Tx, partner_id: str, at: datetime | None = None) -> Rates:
     """The version in effect at `at` (now by default)."""
-    moment = at or datetime.now(UTC)
+    moment = at or clock.now()
     versions = _rate_book.get(Tx.of(db)).get(partner_id, [])
     index = bisect_right(versions, moment, key=lambda r: r.effective_from)
     if index == 0:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from clearinghouse import clock
 from clearinghouse.cli_support import fail, sessions, transaction
 from clearinghouse.config import get_settings
 from clearinghouse.numbers import yuan_text
@@ -30,7 +31,7 @@ Token = Annotated[
 
 
 def _yesterday() -> date:
-    return datetime.now(get_settings().zone).date() - timedelta(days=1)
+    return clock.today(get_settings().zone) - timedelta(days=1)
 
 
 def _yuan(fen: int) -> str:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import groupby
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse import ledger
+from clearinghouse import clock, ledger
 from clearinghouse.points import lots, wallet
 from clearinghouse.points.tables import lot_movements, point_lots
 
@@ -73,7 +73,7 @@ def expire_lots(
     sessions: sessionmaker[Session], now: datetime | None = None, *, batch: int = 200
 ) -> ExpiryRun:
     """Expire every lot due at `now`, one member per transaction."""
-    moment = now or datetime.now(UTC)
+    moment = now or clock.now()
     members_done = lots_done = points_done = 0
     last = ""
     while True:

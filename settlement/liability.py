@@ -7,13 +7,14 @@ from the lots."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import DateTime, bindparam, func, insert, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
+from clearinghouse import clock
 from clearinghouse.points.tables import point_lots
 from settlement.netting import business_date_of, cutoff
 from settlement.tables import liability_snapshot_issuers, liability_snapshots
@@ -104,7 +105,7 @@ def liability_history(
     to a few minutes in the future)."""
     if days < 1:
         raise ValueError("days must be at least 1")
-    moment = now or datetime.now(UTC)
+    moment = now or clock.now()
     if moment.tzinfo is None:
         raise ValueError("now must carry a time zone")
     today = business_date_of(moment)
@@ -155,7 +156,7 @@ def snapshot_closed_days(
     """Take the liability of every closed business day not taken yet, in one pass over the lots;
     on the first run, every day since the first lot's. Return the days taken. Safe to run twice
     or at once: runs are serialised by an advisory lock, and a day is taken only once."""
-    moment = now or datetime.now(UTC)
+    moment = now or clock.now()
     last_closed = business_date_of(moment) - timedelta(days=1)
     with sessions() as session, session.begin():
         session.execute(select(func.pg_advisory_xact_lock(func.hashtext("liability_snapshots"))))

@@ -21,16 +21,15 @@ entries, which wait for it."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, exists, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse import ledger
+from clearinghouse import clock, ledger
 from clearinghouse.config import get_settings
 from clearinghouse.errors import Conflict, DomainError, NotFound
 from clearinghouse.points import lots
@@ -166,13 +165,6 @@ def business_date_of(instant: datetime) -> date:
 BACKOFF_BASE = timedelta(minutes=5)
 BACKOFF_MAX = timedelta(hours=4)
 ERROR_LENGTH = 2_000  # characters of a failure's error kept and shown
-
-Clock = Callable[[], datetime]
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 # The line columns, as the statements list them: by name, and each beside its name.
 _COLUMNS = ", ".join(categories.LINE_COLUMNS)
@@ -611,7 +603,7 @@ def failed_dates(
 
 
 def _record_failure(
-    sessions: sessionmaker[Session], business_date: date, error: Exception, clock: Clock
+    sessions: sessionmaker[Session], business_date: date, error: Exception
 ) -> FailedDate:
     """Keep a failed try of `business_date` (its run's work is rolled back) and log it."""
     with sessions() as session, session.begin():
@@ -630,7 +622,7 @@ def _record_failure(
                 .where(settlement_failures.c.business_date == business_date, _current_failure)
             ).scalar_one()
         )
-        now = clock()
+        now = clock.now()
         failed = FailedDate(
             business_date, attempt, tries, describe(error), now, now + backoff(tries)
         )
@@ -682,13 +674,13 @@ def _next_date(
 
 
 def settle_through(
-    sessions: sessionmaker[Session], business_date: date, *, clock: Clock | None = None
+    sessions: sessionmaker[Session], business_date: date, *, patient: bool = False
 ) -> Settled:
     """Settle `business_date` after any earlier open dates, in order, each in a transaction of
     its own; a date already settled is returned as it is. A date whose run fails is recorded
     (`failed_dates`) and logged, and the dates after it are settled without its entries. Dates
-    that failed before are tried again first: all of them when no `clock` is given (a person
-    asked), else those whose back-off has passed by `clock()`."""
+    that failed before are tried again first: all of them (a person asked), or when `patient`
+    (the job) only those whose back-off has passed by the clock."""
     done = Settled()
     tried: set[date] = set()
     while True:
@@ -698,7 +690,7 @@ def settle_through(
                 _lock(session)
                 held = {f.business_date: f for f in failed_dates(session)}
                 target = _next_date(
-                    session, business_date, held, tried, None if clock is None else clock()
+                    session, business_date, held, tried, clock.now() if patient else None
                 )
                 if target is None:
                     existing = _live(session, business_date)
@@ -712,7 +704,7 @@ def settle_through(
         except Exception as error:
             if target is None:
                 raise
-            _record_failure(sessions, target, error, clock or _utc_now)
+            _record_failure(sessions, target, error)
             done.errors.append((target, error))
             continue
         done.runs.append(run)
@@ -720,13 +712,11 @@ def settle_through(
             return done
 
 
-def settle(
-    sessions: sessionmaker[Session], business_date: date, *, clock: Clock | None = None
-) -> list[Run]:
+def settle(sessions: sessionmaker[Session], business_date: date) -> list[Run]:
     """Settle `business_date`, after any earlier open dates, in order (see `settle_through`);
     return the runs. A date already settled is returned as it is. When a date's run failed,
     raises its error once every date has been tried."""
-    done = settle_through(sessions, business_date, clock=clock)
+    done = settle_through(sessions, business_date)
     if done.errors:
         raise done.errors[0][1]
     return done.runs
@@ -877,7 +867,7 @@ def mark_paid(session: Session, business_date: date, user: User, bank_reference:
                 origin="job:settlement",
                 idempotency_key=f"paid:{row.id}",
                 postings=legs,
-                occurred_at=datetime.now(get_settings().zone),
+                occurred_at=clock.now().astimezone(get_settings().zone),
                 metadata={"business_date": business_date.isoformat(), "bank": bank_reference},
             ),
         )
@@ -940,10 +930,10 @@ def list_dates(
     return sorted(dated, key=lambda item: item.business_date, reverse=True)[:limit]
 
 
-def settle_due(sessions: sessionmaker[Session], clock: Clock = _utc_now) -> Settled:
-    """Settle yesterday (coalition time, by `clock`) and any open date before it, trying dates
+def settle_due(sessions: sessionmaker[Session]) -> Settled:
+    """Settle yesterday (coalition time, by the clock) and any open date before it, trying dates
     whose run failed again once their back-off has passed; the server runs this every few
     minutes, so a date is settled soon after its cut-off. Safe to repeat. A failed date is
     recorded and logged, never raised: the dates after it are settled all the same."""
-    yesterday = clock().astimezone(get_settings().zone).date() - timedelta(days=1)
-    return settle_through(sessions, yesterday, clock=clock)
+    yesterday = clock.today(get_settings().zone) - timedelta(days=1)
+    return settle_through(sessions, yesterday, patient=True)

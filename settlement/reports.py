@@ -5,14 +5,14 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import asdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from clearinghouse import ledger
+from clearinghouse import clock, ledger
 from clearinghouse.numbers import fen_half_even
 from clearinghouse.points.tables import point_lots
 from partners import rates
@@ -94,7 +94,7 @@ def settlement_csv(run: Run) -> str:
 def liability_report(session: Session, now: datetime | None = None) -> dict[str, Any]:
     """Outstanding points by issuing partner, valued at that partner's redemption value now;
     breakage to date; points expiring in the next 30, 60 and 90 days."""
-    moment = now or datetime.now(UTC)
+    moment = now or clock.now()
     rows = session.execute(
         select(point_lots.c.issuer_partner_id, func.sum(point_lots.c.remaining))
         .where(point_lots.c.remaining > 0, point_lots.c.expires_at > moment)

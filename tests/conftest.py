@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse import migrate
+from clearinghouse import clock, migrate
 from clearinghouse.database import (
     libpq_url,
     make_engine,
@@ -124,3 +124,11 @@ def home() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="clearinghouse-home-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def manual_clock() -> Iterator[clock.Manual]:
+    """The service tells the time by a clock that stands at the system's time now and moves
+    only when the test moves it (clearinghouse.clock)."""
+    with clock.use(clock.Manual(clock.system())) as manual:
+        yield manual

@@ -17,6 +17,7 @@ GROUND = (
     "clearinghouse.database",
     "clearinghouse.errors",
     "clearinghouse.numbers",
+    "clearinghouse.clock",
     "clearinghouse.ids",
     "clearinghouse.structured_fields",
     "clearinghouse.schema",

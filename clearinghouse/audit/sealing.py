@@ -188,16 +188,20 @@ def _first_unsound(session: Session, entries: list[EntryRecord]) -> tuple[int, s
     return None
 
 
-def seal_next(session: Session) -> Block | None:
-    """Seal the next block of unsealed entries, oldest first; None when there are none. Stops
-    before an unsound entry: the block ends with the entry before it, and when it would be
-    the first, SealingHalted is raised."""
+def seal_next(session: Session, delay: timedelta | None = None) -> Block | None:
+    """Seal the next block of unsealed entries recorded more than `delay` (SEAL_DELAY) ago by
+    the database's clock, oldest first; None when there are none. Stops before an unsound
+    entry: the block ends with the entry before it, and when it would be the first,
+    SealingHalted is raised."""
     session.execute(select(func.pg_advisory_xact_lock(func.hashtext("sealing"))))
     ids = list(
         session.execute(
             select(seal_queue.c.entry_id)
             .join(journal_entries, journal_entries.c.id == seal_queue.c.entry_id)
-            .where(journal_entries.c.recorded_at < func.clock_timestamp() - SEAL_DELAY)
+            .where(
+                journal_entries.c.recorded_at
+                < func.clock_timestamp() - (SEAL_DELAY if delay is None else delay)
+            )
             .order_by(seal_queue.c.entry_id)
             .limit(MAX_BLOCK_ENTRIES)
         ).scalars()
@@ -253,14 +257,14 @@ def seal_next(session: Session) -> Block | None:
     return _block(row)
 
 
-def seal_all(sessions: sessionmaker[Session]) -> list[Block]:
-    """Seal until nothing is left; each block in its own transaction. Raises SealingHalted,
-    with the blocks sealed before it, at an unsound entry."""
+def seal_all(sessions: sessionmaker[Session], delay: timedelta | None = None) -> list[Block]:
+    """Seal until nothing older than `delay` (SEAL_DELAY) is left; each block in its own
+    transaction. Raises SealingHalted, with the blocks sealed before it, at an unsound entry."""
     sealed: list[Block] = []
     while True:
         try:
             with sessions() as session, session.begin():
-                block = seal_next(session)
+                block = seal_next(session, delay)
         except SealingHalted as halted:
             raise SealingHalted(halted.entry_id, halted.reason, sealed) from None
         if block is None:

@@ -13,13 +13,14 @@ import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
+from clearinghouse import clock
 from clearinghouse.audit import sealing
 from clearinghouse.audit.canonical import EntryRecord, encode, entries_in_batches, load_entries
 from clearinghouse.audit.exports import (
@@ -302,7 +303,7 @@ def verify_database(
     unsealed = itertools.chain.from_iterable(
         entries_in_batches(session, not_sealed, size=batch_size)
     )
-    return judge(blocks(), unsealed, None, digest, now or datetime.now(UTC))
+    return judge(blocks(), unsealed, None, digest, now or clock.now())
 
 
 def write_seals(session: Session, out_dir: Path) -> int:

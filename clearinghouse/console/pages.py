@@ -4,13 +4,14 @@ and fraud modules do the work."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path as FsPath
 from typing import Annotated, Literal
 
 from fastapi import Form, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
+from clearinghouse import clock
 from clearinghouse.api.deps import ReadSession, WriteSession
 from clearinghouse.api.schemas import BIGINT_MAX
 from clearinghouse.config import get_settings
@@ -69,7 +70,7 @@ def settlements(request: Request, session: ReadSession, me: FinanceViewer) -> Re
         }
         for item in netting.list_dates(session)
     ]
-    yesterday = datetime.now(get_settings().zone).date() - timedelta(days=1)
+    yesterday = clock.today(get_settings().zone) - timedelta(days=1)
     return render.page(request, "settlements.html", runs=runs, yesterday=yesterday)
 
 
@@ -144,7 +145,7 @@ def settlement_pdf(
         reports.settlement_report(run),
         netting.history(session, business_date),
         netting.approvals(session, business_date),
-        generated_at=datetime.now(get_settings().zone),
+        generated_at=clock.now().astimezone(get_settings().zone),
     )
     return _download(content, "application/pdf", f"settlement-{business_date}.pdf")
 
@@ -184,7 +185,7 @@ def liability(
     me: FinanceViewer,
     days: Annotated[int, Query(ge=7, le=366)] = 30,
 ) -> Response:
-    now = datetime.now(UTC)
+    now = clock.now()
     report = reports.liability_report(session, now)
     history = liability_history(session, days, now)
     issuers = sorted({issuer for day in history for issuer in day["by_issuer"]})

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from clearinghouse import clock
 from clearinghouse.cli_support import fail, transaction
 from clearinghouse.fraud import service
 
@@ -24,7 +24,7 @@ Partner = Annotated[
 def show(partner: Partner = None) -> None:
     """The thresholds in force (for a partner: the coalition's, overridden by its own)."""
     with transaction() as session:
-        thresholds, versions = service.thresholds_for(session, partner or "", datetime.now(UTC))
+        thresholds, versions = service.thresholds_for(session, partner or "", clock.now())
     typer.echo(json.dumps({"versions": versions, "thresholds": thresholds.model_dump()}, indent=2))
 
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from clearinghouse import clock
 from clearinghouse.database import Tx
 from clearinghouse.errors import Conflict, DomainError, InvalidRequest, NotFound
 from clearinghouse.fraud.rules import (
@@ -137,7 +138,7 @@ class Screening:
 
 
 def screening(db: Session | Tx, partner_id: str) -> Screening:
-    return Screening(*thresholds_for(db, partner_id, datetime.now(UTC)))
+    return Screening(*thresholds_for(db, partner_id, clock.now()))
 
 
 def gather(tx: Tx, gathering: Gathering) -> dict[str, Any]:
@@ -294,7 +295,7 @@ def publish_thresholds(session: Session, partner_id: str | None, settings: dict[
         fraud_thresholds.insert().values(
             partner_id=partner_id,
             version=version,
-            effective_from=datetime.now(UTC),
+            effective_from=clock.now(),
             settings=settings,
         )
     )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 from pydantic import Field
 
+from clearinghouse import clock
 from clearinghouse.api.schemas import RequestBody, ResponseModel
 from clearinghouse.database import Tx
 from clearinghouse.members import service
@@ -82,7 +83,7 @@ async def link_member(body: LinkMemberIn, call: Partner) -> Response:
 @router.get("/{member_id}", summary="A linked member's points", response_model=MemberOut)
 async def get_member(member_id: MemberIdPath, call: Partner) -> Response:
     def member(tx: Tx) -> MemberOut:
-        now = datetime.now(UTC)
+        now = clock.now()
         rules = rule_set_at(tx, now)
         start = now - timedelta(days=rules.policy.tier_window_days)
         view = service.member_view(tx, call.partner_id, member_id, start, now)

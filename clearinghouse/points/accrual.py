@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from clearinghouse import ledger
+from clearinghouse import clock, ledger
 from clearinghouse.config import get_settings
 from clearinghouse.database import Tx
 from clearinghouse.errors import Conflict, InvalidRequest
@@ -199,7 +199,7 @@ def accrue(db: Session | Tx, partner_id: str, report: PurchaseReport) -> Accrual
     Two statements: `accrual_context` locks the member and reads every figure the earning and
     risk rules need; `record_purchase` writes the entry, lot, purchase and tier change."""
     tx = Tx.of(db)
-    now = datetime.now(UTC)
+    now = clock.now()
     zone = get_settings().zone
     store, missing_store = directory.store_or_refusal(tx, partner_id, report.store_id)
     rules = rule_set_at(tx, report.occurred_at)

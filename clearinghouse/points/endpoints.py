@@ -4,13 +4,14 @@ referrals."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response, status
 from pydantic import Field
 from sqlalchemy import func, select
 
+from clearinghouse import clock
 from clearinghouse.api.schemas import JsonInstant, RequestBody, ResponseModel
 from clearinghouse.database import Tx
 from clearinghouse.members.endpoints import MEMBER_ID, MemberIdPath
@@ -382,7 +383,7 @@ Days = Annotated[int, Query(ge=1, le=3660)]
 async def member_expiring(member_id: MemberIdPath, call: Partner, days: Days = 30) -> Response:
     def expiring(tx: Tx) -> ExpiringOut:
         linked_member(tx, call.partner_id, member_id)
-        horizon = datetime.now(UTC) + timedelta(days=days)
+        horizon = clock.now() + timedelta(days=days)
         due = [lot for lot in lots.open_lots(tx, member_id) if lot.expires_at <= horizon]
         return ExpiringOut(
             member_id=member_id,
@@ -420,7 +421,7 @@ async def expiring_members(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     after: Annotated[str | None, Query(description="member_id to continue after")] = None,
 ) -> Response:
-    horizon = datetime.now(UTC) + timedelta(days=days)
+    horizon = clock.now() + timedelta(days=days)
     query: Any = (
         select(
             member_links.c.member_id,

@@ -13,14 +13,13 @@ Each asset balances within the entry. Going in and out again never yields more t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from clearinghouse import ledger, numbers
+from clearinghouse import clock, ledger, numbers
 from clearinghouse.config import get_settings
 from clearinghouse.database import Tx
 from clearinghouse.errors import InvalidRequest
@@ -67,7 +66,7 @@ def exchange(
     partner = directory.get_partner(tx, partner_id)
     if partner.programme_asset is None:
         raise InvalidRequest(f"partner {partner_id} is not a partner programme")
-    now = datetime.now(UTC)
+    now = clock.now()
     attempt = fraud.Attempt(
         operation="exchange",
         partner_id=partner_id,

@@ -6,13 +6,13 @@ expiry first, when they are held; what is not captured goes back to the same lot
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from clearinghouse import ledger
+from clearinghouse import clock, ledger
 from clearinghouse.database import Tx
 from clearinghouse.errors import Conflict, InvalidRequest, NotFound
 from clearinghouse.fraud import service as fraud
@@ -94,7 +94,7 @@ def _place(
 ) -> _Placed:
     """Lock the member and read what the risk rules need (operation_context), then post the
     hold, take its points from the lots and record it (record_hold)."""
-    now = datetime.now(UTC)
+    now = clock.now()
     store, missing_store = directory.store_or_refusal(tx, partner_id, store_id)
     screening = fraud.screening(tx, partner_id)
     attempt = fraud.Attempt(
@@ -248,7 +248,7 @@ def _open(hold: Any, now: datetime) -> None:
 
 
 def _capture(tx: Tx, hold: Any, points: int | None) -> Hold:
-    now = datetime.now(UTC)
+    now = clock.now()
     _open(hold, now)
     case_id = getattr(hold, "open_case_id", None)
     if case_id is not None:
@@ -272,7 +272,7 @@ def void(db: Session | Tx, partner_id: str, hold_id: str) -> Hold:
     hold = _locked(tx, partner_id, hold_id)
     if hold.state != "held":
         raise HoldClosed(f"hold {hold_id} is {hold.state}")
-    return _close(tx, hold, 0, "voided", datetime.now(UTC))
+    return _close(tx, hold, 0, "voided", clock.now())
 
 
 def get_hold(db: Session | Tx, partner_id: str, hold_id: str) -> Hold:
@@ -289,7 +289,7 @@ def release_expired(db: Session | Tx, now: datetime | None = None, limit: int = 
     """Give back the points of holds past their expiry; returns how many were released. Safe
     to run twice or at once: each hold is closed once, under its lock."""
     tx = Tx.of(db)
-    moment = now or datetime.now(UTC)
+    moment = now or clock.now()
     due = tx.all(
         "SELECT id FROM holds WHERE state = 'held' AND expires_at <= %s"
         " ORDER BY expires_at LIMIT %s",

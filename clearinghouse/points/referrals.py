@@ -5,13 +5,13 @@ funded by the configured partner or the coalition."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from clearinghouse import ledger
+from clearinghouse import clock, ledger
 from clearinghouse.config import get_settings
 from clearinghouse.errors import Conflict, InvalidRequest
 from clearinghouse.fraud.tables import fraud_cases
@@ -107,7 +107,7 @@ def pay_referral_bonus(session: Session, member_id: str, rules: RuleSet) -> int 
         if funder == "coalition"
         else str(ledger.Address.partner(funder, "issued"))
     )
-    now = datetime.now(UTC)
+    now = clock.now()
     metadata: dict[str, object] = {
         "invitee": member_id,
         "inviter": inviter,

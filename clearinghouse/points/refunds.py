@@ -7,12 +7,12 @@ entry it reverses and can never exceed it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Row, select, update
 from sqlalchemy.orm import Session
 
-from clearinghouse import ledger
+from clearinghouse import clock, ledger
 from clearinghouse.database import Tx
 from clearinghouse.errors import Conflict, InvalidRequest, NotFound
 from clearinghouse.fraud import service as fraud
@@ -110,7 +110,7 @@ def refund_purchase(
         operation="refund",
         partner_id=partner_id,
         member_id=member_id,
-        occurred_at=datetime.now(UTC),
+        occurred_at=clock.now(),
         points=points,
         amount_fen=amount_fen,
         store_id=purchase.store_id,
@@ -143,7 +143,7 @@ def refund_purchase(
                 origin=f"partner:{partner_id}",
                 idempotency_key=f"refund:{partner_txn_id}:{partner_refund_id}",
                 postings=[leg for leg in legs if leg.amount],
-                occurred_at=datetime.now(UTC),
+                occurred_at=clock.now(),
                 metadata={
                     **Settleable(partner_id, value).to_metadata(),
                     "partner_txn_id": partner_txn_id,
@@ -217,7 +217,7 @@ def refund_redemption(
             source=str(ledger.Address.partner(partner_id, "redeemed")),
             destination=wallet.available_account(hold.member_id),
             amount=points,
-            occurred_at=datetime.now(UTC),
+            occurred_at=clock.now(),
             metadata={
                 # On the running total, so refunds in pieces give back exactly what was paid.
                 **Settleable(

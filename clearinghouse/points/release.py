@@ -3,13 +3,12 @@ points available (with their lot), rejection reverses the accrual entry."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from clearinghouse import ledger
+from clearinghouse import clock, ledger
 from clearinghouse.config import get_settings
 from clearinghouse.points import lots, wallet
 from clearinghouse.points.referrals import pay_referral_bonus
@@ -26,7 +25,7 @@ def _purchase(session: Session, entry_id: int) -> Any:
 def release_pending(session: Session, entry_id: int, case_id: str) -> None:
     purchase = _purchase(session, entry_id)
     wallet.lock_member(session, purchase.member_id)
-    now = datetime.now(UTC)
+    now = clock.now()
     left = purchase.points - purchase.refunded_points
     owed = max(-ledger.balance(session, wallet.debt_account(purchase.member_id)), 0)
     repaid = min(left, owed)
@@ -84,7 +83,7 @@ def reverse_pending(session: Session, entry_id: int, case_id: str) -> None:
                 origin="operator",
                 idempotency_key=f"reverse:{case_id}",
                 postings=legs,
-                occurred_at=datetime.now(UTC),
+                occurred_at=clock.now(),
                 metadata={
                     "case_id": case_id,
                     **Settleable(purchase.partner_id, value).to_metadata(),

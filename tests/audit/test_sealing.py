@@ -9,8 +9,7 @@ import hashlib
 import json
 import random
 import threading
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from clearinghouse.app import create_app
 from clearinghouse.audit import sealing, verify
 from clearinghouse.audit.canonical import encode, load_entries
 from clearinghouse.audit.tables import seal_items, seal_queue
+from clearinghouse.ledger.tables import journal_entries
 from tests.audit.helpers import (
     Books,
     bearer,
@@ -121,15 +121,21 @@ def test_every_entry_written_waits_in_the_queue_until_sealed(
     _assert_sound(books, written)
 
 
-def test_sealing_waits_until_entries_are_two_seconds_old(books: Books) -> None:
+def test_sealing_waits_until_entries_are_old_enough(books: Books) -> None:
     assert timedelta(seconds=1) < sealing.SEAL_DELAY <= timedelta(seconds=2)
     (posted,) = transfers(books.sessions, 1)
-    assert sealing.seal_all(books.sessions) == []
+    with books.sessions() as session:
+        age = session.execute(
+            select(func.clock_timestamp() - journal_entries.c.recorded_at).where(
+                journal_entries.c.id == posted.id
+            )
+        ).scalar_one()
+    # An hour more than its age: too young, whatever the time between the two statements.
+    assert sealing.seal_all(books.sessions, delay=age + timedelta(hours=1)) == []
     with books.sessions() as session:
         assert verify.unsealed_count(session) == 1
-    ready = posted.recorded_at + sealing.SEAL_DELAY + timedelta(milliseconds=100)
-    time.sleep(min(3.0, max(0.0, (ready - datetime.now(UTC)).total_seconds())))
-    blocks = sealing.seal_all(books.sessions)
+    # Its age as measured, which can only have grown since: old enough.
+    blocks = sealing.seal_all(books.sessions, delay=age)
     assert [(b.number, b.entry_count) for b in blocks] == [(1, 1)]
     _assert_sound(books, [posted.id])
 

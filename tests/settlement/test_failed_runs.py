@@ -6,12 +6,13 @@ back-off, by an injected clock, never sleeping."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from clearinghouse import clock
 from settlement import netting
 from settlement.tables import settlement_failures
 from tests.console.builders import Console, person
@@ -107,7 +108,7 @@ def test_a_failed_date_is_reported_and_the_next_date_settles_without_its_entries
 
 
 def test_the_job_tries_a_failed_date_again_with_back_off(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: World, monkeypatch: pytest.MonkeyPatch, manual_clock: clock.Manual
 ) -> None:
     traffic = a_day_of_traffic(world)
     yesterday = business_today() - timedelta(days=1)
@@ -126,15 +127,11 @@ def test_the_job_tries_a_failed_date_again_with_back_off(
         return compute(session, day, floor)
 
     monkeypatch.setattr(netting, "_compute", flaky)
-    start = datetime.now(UTC)
-    now = [start]
-
-    def clock() -> datetime:
-        return now[0]
+    start = manual_clock()
 
     def at(minutes: float) -> netting.Settled:
-        now[0] = start + timedelta(minutes=minutes)
-        return netting.settle_due(world.sessions, clock)
+        manual_clock.set(start + timedelta(minutes=minutes))
+        return netting.settle_due(world.sessions)
 
     first = at(0)
     assert ([d for d, _ in first.errors], first.runs) == ([yesterday], [])
