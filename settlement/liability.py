@@ -67,6 +67,38 @@ _FIGURES = text(
 ).bindparams(bindparam("instants", type_=ARRAY(DateTime(timezone=True))))
 
 
+# Outstanding points by issuer at :at from what each lot holds now, without its history: a lot
+# alive at :at (earned_at <= :at < expires_at) counts its remaining points less its movements
+# recorded after :at, so the figure is _FIGURES's at that instant. When :at is now, no movement
+# comes after it and the query reads only the open lots, whatever the journal's length.
+_OUTSTANDING_AT = text(
+    """
+    SELECT nullif(issuer, '') AS issuer, sum(points) AS points FROM (
+        SELECT coalesce(issuer_partner_id, '') AS issuer, remaining AS points
+        FROM point_lots
+        WHERE remaining > 0 AND expires_at > :at AND earned_at <= :at
+        UNION ALL
+        SELECT coalesce(l.issuer_partner_id, ''), -m.amount
+        FROM lot_movements m JOIN point_lots l ON l.id = m.lot_id
+        WHERE m.recorded_at > :at AND l.expires_at > :at AND l.earned_at <= :at
+    ) AS pieces
+    GROUP BY issuer
+    HAVING sum(points) > 0
+    """
+)
+
+
+def _outstanding_at(session: Session, at: datetime) -> dict[str | None, int]:
+    """Outstanding points by issuer at `at` (as `_figures` counts them), read from the lots'
+    remaining points: the figure of the day still open."""
+    rows = session.execute(_OUTSTANDING_AT, {"at": at}).all()
+    return {issuer: int(points) for issuer, points in sorted(rows, key=_issuer_order)}
+
+
+def _issuer_order(row: Any) -> tuple[bool, str]:
+    return (row[0] is None, row[0] or "")
+
+
 def _figures(session: Session, instants: list[datetime]) -> list[dict[str | None, int]]:
     """Outstanding points by issuer (None: the coalition) at each of the ascending `instants`,
     in the order of liability_report (by issuer, the coalition last)."""
@@ -136,9 +168,12 @@ def liability_history(
     def before_snapshots(day: date) -> bool:
         return first_taken is not None and day < first_taken
 
-    computed = [day for day in dates if day not in taken and not before_snapshots(day)]
-    ends = {day: min(cutoff(day), moment) for day in computed}
-    figures = dict(zip(computed, _figures(session, list(ends.values())), strict=True))
+    closed = [day for day in dates[:-1] if day not in taken and not before_snapshots(day)]
+    ends = {day: cutoff(day) for day in closed}
+    figures = dict(zip(closed, _figures(session, list(ends.values())), strict=True))
+    if not before_snapshots(today):
+        ends[today] = min(cutoff(today), moment)
+        figures[today] = _outstanding_at(session, ends[today])
     history = []
     for day in dates:
         if day in taken:
