@@ -24,7 +24,7 @@ from clearinghouse.console import auth as console_auth
 from clearinghouse.console import pages as console_pages
 from clearinghouse.database import make_engine, resolve_url, session_factory
 from clearinghouse.fraud import endpoints as fraud_endpoints
-from clearinghouse.jobs import Scheduler
+from clearinghouse.jobs import JOBS, Scheduler
 from clearinghouse.members import endpoints as member_endpoints
 from clearinghouse.points import endpoints as points_endpoints
 from clearinghouse.points import review
@@ -34,7 +34,7 @@ from settlement import endpoints as settlement_endpoints
 
 # The jobs' own connections, one for each job (they run side by side); the leader's lock is
 # held on another, outside any pool.
-JOB_CONNECTIONS = 3
+JOB_CONNECTIONS = len(JOBS)
 
 
 def create_app(

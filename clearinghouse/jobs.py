@@ -26,6 +26,8 @@ from starlette.concurrency import run_in_threadpool
 from clearinghouse.api import idempotency, throttle
 from clearinghouse.audit.sealing import SEAL_INTERVAL, seal_all
 from clearinghouse.database import libpq_url
+from clearinghouse.points import holds
+from clearinghouse.points.expiry import expire_lots
 from partners import auth as partner_auth
 from partners import keys
 from settlement.liability import snapshot_closed_days
@@ -49,6 +51,18 @@ def purge_expired(sessions: sessionmaker[Session]) -> tuple[int, int]:
         return partner_auth.purge_nonces(session), idempotency.purge(session)
 
 
+def release_holds(sessions: sessionmaker[Session]) -> int:
+    """Give back the points of every hold past its expiry, a batch per transaction; return how
+    many holds were released."""
+    released = 0
+    while True:
+        with sessions() as session, session.begin():
+            batch = holds.release_expired(session)
+        if not batch:
+            return released
+        released += batch
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
@@ -61,6 +75,8 @@ JOBS = (
     Job("seal", SEAL_INTERVAL.total_seconds(), seal_all),
     Job("settle", 300.0, settle_due),
     Job("liability", 300.0, snapshot_closed_days),
+    Job("release-holds", 60.0, release_holds),
+    Job("expire-lots", 900.0, expire_lots),
 )
 
 

@@ -12,9 +12,8 @@ import typer
 
 from clearinghouse import clock
 from clearinghouse.cli_support import fail, sessions, transaction
-from clearinghouse.points import holds
+from clearinghouse.points.expiry import expire_lots
 from clearinghouse.rules import policy
-from settlement.expiry import expire_lots
 
 jobs_app = typer.Typer()
 rules_app = typer.Typer()
@@ -30,8 +29,9 @@ def expire() -> None:
 @jobs_app.command("release-holds")
 def release_holds() -> None:
     """Give back the points of holds past their expiry."""
-    with transaction() as session:
-        released = holds.release_expired(session)
+    from clearinghouse.jobs import release_holds as release
+
+    released = release(sessions())
     typer.echo(f"released {released} expired holds")
 
 
@@ -46,7 +46,8 @@ def purge() -> None:
 
 @jobs_app.command("run")
 def run() -> None:
-    """Run the periodic jobs (purge, seal, settle) until stopped, where the web processes run
+    """Run the periodic jobs (purge, seal, settle, liability snapshots, release holds, expire
+    lots) until stopped, where the web processes run
     with `serve --no-jobs`. Several may run: one leads at a time."""
     import asyncio
     import contextlib

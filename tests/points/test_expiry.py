@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import ledger
 from clearinghouse.points import lots
+from clearinghouse.points.expiry import BREAKAGE, ExpiryRun, expire_lots
 from partners.client import PartnerClient
-from settlement.expiry import BREAKAGE, ExpiryRun, expire_lots
 from tests.points.builders import (
     SHANGHAI,
     Isolated,

@@ -29,9 +29,9 @@ from clearinghouse.errors import DomainError, InvalidRequest
 from clearinghouse.ledger.tables import account_balances, accounts
 from clearinghouse.members import service as members
 from clearinghouse.points import accrual, holds, lots, refunds, wallet
+from clearinghouse.points.expiry import expire_lots
 from partners import directory, limits
 from partners.tables import partner_rates
-from settlement.expiry import expire_lots
 from tests.api.builders import unique_id
 
 T = TypeVar("T")

@@ -16,9 +16,9 @@ from sqlalchemy import select, text
 
 from clearinghouse import ledger
 from clearinghouse.ledger.tables import journal_entries
+from clearinghouse.points.expiry import expire_lots
 from partners import limits
 from settlement import netting
-from settlement.expiry import expire_lots
 from settlement.reports import LINE_COLUMNS
 from settlement.tables import settlement_approvals, settlement_runs
 from tests.api.builders import PROBLEM_JSON, assert_problem

@@ -17,9 +17,9 @@ from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse.points import referrals
+from clearinghouse.points.expiry import expire_lots
 from clearinghouse.points.lots import check_lots
 from clearinghouse.points.tables import lot_movements, point_lots
-from settlement.expiry import expire_lots
 from settlement.liability import liability_history, snapshot_closed_days
 from settlement.reports import liability_report
 from settlement.tables import liability_snapshot_issuers
