@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from clearinghouse.cli_support import fail, points
+from clearinghouse.cli_support import close_engines, fail, points
 
 # name: (module:attribute, help). The attribute is a Typer (a group of commands) or a function
 # (one command); the help is here so that listing the commands imports none of them.
@@ -83,7 +83,10 @@ app = typer.Typer(
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def main(
+    ctx: typer.Context, verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False
+) -> None:
+    ctx.call_on_close(close_engines)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -11,7 +11,11 @@ import typer
 from clearinghouse.errors import DomainError
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
+
+# The engines `sessions` made for the command running; `close_engines` disposes of them.
+_engines: list[Engine] = []
 
 
 def fail(message: str) -> typer.Exit:
@@ -27,12 +31,21 @@ def sessions(*, require_schema: bool = True) -> sessionmaker[Session]:
     from clearinghouse.database import make_engine, resolve_url, session_factory
 
     engine = make_engine(resolve_url(get_settings()), pool_size=2)
+    _engines.append(engine)
     if require_schema:
         try:
             migrate.require_current_schema(engine)
         except migrate.SchemaNotMigrated as exc:
             raise fail(str(exc)) from exc
     return session_factory(engine)
+
+
+def close_engines() -> None:
+    """Close the connections of every engine `sessions` made. The root command calls this when
+    its subcommand ends, however it ends, so that no connection outlives the command: the
+    process may go on (the command run from Python, `app` called again)."""
+    while _engines:
+        _engines.pop().dispose()
 
 
 @contextmanager
