@@ -28,8 +28,8 @@ from clearinghouse.database import (
 )
 
 # The signed API's fixtures (app, http, partner, client, ...), for the packages that define the
-# `sessions` and `new_partner` they need.
-pytest_plugins = ["tests.api_fixtures"]
+# `sessions` and `new_partner` they need; the `clearinghouse` command run in this process (cli).
+pytest_plugins = ["tests.api_fixtures", "tests.cli_fixtures"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

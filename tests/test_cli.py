@@ -1,4 +1,7 @@
-"""The `clearinghouse` command, run as a user would: in a child process."""
+"""The `clearinghouse` command. Most tests run it in this process (tests/cli_fixtures.py); those
+about the process itself run it as a user would, in a child process: which modules a command
+imports, and the demo, which serves the API and starts the embedded database with the process
+and stops it with the process."""
 
 from __future__ import annotations
 
@@ -9,15 +12,20 @@ import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import errors, sql
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from clearinghouse.cli import SUBCOMMANDS, app
+from clearinghouse.database import libpq_url
+from tests.cli_fixtures import Cli, run_cli
 from tests.conftest import Databases
 
 
 def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`clearinghouse ARGS` with this process's environment plus `env`."""
+    """`clearinghouse ARGS` in a child process, with this process's environment plus `env`."""
     return subprocess.run(
         [sys.executable, "-m", "clearinghouse", *args],
         env={**os.environ, **env},
@@ -138,19 +146,29 @@ def test_demo_runs_on_any_databases_in_any_order(databases: Databases, tmp_path:
 
 def test_commands_refuse_an_unmigrated_database(databases: Databases) -> None:
     url = databases.create(migrated=False)
-    result = run("ledger", "trial-balance", env={"DATABASE_URL": url})
-    assert result.returncode == 1
+    result = run_cli("ledger", "trial-balance", env={"DATABASE_URL": url})
+    assert result.exit_code == 1
     assert "has no schema" in result.stderr
     assert "clearinghouse db upgrade" in result.stderr
 
-    upgraded = run("db", "upgrade", env={"DATABASE_URL": url})
-    assert upgraded.returncode == 0, upgraded.stderr
-    result = run("ledger", "check", env={"DATABASE_URL": url})
-    assert result.returncode == 0, result.stderr
+    upgraded = run_cli("db", "upgrade", env={"DATABASE_URL": url})
+    assert upgraded.exit_code == 0, upgraded.stderr
+    result = run_cli("ledger", "check", env={"DATABASE_URL": url})
+    assert result.exit_code == 0, result.stderr
     assert "ledger consistent" in result.stdout
 
+    # Each command closed its connections as it ended, the failed one too: the database drops
+    # without FORCE (which waits a few seconds for sessions still open, then refuses).
+    name = make_url(url).database
+    assert name is not None
+    with psycopg.connect(libpq_url(databases.server_url), autocommit=True) as conn:
+        try:
+            conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+        except errors.ObjectInUse as exc:
+            pytest.fail(f"a command left a connection open: {exc}")
 
-def test_balance_of_unknown_account_is_a_clear_error(database_url: str) -> None:
-    result = run("ledger", "balance", "member:nobody:available", env={"DATABASE_URL": database_url})
-    assert result.returncode == 1
+
+def test_balance_of_unknown_account_is_a_clear_error(cli: Cli) -> None:
+    result = cli.run("ledger", "balance", "member:nobody:available")
+    assert result.exit_code == 1
     assert "unknown account: member:nobody:available" in result.stderr

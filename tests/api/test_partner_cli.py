@@ -1,18 +1,14 @@
-"""`clearinghouse partner|store ...`, run as an operator would: in a child process, on this
-worker's database."""
+"""`clearinghouse partner|store ...`, run as an operator would, on this worker's database (in
+this process: tests/cli_fixtures.py)."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import stat
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,42 +23,10 @@ from tests.api.builders import (
     create_partner,
     unique_id,
 )
+from tests.cli_fixtures import Cli
 
 
-@pytest.fixture
-def cli(database_url: str) -> CommandLine:
-    return CommandLine(database_url)
-
-
-class CommandLine:
-    def __init__(self, database_url: str) -> None:
-        self.env = {**os.environ, "DATABASE_URL": database_url}
-
-    def run(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "clearinghouse", *args],
-            env=self.env,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    def ok(self, *args: str, cwd: Path | None = None) -> str:
-        result = self.run(*args, cwd=cwd)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-    def refused(self, *args: str) -> str:
-        result = self.run(*args)
-        assert result.returncode == 1, result.stdout + result.stderr
-        return result.stderr
-
-
-def test_partner_create_list_suspend_activate(
-    cli: CommandLine, sessions: sessionmaker[Session]
-) -> None:
+def test_partner_create_list_suspend_activate(cli: Cli, sessions: sessionmaker[Session]) -> None:
     partner_id = unique_id("p")
     created = cli.ok(
         "partner", "create", partner_id, "--name", "Tea House", "--kind", "store_chain"
@@ -83,7 +47,7 @@ def test_partner_create_list_suspend_activate(
 
 
 def test_partner_create_sets_the_issuance_limit_given_or_configured(
-    cli: CommandLine, sessions: sessionmaker[Session]
+    cli: Cli, sessions: sessionmaker[Session]
 ) -> None:
     given, configured = unique_id("p"), unique_id("p")
     out = cli.ok("partner", "create", given, "--name", "Given", "--limit-fen", "5000")
@@ -108,7 +72,7 @@ def _guide_commands() -> list[list[str]]:
 
 
 def test_the_guide_s_onboarding_lets_the_first_signed_purchase_through(
-    cli: CommandLine, http: TestClient, tmp_path: Path
+    cli: Cli, http: TestClient, tmp_path: Path
 ) -> None:
     partner_id, store_id = unique_id("p"), unique_id("s")
     commands = _guide_commands()
@@ -142,7 +106,7 @@ def test_the_guide_s_onboarding_lets_the_first_signed_purchase_through(
     assert accrual["issue_value_fen"] == accrual["points"]  # the guide's issue price: 1 fen
 
 
-def test_store_add(cli: CommandLine, sessions: sessionmaker[Session]) -> None:
+def test_store_add(cli: Cli, sessions: sessionmaker[Session]) -> None:
     partner = create_partner(sessions, with_key=False)
     store_id = unique_id("s")
     options = ("--name", "Airport", "--channel", "terminal", "--city", "Chengdu")
@@ -153,9 +117,7 @@ def test_store_add(cli: CommandLine, sessions: sessionmaker[Session]) -> None:
     assert (store.name, store.channel, store.city) == ("Airport", "terminal", "Chengdu")
 
 
-def test_rates_set_show_and_seven_places_refused(
-    cli: CommandLine, sessions: sessionmaker[Session]
-) -> None:
+def test_rates_set_show_and_seven_places_refused(cli: Cli, sessions: sessionmaker[Session]) -> None:
     partner = create_partner(sessions, with_key=False, with_rates=False)
     assert "has no rates" in cli.refused("partner", "rates", "show", partner.id)
 
@@ -175,7 +137,7 @@ def test_rates_set_show_and_seven_places_refused(
 
 
 def test_key_generate_writes_an_owner_only_pem_and_never_overwrites(
-    cli: CommandLine, sessions: sessionmaker[Session], http: TestClient, tmp_path: Path
+    cli: Cli, sessions: sessionmaker[Session], http: TestClient, tmp_path: Path
 ) -> None:
     partner = create_partner(sessions, with_key=False)
     pem = tmp_path / "partner.pem"
@@ -198,7 +160,7 @@ def test_key_generate_writes_an_owner_only_pem_and_never_overwrites(
 
 
 def test_key_add_list_retire_revoke(
-    cli: CommandLine, sessions: sessionmaker[Session], http: TestClient, tmp_path: Path
+    cli: Cli, sessions: sessionmaker[Session], http: TestClient, tmp_path: Path
 ) -> None:
     partner = create_partner(sessions)
     private_key = Ed25519PrivateKey.generate()
@@ -235,7 +197,7 @@ def test_key_add_list_retire_revoke(
 
 
 def test_key_generate_into_a_missing_folder_is_a_clear_error(
-    cli: CommandLine, sessions: sessionmaker[Session], tmp_path: Path
+    cli: Cli, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     # Every OSError, not only FileExistsError, must become a one-line error, not a traceback.
     partner = create_partner(sessions, with_key=False)

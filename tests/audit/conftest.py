@@ -21,6 +21,6 @@ def books(databases: Databases) -> Iterator[Books]:
 
 @pytest.fixture
 def no_seal_delay(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Seal entries as soon as they are committed (in this process; a child process keeps the
-    real delay)."""
+    """Seal entries as soon as they are committed (in this process, the `clearinghouse` command
+    run by tests/cli_fixtures.py too; a child process keeps the real delay)."""
     monkeypatch.setattr(sealing, "SEAL_DELAY", timedelta(0))

@@ -5,14 +5,10 @@ the append-only triggers switched off."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -42,23 +38,6 @@ def own_books(databases: Databases) -> Iterator[Books]:
         )
     finally:
         engine.dispose()
-
-
-def run_cli(
-    *args: str, env: Mapping[str, str], cwd: Path | None = None, unset: tuple[str, ...] = ()
-) -> subprocess.CompletedProcess[str]:
-    """`clearinghouse ARGS` in a child process, with this environment plus `env`, less the
-    variables named in `unset`."""
-    environment = {k: v for k, v in os.environ.items() if k not in unset}
-    return subprocess.run(
-        [sys.executable, "-m", "clearinghouse", *args],
-        env={**environment, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ import pytest
 from clearinghouse.audit import sealing, verify
 from clearinghouse.audit.canonical import EntryRecord, encode
 from clearinghouse.audit.verify import Problem
-from tests.audit.helpers import Books, Posted, run_cli, transfers
+from tests.audit.helpers import Books, Posted, transfers
+from tests.cli_fixtures import run_cli
 
 exports = pytest.importorskip("clearinghouse.audit.exports")
 
@@ -46,7 +47,7 @@ def _cli_export(books: Books, start: datetime, end: datetime, out: Path) -> None
         str(out),
         env={"DATABASE_URL": books.url},
     )
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
 
 
 def _export(books: Books, start: datetime, end: datetime, out: Path) -> None:
@@ -69,12 +70,11 @@ def _verify_offline(folder: Path, tmp_path: Path) -> tuple[int, str, str]:
         "verify",
         "--export",
         str(folder),
-        env={"CLEARINGHOUSE_HOME": str(home)},
-        unset=DATABASE_VARIABLES,
+        env={"CLEARINGHOUSE_HOME": str(home), **dict.fromkeys(DATABASE_VARIABLES)},
         cwd=cwd,
     )
     assert list(home.iterdir()) == []
-    return result.returncode, result.stdout, result.stderr
+    return result.exit_code, result.stdout, result.stderr
 
 
 def _lines(folder: Path) -> list[str]:

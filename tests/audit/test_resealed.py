@@ -22,11 +22,11 @@ from tests.audit.helpers import (
     SEALS,
     Books,
     bearer,
-    run_cli,
     token_for,
     transfers,
     triggers_off,
 )
+from tests.cli_fixtures import run_cli
 
 
 def _digest_and_proof(books: Books, entry_id: int) -> tuple[str, dict[str, Any]]:
@@ -93,7 +93,7 @@ def test_a_resealed_journal_fails_against_the_digest_held_from_before(
     env = {"DATABASE_URL": books.url}
 
     result = run_cli("audit", "verify", "--digest", held, env=env)
-    assert result.returncode == 1
+    assert result.exit_code == 1
     assert result.stderr.splitlines()[0] == f"FAILED: {problem}"
 
     out = tmp_path / "export"
@@ -105,10 +105,10 @@ def test_a_resealed_journal_fails_against_the_digest_held_from_before(
         *("--from", start.isoformat(), "--to", end.isoformat(), "--out", str(out)),
         env=env,
     )
-    assert exported.returncode == 0, exported.stderr
+    assert exported.exit_code == 0, exported.stderr
     assert verify.verify_export(out).problems == []
     result = run_cli("audit", "verify", "--export", str(out), "--digest", held, env=env)
-    assert result.returncode == 1
+    assert result.exit_code == 1
     assert result.stderr.splitlines()[0] == f"FAILED: {problem}"
 
     # The entry's proof from the database now leads to the new digest, not to the one held.
@@ -117,7 +117,7 @@ def test_a_resealed_journal_fails_against_the_digest_held_from_before(
     assert sealing.check_proof(new_proof, new_digest) == []
     assert sealing.check_proof(new_proof, held) == ["the chain does not lead to the digest given"]
     result = run_cli("audit", "prove", str(target.id), "--digest", held, env=env)
-    assert result.returncode == 1
+    assert result.exit_code == 1
     assert "FAILED: the chain does not lead to the digest given" in result.stderr
     # The proof kept from before still proves what was shown then: the amounts have changed.
     kept = tmp_path / "kept-proof.json"
@@ -125,5 +125,5 @@ def test_a_resealed_journal_fails_against_the_digest_held_from_before(
     result = run_cli(
         "audit", "prove", str(target.id), "--digest", held, "--proof", str(kept), env={}
     )
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     assert kept_proof["entry"]["postings"] != new_proof["entry"]["postings"]

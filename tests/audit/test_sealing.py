@@ -25,11 +25,11 @@ from tests.audit.helpers import (
     Books,
     bearer,
     recorded_earlier,
-    run_cli,
     token_for,
     transfers,
 )
 from tests.builders import own_client
+from tests.cli_fixtures import run_cli
 
 
 def _chain(books: Books) -> list[verify.SealedBlock]:
@@ -332,7 +332,7 @@ def test_the_prove_command_checks_a_proof_offline(
 
     def prove(*args: str) -> tuple[int, str, str]:
         result = run_cli("audit", "prove", *args, env=env)
-        return result.returncode, result.stdout, result.stderr
+        return result.exit_code, result.stdout, result.stderr
 
     code, out, err = prove(str(target.id), "--digest", digest, "--proof", str(good))
     assert code == 0, err

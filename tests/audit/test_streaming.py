@@ -18,8 +18,9 @@ from sqlalchemy import event
 
 from clearinghouse.app import create_app
 from clearinghouse.audit import exports, sealing, verify
-from tests.audit.helpers import Books, Posted, bearer, run_cli, token_for, transfers
+from tests.audit.helpers import Books, Posted, bearer, token_for, transfers
 from tests.builders import own_client
+from tests.cli_fixtures import run_cli
 
 HEADS = "SELECT journal_entries.id, journal_entries.kind"
 
@@ -173,12 +174,12 @@ def test_the_command_exports_in_parts(books: Books, no_seal_delay: None, tmp_pat
     out = ("--out", str(tmp_path / "parts"))
     env = {"DATABASE_URL": books.url}
     first = run_cli(*command, *out, "--max-entries", "7", env=env)
-    assert first.returncode == 0, first.stderr
+    assert first.exit_code == 0, first.stderr
     assert f"exported 7 entries to {tmp_path / 'parts'} so far, up to entry {posted[6].id}" in (
         first.stdout
     )
     second = run_cli(*command, *out, env=env)
-    assert second.returncode == 0, second.stderr
+    assert second.exit_code == 0, second.stderr
     assert "exported 12 entries" in second.stdout
     assert _files(tmp_path / "parts") == _files(tmp_path / "whole")
 

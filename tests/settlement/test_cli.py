@@ -1,31 +1,24 @@
 """`clearinghouse user create`, `clearinghouse settle` and `clearinghouse settlement ...`, run as
-an operator would: in a child process, on a throwaway database of the test's own."""
+an operator would, on a throwaway database of the test's own (in this process:
+tests/cli_fixtures.py)."""
 
 from __future__ import annotations
 
 import csv
 import io
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from typer.testing import Result
 
 from clearinghouse.users import signin
 from clearinghouse.users.service import user_by_token
 from settlement.reports import LINE_COLUMNS
+from tests.cli_fixtures import run_cli
 from tests.settlement.builders import World, a_day_of_traffic, business_today
 
 
-def run(world: World, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "clearinghouse", *args],
-        input=stdin,
-        env={**os.environ, "DATABASE_URL": world.url},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+def run(world: World, *args: str, stdin: str = "") -> Result:
+    return run_cli(*args, env={"DATABASE_URL": world.url}, input=stdin)
 
 
 def test_create_a_user_settle_a_date_and_export_its_report(world: World, tmp_path: Path) -> None:
@@ -42,7 +35,7 @@ def test_create_a_user_settle_a_date_and_export_its_report(world: World, tmp_pat
         "--password-stdin",
         stdin="correct horse battery\n",
     )
-    assert created.returncode == 0, created.stderr
+    assert created.exit_code == 0, created.stderr
     assert "user fin1 (finance), signs in with a password" in created.stdout
     token = created.stdout.strip().splitlines()[-1]
     assert token.startswith("cht_")
@@ -51,7 +44,7 @@ def test_create_a_user_settle_a_date_and_export_its_report(world: World, tmp_pat
         assert signin.sign_in(session, "fin1", "correct horse battery", None).id == "fin1"
 
     settled = run(world, "settle", "--date", day)
-    assert settled.returncode == 0, settled.stderr
+    assert settled.exit_code == 0, settled.stderr
     out = settled.stdout
     assert f"settlement {day} (attempt 1): computed, 2 entries" in out
     payer_row = next(line for line in out.splitlines() if traffic.payer.id in line)
@@ -65,7 +58,7 @@ def test_create_a_user_settle_a_date_and_export_its_report(world: World, tmp_pat
 
     report = tmp_path / "report.csv"
     shown = run(world, "settlement", "show", day, "--csv", str(report))
-    assert shown.returncode == 0, shown.stderr
+    assert shown.exit_code == 0, shown.stderr
     assert f"wrote {report}" in shown.stdout
     rows = list(csv.reader(io.StringIO(report.read_text())))
     assert rows[0] == ["business_date", *LINE_COLUMNS]
@@ -77,5 +70,5 @@ def test_create_a_user_settle_a_date_and_export_its_report(world: World, tmp_pat
     assert int(rows[-1][-1]) == traffic.issued_fen - traffic.redeemed_fen
 
     approved = run(world, "settlement", "approve", day, "--token", token)
-    assert approved.returncode == 0, approved.stderr
+    assert approved.exit_code == 0, approved.stderr
     assert f"fin1 approved; settlement {day} is computed" in approved.stdout

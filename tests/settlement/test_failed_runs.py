@@ -183,7 +183,7 @@ def test_settle_exits_non_zero_with_the_error_and_settles_the_next_date(world: W
 
     settled = run_cli(world, "settle", "--date", today.isoformat())
 
-    assert settled.returncode == 1
+    assert settled.exit_code == 1
     assert (
         f"error: the settlement of {yesterday.isoformat()} failed: SelfCheckFailed: 1 of the"
         " run's entries name no partner or no value" in settled.stderr
