@@ -8,19 +8,28 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import Field
 
 from clearinghouse import ledger
 from clearinghouse.api.deps import AuditSession
-from clearinghouse.api.schemas import BIGINT_MAX, Instant, ResponseModel, RowId
+from clearinghouse.api.schemas import BIGINT_MAX, Instant, RowId
 from clearinghouse.audit import queries, sealing
 from clearinghouse.audit.queries import EntryFilter, EntryNotFound
+from clearinghouse.audit.schemas import (
+    BalanceOut,
+    BlockOut,
+    DigestOut,
+    EntryDetailOut,
+    EntryOut,
+    EntryPageOut,
+    ProofOut,
+    StatementPageOut,
+    TrialBalanceLineOut,
+)
 from clearinghouse.audit.verify import export_sealed
 from clearinghouse.errors import InvalidRequest
 from clearinghouse.users.deps import Auditor
@@ -30,28 +39,6 @@ router = APIRouter(prefix="/audit", tags=["audit"])
 _CHUNK = 1 << 20
 
 InstantQuery = Annotated[Instant | None, Query(description="ISO 8601 instant with its offset.")]
-
-
-class EntryOut(ResponseModel):
-    """A journal entry in the canonical form the seals hash (instants in UTC, microseconds)."""
-
-    id: int
-    kind: str
-    origin: str
-    idempotency_key: str
-    request_hash: str
-    occurred_at: str
-    recorded_at: str
-    metadata: dict[str, Any]
-    reverses_id: int | None
-    postings: list[tuple[str, str, int]] = Field(
-        description="[account address, asset, amount], in posting order."
-    )
-
-
-class EntryPageOut(ResponseModel):
-    entries: list[EntryOut]
-    next: int | None = Field(description="The cursor of the next page (`after`), if any.")
 
 
 @router.get("/entries", summary="Journal entries, filtered, in id order")
@@ -77,11 +64,6 @@ def list_entries(
     )
 
 
-class EntryDetailOut(EntryOut):
-    reversed_by: list[int] = Field(description="The entries that reverse this one.")
-    sealed_in_block: int | None
-
-
 @router.get(
     "/entries/{entry_id}", summary="One entry: its postings, what it reverses and what reverses it"
 )
@@ -97,13 +79,6 @@ def get_entry(entry_id: RowId, session: AuditSession, auditor: Auditor) -> Entry
     )
 
 
-class BalanceOut(ResponseModel):
-    address: str
-    asset: str
-    as_of: datetime | None
-    balance: int
-
-
 @router.get("/accounts/{address}/balance", summary="An account's balance, now or as of an instant")
 def balance(
     address: str, session: AuditSession, auditor: Auditor, as_of: InstantQuery = None
@@ -117,38 +92,12 @@ def balance(
     )
 
 
-class TrialBalanceLineOut(ResponseModel):
-    asset: str
-    accounts: int
-    debit: int
-    credit: int
-    net: int = Field(description="Always zero in balanced books.")
-
-
 @router.get("/trial-balance", summary="Per asset, debit and credit totals (net zero)")
 def trial_balance(
     session: AuditSession, auditor: Auditor, as_of: InstantQuery = None
 ) -> list[TrialBalanceLineOut]:
     lines = ledger.trial_balance(session, as_of)
     return [TrialBalanceLineOut.model_validate(line) for line in lines]
-
-
-class StatementLineOut(ResponseModel):
-    posting_id: int
-    entry_id: int
-    kind: str
-    recorded_at: datetime
-    occurred_at: datetime
-    amount: int
-    balance: int
-
-
-class StatementPageOut(ResponseModel):
-    address: str
-    asset: str
-    opening_balance: int
-    lines: list[StatementLineOut]
-    next_cursor: str | None
 
 
 @router.get("/accounts/{address}/statement", summary="Postings with the running balance")
@@ -163,45 +112,10 @@ def statement(
     return StatementPageOut.model_validate(page)
 
 
-class BlockOut(ResponseModel):
-    """A sealed block; hashes in hex."""
-
-    number: int
-    entry_count: int
-    merkle_root: str
-    previous_hash: str
-    block_hash: str
-    sealed_at: str
-
-
-class DigestOut(ResponseModel):
-    block: BlockOut | None = Field(description="None until the first block is sealed.")
-
-
 @router.get("/digest", summary="The newest sealed block: its hash digests the whole journal")
 def digest(session: AuditSession, auditor: Auditor) -> DigestOut:
     block = sealing.newest_block(session)
     return DigestOut(block=None if block is None else BlockOut.model_validate(block.as_json()))
-
-
-class ProofStepOut(ResponseModel):
-    side: str
-    hash: str
-
-
-class LaterBlockOut(ResponseModel):
-    number: int
-    entry_count: int
-    merkle_root: str
-
-
-class ProofOut(ResponseModel):
-    entry: EntryOut
-    block: BlockOut
-    index: int
-    path: list[ProofStepOut]
-    later_blocks: list[LaterBlockOut]
-    newest_digest: str
 
 
 @router.get("/proofs/{entry_id}", summary="The Merkle inclusion proof of a sealed entry")

@@ -249,6 +249,17 @@ def case_actions(session: Session, case_id: str) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass(frozen=True)
+class ReviewedCase(Case):
+    """A case with what operators did on it, in order."""
+
+    actions: list[dict[str, Any]]
+
+
+def with_actions(session: Session, case: Case) -> ReviewedCase:
+    return ReviewedCase(**asdict(case), actions=case_actions(session, case.id))
+
+
 def decide(
     session: Session,
     case_id: str,

@@ -6,14 +6,13 @@ imports."""
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import Field
 from sqlalchemy.orm import Session
 
 from clearinghouse.api.deps import WriteSession
-from clearinghouse.api.schemas import RequestBody
 from clearinghouse.fraud import service as fraud
-from clearinghouse.fraud.endpoints import CaseOut, case_out
+from clearinghouse.fraud.schemas import CaseOut
 from clearinghouse.points import holds, release
+from clearinghouse.points.schemas import DecisionIn
 from clearinghouse.users.deps import Operator
 from clearinghouse.users.service import User
 
@@ -42,15 +41,15 @@ def reject_case(session: Session, case_id: str, user: User, note: str | None = N
     return fraud.get_case(session, case_id)
 
 
-class DecisionIn(RequestBody):
-    note: str | None = Field(default=None, max_length=1000)
-
-
 @operator.post("/cases/{case_id}/approve", summary="Release what the case held back")
 def approve(case_id: str, body: DecisionIn, session: WriteSession, user: Operator) -> CaseOut:
-    return case_out(session, approve_case(session, case_id, user, body.note))
+    return CaseOut.model_validate(
+        fraud.with_actions(session, approve_case(session, case_id, user, body.note))
+    )
 
 
 @operator.post("/cases/{case_id}/reject", summary="Reverse what the case held back")
 def reject(case_id: str, body: DecisionIn, session: WriteSession, user: Operator) -> CaseOut:
-    return case_out(session, reject_case(session, case_id, user, body.note))
+    return CaseOut.model_validate(
+        fraud.with_actions(session, reject_case(session, case_id, user, body.note))
+    )
