@@ -21,15 +21,16 @@ from clearinghouse.fraud import service as fraud
 from clearinghouse.fraud.tables import fraud_cases
 from clearinghouse.members.service import MemberNotFound
 from clearinghouse.numbers import fen_half_even
-from clearinghouse.points import lots, wallet
+from clearinghouse.points import lots, operation, wallet
 from clearinghouse.points.referrals import pay_referral_bonus
 from clearinghouse.points.tables import point_lots, purchases
-from clearinghouse.rules.earning import MemberContext, Purchase, compute_accrual
+from clearinghouse.rules.earning import Accrual, MemberContext, Purchase, compute_accrual
 from clearinghouse.rules.policy import RuleSet, rule_set_at
 from clearinghouse.rules.tiers import tier_for
 from clearinghouse.settleable import Settleable
 from partners import directory, rates
-from partners.directory import exposure_account, headroom_account
+from partners.directory import Store, StoreNotFound, exposure_account, headroom_account
+from partners.rates import Rates
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
@@ -37,12 +38,6 @@ FUTURE_TOLERANCE = timedelta(minutes=5)
 class DuplicateTransaction(Conflict):
     code = "duplicate_transaction"
     title = "Transaction already reported with other details"
-
-
-class IssuanceLimitExceeded(ledger.LedgerError):
-    code = "issuance_limit_exceeded"
-    status = 422
-    title = "Issuance limit exceeded"
 
 
 @dataclass(frozen=True)
@@ -200,162 +195,217 @@ def accrue(db: Session | Tx, partner_id: str, report: PurchaseReport) -> Accrual
     risk rules need; `record_purchase` writes the entry, lot, purchase and tier change."""
     tx = Tx.of(db)
     now = clock.now()
-    zone = get_settings().zone
     store, missing_store = directory.store_or_refusal(tx, partner_id, report.store_id)
-    rules = rule_set_at(tx, report.occurred_at)
-    rules_now = rule_set_at(tx, now)
-    # The tier at the time of the purchase gives its multiplier; the tier now, with this
-    # purchase counted, is the one recorded, so a back-dated till roll never writes a change
-    # that did not happen.
-    tier_at = max(now, report.occurred_at)
-    now_from = tier_at - timedelta(days=rules_now.policy.tier_window_days)
-    windows = _Windows.of(report.occurred_at, zone)
-    screening = fraud.screening(tx, partner_id)
-    gathering = screening.gathering(_attempt_of(partner_id, report, 0), store)
-    context = tx.one(
-        _CONTEXT,
-        (
+    return operation.run(
+        tx,
+        _Report(
             partner_id,
-            report.member_id,
-            report.partner_txn_id,
-            windows.month_start,
-            windows.month_end,
-            windows.day_start,
-            windows.day_end,
-            report.occurred_at - timedelta(days=rules.policy.tier_window_days),
-            report.occurred_at,
-            now_from,
-            tier_at,
-            wallet.debt_account(report.member_id),
-            *gathering.params(),
+            report,
+            now,
+            get_settings().zone,
+            store,
+            missing_store,
+            rules=rule_set_at(tx, report.occurred_at),
+            rules_now=rule_set_at(tx, now),
         ),
     )
-    if not context.linked:
-        raise MemberNotFound(f"no member {report.member_id}")
-    if missing_store is not None:
-        raise missing_store
-    if context.replay_id is not None:
-        return _replay(tx, report, context.replay_id)
-    _validate(report, now, rules)
-    partner_rates = rates.rates_at(tx, partner_id, report.occurred_at)
-    accrual = compute_accrual(
-        Purchase(
-            amount_fen=report.amount_fen,
-            occurred_at=report.occurred_at,
-            partner_id=partner_id,
-            store_id=report.store_id,
-        ),
-        MemberContext(
-            tier=tier_for(context.qualifying_then, rules.earning).tier,
-            month_spend_fen_including_this=context.month_spend_fen + report.amount_fen,
-            birthday_month=context.birth_month,
-            occurred_month=report.occurred_at.astimezone(zone).month,
-            first_purchase_at_partner=not context.bought_here,
-            points_earned_today_at_partner=context.points_today_here,
-        ),
-        partner_rates.earn_rate,
-        rules.earning,
-    )
-    points = accrual.points
-    value = fen_half_even(partner_rates.issue_price * points)
-    attempt = _attempt_of(partner_id, report, points)
-    decision = fraud.screen(screening, attempt, fraud.History.of(store, context.risk))
-    # Under review, the points wait in the member's pending account: not spendable, no lot.
-    review = decision.action == "review" and points > 0
-    member_id = report.member_id
-    repaid = 0 if review else min(points, max(-context.debt, 0))
-    destination = wallet.pending_account if review else wallet.available_account
-    entry: ledger.Arguments = (None,) * 10
-    lot_points: int | None = None
-    lot_expires_at: datetime | None = None
-    if points:
-        legs = [
-            ledger.Posting(str(ledger.Address.partner(partner_id, "issued")), -points),
-            ledger.Posting(destination(member_id), points - repaid),
-            ledger.Posting(wallet.debt_account(member_id), repaid),
-        ]
-        if value:
-            legs += [
-                ledger.Posting(headroom_account(partner_id), -value, "CNY"),
-                ledger.Posting(exposure_account(partner_id), value, "CNY"),
-            ]
-        entry = ledger.arguments(
-            ledger.Entry(
-                kind="accrual",
-                origin=f"partner:{partner_id}",
-                idempotency_key=f"purchase:{report.partner_txn_id}",
-                postings=[leg for leg in legs if leg.amount],
-                occurred_at=report.occurred_at,
-                metadata={
-                    **Settleable(partner_id, value).to_metadata(),
-                    "partner_txn_id": report.partner_txn_id,
-                    "member_id": member_id,
-                    "store_id": report.store_id,
-                    "amount_fen": report.amount_fen,
-                    "rules_version": rules.version,
-                    "rates_version": partner_rates.version,
-                    "earn_rate": partner_rates.earn_rate,
-                    "issue_price": partner_rates.issue_price,
-                },
-            )
+
+
+@dataclass(frozen=True)
+class _Report:
+    """A purchase reported, as `operation.run` takes it."""
+
+    partner_id: str
+    report: PurchaseReport
+    now: datetime
+    zone: ZoneInfo
+    store: Store | None
+    missing_store: StoreNotFound | None
+    rules: RuleSet
+    """In force when the purchase was made: it earns under these."""
+    rules_now: RuleSet
+
+    @property
+    def tier_at(self) -> datetime:
+        """The tier at the time of the purchase gives its multiplier; the tier now, with this
+        purchase counted, is the one recorded, so a back-dated till roll never writes a change
+        that did not happen."""
+        return max(self.now, self.report.occurred_at)
+
+    @property
+    def tier_from(self) -> datetime:
+        return self.tier_at - timedelta(days=self.rules_now.policy.tier_window_days)
+
+    def lock(self, tx: Tx, screening: fraud.Screening) -> Any:
+        report = self.report
+        windows = _Windows.of(report.occurred_at, self.zone)
+        gathering = screening.gathering(_attempt_of(self.partner_id, report, 0), self.store)
+        context = tx.one(
+            _CONTEXT,
+            (
+                self.partner_id,
+                report.member_id,
+                report.partner_txn_id,
+                windows.month_start,
+                windows.month_end,
+                windows.day_start,
+                windows.day_end,
+                report.occurred_at - timedelta(days=self.rules.policy.tier_window_days),
+                report.occurred_at,
+                self.tier_from,
+                self.tier_at,
+                wallet.debt_account(report.member_id),
+                *gathering.params(),
+            ),
         )
-        if points - repaid and not review:
-            lot_points = points - repaid
-            lot_expires_at = lots.expiry_for(report.occurred_at, rules.policy.expiry_months, zone)
-    counted = now_from < report.occurred_at <= tier_at
-    status = tier_for(context.qualifying_now + (points if counted else 0), rules_now.earning)
-    changed = status.tier != context.tier
-    breakdown = [line.model_dump(mode="json") for line in accrual.breakdown]
-    try:
-        with ledger.refused_as_domain_errors():
-            written = tx.one(
-                _RECORD,
-                (
-                    *entry,
-                    partner_id,
-                    report.partner_txn_id,
-                    member_id,
-                    report.store_id,
-                    report.amount_fen,
-                    report.currency,
-                    report.occurred_at,
-                    points,
-                    rules.version,
-                    partner_rates.version,
-                    json.dumps(breakdown),
-                    value,
-                    lot_points,
-                    lot_expires_at,
-                    context.tier if changed else None,
-                    status.tier if changed else None,
-                    status.qualifying_points if changed else None,
-                    rules_now.version if changed else None,
-                ),
+        if not context.linked:
+            raise MemberNotFound(f"no member {report.member_id}")
+        if self.missing_store is not None:
+            raise self.missing_store
+        return context
+
+    def replay(self, tx: Tx, context: Any) -> AccrualResult | None:
+        return None if context.replay_id is None else _replay(tx, self.report, context.replay_id)
+
+    def plan(self, tx: Tx, context: Any) -> _Earning:
+        report = self.report
+        _validate(report, self.now, self.rules)
+        partner_rates = rates.rates_at(tx, self.partner_id, report.occurred_at)
+        accrual = compute_accrual(
+            Purchase(
+                amount_fen=report.amount_fen,
+                occurred_at=report.occurred_at,
+                partner_id=self.partner_id,
+                store_id=report.store_id,
+            ),
+            MemberContext(
+                tier=tier_for(context.qualifying_then, self.rules.earning).tier,
+                month_spend_fen_including_this=context.month_spend_fen + report.amount_fen,
+                birthday_month=context.birth_month,
+                occurred_month=report.occurred_at.astimezone(self.zone).month,
+                first_purchase_at_partner=not context.bought_here,
+                points_earned_today_at_partner=context.points_today_here,
+            ),
+            partner_rates.earn_rate,
+            self.rules.earning,
+        )
+        return _Earning(
+            self,
+            context,
+            partner_rates,
+            accrual,
+            attempt=_attempt_of(self.partner_id, report, accrual.points),
+            history=fraud.History.of(self.store, context.risk),
+        )
+
+
+@dataclass(frozen=True)
+class _Earning:
+    """What a purchase earns, before the screening says whether it waits for a review."""
+
+    purchase: _Report
+    context: Any
+    rates: Rates
+    accrual: Accrual
+    attempt: fraud.Attempt
+    history: fraud.History
+
+    def post(self, tx: Tx, decision: fraud.Decision) -> operation.Posted[AccrualResult]:
+        purchase, context, partner_rates = self.purchase, self.context, self.rates
+        report, partner_id, rules = purchase.report, purchase.partner_id, purchase.rules
+        points = self.accrual.points
+        value = fen_half_even(partner_rates.issue_price * points)
+        # Under review, the points wait in the member's pending account: not spendable, no lot.
+        review = decision.action == "review" and points > 0
+        member_id = report.member_id
+        repaid = 0 if review else min(points, max(-context.debt, 0))
+        destination = wallet.pending_account if review else wallet.available_account
+        entry: ledger.Arguments = (None,) * 10
+        lot_points: int | None = None
+        lot_expires_at: datetime | None = None
+        if points:
+            legs = [
+                ledger.Posting(str(ledger.Address.partner(partner_id, "issued")), -points),
+                ledger.Posting(destination(member_id), points - repaid),
+                ledger.Posting(wallet.debt_account(member_id), repaid),
+            ]
+            if value:
+                legs += [
+                    ledger.Posting(headroom_account(partner_id), -value, "CNY"),
+                    ledger.Posting(exposure_account(partner_id), value, "CNY"),
+                ]
+            entry = ledger.arguments(
+                ledger.Entry(
+                    kind="accrual",
+                    origin=f"partner:{partner_id}",
+                    idempotency_key=f"purchase:{report.partner_txn_id}",
+                    postings=[leg for leg in legs if leg.amount],
+                    occurred_at=report.occurred_at,
+                    metadata={
+                        **Settleable(partner_id, value).to_metadata(),
+                        "partner_txn_id": report.partner_txn_id,
+                        "member_id": member_id,
+                        "store_id": report.store_id,
+                        "amount_fen": report.amount_fen,
+                        "rules_version": rules.version,
+                        "rates_version": partner_rates.version,
+                        "earn_rate": partner_rates.earn_rate,
+                        "issue_price": partner_rates.issue_price,
+                    },
+                )
             )
-    except ledger.InsufficientFunds as exc:
-        if exc.account == headroom_account(partner_id):
-            raise IssuanceLimitExceeded(
-                f"issuing {points} points ({value} fen) would exceed partner "
-                f"{partner_id}'s issuance limit"
-            ) from exc
-        raise
-    if not review and context.referral_pending:
-        pay_referral_bonus(tx.session, member_id, rules)
-    case_id = None
-    if review:
-        case_id = fraud.open_case(tx.session, attempt, decision, entry_id=written.new_entry_id)
-    return AccrualResult(
-        purchase_id=written.new_purchase_id,
-        partner_txn_id=report.partner_txn_id,
-        member_id=member_id,
-        points=points,
-        debt_repaid=repaid,
-        breakdown=breakdown,
-        rules_version=rules.version,
-        rates_version=partner_rates.version,
-        issue_value_fen=value,
-        entry_id=written.new_entry_id,
-        lot_expires_at=lot_expires_at.astimezone(UTC) if lot_expires_at else None,
-        tier=status.tier,
-        review_case_id=case_id,
-    )
+            if points - repaid and not review:
+                lot_points = points - repaid
+                lot_expires_at = lots.expiry_for(
+                    report.occurred_at, rules.policy.expiry_months, purchase.zone
+                )
+        counted = purchase.tier_from < report.occurred_at <= purchase.tier_at
+        status = tier_for(
+            context.qualifying_now + (points if counted else 0), purchase.rules_now.earning
+        )
+        changed = status.tier != context.tier
+        breakdown = [line.model_dump(mode="json") for line in self.accrual.breakdown]
+        written = tx.one(
+            _RECORD,
+            (
+                *entry,
+                partner_id,
+                report.partner_txn_id,
+                member_id,
+                report.store_id,
+                report.amount_fen,
+                report.currency,
+                report.occurred_at,
+                points,
+                rules.version,
+                partner_rates.version,
+                json.dumps(breakdown),
+                value,
+                lot_points,
+                lot_expires_at,
+                context.tier if changed else None,
+                status.tier if changed else None,
+                status.qualifying_points if changed else None,
+                purchase.rules_now.version if changed else None,
+            ),
+        )
+        if not review and context.referral_pending:
+            pay_referral_bonus(tx.session, member_id, rules)
+        return operation.Posted(
+            lambda case_id: AccrualResult(
+                purchase_id=written.new_purchase_id,
+                partner_txn_id=report.partner_txn_id,
+                member_id=member_id,
+                points=points,
+                debt_repaid=repaid,
+                breakdown=breakdown,
+                rules_version=rules.version,
+                rates_version=partner_rates.version,
+                issue_value_fen=value,
+                entry_id=written.new_entry_id,
+                lot_expires_at=lot_expires_at.astimezone(UTC) if lot_expires_at else None,
+                tier=status.tier,
+                review_case_id=case_id,
+            ),
+            entry_id=written.new_entry_id,
+        )

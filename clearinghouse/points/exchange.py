@@ -12,7 +12,8 @@ Each asset balances within the entry. Going in and out again never yields more t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
@@ -25,11 +26,11 @@ from clearinghouse.database import Tx
 from clearinghouse.errors import InvalidRequest
 from clearinghouse.fraud import service as fraud
 from clearinghouse.ledger.tables import journal_entries
-from clearinghouse.points import lots, wallet
-from clearinghouse.points.accrual import IssuanceLimitExceeded
-from clearinghouse.rules.policy import rule_set_at
+from clearinghouse.points import lots, operation, wallet
+from clearinghouse.rules.policy import ExchangeTerms, PointsPolicy, rule_set_at
 from clearinghouse.settleable import Settleable
 from partners import directory, rates
+from partners.rates import Rates
 
 FEES = "coalition:fees"
 ROUNDING = "coalition:rounding"
@@ -66,126 +67,181 @@ def exchange(
     partner = directory.get_partner(tx, partner_id)
     if partner.programme_asset is None:
         raise InvalidRequest(f"partner {partner_id} is not a partner programme")
-    now = clock.now()
-    attempt = fraud.Attempt(
-        operation="exchange",
-        partner_id=partner_id,
-        member_id=member_id,
-        occurred_at=now,
-        points=points,
-        direction=direction,
+    return operation.run(
+        tx,
+        _ExchangeRequest(partner_id, partner.programme_asset, member_id, direction, points, key),
     )
-    screening = fraud.screening(tx, partner_id)
-    origin, entry_key = f"partner:{partner_id}", f"exchange:{key}"
-    locked = wallet.lock_for_operation(
-        tx, partner_id, member_id, origin, entry_key, screening.gathering(attempt, None)
-    )
-    policy = rule_set_at(tx, now).policy
-    terms = policy.exchange_terms(partner_id)
-    if not terms.min_points <= points <= terms.max_points:
-        raise InvalidRequest(
-            f"an exchange moves {terms.min_points} to {terms.max_points} points at a time"
+
+
+@dataclass(frozen=True)
+class _ExchangeRequest:
+    """An exchange asked for, as `operation.run` takes it."""
+
+    partner_id: str
+    asset: str
+    """The programme's points."""
+    member_id: str
+    direction: Direction
+    points: int
+    key: str
+    now: datetime = field(default_factory=clock.now)
+
+    @property
+    def entry_key(self) -> str:
+        return f"exchange:{self.key}"
+
+    @property
+    def attempt(self) -> fraud.Attempt:
+        return fraud.Attempt(
+            operation="exchange",
+            partner_id=self.partner_id,
+            member_id=self.member_id,
+            occurred_at=self.now,
+            points=self.points,
+            direction=self.direction,
         )
-    partner_rates = rates.rates_at(tx, partner_id, now)
-    rate = partner_rates.exchange_rate
-    assert rate is not None  # a programme's rates always carry one
-    asset = partner.programme_asset
-    if locked.replay_entry_id is not None:
+
+    def lock(self, tx: Tx, screening: fraud.Screening) -> _ExchangeTerms:
+        """The member locked (operation_context), then the terms the exchange must meet,
+        retried or not."""
+        locked = wallet.lock_for_operation(
+            tx,
+            self.partner_id,
+            self.member_id,
+            f"partner:{self.partner_id}",
+            self.entry_key,
+            screening.gathering(self.attempt, None),
+        )
+        policy = rule_set_at(tx, self.now).policy
+        terms = policy.exchange_terms(self.partner_id)
+        if not terms.min_points <= self.points <= terms.max_points:
+            raise InvalidRequest(
+                f"an exchange moves {terms.min_points} to {terms.max_points} points at a time"
+            )
+        partner_rates = rates.rates_at(tx, self.partner_id, self.now)
+        rate = partner_rates.exchange_rate
+        assert rate is not None  # a programme's rates always carry one
+        return _ExchangeTerms(self, locked, policy, terms, partner_rates, rate)
+
+    def replay(self, tx: Tx, terms: _ExchangeTerms) -> Exchange | None:
+        if terms.locked.replay_entry_id is None:
+            return None
         # A retry whose first answer was lost: the first exchange, whatever the clock says now.
         return _recorded(
-            tx.session, locked.replay_entry_id, direction, member_id, partner.programme_asset
+            tx.session, terms.locked.replay_entry_id, self.direction, self.member_id, self.asset
         )
-    assert locked.risk is not None
-    # Under review an exchange still goes ahead; the case asks a person to look at the member.
-    decision = fraud.screen(screening, attempt, fraud.History.of(None, locked.risk))
-    member = wallet.available_account(member_id)
-    programme = directory.programme_account(partner_id)
-    held = directory.exchange_account(asset)
-    if direction == "in":
-        gross = numbers.exchange_in_points(points, rate)
-        fee = numbers.exchange_fee(gross, terms.fee_percent)
-        net = gross - fee
-        if net <= 0:
-            raise InvalidRequest("too few programme points to make one coalition point")
-        value = numbers.fen_half_even(partner_rates.issue_price * gross)
-        legs = [
-            ledger.Posting(programme, -points, asset),
-            ledger.Posting(held, points, asset),
-            ledger.Posting(str(ledger.Address.partner(partner_id, "issued")), -gross),
-            ledger.Posting(member, net),
-            ledger.Posting(FEES, fee),
-            ledger.Posting(directory.headroom_account(partner_id), -value, "CNY"),
-            ledger.Posting(directory.exposure_account(partner_id), value, "CNY"),
-        ]
-        programme_points, coalition_points, rounding = points, net, 0
-    else:
-        fee = numbers.exchange_fee(points, terms.fee_percent)
-        payout = numbers.exchange_out_payout(points - fee, rate)
-        if payout <= 0:
-            raise InvalidRequest("too few coalition points to make one programme point")
-        used = numbers.exchange_out_points_used(payout, rate)
-        rounding = points - fee - used
-        legs = [
-            ledger.Posting(member, -points),
-            ledger.Posting(FEES, fee),
-            ledger.Posting(str(ledger.Address.partner(partner_id, "redeemed")), used),
-            ledger.Posting(ROUNDING, rounding),
-            ledger.Posting(held, -payout, asset),
-            ledger.Posting(programme, payout, asset),
-        ]
-        programme_points, coalition_points = payout, points
-        value = numbers.fen_half_even(partner_rates.redemption_value * used)
-    try:
+
+    def plan(self, tx: Tx, terms: _ExchangeTerms) -> _ExchangeTerms:
+        return terms
+
+
+@dataclass(frozen=True)
+class _ExchangeTerms:
+    """An exchange's terms, read under the member's lock: its plan, as they are all it needs.
+    Under review an exchange still goes ahead; the case asks a person to look at the member."""
+
+    request: _ExchangeRequest
+    locked: wallet.Locked
+    policy: PointsPolicy
+    terms: ExchangeTerms
+    rates: Rates
+    rate: Decimal
+    """The rates' exchange rate."""
+
+    @property
+    def attempt(self) -> fraud.Attempt:
+        return self.request.attempt
+
+    @property
+    def history(self) -> fraud.History:
+        return self.locked.history(None)
+
+    def post(self, tx: Tx, decision: fraud.Decision) -> operation.Posted[Exchange]:
+        request, partner_rates, rate = self.request, self.rates, self.rate
+        partner_id, member_id, points = request.partner_id, request.member_id, request.points
+        asset = request.asset
+        member = wallet.available_account(member_id)
+        programme = directory.programme_account(partner_id)
+        held = directory.exchange_account(asset)
+        if request.direction == "in":
+            gross = numbers.exchange_in_points(points, rate)
+            fee = numbers.exchange_fee(gross, self.terms.fee_percent)
+            net = gross - fee
+            if net <= 0:
+                raise InvalidRequest("too few programme points to make one coalition point")
+            value = numbers.fen_half_even(partner_rates.issue_price * gross)
+            legs = [
+                ledger.Posting(programme, -points, asset),
+                ledger.Posting(held, points, asset),
+                ledger.Posting(str(ledger.Address.partner(partner_id, "issued")), -gross),
+                ledger.Posting(member, net),
+                ledger.Posting(FEES, fee),
+                ledger.Posting(directory.headroom_account(partner_id), -value, "CNY"),
+                ledger.Posting(directory.exposure_account(partner_id), value, "CNY"),
+            ]
+            programme_points, coalition_points, rounding = points, net, 0
+        else:
+            fee = numbers.exchange_fee(points, self.terms.fee_percent)
+            payout = numbers.exchange_out_payout(points - fee, rate)
+            if payout <= 0:
+                raise InvalidRequest("too few coalition points to make one programme point")
+            used = numbers.exchange_out_points_used(payout, rate)
+            rounding = points - fee - used
+            legs = [
+                ledger.Posting(member, -points),
+                ledger.Posting(FEES, fee),
+                ledger.Posting(str(ledger.Address.partner(partner_id, "redeemed")), used),
+                ledger.Posting(ROUNDING, rounding),
+                ledger.Posting(held, -payout, asset),
+                ledger.Posting(programme, payout, asset),
+            ]
+            programme_points, coalition_points = payout, points
+            value = numbers.fen_half_even(partner_rates.redemption_value * used)
         posted = ledger.post(
             tx,
             ledger.Entry(
-                kind=f"exchange_{direction}",
-                origin=origin,
-                idempotency_key=f"exchange:{key}",
+                kind=f"exchange_{request.direction}",
+                origin=f"partner:{partner_id}",
+                idempotency_key=request.entry_key,
                 postings=[leg for leg in legs if leg.amount],
-                occurred_at=now,
+                occurred_at=request.now,
                 metadata={
                     **Settleable(partner_id, value).to_metadata(),
                     "member_id": member_id,
                     "rate": rate,
                     "rates_version": partner_rates.version,
-                    "fee_percent": terms.fee_percent,
+                    "fee_percent": self.terms.fee_percent,
                 },
             ),
         )
-    except ledger.InsufficientFunds as exc:
-        if exc.account == directory.headroom_account(partner_id):
-            raise IssuanceLimitExceeded(
-                f"the exchange would exceed partner {partner_id}'s issuance limit"
-            ) from exc
-        raise
-    if direction == "in":
-        lots.create_lot(
-            tx,
+        if request.direction == "in":
+            lots.create_lot(
+                tx,
+                member_id=member_id,
+                source="exchange",
+                issuer_partner_id=partner_id,
+                entry_id=posted.id,
+                earned_at=request.now,
+                expires_at=lots.expiry_for(
+                    request.now, self.policy.expiry_months, get_settings().zone
+                ),
+                amount=coalition_points,
+            )
+        else:
+            lots.consume(tx, member_id, points, posted.id)
+        answer = Exchange(
+            direction=request.direction,
             member_id=member_id,
-            source="exchange",
-            issuer_partner_id=partner_id,
+            programme_asset=asset,
+            programme_points=programme_points,
+            coalition_points=coalition_points,
+            fee_points=fee,
+            rounding_points=rounding,
+            rate=rate,
+            rates_version=partner_rates.version,
             entry_id=posted.id,
-            earned_at=now,
-            expires_at=lots.expiry_for(now, policy.expiry_months, get_settings().zone),
-            amount=coalition_points,
         )
-    else:
-        lots.consume(tx, member_id, points, posted.id)
-    if decision.action == "review":
-        fraud.open_case(tx.session, attempt, decision, entry_id=posted.id)
-    return Exchange(
-        direction=direction,
-        member_id=member_id,
-        programme_asset=asset,
-        programme_points=programme_points,
-        coalition_points=coalition_points,
-        fee_points=fee,
-        rounding_points=rounding,
-        rate=rate,
-        rates_version=partner_rates.version,
-        entry_id=posted.id,
-    )
+        return operation.Posted(lambda _case_id: answer, entry_id=posted.id)
 
 
 def _recorded(

@@ -5,9 +5,10 @@ expiry first, when they are held; what is not captured goes back to the same lot
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -18,10 +19,12 @@ from clearinghouse.errors import Conflict, InvalidRequest, NotFound
 from clearinghouse.fraud import service as fraud
 from clearinghouse.ids import new_id
 from clearinghouse.numbers import fen_half_even
-from clearinghouse.points import wallet
+from clearinghouse.points import operation, wallet
 from clearinghouse.rules.policy import rule_set_at
 from clearinghouse.settleable import Settleable
 from partners import directory, rates
+from partners.directory import Store
+from partners.rates import Rates
 
 
 class HoldNotFound(NotFound):
@@ -81,84 +84,123 @@ class _Placed:
     review_case_id: str | None
 
 
-def _place(
-    tx: Tx,
-    partner_id: str,
-    member_id: str,
-    points: int,
-    *,
-    key: str,
-    store_id: str | None,
-    partner_ref: str | None,
-    minutes: int | None,
-) -> _Placed:
-    """Lock the member and read what the risk rules need (operation_context), then post the
-    hold, take its points from the lots and record it (record_hold)."""
-    now = clock.now()
-    store, missing_store = directory.store_or_refusal(tx, partner_id, store_id)
-    screening = fraud.screening(tx, partner_id)
-    attempt = fraud.Attempt(
-        operation="hold",
-        partner_id=partner_id,
-        member_id=member_id,
-        occurred_at=now,
-        points=points,
-        store_id=store_id,
-    )
-    origin, entry_key = f"partner:{partner_id}", f"hold:{key}"
-    locked = wallet.lock_for_operation(
-        tx, partner_id, member_id, origin, entry_key, screening.gathering(attempt, store)
-    )
-    if missing_store is not None:
-        raise missing_store
-    policy = rule_set_at(tx, now).policy
-    if points < policy.min_redeem_points:
-        raise InvalidRequest(f"redemptions start at {policy.min_redeem_points} points")
-    ttl = minutes if minutes is not None else policy.hold_minutes
-    if not 1 <= ttl <= 7 * 24 * 60:
-        raise InvalidRequest("a hold lasts 1 minute to 7 days")
-    partner_rates = rates.rates_at(tx, partner_id, now)
-    if locked.replay_entry_id is not None:
+@dataclass(frozen=True)
+class _HoldRequest:
+    """A hold asked for, as `operation.run` takes it: operation_context locks the member and
+    reads what the risk rules need, record_hold posts the hold, takes its points from the lots
+    and records it."""
+
+    partner_id: str
+    member_id: str
+    points: int
+    key: str
+    store_id: str | None
+    partner_ref: str | None
+    minutes: int | None
+    now: datetime = field(default_factory=clock.now)
+
+    @property
+    def entry_key(self) -> str:
+        return f"hold:{self.key}"
+
+    @property
+    def attempt(self) -> fraud.Attempt:
+        return fraud.Attempt(
+            operation="hold",
+            partner_id=self.partner_id,
+            member_id=self.member_id,
+            occurred_at=self.now,
+            points=self.points,
+            store_id=self.store_id,
+        )
+
+    def lock(self, tx: Tx, screening: fraud.Screening) -> _HoldTerms:
+        """The member locked, then what the hold must meet, retried or not."""
+        store, missing_store = directory.store_or_refusal(tx, self.partner_id, self.store_id)
+        locked = wallet.lock_for_operation(
+            tx,
+            self.partner_id,
+            self.member_id,
+            f"partner:{self.partner_id}",
+            self.entry_key,
+            screening.gathering(self.attempt, store),
+        )
+        if missing_store is not None:
+            raise missing_store
+        policy = rule_set_at(tx, self.now).policy
+        if self.points < policy.min_redeem_points:
+            raise InvalidRequest(f"redemptions start at {policy.min_redeem_points} points")
+        ttl = self.minutes if self.minutes is not None else policy.hold_minutes
+        if not 1 <= ttl <= 7 * 24 * 60:
+            raise InvalidRequest("a hold lasts 1 minute to 7 days")
+        return _HoldTerms(self, store, locked, ttl, rates.rates_at(tx, self.partner_id, self.now))
+
+    def replay(self, tx: Tx, terms: _HoldTerms) -> _Placed | None:
+        if terms.locked.replay_entry_id is None:
+            return None
         # A retry whose first answer was lost: the first hold, whatever the clock says now.
         hold_id = tx.scalar(
-            "SELECT id FROM holds WHERE hold_entry_id = %s", (locked.replay_entry_id,)
+            "SELECT id FROM holds WHERE hold_entry_id = %s", (terms.locked.replay_entry_id,)
         )
-        earlier = _locked(tx, partner_id, hold_id)
+        earlier = _locked(tx, self.partner_id, hold_id)
         return _Placed(earlier, earlier.open_case_id)
-    assert locked.risk is not None
-    decision = fraud.screen(screening, attempt, fraud.History.of(store, locked.risk))
-    hold_id = new_id("H", 15)
-    entry = ledger.transfer(
-        kind="hold",
-        origin=origin,
-        idempotency_key=entry_key,
-        source=wallet.available_account(member_id),
-        destination=wallet.held_account(member_id),
-        amount=points,
-        occurred_at=now,
-        metadata={"member_id": member_id, "store_id": store_id, "partner_ref": partner_ref},
-    )
-    with ledger.refused_as_domain_errors():
+
+    def plan(self, tx: Tx, terms: _HoldTerms) -> _HoldTerms:
+        return terms
+
+
+@dataclass(frozen=True)
+class _HoldTerms:
+    """A hold's terms, read under the member's lock: its plan, as they are all it needs."""
+
+    request: _HoldRequest
+    store: Store | None
+    locked: wallet.Locked
+    minutes: int
+    rates: Rates
+
+    @property
+    def attempt(self) -> fraud.Attempt:
+        return self.request.attempt
+
+    @property
+    def history(self) -> fraud.History:
+        return self.locked.history(self.store)
+
+    def post(self, tx: Tx, decision: fraud.Decision) -> operation.Posted[_Placed]:
+        """Under review, the points stay reserved; capture waits for an operator's decision."""
+        request = self.request
+        hold_id = new_id("H", 15)
+        entry = ledger.transfer(
+            kind="hold",
+            origin=f"partner:{request.partner_id}",
+            idempotency_key=request.entry_key,
+            source=wallet.available_account(request.member_id),
+            destination=wallet.held_account(request.member_id),
+            amount=request.points,
+            occurred_at=request.now,
+            metadata={
+                "member_id": request.member_id,
+                "store_id": request.store_id,
+                "partner_ref": request.partner_ref,
+            },
+        )
         row = tx.one(
             _RECORD,
             (
                 *ledger.arguments(entry),
                 hold_id,
-                partner_id,
-                member_id,
-                store_id,
-                partner_ref,
-                points,
-                _value(points, partner_rates.redemption_value),
-                partner_rates.version,
-                now + timedelta(minutes=ttl),
+                request.partner_id,
+                request.member_id,
+                request.store_id,
+                request.partner_ref,
+                request.points,
+                _value(request.points, self.rates.redemption_value),
+                self.rates.version,
+                request.now + timedelta(minutes=self.minutes),
             ),
         )
-    case_id = None
-    if decision.action == "review":
-        # The points stay reserved; capture waits for an operator's decision.
-        case_id = fraud.open_case(tx.session, attempt, decision, hold_id=hold_id)
-    return _Placed(row, case_id)
+        return operation.Posted(partial(_Placed, row), hold_id=hold_id)
 
 
 def place_hold(
@@ -173,15 +215,9 @@ def place_hold(
     minutes: int | None = None,
 ) -> Hold:
     """Reserve `points` of the member's available points for a redemption at this partner."""
-    placed = _place(
+    placed = operation.run(
         Tx.of(db),
-        partner_id,
-        member_id,
-        points,
-        key=key,
-        store_id=store_id,
-        partner_ref=partner_ref,
-        minutes=minutes,
+        _HoldRequest(partner_id, member_id, points, key, store_id, partner_ref, minutes),
     )
     return _hold(placed.row, placed.review_case_id)
 
@@ -317,15 +353,8 @@ def redeem(
     """One-step redemption: hold and capture at once; under risk review, the hold stays open
     until an operator decides."""
     tx = Tx.of(db)
-    placed = _place(
-        tx,
-        partner_id,
-        member_id,
-        points,
-        key=key,
-        store_id=store_id,
-        partner_ref=partner_ref,
-        minutes=None,
+    placed = operation.run(
+        tx, _HoldRequest(partner_id, member_id, points, key, store_id, partner_ref, None)
     )
     if placed.row.state != "held" or placed.review_case_id is not None:
         return _hold(placed.row, placed.review_case_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Row, select, update
 from sqlalchemy.orm import Session
@@ -18,7 +19,7 @@ from clearinghouse.errors import Conflict, InvalidRequest, NotFound
 from clearinghouse.fraud import service as fraud
 from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.numbers import money, refund_points_share, refund_value_share
-from clearinghouse.points import lots, wallet
+from clearinghouse.points import lots, operation, wallet
 from clearinghouse.points.holds import lock_hold
 from clearinghouse.points.tables import holds, point_lots
 from clearinghouse.settleable import Settleable
@@ -72,17 +73,45 @@ def refund_purchase(
     )
     if found is None:
         raise PurchaseNotFound(f"no purchase {partner_txn_id}")
-    member_id = found.member_id
-    purchase = tx.one(
-        _CONTEXT,
-        (found.id, member_id, partner_refund_id, wallet.available_account(member_id)),
+    return operation.run(
+        tx,
+        _Refund(
+            partner_id, partner_txn_id, partner_refund_id, amount_fen, found.id, found.member_id
+        ),
     )
-    if purchase.earlier_amount_fen is not None:
-        if purchase.earlier_amount_fen != amount_fen:
-            raise Conflict(f"refund {partner_refund_id} was already made for another amount")
+
+
+@dataclass(frozen=True)
+class _Refund:
+    """A purchase's refund, as `operation.run` takes it."""
+
+    partner_id: str
+    partner_txn_id: str
+    partner_refund_id: str
+    amount_fen: int
+    purchase_id: int
+    member_id: str
+
+    def lock(self, tx: Tx, screening: fraud.Screening) -> Any:
+        # The rules for refunds judge the attempt alone: no history to gather.
+        return tx.one(
+            _CONTEXT,
+            (
+                self.purchase_id,
+                self.member_id,
+                self.partner_refund_id,
+                wallet.available_account(self.member_id),
+            ),
+        )
+
+    def replay(self, tx: Tx, purchase: Any) -> PurchaseRefund | None:
+        if purchase.earlier_amount_fen is None:
+            return None
+        if purchase.earlier_amount_fen != self.amount_fen:
+            raise Conflict(f"refund {self.partner_refund_id} was already made for another amount")
         return PurchaseRefund(
-            partner_txn_id,
-            partner_refund_id,
+            self.partner_txn_id,
+            self.partner_refund_id,
             purchase.earlier_amount_fen,
             purchase.earlier_points,
             purchase.earlier_from_available,
@@ -90,77 +119,99 @@ def refund_purchase(
             purchase.earlier_value_fen,
             purchase.earlier_entry_id,
         )
-    if amount_fen <= 0:
-        raise InvalidRequest("a refund is above zero fen")
-    refunded_after = purchase.refunded_fen + amount_fen
-    if refunded_after > purchase.amount_fen:
-        raise RefundExceedsPurchase(
-            f"only {purchase.amount_fen - purchase.refunded_fen} fen of purchase "
-            f"{partner_txn_id} remain to refund"
-        )
-    # On the running totals: refunds in pieces add up to exactly all points and all value.
-    points_after = refund_points_share(purchase.points, refunded_after, purchase.amount_fen)
-    points = points_after - purchase.refunded_points
-    value_after = refund_value_share(purchase.issue_value_fen, points_after, purchase.points)
-    value = value_after - purchase.refunded_value_fen
-    under_review = purchase.under_review
-    from_available = points if under_review else min(points, purchase.available)
-    to_debt = points - from_available
-    attempt = fraud.Attempt(
-        operation="refund",
-        partner_id=partner_id,
-        member_id=member_id,
-        occurred_at=clock.now(),
-        points=points,
-        amount_fen=amount_fen,
-        store_id=purchase.store_id,
-        points_already_spent=to_debt > 0,
-    )
-    # A refund only takes points back: under review it still goes ahead, and the case asks a
-    # person to look at the member (a refund after the points were spent). The rules for
-    # refunds judge the attempt alone: no history to read.
-    decision = fraud.screen(fraud.screening(tx, partner_id), attempt, fraud.History())
-    entry: ledger.Arguments = (None,) * 10
-    if points:
-        legs = [
-            ledger.Posting(str(ledger.Address.partner(partner_id, "issued")), points),
-            ledger.Posting(
-                wallet.pending_account(member_id)
-                if under_review
-                else wallet.available_account(member_id),
-                -from_available,
-            ),
-            ledger.Posting(wallet.debt_account(member_id), -to_debt),
-        ]
-        if value:
-            legs += [
-                ledger.Posting(exposure_account(partner_id), -value, "CNY"),
-                ledger.Posting(headroom_account(partner_id), value, "CNY"),
-            ]
-        entry = ledger.arguments(
-            ledger.Entry(
-                kind="refund",
-                origin=f"partner:{partner_id}",
-                idempotency_key=f"refund:{partner_txn_id}:{partner_refund_id}",
-                postings=[leg for leg in legs if leg.amount],
-                occurred_at=clock.now(),
-                metadata={
-                    **Settleable(partner_id, value).to_metadata(),
-                    "partner_txn_id": partner_txn_id,
-                    "amount_fen": amount_fen,
-                },
-                reverses=purchase.entry_id,
+
+    def plan(self, tx: Tx, purchase: Any) -> _Clawback:
+        if self.amount_fen <= 0:
+            raise InvalidRequest("a refund is above zero fen")
+        refunded_after = purchase.refunded_fen + self.amount_fen
+        if refunded_after > purchase.amount_fen:
+            raise RefundExceedsPurchase(
+                f"only {purchase.amount_fen - purchase.refunded_fen} fen of purchase "
+                f"{self.partner_txn_id} remain to refund"
             )
+        # On the running totals: refunds in pieces add up to exactly all points and all value.
+        points_after = refund_points_share(purchase.points, refunded_after, purchase.amount_fen)
+        points = points_after - purchase.refunded_points
+        value_after = refund_value_share(purchase.issue_value_fen, points_after, purchase.points)
+        from_available = points if purchase.under_review else min(points, purchase.available)
+        return _Clawback(
+            self,
+            purchase,
+            points,
+            value_after - purchase.refunded_value_fen,
+            from_available,
+            fraud.Attempt(
+                operation="refund",
+                partner_id=self.partner_id,
+                member_id=self.member_id,
+                occurred_at=clock.now(),
+                points=points,
+                amount_fen=self.amount_fen,
+                store_id=purchase.store_id,
+                points_already_spent=points > from_available,
+            ),
         )
-    with ledger.refused_as_domain_errors():
+
+
+@dataclass(frozen=True)
+class _Clawback:
+    """The points and value a refund takes back. Under review it still goes ahead, and the case
+    asks a person to look at the member (a refund after the points were spent)."""
+
+    refund: _Refund
+    purchase: Any
+    points: int
+    value: int
+    from_available: int
+    attempt: fraud.Attempt
+    history: fraud.History = fraud.History()
+
+    def post(self, tx: Tx, decision: fraud.Decision) -> operation.Posted[PurchaseRefund]:
+        refund, purchase, points, value = self.refund, self.purchase, self.points, self.value
+        partner_id, member_id = refund.partner_id, refund.member_id
+        under_review = purchase.under_review
+        from_available = self.from_available
+        to_debt = points - from_available
+        entry: ledger.Arguments = (None,) * 10
+        if points:
+            legs = [
+                ledger.Posting(str(ledger.Address.partner(partner_id, "issued")), points),
+                ledger.Posting(
+                    wallet.pending_account(member_id)
+                    if under_review
+                    else wallet.available_account(member_id),
+                    -from_available,
+                ),
+                ledger.Posting(wallet.debt_account(member_id), -to_debt),
+            ]
+            if value:
+                legs += [
+                    ledger.Posting(exposure_account(partner_id), -value, "CNY"),
+                    ledger.Posting(headroom_account(partner_id), value, "CNY"),
+                ]
+            entry = ledger.arguments(
+                ledger.Entry(
+                    kind="refund",
+                    origin=f"partner:{partner_id}",
+                    idempotency_key=f"refund:{refund.partner_txn_id}:{refund.partner_refund_id}",
+                    postings=[leg for leg in legs if leg.amount],
+                    occurred_at=clock.now(),
+                    metadata={
+                        **Settleable(partner_id, value).to_metadata(),
+                        "partner_txn_id": refund.partner_txn_id,
+                        "amount_fen": refund.amount_fen,
+                    },
+                    reverses=purchase.entry_id,
+                )
+            )
         entry_id = tx.scalar(
             _RECORD,
             (
                 *entry,
-                found.id,
+                refund.purchase_id,
                 member_id,
-                partner_refund_id,
-                amount_fen,
+                refund.partner_refund_id,
+                refund.amount_fen,
                 points,
                 from_available,
                 to_debt,
@@ -169,18 +220,17 @@ def refund_purchase(
                 purchase.own_lot,
             ),
         )
-    if entry_id is not None and decision.action == "review":
-        fraud.open_case(tx.session, attempt, decision, entry_id=entry_id)
-    return PurchaseRefund(
-        partner_txn_id,
-        partner_refund_id,
-        amount_fen,
-        points,
-        from_available,
-        to_debt,
-        value,
-        entry_id,
-    )
+        answer = PurchaseRefund(
+            refund.partner_txn_id,
+            refund.partner_refund_id,
+            refund.amount_fen,
+            points,
+            from_available,
+            to_debt,
+            value,
+            entry_id,
+        )
+        return operation.Posted(lambda _case_id: answer, entry_id=entry_id)
 
 
 @dataclass(frozen=True)

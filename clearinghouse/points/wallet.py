@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clearinghouse.database import Tx
-from clearinghouse.fraud.rules import GATHERING_PARAMETERS, Gathering
+from clearinghouse.fraud.rules import GATHERING_PARAMETERS, Gathering, History
 from clearinghouse.members.service import (
     MemberNotFound,
     available_account,
@@ -20,6 +20,7 @@ from clearinghouse.members.service import (
 )
 from clearinghouse.members.tables import members
 from clearinghouse.points.tables import tier_changes
+from partners.directory import Store
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,11 @@ class Locked:
     """The entry an earlier attempt with the same key wrote, if one did."""
     risk: dict[str, Any] | None
     """The risk rules' inputs (none on a replay)."""
+
+    def history(self, store: Store | None) -> History:
+        """What the risk rules know of the attempt's past, as the lock gathered it."""
+        assert self.risk is not None  # gathered: this is no replay
+        return History.of(store, self.risk)
 
 
 _OPERATION_CONTEXT = "SELECT * FROM operation_context(%s, %s, %s, %s, " + GATHERING_PARAMETERS + ")"
