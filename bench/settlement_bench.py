@@ -630,10 +630,10 @@ def _sessions(context: Context) -> Any:
 
 
 def _report(context: Context) -> tuple[int, str]:
-    from settlement import netting, reports
+    from settlement import reports, runs
 
     with _sessions(context)() as session:
-        run = netting.load_run(session, context.day)
+        run = runs.load_run(session, context.day)
         text = reports.settlement_csv(run)
     (context.workdir / "settlement.csv").write_text(text)
     return run.entries, f"{len(run.lines)} partner lines, {len(text):,} bytes"

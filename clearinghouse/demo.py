@@ -28,7 +28,7 @@ from clearinghouse.errors import NotFound
 from partners import directory, keys, limits, rates
 from partners.client import PartnerClient
 from partners.signing import load_private_key_pem
-from settlement import netting, reports
+from settlement import reports, runs, schedule
 
 PARTNERS = {
     "teahouse": ("Teahouse (online shop)", "online_merchant"),
@@ -44,7 +44,7 @@ class DemoDay:
     redemption: dict[str, Any]
     member: dict[str, Any]
     lots: list[dict[str, Any]]
-    settlement: netting.Run
+    settlement: runs.Run
     report: Path
     digest: str
     """The newest block's hash once the day is sealed: what an auditor keeps."""
@@ -177,7 +177,7 @@ def run(sessions: sessionmaker[Session], home: Path) -> DemoDay:
             books.close()
     # Settle the business day so far (a scheduler runs it after the cut-off), and keep the CSV.
     business_date = clock.today(get_settings().zone)
-    run = netting.settle(sessions, business_date)[-1]
+    run = schedule.settle(sessions, business_date)[-1]
     report = home / "reports" / f"settlement-{business_date.isoformat()}.csv"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(reports.settlement_csv(run))

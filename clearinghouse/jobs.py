@@ -31,7 +31,7 @@ from clearinghouse.points.expiry import expire_lots
 from partners import auth as partner_auth
 from partners import keys
 from settlement.liability import snapshot_closed_days
-from settlement.netting import settle_due
+from settlement.schedule import settle_due
 
 log = logging.getLogger(__name__)
 

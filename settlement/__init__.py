@@ -1,1 +1,2 @@
-"""Daily jobs: settlement and netting, expiry, reconciliation and reports."""
+"""Daily settlement: netting, its schedule and approval, reconciliation, the liability and reports;
+docs/settlement.md lists the modules."""

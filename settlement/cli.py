@@ -16,7 +16,7 @@ from clearinghouse.cli_support import fail, sessions, transaction
 from clearinghouse.config import get_settings
 from clearinghouse.numbers import yuan_text
 from clearinghouse.users.service import User, create_user, user_by_token
-from settlement import netting, reports
+from settlement import approval, reports, runs, schedule
 from settlement.categories import CATEGORIES
 
 settlement_app = typer.Typer(no_args_is_help=True)
@@ -48,7 +48,7 @@ def table_header() -> str:
     return f"  {'partner':<16} {amounts} {'net (yuan)':>14}"
 
 
-def print_run(run: netting.Run) -> None:
+def print_run(run: runs.Run) -> None:
     typer.echo(
         f"settlement {run.business_date} (attempt {run.attempt}): {run.state}, "
         f"{run.entries} entries, cut-off {run.cutoff.isoformat()}"
@@ -72,12 +72,12 @@ def settle_command(
     ] = None,
 ) -> None:
     target = date.fromisoformat(business_date) if business_date else _yesterday()
-    done = netting.settle_through(sessions(), target)
+    done = schedule.settle_through(sessions(), target)
     for run in done.runs:
         print_run(run)
     for day, error in done.errors:
         typer.secho(
-            f"error: the settlement of {day.isoformat()} failed: {netting.describe(error)}",
+            f"error: the settlement of {day.isoformat()} failed: {schedule.describe(error)}",
             fg=typer.colors.RED,
             err=True,
         )
@@ -99,7 +99,7 @@ def show(
     csv: Annotated[Path | None, typer.Option(help="Also write the CSV report here.")] = None,
 ) -> None:
     with transaction() as session:
-        run = netting.load_run(session, date.fromisoformat(business_date))
+        run = runs.load_run(session, date.fromisoformat(business_date))
     print_run(run)
     if csv is not None:
         csv.write_text(reports.settlement_csv(run))
@@ -110,7 +110,7 @@ def show(
 def approve(business_date: str, token: Token = None) -> None:
     user = _user(token)
     with transaction() as session:
-        run, warnings = netting.approve(session, date.fromisoformat(business_date), user)
+        run, warnings = approval.approve(session, date.fromisoformat(business_date), user)
     for warning in warnings:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW)
     typer.echo(f"{user.id} approved; settlement {run.business_date} is {run.state}")
@@ -120,7 +120,7 @@ def approve(business_date: str, token: Token = None) -> None:
 def reject(business_date: str, reason: Annotated[str, typer.Option()], token: Token = None) -> None:
     user = _user(token)
     with transaction() as session:
-        netting.reject(session, date.fromisoformat(business_date), user, reason)
+        approval.reject(session, date.fromisoformat(business_date), user, reason)
     typer.echo(f"rejected; run `clearinghouse settle --date {business_date}` to compute it anew")
 
 
@@ -130,7 +130,7 @@ def paid(
 ) -> None:
     user = _user(token)
     with transaction() as session:
-        run = netting.mark_paid(session, date.fromisoformat(business_date), user, bank_reference)
+        run = approval.mark_paid(session, date.fromisoformat(business_date), user, bank_reference)
     typer.echo(f"settlement {run.business_date} is paid ({bank_reference})")
 
 

@@ -17,7 +17,7 @@ from clearinghouse.audit import sealing
 from clearinghouse.database import Tx
 from clearinghouse.users.deps import FinanceUser
 from partners.gate import Partner, Reply
-from settlement import netting, reconciliation, reports
+from settlement import approval, reconciliation, reports, runs
 
 finance = APIRouter(prefix="/finance", tags=["finance"])
 partner = APIRouter(prefix="/v1", tags=["settlement"])
@@ -40,9 +40,9 @@ class RunSummary(ResponseModel):
     retry_at: datetime | None = Field(None, description="When the job tries a failed date again.")
 
 
-def _summary(session: Session, item: netting.Run | netting.FailedDate) -> RunSummary:
-    open_breaks = netting.open_breaks(session, item.business_date)
-    if isinstance(item, netting.FailedDate):
+def _summary(session: Session, item: runs.Run | runs.FailedDate) -> RunSummary:
+    open_breaks = runs.open_breaks(session, item.business_date)
+    if isinstance(item, runs.FailedDate):
         return RunSummary(
             business_date=item.business_date,
             state=item.state,
@@ -80,7 +80,7 @@ def list_settlements(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 30,
 ) -> RunSummaryPage:
-    dates = netting.list_dates(session, limit + 1, before)
+    dates = runs.list_dates(session, limit + 1, before)
     return RunSummaryPage(
         settlements=[_summary(session, item) for item in dates[:limit]],
         next=dates[limit - 1].business_date if len(dates) > limit else None,
@@ -156,11 +156,11 @@ class ApprovedOut(SettlementDetailOut):
 
 
 def _detail(session: Session, business_date: date) -> dict[str, Any]:
-    run = netting.load_run(session, business_date)
+    run = runs.load_run(session, business_date)
     return {
         **reports.settlement_report(run),
-        "history": netting.history(session, business_date),
-        "approvals": netting.approvals(session, business_date),
+        "history": runs.history(session, business_date),
+        "approvals": runs.approvals(session, business_date),
         "reconciliations": [
             {
                 "id": r.id,
@@ -171,7 +171,7 @@ def _detail(session: Session, business_date: date) -> dict[str, Any]:
             }
             for r in reconciliation.for_date(session, business_date)
         ],
-        "open_breaks": netting.open_breaks(session, business_date),
+        "open_breaks": runs.open_breaks(session, business_date),
     }
 
 
@@ -191,7 +191,7 @@ def get_settlement(
 def settlement_csv(
     business_date: BusinessDate, session: ReadSession, user: FinanceUser
 ) -> Response:
-    run = netting.load_run(session, business_date)
+    run = runs.load_run(session, business_date)
     return Response(
         reports.settlement_csv(run),
         media_type="text/csv",
@@ -201,7 +201,7 @@ def settlement_csv(
 
 @finance.post("/settlements/{business_date}/approve", summary="Approve (four eyes)")
 def approve(business_date: BusinessDate, session: WriteSession, user: FinanceUser) -> ApprovedOut:
-    _, warnings = netting.approve(session, business_date, user)
+    _, warnings = approval.approve(session, business_date, user)
     return ApprovedOut.model_validate({**_detail(session, business_date), "warnings": warnings})
 
 
@@ -213,7 +213,7 @@ class RejectIn(RequestBody):
 def reject(
     business_date: BusinessDate, body: RejectIn, session: WriteSession, user: FinanceUser
 ) -> SettlementOut:
-    run = netting.reject(session, business_date, user, body.reason)
+    run = approval.reject(session, business_date, user, body.reason)
     return SettlementOut.model_validate(reports.settlement_report(run))
 
 
@@ -225,7 +225,7 @@ class PaidIn(RequestBody):
 def mark_paid(
     business_date: BusinessDate, body: PaidIn, session: WriteSession, user: FinanceUser
 ) -> SettlementDetailOut:
-    netting.mark_paid(session, business_date, user, body.bank_reference)
+    approval.mark_paid(session, business_date, user, body.bank_reference)
     return SettlementDetailOut.model_validate(_detail(session, business_date))
 
 

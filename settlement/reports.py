@@ -18,7 +18,7 @@ from clearinghouse.points.tables import point_lots
 from partners import rates
 from partners.rates import RatesNotFound
 from settlement import categories
-from settlement.netting import Line, Run, SettlementNotFound
+from settlement.runs import Line, Run, SettlementNotFound
 from settlement.tables import settlement_lines, settlement_runs
 
 # A report's line: the partner, each category's points and fen in the categories' order, the net.

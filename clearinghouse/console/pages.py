@@ -31,7 +31,7 @@ from clearinghouse.console.i18n import gettext as _
 from clearinghouse.errors import NotFound
 from clearinghouse.fraud import service as fraud
 from clearinghouse.points import review
-from settlement import categories, netting, reconciliation, reports
+from settlement import approval, categories, reconciliation, reports, runs
 from settlement.liability import liability_history
 
 router = console_router()
@@ -62,16 +62,16 @@ def _after(path: str, done: str) -> RedirectResponse:
 
 @router.get("/settlements")
 def settlements(request: Request, session: ReadSession, me: FinanceViewer) -> Response:
-    runs = [
+    listed = [
         {
             "run": item,
-            "failed": isinstance(item, netting.FailedDate),
-            "open_breaks": netting.open_breaks(session, item.business_date),
+            "failed": isinstance(item, runs.FailedDate),
+            "open_breaks": runs.open_breaks(session, item.business_date),
         }
-        for item in netting.list_dates(session)
+        for item in runs.list_dates(session)
     ]
     yesterday = clock.today(get_settings().zone) - timedelta(days=1)
-    return render.page(request, "settlements.html", runs=runs, yesterday=yesterday)
+    return render.page(request, "settlements.html", runs=listed, yesterday=yesterday)
 
 
 @router.get("/settlements/{business_date}")
@@ -82,9 +82,9 @@ def settlement(
     me: FinanceViewer,
     done: str | None = None,
 ) -> Response:
-    run = netting.load_run(session, business_date)
+    run = runs.load_run(session, business_date)
     report = reports.settlement_report(run)
-    approvals = netting.approvals(session, business_date)
+    approvals = runs.approvals(session, business_date)
     acting = me.user.role in FINANCE_ACTORS
     chart = charts.grouped_bars(
         [line["partner_id"] for line in report["lines"]],
@@ -102,11 +102,11 @@ def settlement(
         report=report,
         chart=chart,
         categories=categories.CATEGORIES,
-        history=netting.history(session, business_date),
+        history=runs.history(session, business_date),
         approvals=approvals,
-        approvals_needed=netting.APPROVERS_NEEDED,
+        approvals_needed=approval.APPROVERS_NEEDED,
         reconciliations=reconciliation.for_date(session, business_date),
-        open_breaks=netting.open_breaks(session, business_date),
+        open_breaks=runs.open_breaks(session, business_date),
         can_approve=acting
         and run.state == "computed"
         and all(a["user"] != me.user.id for a in approvals),
@@ -132,7 +132,7 @@ def _download(content: bytes | str, media_type: str, filename: str) -> Response:
 def settlement_csv(
     business_date: BusinessDate, session: ReadSession, me: FinanceViewer
 ) -> Response:
-    run = netting.load_run(session, business_date)
+    run = runs.load_run(session, business_date)
     return _download(reports.settlement_csv(run), "text/csv", f"settlement-{business_date}.csv")
 
 
@@ -140,11 +140,11 @@ def settlement_csv(
 def settlement_pdf(
     business_date: BusinessDate, session: ReadSession, me: FinanceViewer
 ) -> Response:
-    run = netting.load_run(session, business_date)
+    run = runs.load_run(session, business_date)
     content = pdf.settlement_pdf(
         reports.settlement_report(run),
-        netting.history(session, business_date),
-        netting.approvals(session, business_date),
+        runs.history(session, business_date),
+        runs.approvals(session, business_date),
         generated_at=clock.now().astimezone(get_settings().zone),
     )
     return _download(content, "application/pdf", f"settlement-{business_date}.pdf")
@@ -152,7 +152,7 @@ def settlement_pdf(
 
 @router.post("/settlements/{business_date}/approve")
 def approve(business_date: BusinessDate, session: WriteSession, me: FinanceActor) -> Response:
-    netting.approve(session, business_date, me.user)
+    approval.approve(session, business_date, me.user)
     return _after(f"/settlements/{business_date}", "approved")
 
 
@@ -163,7 +163,7 @@ def reject(
     session: WriteSession,
     me: FinanceActor,
 ) -> Response:
-    netting.reject(session, business_date, me.user, reason.strip())
+    approval.reject(session, business_date, me.user, reason.strip())
     return _after(f"/settlements/{business_date}", "rejected")
 
 
@@ -174,7 +174,7 @@ def mark_paid(
     session: WriteSession,
     me: FinanceActor,
 ) -> Response:
-    netting.mark_paid(session, business_date, me.user, bank_reference)
+    approval.mark_paid(session, business_date, me.user, bank_reference)
     return _after(f"/settlements/{business_date}", "paid")
 
 

@@ -184,7 +184,7 @@ def settlement_pdf(
     generated_at: datetime,
 ) -> bytes:
     """`report` as `settlement.reports.settlement_report` gives it; `history` and `approvals`
-    as `settlement.netting.history` and `approvals` give them."""
+    as `settlement.runs.history` and `approvals` give them."""
     title = _("Settlement report — %(date)s") % {"date": report["business_date"]}
     pdf = _SettlementPdf(_("Generated %(when)s") % {"when": local_time(generated_at)})
     pdf.set_title(title)  # document metadata is Unicode: no need to narrow it

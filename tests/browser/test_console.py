@@ -11,7 +11,7 @@ from pathlib import Path
 from playwright.sync_api import Browser, Page, expect
 
 from clearinghouse.console.formatting import yuan
-from settlement import netting
+from settlement import runs, schedule
 from tests.console.builders import Person, person
 from tests.settlement.builders import World, accrue, business_today, new_member, redeem
 
@@ -19,7 +19,7 @@ SCREEN = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
 
-def busy_day(world: World) -> netting.Run:
+def busy_day(world: World) -> runs.Run:
     """Three merchants: four members earn at the first or the last and spend at the middle one,
     which therefore receives while the others pay; settled."""
     shops = [
@@ -30,7 +30,7 @@ def busy_day(world: World) -> netting.Run:
         member = new_member(world.sessions, [shop.id for shop in shops])
         accrue(world.sessions, shops[2 * (n % 2)].id, member, 523_400 + n * 98_765)
         redeem(world.sessions, shops[1].id, member, 900, 900)
-    (run,) = netting.settle(world.sessions, business_today())
+    (run,) = schedule.settle(world.sessions, business_today())
     return run
 
 

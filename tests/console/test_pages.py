@@ -15,7 +15,7 @@ from pypdf import PdfReader
 
 from clearinghouse.console.formatting import yuan
 from clearinghouse.fraud import service as fraud
-from settlement import netting
+from settlement import runs, schedule
 from settlement.reports import LINE_COLUMNS
 from tests.console.builders import Console, Person, person
 from tests.fraud.builders import publish
@@ -34,7 +34,7 @@ Browser = Callable[..., Console]
 def settled_day(world: World) -> tuple[Traffic, date]:
     traffic = a_day_of_traffic(world)
     day = business_today()
-    netting.settle(world.sessions, day)
+    schedule.settle(world.sessions, day)
     return traffic, day
 
 
@@ -55,7 +55,7 @@ def text_of(html: str) -> str:
 
 def approvals_of(world: World, day: date) -> int:
     with world.sessions() as session:
-        return len(netting.approvals(session, day))
+        return len(runs.approvals(session, day))
 
 
 # --- signing in and out ---------------------------------------------------------------------
@@ -232,7 +232,7 @@ def test_two_people_approve_then_one_marks_it_paid(world: World, browser: Browse
     assert "state-paid" in paid.text
     assert "ICBC-42" in paid.text
     with world.sessions() as session:
-        run = netting.load_run(session, day)
+        run = runs.load_run(session, day)
     assert (run.state, run.bank_reference) == ("paid", "ICBC-42")
 
 
@@ -267,7 +267,7 @@ def test_rejecting_needs_a_reason_and_records_it(world: World, browser: Browser)
     rejected = alice.post(f"/console/settlements/{day}/reject", reason="rates were wrong")
     assert rejected.status_code == 303
     with world.sessions() as session:
-        steps = netting.history(session, day)
+        steps = runs.history(session, day)
     assert steps[-1]["to"] == "rejected"
     assert steps[-1]["note"] == "rates were wrong"
 
@@ -316,7 +316,7 @@ def test_an_unknown_console_path_is_a_page_too(world: World, browser: Browser) -
 
 def test_the_list_marks_yesterday(world: World, browser: Browser) -> None:
     yesterday = business_today() - timedelta(days=1)
-    netting.settle(world.sessions, yesterday)
+    schedule.settle(world.sessions, yesterday)
     listing = signed_in(browser, person(world.sessions, "finance")).get("/console/settlements")
     row = next(r for r in listing.text.split("<tr>") if yesterday.isoformat() in r)
     assert "yesterday" in row

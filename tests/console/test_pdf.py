@@ -12,8 +12,8 @@ from pypdf import PdfReader
 
 from clearinghouse.console import i18n
 from clearinghouse.console.pdf import settlement_pdf
-from settlement.netting import Line, Run
 from settlement.reports import settlement_report
+from settlement.runs import Line, Run
 from tests.console.builders import console_language
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -21,7 +21,7 @@ from pypdf import PdfReader
 from clearinghouse.console import render
 from clearinghouse.console.pdf import settlement_pdf
 from clearinghouse.settleable import PARTNER_KEY, VALUE_KEY, NotSettleable, Settleable
-from settlement import categories, cli, netting, reports
+from settlement import approval, categories, cli, netting, reports, runs
 from settlement.categories import CATEGORIES
 from settlement.endpoints import LineOut
 from settlement.tables import settlement_lines
@@ -31,15 +31,15 @@ EXPECTED_COLUMNS = [
 ]
 
 
-def a_run() -> netting.Run:
+def a_run() -> runs.Run:
     lines = [
-        netting.Line(
+        runs.Line(
             "partner-a",
             **{category.fen_column: 100 * (i + 1) for i, category in enumerate(CATEGORIES)},
         )
     ]
     net = sum(line.net_fen for line in lines)
-    return netting.Run(
+    return runs.Run(
         1,
         date(2026, 3, 9),
         1,
@@ -80,7 +80,7 @@ def test_the_stored_lines_and_the_line_types_have_the_categories_columns_in_orde
         *EXPECTED_COLUMNS,
         "net_fen",
     ]
-    assert [f.name for f in fields(netting.Line)] == ["partner_id", *EXPECTED_COLUMNS]
+    assert [f.name for f in fields(runs.Line)] == ["partner_id", *EXPECTED_COLUMNS]
     assert list(LineOut.model_fields) == ["partner_id", *EXPECTED_COLUMNS, "net_fen"]
     assert list(reports.LINE_COLUMNS) == ["partner_id", *EXPECTED_COLUMNS, "net_fen"]
 
@@ -140,7 +140,7 @@ def test_the_console_page_heads_its_table_with_the_categories_translated_in_orde
         "categories": CATEGORIES,
         "history": [],
         "approvals": [],
-        "approvals_needed": netting.APPROVERS_NEEDED,
+        "approvals_needed": approval.APPROVERS_NEEDED,
         "reconciliations": [],
         "open_breaks": 0,
         "can_approve": False,

@@ -17,7 +17,8 @@ from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.points import accrual
 from clearinghouse.users.service import User
 from partners.directory import exposure_account
-from settlement import netting
+from settlement import approval, netting, schedule
+from settlement.runs import Run
 from settlement.tables import (
     settlement_events,
     settlement_items,
@@ -43,12 +44,12 @@ from tests.settlement.builders import (
 def test_settling_a_date_twice_returns_the_same_run_and_posts_nothing(world: World) -> None:
     traffic = a_day_of_traffic(world)
     today = business_today()
-    [first] = netting.settle(world.sessions, today)
+    [first] = schedule.settle(world.sessions, today)
     entries = count(world.sessions, journal_entries)
     payable = balance(world.sessions, f"partner:{traffic.payer.id}:payable")
     assert payable == traffic.issued_fen
 
-    [again] = netting.settle(world.sessions, today)
+    [again] = schedule.settle(world.sessions, today)
     assert again == first
     assert count(world.sessions, journal_entries) == entries
     assert count(world.sessions, settlement_runs) == 1
@@ -61,9 +62,9 @@ def test_two_settlements_of_one_date_at_once_make_one_run(world: World) -> None:
     today = business_today()
     start = threading.Barrier(4)
 
-    def settle() -> list[netting.Run]:
+    def settle() -> list[Run]:
         start.wait()
-        return netting.settle(world.sessions, today)
+        return schedule.settle(world.sessions, today)
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: settle(), range(4)))
@@ -79,14 +80,14 @@ def test_two_settlements_of_one_date_at_once_make_one_run(world: World) -> None:
 def test_missed_dates_are_settled_in_order_before_the_date_asked_for(world: World) -> None:
     traffic = a_day_of_traffic(world)
     today = business_today()
-    [earlier] = netting.settle(world.sessions, today - timedelta(days=3))
+    [earlier] = schedule.settle(world.sessions, today - timedelta(days=3))
     assert (earlier.business_date, earlier.entries, earlier.lines) == (
         today - timedelta(days=3),
         0,
         [],
     )
 
-    runs = netting.settle(world.sessions, today)
+    runs = schedule.settle(world.sessions, today)
     assert [run.business_date for run in runs] == [today - timedelta(days=d) for d in (2, 1, 0)]
     assert [run.attempt for run in runs] == [1, 1, 1]
     assert [run.id for run in runs] == sorted(run.id for run in runs)
@@ -105,7 +106,7 @@ def test_catch_up_settles_each_earlier_day_with_its_own_entries(world: World) ->
     at = datetime.combine(two_days_ago, time(23, 59), SHANGHAI)
     backdated = backdated_accrual(world.sessions, traffic.payer.id, at)
 
-    runs = netting.settle(world.sessions, today)
+    runs = schedule.settle(world.sessions, today)
     assert [run.business_date for run in runs] == [two_days_ago, today - timedelta(days=1), today]
     assert [run.attempt for run in runs] == [1, 1, 1]
     assert run_entries(world.sessions, runs[0].id) == {backdated}
@@ -132,7 +133,7 @@ def test_a_failed_self_check_keeps_nothing_and_a_repaired_ledger_settles(world: 
         session.execute(corrupt, {"delta": -1, "member": traffic.member_id})
 
     with pytest.raises(netting.SelfCheckFailed, match="lots differ from their balance"):
-        netting.settle(world.sessions, business_today())
+        schedule.settle(world.sessions, business_today())
     for table in (settlement_runs, settlement_items, settlement_lines, settlement_events):
         assert count(world.sessions, table) == 0, table.name
     assert entries_of_kind(world.sessions, "settlement") == 0
@@ -141,7 +142,7 @@ def test_a_failed_self_check_keeps_nothing_and_a_repaired_ledger_settles(world: 
 
     with world.sessions() as session, session.begin():
         session.execute(corrupt, {"delta": 1, "member": traffic.member_id})
-    [run] = netting.settle(world.sessions, business_today())
+    [run] = schedule.settle(world.sessions, business_today())
     assert (run.attempt, run.state, run.entries) == (1, "computed", 2)
     assert entries_of_kind(world.sessions, "settlement") == 1
     assert balance(world.sessions, exposure_account(traffic.payer.id)) == 0
@@ -151,29 +152,29 @@ def _approve(world: World, day: date) -> None:
     for _ in range(2):
         user_id, _headers = world.finance()
         with world.sessions() as session, session.begin():
-            netting.approve(session, day, User(user_id, "finance"))
+            approval.approve(session, day, User(user_id, "finance"))
 
 
 def test_an_entry_recorded_after_the_run_falls_into_the_next_date(world: World) -> None:
     traffic = a_day_of_traffic(world)
     today, tomorrow = business_today(), business_today() + timedelta(days=1)
-    [settled] = netting.settle(world.sessions, today)
+    [settled] = schedule.settle(world.sessions, today)
     _approve(world, today)
     covered = run_entries(world.sessions, settled.id)
 
     late = accrue(world.sessions, traffic.payer.id, traffic.member_id, 10_000)
-    [same] = netting.settle(world.sessions, today)
+    [same] = schedule.settle(world.sessions, today)
     assert (same.id, same.entries, same.state) == (settled.id, settled.entries, "approved")
     assert [asdict(line) for line in same.lines] == [asdict(line) for line in settled.lines]
 
-    [next_run] = netting.settle(world.sessions, tomorrow)
+    [next_run] = schedule.settle(world.sessions, tomorrow)
     assert (next_run.business_date, next_run.attempt) == (tomorrow, 1)
     assert run_entries(world.sessions, next_run.id) == {late.entry_id}
     assert [(line.partner_id, line.issued_fen, line.net_fen) for line in next_run.lines] == [
         (traffic.payer.id, late.issue_value_fen, late.issue_value_fen)
     ]
     assert run_entries(world.sessions, settled.id) == covered
-    assert netting.settle(world.sessions, today)[0] == same
+    assert schedule.settle(world.sessions, today)[0] == same
 
 
 def test_an_entry_committed_after_the_run_but_recorded_before_the_cutoff_falls_into_the_next_date(
@@ -193,7 +194,7 @@ def test_an_entry_committed_after_the_run_but_recorded_before_the_cutoff_falls_i
             store.id,
             accrual.PurchaseReport(unique_id("t"), member_id, 30_000, datetime.now(SHANGHAI)),
         )
-        [settled] = netting.settle(world.sessions, today)
+        [settled] = schedule.settle(world.sessions, today)
         late_session.commit()
 
     assert late.entry_id is not None
@@ -204,9 +205,9 @@ def test_an_entry_committed_after_the_run_but_recorded_before_the_cutoff_falls_i
     assert recorded_at < netting.cutoff(today)
     assert late.entry_id not in run_entries(world.sessions, settled.id)
     assert {line.partner_id for line in settled.lines} == {traffic.payer.id, traffic.receiver.id}
-    assert netting.settle(world.sessions, today)[0] == settled
+    assert schedule.settle(world.sessions, today)[0] == settled
 
-    [next_run] = netting.settle(world.sessions, tomorrow)
+    [next_run] = schedule.settle(world.sessions, tomorrow)
     assert run_entries(world.sessions, next_run.id) == {late.entry_id}
     assert [(line.partner_id, line.net_fen) for line in next_run.lines] == [
         (store.id, late.issue_value_fen)

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from clearinghouse import clock
-from settlement import netting
+from settlement import netting, runs, schedule
 from settlement.tables import settlement_failures
 from tests.console.builders import Console, person
 from tests.settlement.builders import (
@@ -32,9 +32,9 @@ def _late_yesterday() -> datetime:
     return datetime.combine(business_today() - timedelta(days=1), time(23, 0), SHANGHAI)
 
 
-def _failed(world: World) -> list[netting.FailedDate]:
+def _failed(world: World) -> list[runs.FailedDate]:
     with world.sessions() as session:
-        return netting.failed_dates(session)
+        return runs.failed_dates(session)
 
 
 def test_a_failed_date_is_reported_and_the_next_date_settles_without_its_entries(
@@ -51,8 +51,8 @@ def test_a_failed_date_is_reported_and_the_next_date_settles_without_its_entries
         metadata={"partner_id": traffic.payer.id, "value_fen": None},
     )
 
-    with caplog.at_level(logging.ERROR, logger="settlement.netting"):
-        done = netting.settle_through(world.sessions, today)
+    with caplog.at_level(logging.ERROR, logger="settlement.schedule"):
+        done = schedule.settle_through(world.sessions, today)
 
     [(day, error)] = done.errors
     assert day == yesterday
@@ -73,7 +73,7 @@ def test_a_failed_date_is_reported_and_the_next_date_settles_without_its_entries
     [failed] = _failed(world)
     assert (failed.business_date, failed.attempt, failed.tries) == (yesterday, 1, 1)
     assert failed.error.startswith("SelfCheckFailed: ")
-    assert failed.retry_at - failed.failed_at == netting.BACKOFF_BASE
+    assert failed.retry_at - failed.failed_at == schedule.BACKOFF_BASE
 
     # The finance listing shows the failed date among the settled ones, with its error.
     _, token = world.finance()
@@ -100,11 +100,11 @@ def test_a_failed_date_is_reported_and_the_next_date_settles_without_its_entries
 
     # Asked again, the failed date is tried again at once and fails again; today stays as it was.
     with pytest.raises(netting.SelfCheckFailed):
-        netting.settle(world.sessions, today)
+        schedule.settle(world.sessions, today)
     [failed] = _failed(world)
     assert failed.tries == 2
     with world.sessions() as session:
-        assert netting.load_run(session, today) == run
+        assert runs.load_run(session, today) == run
 
 
 def test_the_job_tries_a_failed_date_again_with_back_off(
@@ -119,19 +119,19 @@ def test_the_job_tries_a_failed_date_again_with_back_off(
         metadata={"partner_id": traffic.payer.id, "value_fen": 1_200},
     )
     failing = [True]
-    compute = netting._compute
+    compute = netting.compute
 
-    def flaky(session: Session, day: date, floor: datetime | None) -> netting.Run:
+    def flaky(session: Session, day: date, floor: datetime | None) -> runs.Run:
         if failing[0]:
             raise RuntimeError("could not extend file: No space left on device")
         return compute(session, day, floor)
 
-    monkeypatch.setattr(netting, "_compute", flaky)
+    monkeypatch.setattr(netting, "compute", flaky)
     start = manual_clock()
 
-    def at(minutes: float) -> netting.Settled:
+    def at(minutes: float) -> schedule.Settled:
         manual_clock.set(start + timedelta(minutes=minutes))
-        return netting.settle_due(world.sessions)
+        return schedule.settle_due(world.sessions)
 
     first = at(0)
     assert ([d for d, _ in first.errors], first.runs) == ([yesterday], [])
@@ -164,11 +164,11 @@ def test_the_job_tries_a_failed_date_again_with_back_off(
 
 
 def test_the_back_off_doubles_up_to_its_limit() -> None:
-    assert [netting.backoff(n) for n in (1, 2, 3, 4)] == [
+    assert [schedule.backoff(n) for n in (1, 2, 3, 4)] == [
         timedelta(minutes=m) for m in (5, 10, 20, 40)
     ]
-    assert netting.backoff(7) == netting.BACKOFF_MAX
-    assert netting.backoff(10_000) == netting.BACKOFF_MAX
+    assert schedule.backoff(7) == schedule.BACKOFF_MAX
+    assert schedule.backoff(10_000) == schedule.BACKOFF_MAX
 
 
 def test_settle_exits_non_zero_with_the_error_and_settles_the_next_date(world: World) -> None:

@@ -18,7 +18,7 @@ from clearinghouse import ledger
 from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.points.expiry import expire_lots
 from partners import limits
-from settlement import netting
+from settlement import approval, runs, schedule
 from settlement.reports import LINE_COLUMNS
 from settlement.tables import settlement_approvals, settlement_runs
 from tests.api.builders import PROBLEM_JSON, assert_problem
@@ -54,7 +54,7 @@ def _nets(legs: Counter[tuple[str, int]]) -> Counter[tuple[str, int]]:
         {
             (address, amount): n
             for (address, amount), n in legs.items()
-            if address == netting.CLEARING or address.endswith(":payable")
+            if address == runs.CLEARING or address.endswith(":payable")
         }
     )
 
@@ -63,7 +63,7 @@ def test_reject_approve_twice_and_pay_through_the_finance_api(world: World) -> N
     traffic = a_day_of_traffic(world)
     today = business_today()
     path = f"/finance/settlements/{today}"
-    [first] = netting.settle(world.sessions, today)
+    [first] = schedule.settle(world.sessions, today)
     alice, as_alice = world.finance("finance")
     bob, as_bob = world.finance("approver")
     _carol, as_carol = world.finance("finance")
@@ -87,7 +87,7 @@ def test_reject_approve_twice_and_pay_through_the_finance_api(world: World) -> N
     assert_problem(world.http.get(path, headers=as_alice), 404, "settlement_not_found")
 
     # Settled again: attempt 2, the same entries and totals.
-    [second] = netting.settle(world.sessions, today)
+    [second] = schedule.settle(world.sessions, today)
     assert (second.attempt, second.state, second.entries) == (2, "computed", first.entries)
     assert [asdict(line) for line in second.lines] == [asdict(line) for line in first.lines]
     assert second.coalition_fen == first.coalition_fen
@@ -122,7 +122,7 @@ def test_reject_approve_twice_and_pay_through_the_finance_api(world: World) -> N
     assert (paid.json()["state"], paid.json()["bank_reference"]) == ("paid", "CMB-20261126-001")
     for line in second.lines:
         assert balance(world.sessions, f"partner:{line.partner_id}:payable") == 0
-    assert balance(world.sessions, netting.BANK) == second.partners_net_fen
+    assert balance(world.sessions, approval.BANK) == second.partners_net_fen
     assert_problem(
         world.http.post(f"{path}/reject", json={"reason": "too late"}, headers=as_bob),
         409,
@@ -154,7 +154,7 @@ def test_reject_approve_twice_and_pay_through_the_finance_api(world: World) -> N
 def test_finance_routes_need_a_finance_or_approver_token(world: World) -> None:
     a_day_of_traffic(world)
     today = business_today()
-    netting.settle(world.sessions, today)
+    schedule.settle(world.sessions, today)
     path = f"/finance/settlements/{today}"
     _, as_auditor = world.finance("auditor")
     _, as_operator = world.finance("operator")
@@ -195,7 +195,7 @@ def test_the_settlement_report_as_json_and_csv(world: World) -> None:
     member_id = new_member(world.sessions, [third.id])
     accrue(world.sessions, third.id, member_id, 12_345)
     today = business_today()
-    [run] = netting.settle(world.sessions, today)
+    [run] = schedule.settle(world.sessions, today)
     _, as_finance = world.finance()
 
     report = world.http.get(f"/finance/settlements/{today}", headers=as_finance)
@@ -320,7 +320,7 @@ def test_a_settlement_can_be_rejected_after_the_partner_issued_again_on_its_free
     with world.sessions() as session, session.begin():
         limits.set_issuance_limit(session, shop.id, first.issue_value_fen)
     today = business_today()
-    netting.settle(world.sessions, today)
+    schedule.settle(world.sessions, today)
     second = accrue(world.sessions, shop.id, member_id, 50_000)  # draws on the freed limit
     _, as_finance = world.finance()
 
@@ -330,7 +330,7 @@ def test_a_settlement_can_be_rejected_after_the_partner_issued_again_on_its_free
     assert rejected.status_code == 200, rejected.text
     assert rejected.json()["state"] == "rejected"
 
-    [again] = netting.settle(world.sessions, today)
+    [again] = schedule.settle(world.sessions, today)
     assert again.attempt == 2
     [line] = again.lines
     assert line.issued_fen == first.issue_value_fen + second.issue_value_fen

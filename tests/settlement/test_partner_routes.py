@@ -11,7 +11,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from partners.client import PartnerClient
-from settlement import netting
+from settlement import schedule
 from settlement.tables import reconciliations
 from tests.api.builders import assert_problem, assert_unauthorized
 from tests.points.builders import buy, enrol, link
@@ -26,7 +26,7 @@ def test_a_partner_reads_only_its_own_line_of_a_settled_date(world: World) -> No
     traffic = a_day_of_traffic(world)
     idle = world.merchant()
     today = business_today()
-    [run] = netting.settle(world.sessions, today)
+    [run] = schedule.settle(world.sessions, today)
     lines = {line.partner_id: line for line in run.lines}
     payer, receiver = world.client(traffic.payer), world.client(traffic.receiver)
 
@@ -158,7 +158,7 @@ def test_reconciliation_finds_every_planted_break_once(world: World) -> None:
     assert count(world.sessions, reconciliations) == 1
 
     # Approval warns about the open breaks until they are resolved.
-    netting.settle(world.sessions, business_today())
+    schedule.settle(world.sessions, business_today())
     _, as_alice = world.finance()
     _, as_bob = world.finance("approver")
     first = world.http.post(f"/finance/settlements/{today}/approve", headers=as_alice)

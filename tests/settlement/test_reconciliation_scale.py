@@ -18,7 +18,7 @@ from sqlalchemy import func, select, text
 from clearinghouse.api.guard import MAX_BODY_BYTES
 from clearinghouse.errors import InvalidRequest
 from partners.client import PartnerClient
-from settlement import netting, reconciliation
+from settlement import netting, reconciliation, runs
 from settlement.tables import reconciliations, settlement_runs
 from tests.api.builders import assert_problem, assert_unauthorized
 from tests.points.builders import buy, enrol
@@ -88,7 +88,7 @@ def test_a_file_of_seventy_thousand_lines_is_reconciled_and_its_breaks_paged(
         ("missing_theirs", "SEED", [10_000, points], None),
     ]
     with world.sessions() as session:
-        assert netting.open_breaks(session, business_today()) == 5
+        assert runs.open_breaks(session, business_today()) == 5
 
 
 def test_an_uploaded_file_is_refused_unless_it_is_the_signed_body(world: World) -> None:

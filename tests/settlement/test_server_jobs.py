@@ -7,8 +7,8 @@ import time
 from datetime import timedelta
 
 from clearinghouse.demo import serving
-from settlement import netting
-from settlement.netting import SettlementNotFound
+from settlement import runs
+from settlement.runs import SettlementNotFound
 from tests.settlement.builders import World, business_today
 
 
@@ -19,7 +19,7 @@ def test_a_starting_server_settles_yesterday(world: World) -> None:
         while True:
             try:
                 with world.sessions() as session:
-                    run = netting.load_run(session, yesterday)
+                    run = runs.load_run(session, yesterday)
                 break
             except SettlementNotFound:
                 assert time.monotonic() < deadline, "yesterday was not settled"

@@ -16,7 +16,7 @@ from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.users.service import User
 from partners import directory, limits
 from partners.directory import exposure_account, headroom_account
-from settlement import netting
+from settlement import approval, netting, runs, schedule
 from settlement.tables import settlement_items, settlement_runs
 from tests.api.builders import unique_id
 from tests.settlement.builders import World, business_today, count
@@ -114,10 +114,10 @@ def generate_day(world: World, entries: int) -> list[str]:
     return partners
 
 
-def line_by_line(world: World) -> dict[str, netting.Line]:
+def line_by_line(world: World) -> dict[str, runs.Line]:
     """The lines computed the plain way: every settleable entry read with its postings, one at
     a time, its value and points added to its partner's line."""
-    lines: dict[str, netting.Line] = {}
+    lines: dict[str, runs.Line] = {}
     with psycopg.connect(libpq_url(world.url)) as conn:
         postings: dict[int, dict[str, int]] = defaultdict(dict)
         for entry_id, address, amount in conn.execute(
@@ -135,7 +135,7 @@ def line_by_line(world: World) -> dict[str, netting.Line]:
             issuing = category in ("issued", "reversed", "exchange_in")
             points_account = "issued" if issuing else "redeemed"
             points = abs(postings[entry_id].get(f"partner:{partner_id}:{points_account}", 0))
-            line = lines.setdefault(partner_id, netting.Line(partner_id))
+            line = lines.setdefault(partner_id, runs.Line(partner_id))
             line.add(category, points, int(metadata["value_fen"]))
     return lines
 
@@ -148,7 +148,7 @@ def test_a_day_of_more_than_65535_entries_settles_zero_sum_as_computed_line_by_l
     assert set(expected) == set(partners)
     assert set(KINDS) == set(netting.CATEGORIES)
 
-    [run] = netting.settle(world.sessions, business_today())
+    [run] = schedule.settle(world.sessions, business_today())
 
     assert (run.attempt, run.state, run.entries) == (1, "computed", ENTRIES)
     assert run.lines == sorted(expected.values(), key=lambda line: line.partner_id)
@@ -167,8 +167,8 @@ def test_a_day_of_more_than_65535_entries_settles_zero_sum_as_computed_line_by_l
     headroom = _balances(world, [headroom_account(p) for p in partners])
     user_id, _headers = world.finance()
     with world.sessions() as session, session.begin():
-        netting.reject(session, business_today(), User(user_id, "finance"), "recount")
-    [again] = netting.settle(world.sessions, business_today())
+        approval.reject(session, business_today(), User(user_id, "finance"), "recount")
+    [again] = schedule.settle(world.sessions, business_today())
     assert (again.attempt, again.entries) == (2, ENTRIES)
     assert again.lines == run.lines
     assert again.zero_sum
@@ -176,7 +176,7 @@ def test_a_day_of_more_than_65535_entries_settles_zero_sum_as_computed_line_by_l
     assert count(world.sessions, settlement_runs) == 2
 
     # Nothing is left for the next date.
-    [tomorrow] = netting.settle(world.sessions, business_today() + timedelta(days=1))
+    [tomorrow] = schedule.settle(world.sessions, business_today() + timedelta(days=1))
     assert (tomorrow.entries, tomorrow.lines) == (0, [])
     assert count(world.sessions, journal_entries, journal_entries.c.kind == "settlement") == 2
 

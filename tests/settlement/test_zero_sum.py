@@ -22,7 +22,8 @@ from clearinghouse import ledger
 from clearinghouse.points import lots, referrals
 from clearinghouse.rules.policy import publish, rule_set_at
 from partners.directory import exposure_account, headroom_account
-from settlement import netting
+from settlement import netting, schedule
+from settlement.runs import CLEARING
 from settlement.tables import settlement_items, settlement_runs
 from tests.conftest import Databases
 from tests.points.builders import DEFAULT_LIMIT_FEN, points_partner
@@ -321,7 +322,7 @@ def _recorded_values(entries: list[Any]) -> dict[tuple[str, str], int]:
 
 def _check(sessions: sessionmaker[Session], model: Model) -> None:
     today = business_today()
-    runs = netting.settle(sessions, today)
+    runs = schedule.settle(sessions, today)
     assert [r.business_date for r in runs] == [today]
     run = runs[0]
     assert (run.state, run.attempt) == ("computed", 1)
@@ -395,7 +396,7 @@ def _check(sessions: sessionmaker[Session], model: Model) -> None:
             payable = legs.get(f"partner:{line.partner_id}:payable", [])
             assert sum(payable) == line.net_fen
             assert len(payable) == (1 if line.net_fen else 0)
-        assert sum(legs.get(netting.CLEARING, [])) == -nets
+        assert sum(legs.get(CLEARING, [])) == -nets
     for partner_id in model.partners():
         assert balance(sessions, exposure_account(partner_id)) == 0
         assert balance(sessions, headroom_account(partner_id)) == DEFAULT_LIMIT_FEN
@@ -436,7 +437,7 @@ def test_a_purchase_refunded_in_full_in_pieces_settles_to_a_net_of_zero(
         assert first.value_fen + rest.value_fen == bought.issue_value_fen
         assert first.points + rest.points == bought.points
 
-        [run] = netting.settle(world.sessions, business_today())
+        [run] = schedule.settle(world.sessions, business_today())
         [line] = run.lines
         assert (line.issued_points, line.reversed_points) == (bought.points, bought.points)
         assert line.reversed_fen == line.issued_fen == bought.issue_value_fen
