@@ -54,6 +54,19 @@ class Reconciliation:
     resolved_at: datetime | None
 
 
+@dataclass(frozen=True)
+class Break:
+    """A line of either side not matched exactly: `kind` is `missing_ours`, `missing_theirs`,
+    `amount_differs` or `points_differ`; `ours` and `theirs` are [amount_fen, points], None on the
+    side without the line."""
+
+    type: str
+    txn_id: str
+    kind: str
+    ours: list[int] | None
+    theirs: list[int] | None
+
+
 # Answers and listings leave the uploaded files out.
 _LISTED = [c for c in reconciliations.c if c.name != "file"]
 
@@ -285,7 +298,7 @@ def uploaded_file(session: Session, reconciliation_id: int, partner_id: str) -> 
 
 def breaks(
     session: Session, reconciliation_id: int, after: int | None, limit: int
-) -> tuple[list[dict[str, Any]], int | None]:
+) -> tuple[list[Break], int | None]:
     """A page of the reconciliation's breaks in the order of (type, txn_id), after the cursor
     `after`; and the cursor of the next page, if there is one."""
     rows = session.execute(
@@ -298,13 +311,13 @@ def breaks(
         .limit(limit + 1)
     ).all()
     page = [
-        {
-            "type": row.type,
-            "txn_id": row.txn_id,
-            "break": row._mapping["break"],
-            "ours": _pair(row.ours_amount_fen, row.ours_points),
-            "theirs": _pair(row.theirs_amount_fen, row.theirs_points),
-        }
+        Break(
+            row.type,
+            row.txn_id,
+            row._mapping["break"],
+            _pair(row.ours_amount_fen, row.ours_points),
+            _pair(row.theirs_amount_fen, row.theirs_points),
+        )
         for row in rows[:limit]
     ]
     return page, (rows[limit - 1].seq if len(rows) > limit else None)

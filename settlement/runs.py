@@ -1,7 +1,7 @@
 """Settlement runs as they are stored and read: a partner's side of a run (`Line`), a date's run
 with its totals (`Run`), a date whose run failed (`FailedDate`), and what finance reads of them:
-a date's live run, the listing of dates, a run's history and approvals, and the reconciliation
-breaks open for a date.
+a date's live run, the listing of dates, a run's history (`Event`) and approvals (`Approval`),
+and the reconciliation breaks open for a date.
 
 Every change of a run adds to its history through `record_event`. Computing a run is
 `settlement.netting`'s, changing its state `settlement.approval`'s, and recording a failed try
@@ -119,6 +119,27 @@ class FailedDate:
     failed_at: datetime
     retry_at: datetime
     state: str = "failed"
+
+
+@dataclass(frozen=True)
+class Event:
+    """A step in the history of a date's runs: a change of state (`from_state` is None when the
+    run was computed) or a first approval, by whom (None: the job) and when."""
+
+    attempt: int
+    from_state: str | None
+    to_state: str
+    user: str | None
+    note: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A person's approval of a date's live run."""
+
+    user: str
+    at: datetime
 
 
 def live_row(session: Session, business_date: date) -> Any:
@@ -247,27 +268,19 @@ def list_dates(
     return sorted(dated, key=lambda item: item.business_date, reverse=True)[:limit]
 
 
-def history(session: Session, business_date: date) -> list[dict[str, Any]]:
+def history(session: Session, business_date: date) -> list[Event]:
+    """Every step of every run of the date, rejected ones included, in the order taken."""
     rows = session.execute(
         select(settlement_events, settlement_runs.c.attempt)
         .join(settlement_runs, settlement_runs.c.id == settlement_events.c.run_id)
         .where(settlement_runs.c.business_date == business_date)
         .order_by(settlement_events.c.id)
     )
-    return [
-        {
-            "attempt": r.attempt,
-            "from": r.from_state,
-            "to": r.to_state,
-            "user": r.user_id,
-            "note": r.note,
-            "at": r.at,
-        }
-        for r in rows
-    ]
+    return [Event(r.attempt, r.from_state, r.to_state, r.user_id, r.note, r.at) for r in rows]
 
 
-def approvals(session: Session, business_date: date) -> list[dict[str, Any]]:
+def approvals(session: Session, business_date: date) -> list[Approval]:
+    """The approvals of the date's live run, oldest first."""
     rows = session.execute(
         select(settlement_approvals.c.user_id, settlement_approvals.c.at)
         .join(settlement_runs, settlement_runs.c.id == settlement_approvals.c.run_id)
@@ -277,7 +290,7 @@ def approvals(session: Session, business_date: date) -> list[dict[str, Any]]:
         )
         .order_by(settlement_approvals.c.at)
     )
-    return [{"user": r.user_id, "at": r.at} for r in rows]
+    return [Approval(r.user_id, r.at) for r in rows]
 
 
 def open_breaks(session: Session, business_date: date) -> int:

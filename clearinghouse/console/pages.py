@@ -109,7 +109,7 @@ def settlement(
         open_breaks=runs.open_breaks(session, business_date),
         can_approve=acting
         and run.state == "computed"
-        and all(a["user"] != me.user.id for a in approvals),
+        and all(a.user != me.user.id for a in approvals),
         can_reject=acting and run.state in ("computed", "approved"),
         can_mark_paid=acting and run.state == "approved",
         notice=_notice(done),

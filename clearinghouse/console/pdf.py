@@ -20,6 +20,7 @@ from fpdf.fonts import FontFace
 from clearinghouse.console import i18n
 from clearinghouse.console.formatting import local_time, yuan
 from settlement.categories import CATEGORIES
+from settlement.runs import Approval, Event
 
 # English labels whatever CLEARINGHOUSE_LANGUAGE says: the core font has no CJK glyphs, so Chinese
 # labels would print as "?". A Chinese PDF needs a CJK font embedded (fpdf2's `add_font`); the
@@ -178,8 +179,8 @@ def _simple_table(
 
 def settlement_pdf(
     report: dict[str, Any],
-    history: Sequence[dict[str, Any]],
-    approvals: Sequence[dict[str, Any]],
+    history: Sequence[Event],
+    approvals: Sequence[Approval],
     *,
     generated_at: datetime,
 ) -> bytes:
@@ -241,7 +242,7 @@ def settlement_pdf(
         _simple_table(
             pdf,
             [_("Approved by"), _("At")],
-            [[a["user"], local_time(a["at"])] for a in approvals],
+            [[a.user, local_time(a.at)] for a in approvals],
             (60, 60),
         )
     else:
@@ -254,12 +255,12 @@ def settlement_pdf(
             [_("Attempt"), _("From"), _("To"), _("By"), _("Note"), _("At")],
             [
                 [
-                    str(event["attempt"]),
-                    _state(event["from"]),
-                    _state(event["to"]),
-                    event["user"] or "",
-                    event["note"] or "",
-                    local_time(event["at"]),
+                    str(event.attempt),
+                    _state(event.from_state),
+                    _state(event.to_state),
+                    event.user or "",
+                    event.note or "",
+                    local_time(event.at),
                 ]
                 for event in history
             ],

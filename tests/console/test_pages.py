@@ -268,8 +268,8 @@ def test_rejecting_needs_a_reason_and_records_it(world: World, browser: Browser)
     assert rejected.status_code == 303
     with world.sessions() as session:
         steps = runs.history(session, day)
-    assert steps[-1]["to"] == "rejected"
-    assert steps[-1]["note"] == "rates were wrong"
+    assert steps[-1].to_state == "rejected"
+    assert steps[-1].note == "rates were wrong"
 
 
 def test_the_csv_and_pdf_downloads(world: World, browser: Browser) -> None:

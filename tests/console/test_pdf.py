@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,7 +14,7 @@ from pypdf import PdfReader
 from clearinghouse.console import i18n
 from clearinghouse.console.pdf import settlement_pdf
 from settlement.reports import settlement_report
-from settlement.runs import Line, Run
+from settlement.runs import Approval, Event, Line, Run
 from tests.console.builders import console_language
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -51,35 +52,35 @@ def two_partners() -> list[Line]:
     ]
 
 
-HISTORY: list[dict[str, Any]] = [
-    {
-        "attempt": 1,
-        "from": None,
-        "to": "computed",
-        "user": None,
-        "note": "12 entries",
-        "at": datetime(2026, 3, 10, 1, 0, tzinfo=UTC),
-    },
-    {
-        "attempt": 1,
-        "from": "computed",
-        "to": "computed",
-        "user": "alice",
-        "note": "first approval",
-        "at": datetime(2026, 3, 10, 2, 0, tzinfo=UTC),
-    },
-    {
-        "attempt": 1,
-        "from": "computed",
-        "to": "approved",
-        "user": "bob",
-        "note": "second approval",
-        "at": datetime(2026, 3, 10, 2, 30, tzinfo=UTC),
-    },
+HISTORY = [
+    Event(
+        attempt=1,
+        from_state=None,
+        to_state="computed",
+        user=None,
+        note="12 entries",
+        at=datetime(2026, 3, 10, 1, 0, tzinfo=UTC),
+    ),
+    Event(
+        attempt=1,
+        from_state="computed",
+        to_state="computed",
+        user="alice",
+        note="first approval",
+        at=datetime(2026, 3, 10, 2, 0, tzinfo=UTC),
+    ),
+    Event(
+        attempt=1,
+        from_state="computed",
+        to_state="approved",
+        user="bob",
+        note="second approval",
+        at=datetime(2026, 3, 10, 2, 30, tzinfo=UTC),
+    ),
 ]
-APPROVALS: list[dict[str, Any]] = [
-    {"user": "alice", "at": datetime(2026, 3, 10, 2, 0, tzinfo=UTC)},
-    {"user": "bob", "at": datetime(2026, 3, 10, 2, 30, tzinfo=UTC)},
+APPROVALS = [
+    Approval("alice", datetime(2026, 3, 10, 2, 0, tzinfo=UTC)),
+    Approval("bob", datetime(2026, 3, 10, 2, 30, tzinfo=UTC)),
 ]
 
 
@@ -181,7 +182,7 @@ def test_the_same_inputs_give_the_same_bytes_dated_when_generated() -> None:
 
 
 def test_text_the_core_font_cannot_draw_does_not_stop_the_report() -> None:
-    history = [{**HISTORY[1], "note": "第一次批准 ok"}]
+    history = [replace(HISTORY[1], note="第一次批准 ok")]
     [text] = pages(settlement_pdf(report_of(two_partners()), history, [], generated_at=GENERATED))
     assert "????? ok" in text
 

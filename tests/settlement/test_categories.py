@@ -23,7 +23,7 @@ from clearinghouse.console.pdf import settlement_pdf
 from clearinghouse.settleable import PARTNER_KEY, VALUE_KEY, NotSettleable, Settleable
 from settlement import approval, categories, cli, netting, reports, runs
 from settlement.categories import CATEGORIES
-from settlement.endpoints import LineOut
+from settlement.schemas import LineOut
 from settlement.tables import settlement_lines
 
 EXPECTED_COLUMNS = [

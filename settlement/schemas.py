@@ -1,0 +1,216 @@
+"""The settlement API's request bodies and answers: the finance routes' settlements (listed, in
+detail, approved, rejected, paid), the liability and a reconciliation resolved; a partner's own
+statement, and its reconciliations with their breaks. Each answer reads the settlement domain's
+objects (`settlement.runs`, `settlement.reconciliation`) by their attributes."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field
+
+from clearinghouse.api.schemas import JsonDay, RequestBody, ResponseModel
+from settlement.runs import FailedDate, Run
+
+
+def _resolved(resolved_at: datetime | None) -> bool:
+    return resolved_at is not None
+
+
+Resolved = Annotated[bool, BeforeValidator(_resolved)]
+"""Whether a reconciliation's breaks are resolved, read from when they were (`resolved_at`)."""
+
+
+class RunSummary(ResponseModel):
+    business_date: date
+    state: str = Field(
+        description="computed, approved or paid; failed: the date's run failed (no totals)."
+    )
+    attempt: int
+    entries: int
+    partners_net_fen: int
+    coalition_fen: int
+    open_breaks: int
+    error: str | None = Field(None, description="A failed date's last error.")
+    failed_tries: int = Field(0, description="How many tries of a failed date's run failed.")
+    retry_at: datetime | None = Field(None, description="When the job tries a failed date again.")
+
+    @classmethod
+    def of(cls, item: Run | FailedDate, open_breaks: int) -> RunSummary:
+        """A date's run, or its failed tries, with the reconciliation breaks open for it."""
+        if isinstance(item, FailedDate):
+            return cls(
+                business_date=item.business_date,
+                state=item.state,
+                attempt=item.attempt,
+                entries=0,
+                partners_net_fen=0,
+                coalition_fen=0,
+                open_breaks=open_breaks,
+                error=item.error,
+                failed_tries=item.tries,
+                retry_at=item.retry_at,
+            )
+        return cls(
+            business_date=item.business_date,
+            state=item.state,
+            attempt=item.attempt,
+            entries=item.entries,
+            partners_net_fen=item.partners_net_fen,
+            coalition_fen=item.coalition_fen,
+            open_breaks=open_breaks,
+        )
+
+
+class RunSummaryPage(ResponseModel):
+    settlements: list[RunSummary]
+    next: date | None = Field(description="The cursor of the next page (`before`), if any.")
+
+
+class LineOut(ResponseModel):
+    """A partner's side of a settlement: points and fen by category; net_fen is what it pays
+    the coalition (negative: what it receives)."""
+
+    partner_id: str
+    issued_points: int
+    issued_fen: int
+    reversed_points: int
+    reversed_fen: int
+    redeemed_points: int
+    redeemed_fen: int
+    redemption_refunded_points: int
+    redemption_refunded_fen: int
+    exchange_in_points: int
+    exchange_in_fen: int
+    exchange_out_points: int
+    exchange_out_fen: int
+    net_fen: int
+
+
+class SettlementOut(ResponseModel):
+    business_date: date
+    attempt: int
+    cutoff: datetime
+    state: str
+    bank_reference: str | None
+    entries: int
+    lines: list[LineOut]
+    totals: dict[str, int] = Field(description="Each line column summed over the partners.")
+    partners_pay_fen: int
+    partners_receive_fen: int
+    coalition_fen: int
+    zero_sum: bool
+
+
+class SettlementEventOut(ResponseModel):
+    attempt: int
+    from_state: str | None = Field(serialization_alias="from")
+    to_state: str = Field(serialization_alias="to")
+    user: str | None
+    note: str | None
+    at: datetime
+
+
+class ApprovalOut(ResponseModel):
+    user: str
+    at: datetime
+
+
+class ReconciliationSummaryOut(ResponseModel):
+    id: int
+    partner_id: str
+    matched: int
+    breaks: int = Field(validation_alias="break_count")
+    resolved: Resolved = Field(validation_alias="resolved_at")
+
+
+class SettlementDetailOut(SettlementOut):
+    history: list[SettlementEventOut]
+    approvals: list[ApprovalOut]
+    reconciliations: list[ReconciliationSummaryOut]
+    open_breaks: int
+
+
+class ApprovedOut(SettlementDetailOut):
+    warnings: list[str]
+
+
+class RejectIn(RequestBody):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class PaidIn(RequestBody):
+    bank_reference: str = Field(min_length=1, max_length=100)
+
+
+class IssuerLiabilityOut(ResponseModel):
+    issuer: str = Field(description="The issuing partner, or `coalition` for its own bonuses.")
+    points: int
+    value_fen: int | None = Field(description="None when the issuer has no rates.")
+
+
+class LiabilityOut(ResponseModel):
+    as_of: datetime
+    outstanding: list[IssuerLiabilityOut]
+    total_points: int
+    total_value_fen: int
+    breakage_points: int
+    expiring_points: dict[str, int] = Field(
+        description="Points expiring within 30, 60 and 90 days: `30_days`, `60_days`, `90_days`."
+    )
+
+
+class ResolvedOut(ResponseModel):
+    id: int
+    resolved_at: datetime | None
+
+
+class StatementOut(ResponseModel):
+    business_date: date
+    state: str
+    line: LineOut
+    ledger_digest: str | None = Field(
+        description="The newest sealed block's hash: keep it to verify the journal later."
+    )
+
+
+class ReconcileIn(RequestBody):
+    business_date: JsonDay
+    csv: str = Field(
+        min_length=1,
+        max_length=900_000,
+        description="The partner's record of the day: txn_id,type,amount_fen,points",
+    )
+
+
+class ReconciliationOut(ResponseModel):
+    id: int
+    business_date: date
+    uploaded_at: datetime
+    lines: int = Field(description="The file's lines, its header left out.")
+    matched: int
+    breaks: int = Field(
+        validation_alias="break_count",
+        description="How many breaks: read them at `.../breaks`, a page at a time.",
+    )
+    resolved: Resolved = Field(validation_alias="resolved_at")
+
+
+class BreakOut(ResponseModel):
+    """A line of either side not matched exactly; `ours` and `theirs` are [amount_fen, points],
+    null on the side without the line."""
+
+    type: str
+    txn_id: str
+    kind: str = Field(
+        serialization_alias="break",
+        description="`missing_ours`, `missing_theirs`, `amount_differs` or `points_differ`.",
+    )
+    ours: list[int] | None
+    theirs: list[int] | None
+
+
+class BreakPageOut(ResponseModel):
+    breaks: list[BreakOut] = Field(description="In the order of (type, txn_id), by code point.")
+    next: int | None = Field(description="The cursor of the next page (`after`), if any.")
