@@ -22,7 +22,6 @@ cannot deadlock; beyond the queue, the answer is 503 with Retry-After.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import logging
 import tempfile
@@ -47,6 +46,7 @@ from clearinghouse.api.problems import from_domain_error, http_problem
 from clearinghouse.api.throttle import RateLimited, RateLimits, Throttle, source_of
 from clearinghouse.database import Tx, run_in_transaction
 from clearinghouse.errors import DomainError
+from clearinghouse.files import sha256_of
 from clearinghouse.users.service import NotSignedIn, User, user_by_token
 from partners import auth
 from partners.signing import HttpRequest
@@ -209,9 +209,11 @@ class PartnerCall:
         digest: bytes | None,
         instance: str,
         upload: IO[bytes] | None = None,
+        upload_sha256: bytes | None = None,
     ) -> None:
         self.engine = engine
         self._upload = upload
+        self._upload_sha256 = upload_sha256
         self.throttle = throttle
         self.verified = verified
         self._key = key
@@ -240,6 +242,12 @@ class PartnerCall:
         assert self._upload is not None, "only a file upload route has a file"
         self._upload.seek(0)
         return self._upload
+
+    @property
+    def upload_sha256(self) -> bytes:
+        """The uploaded file's SHA-256, taken as it arrived."""
+        assert self._upload_sha256 is not None, "only a file upload route has a file"
+        return self._upload_sha256
 
     async def answer(self, work: Work) -> Response:
         """Run `work` in the request's transaction and answer with what it returns (a model, a
@@ -344,14 +352,6 @@ async def _read_body(receive: Receive, into: IO[bytes]) -> bool:
         into.write(message.get("body", b""))
         if not message.get("more_body", False):
             return True
-
-
-def _sha256(file: IO[bytes]) -> bytes:
-    file.seek(0)
-    digest = hashlib.sha256()
-    while chunk := file.read(1 << 16):
-        digest.update(chunk)
-    return digest.digest()
 
 
 class _Unanswered:
@@ -466,7 +466,7 @@ class PartnerGate:
         else:
             if not await _read_body(receive, upload):
                 return
-            body_sha256 = await run_in_threadpool(_sha256, upload)
+            body_sha256 = await run_in_threadpool(sha256_of, upload)
         headers = _headers(scope)
         raw_path = scope.get("raw_path") or scope["path"].encode()
         request = HttpRequest(
@@ -519,7 +519,9 @@ class PartnerGate:
                 run_in_transaction, engine, lambda tx: self.throttle.failed(tx, source)
             )
             raise
-        return PartnerCall(engine, self.throttle, verified, key, digest, instance, upload)
+        return PartnerCall(
+            engine, self.throttle, verified, key, digest, instance, upload, request.body_sha256
+        )
 
     async def _serve(self, call: PartnerCall, scope: Scope, receive: Receive, send: Send) -> None:
         unanswered = _Unanswered(send, call)

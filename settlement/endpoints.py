@@ -190,7 +190,9 @@ async def reconcile(body: ReconcileIn, call: Partner) -> Response:
 async def reconcile_file(business_date: BusinessDate, call: Partner) -> Response:
     return await call.answer(
         lambda tx: ReconciliationOut.model_validate(
-            reconciliation.reconcile(tx.session, call.partner_id, business_date, call.upload)
+            reconciliation.reconcile(
+                tx.session, call.partner_id, business_date, call.upload, call.upload_sha256
+            )
         )
     )
 

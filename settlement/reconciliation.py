@@ -10,7 +10,6 @@ row each, numbered in the order of (type, txn_id), to be read a page at a time."
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import re
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from sqlalchemy.orm import Session
 from clearinghouse.api.schemas import BIGINT_MAX
 from clearinghouse.database import Tx
 from clearinghouse.errors import InvalidRequest, NotFound
+from clearinghouse.files import sha256_of
 from settlement.netting import cutoff
 from settlement.tables import reconciliation_breaks, reconciliations
 
@@ -203,14 +203,6 @@ def _invalid(row: list[str]) -> str | None:
     return None
 
 
-def _sha256(file: IO[bytes]) -> bytes:
-    file.seek(0)
-    digest = hashlib.sha256()
-    while chunk := file.read(1 << 16):
-        digest.update(chunk)
-    return digest.digest()
-
-
 def as_reconciliation(row: Any) -> Reconciliation:
     return Reconciliation(
         row.id,
@@ -225,11 +217,16 @@ def as_reconciliation(row: Any) -> Reconciliation:
 
 
 def reconcile(
-    session: Session, partner_id: str, business_date: date, file: IO[bytes]
+    session: Session,
+    partner_id: str,
+    business_date: date,
+    file: IO[bytes],
+    sha256: bytes | None = None,
 ) -> Reconciliation:
     """Compare the partner's file (read from its start) with our records and keep the result
-    (the same file again returns the first result)."""
-    digest = _sha256(file)
+    (the same file again returns the first result). `sha256` is the file's, when the caller
+    has taken it already (an upload's, as it arrived)."""
+    digest = sha256 or sha256_of(file)
     existing = session.execute(
         select(*_LISTED).where(
             reconciliations.c.partner_id == partner_id,

@@ -18,6 +18,7 @@ GROUND = (
     "clearinghouse.errors",
     "clearinghouse.numbers",
     "clearinghouse.clock",
+    "clearinghouse.files",
     "clearinghouse.ids",
     "clearinghouse.structured_fields",
     "clearinghouse.schema",
