@@ -10,107 +10,13 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import DateTime, bindparam, func, insert, select, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import clock
-from clearinghouse.points.tables import point_lots
+from clearinghouse.points import outstanding
 from settlement.netting import business_date_of, cutoff
 from settlement.tables import liability_snapshot_issuers, liability_snapshots
-
-# Outstanding points by issuer at each of the ascending `instants`, in one pass over the lots and
-# their movements rather than one per instant. A lot counts at instant t from its earning until
-# its expiry (earned_at <= t < expires_at), with what it held then: its amount plus its movements
-# recorded up to t. So each lot and each movement is a piece that starts counting at one instant
-# (the lot's earning, or the movement's recording if later) and stops at the lot's expiry; a
-# piece counts from the first instant at or after its start (width_bucket finds it: the
-# thresholds are inclusive below, hence the microsecond, PostgreSQL's resolution) and is taken
-# back from the first at or after its expiry. Per issuer, a running sum over the instants adds up
-# the pieces. Pieces gone before the first instant or starting after the last never count.
-_FIGURES = text(
-    """
-    WITH pieces AS (
-        SELECT l.issuer_partner_id AS issuer, l.earned_at AS starts, l.expires_at AS ends,
-               l.amount AS points
-        FROM point_lots l
-        WHERE l.expires_at > :first AND l.earned_at <= :last
-        UNION ALL
-        SELECT l.issuer_partner_id, greatest(m.recorded_at, l.earned_at), l.expires_at, m.amount
-        FROM point_lots l JOIN lot_movements m ON m.lot_id = l.id
-        WHERE l.expires_at > :first AND greatest(m.recorded_at, l.earned_at) <= :last
-          AND greatest(m.recorded_at, l.earned_at) < l.expires_at
-    ), changes AS (
-        SELECT coalesce(issuer, '') AS issuer,
-               width_bucket(starts - interval '1 microsecond', :instants) + 1 AS n,
-               points
-        FROM pieces
-        UNION ALL
-        SELECT coalesce(issuer, ''),
-               width_bucket(ends - interval '1 microsecond', :instants) + 1,
-               -points
-        FROM pieces WHERE ends <= :last
-    ), deltas AS (
-        SELECT issuer, n, sum(points) AS points FROM changes GROUP BY issuer, n
-    ), running AS (
-        SELECT i.n, d.issuer,
-               sum(coalesce(delta.points, 0)) OVER (PARTITION BY d.issuer ORDER BY i.n) AS points
-        FROM generate_series(1, cardinality(:instants)) AS i(n)
-        CROSS JOIN (SELECT DISTINCT issuer FROM deltas) AS d
-        LEFT JOIN deltas AS delta ON delta.n = i.n AND delta.issuer = d.issuer
-    )
-    SELECT n, nullif(issuer, '') AS issuer, points FROM running
-    -- liability_report lists only issuers with points left.
-    WHERE points > 0
-    ORDER BY n, nullif(issuer, '')
-    """
-).bindparams(bindparam("instants", type_=ARRAY(DateTime(timezone=True))))
-
-
-# Outstanding points by issuer at :at from what each lot holds now, without its history: a lot
-# alive at :at (earned_at <= :at < expires_at) counts its remaining points less its movements
-# recorded after :at, so the figure is _FIGURES's at that instant. When :at is now, no movement
-# comes after it and the query reads only the open lots, whatever the journal's length.
-_OUTSTANDING_AT = text(
-    """
-    SELECT nullif(issuer, '') AS issuer, sum(points) AS points FROM (
-        SELECT coalesce(issuer_partner_id, '') AS issuer, remaining AS points
-        FROM point_lots
-        WHERE remaining > 0 AND expires_at > :at AND earned_at <= :at
-        UNION ALL
-        SELECT coalesce(l.issuer_partner_id, ''), -m.amount
-        FROM lot_movements m JOIN point_lots l ON l.id = m.lot_id
-        WHERE m.recorded_at > :at AND l.expires_at > :at AND l.earned_at <= :at
-    ) AS pieces
-    GROUP BY issuer
-    HAVING sum(points) > 0
-    """
-)
-
-
-def _outstanding_at(session: Session, at: datetime) -> dict[str | None, int]:
-    """Outstanding points by issuer at `at` (as `_figures` counts them), read from the lots'
-    remaining points: the figure of the day still open."""
-    rows = session.execute(_OUTSTANDING_AT, {"at": at}).all()
-    return {issuer: int(points) for issuer, points in sorted(rows, key=_issuer_order)}
-
-
-def _issuer_order(row: Any) -> tuple[bool, str]:
-    return (row[0] is None, row[0] or "")
-
-
-def _figures(session: Session, instants: list[datetime]) -> list[dict[str | None, int]]:
-    """Outstanding points by issuer (None: the coalition) at each of the ascending `instants`,
-    in the order of liability_report (by issuer, the coalition last)."""
-    by_instant: list[dict[str | None, int]] = [{} for _ in instants]
-    if not instants:
-        return by_instant
-    rows = session.execute(
-        _FIGURES, {"instants": instants, "first": instants[0], "last": instants[-1]}
-    )
-    for n, issuer, points in rows:
-        by_instant[n - 1][issuer] = int(points)
-    return by_instant
 
 
 def _day(business_date: date, as_of: datetime, figures: dict[str | None, int]) -> dict[str, Any]:
@@ -170,10 +76,10 @@ def liability_history(
 
     closed = [day for day in dates[:-1] if day not in taken and not before_snapshots(day)]
     ends = {day: cutoff(day) for day in closed}
-    figures = dict(zip(closed, _figures(session, list(ends.values())), strict=True))
+    figures = dict(zip(closed, outstanding.at_instants(session, list(ends.values())), strict=True))
     if not before_snapshots(today):
         ends[today] = min(cutoff(today), moment)
-        figures[today] = _outstanding_at(session, ends[today])
+        figures[today] = outstanding.at_instant(session, ends[today])
     history = []
     for day in dates:
         if day in taken:
@@ -199,7 +105,7 @@ def snapshot_closed_days(
         if last_taken is not None:
             first = last_taken + timedelta(days=1)
         else:
-            first_earned = session.execute(select(func.min(point_lots.c.earned_at))).scalar()
+            first_earned = outstanding.first_earning(session)
             if first_earned is None:
                 return []
             first = business_date_of(first_earned)
@@ -216,7 +122,7 @@ def snapshot_closed_days(
         )
         issuers = [
             {"business_date": day, "issuer_partner_id": issuer, "points": points}
-            for day, figures in zip(days, _figures(session, ends), strict=True)
+            for day, figures in zip(days, outstanding.at_instants(session, ends), strict=True)
             for issuer, points in figures.items()
         ]
         if issuers:

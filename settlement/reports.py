@@ -5,16 +5,16 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import asdict
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from clearinghouse import clock, ledger
 from clearinghouse.numbers import fen_half_even
-from clearinghouse.points.tables import point_lots
+from clearinghouse.points import outstanding
 from partners import rates
 from partners.rates import RatesNotFound
 from settlement import categories
@@ -95,38 +95,23 @@ def liability_report(session: Session, now: datetime | None = None) -> dict[str,
     """Outstanding points by issuing partner, valued at that partner's redemption value now;
     breakage to date; points expiring in the next 30, 60 and 90 days."""
     moment = now or clock.now()
-    rows = session.execute(
-        select(point_lots.c.issuer_partner_id, func.sum(point_lots.c.remaining))
-        .where(point_lots.c.remaining > 0, point_lots.c.expires_at > moment)
-        .group_by(point_lots.c.issuer_partner_id)
-        .order_by(point_lots.c.issuer_partner_id)
-    ).all()
+    figures = outstanding.at_instant(session, moment)
     by_issuer = []
-    for issuer, outstanding in rows:
+    for issuer, points in figures.items():
         value: int | None = None
         if issuer is not None:
             try:
                 redemption = rates.rates_at(session, issuer, moment).redemption_value
-                value = fen_half_even(redemption * int(outstanding))
+                value = fen_half_even(redemption * points)
             except RatesNotFound:
                 value = None
         else:
             # Coalition bonuses: 100 points = 1 yuan.
-            value = fen_half_even(Decimal(int(outstanding)))
-        by_issuer.append(
-            {"issuer": issuer or "coalition", "points": int(outstanding), "value_fen": value}
-        )
-    expiring = {}
-    for days in (30, 60, 90):
-        expiring[f"{days}_days"] = int(
-            session.execute(
-                select(func.coalesce(func.sum(point_lots.c.remaining), 0)).where(
-                    point_lots.c.remaining > 0,
-                    point_lots.c.expires_at > moment,
-                    point_lots.c.expires_at <= moment + timedelta(days=days),
-                )
-            ).scalar_one()
-        )
+            value = fen_half_even(Decimal(points))
+        by_issuer.append({"issuer": issuer or "coalition", "points": points, "value_fen": value})
+    expiring = {
+        f"{days}_days": outstanding.expiring_within(session, moment, days) for days in (30, 60, 90)
+    }
     return {
         "as_of": moment.isoformat(),
         "outstanding": by_issuer,

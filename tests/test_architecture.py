@@ -113,6 +113,23 @@ def test_imports_point_downward() -> None:
     assert sorted(wrong) == [], "imports pointing upward or to a later domain"
 
 
+def _domain(module: str) -> str | None:
+    layer, rank = _place(module)
+    return DOMAINS[rank] if layer == LAYERS.index(DOMAINS) else None
+
+
+def test_a_domain_reads_another_domains_tables_only_through_its_service() -> None:
+    across = {
+        (importer, imported)
+        for importer, targets in _graph().items()
+        for imported in targets
+        if imported.endswith(".tables")
+        and _domain(importer) is not None
+        and _domain(imported) not in (None, _domain(importer))
+    }
+    assert sorted(across) == [], "a domain importing another domain's tables"
+
+
 def test_no_module_imports_itself_through_others() -> None:
     graph = _graph()
     cycles: list[list[str]] = []
@@ -138,6 +155,9 @@ def test_no_module_imports_itself_through_others() -> None:
 
 def test_the_check_tells_up_from_down() -> None:
     assert _upward("clearinghouse.ledger.posting", "clearinghouse.points.accrual")
+    assert _domain("settlement.liability") == "settlement"
+    assert _domain("clearinghouse.points.tables") == "clearinghouse.points"
+    assert _domain("clearinghouse.ledger.tables") is None
     assert _upward("clearinghouse.api.guard", "partners.gate")
     assert _upward("clearinghouse.fraud.service", "clearinghouse.points.holds")
     assert _upward("settlement.netting", "clearinghouse.app")

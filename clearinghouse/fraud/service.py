@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from clearinghouse import clock
@@ -218,6 +218,24 @@ class Case:
     created_at: datetime
     decided_at: datetime | None
     decided_by: str | None
+
+
+def case_of_entry(session: Session, entry_id: int) -> str | None:
+    """The id of the case opened on the entry, if one was."""
+    case_id: str | None = session.execute(
+        select(fraud_cases.c.id).where(fraud_cases.c.entry_id == entry_id)
+    ).scalar_one_or_none()
+    return case_id
+
+
+def held_back_accruals() -> Select[tuple[int]]:
+    """The entries of accruals whose points a case holds back (open) or took back (rejected),
+    for another domain's query to leave out."""
+    return select(fraud_cases.c.entry_id).where(
+        fraud_cases.c.operation == "accrual",
+        fraud_cases.c.state.in_(("open", "rejected")),
+        fraud_cases.c.entry_id.is_not(None),
+    )
 
 
 def get_case(session: Session, case_id: str, partner_id: str | None = None) -> Case:

@@ -6,13 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import Subquery, select
 from sqlalchemy.orm import Session
 
 from clearinghouse import ledger
 from clearinghouse.database import Tx
 from clearinghouse.errors import Conflict, InvalidRequest, NotFound
 from clearinghouse.ids import new_id
-from clearinghouse.members.tables import members
+from clearinghouse.members.tables import member_links, members
 
 
 class MemberNotFound(NotFound):
@@ -54,6 +55,35 @@ def member_accounts(member_id: str) -> list[ledger.AccountSpec]:
         ledger.AccountSpec(pending_account(member_id)),
         ledger.AccountSpec(debt_account(member_id), non_negative=False),
     ]
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    id: str
+    birth_month: int | None
+
+
+def lock_member(session: Session, member_id: str) -> MemberRow:
+    """Every write to a member's points takes this lock first, so that a member's lots, holds
+    and balance rows are always locked in the same order."""
+    row = session.execute(
+        select(members.c.id, members.c.birth_month)
+        .where(members.c.id == member_id)
+        .with_for_update(key_share=True)  # FOR NO KEY UPDATE: foreign keys to it still check
+    ).first()
+    if row is None:
+        raise MemberNotFound(f"no member {member_id}")
+    return MemberRow(row.id, row.birth_month)
+
+
+def partner_links(partner_id: str) -> Subquery:
+    """The members linked to the partner (member_id, customer_ref), for another domain's
+    query to join."""
+    return (
+        select(member_links.c.member_id, member_links.c.customer_ref)
+        .where(member_links.c.partner_id == partner_id)
+        .subquery("partner_links")
+    )
 
 
 def new_member_id() -> str:

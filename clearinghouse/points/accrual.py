@@ -18,7 +18,6 @@ from clearinghouse.config import get_settings
 from clearinghouse.database import Tx
 from clearinghouse.errors import Conflict, InvalidRequest
 from clearinghouse.fraud import service as fraud
-from clearinghouse.fraud.tables import fraud_cases
 from clearinghouse.members.service import MemberNotFound
 from clearinghouse.numbers import fen_half_even
 from clearinghouse.points import lots, operation, wallet
@@ -131,11 +130,7 @@ def _replay(tx: Tx, report: PurchaseReport, purchase_id: int) -> AccrualResult:
         debt_repaid = sum(
             p.amount for p in ledger.entry_postings(session, row.entry_id) if p.address == debt
         )
-    case_id = None
-    if row.entry_id is not None:
-        case_id = session.execute(
-            select(fraud_cases.c.id).where(fraud_cases.c.entry_id == row.entry_id)
-        ).scalar_one_or_none()
+    case_id = None if row.entry_id is None else fraud.case_of_entry(session, row.entry_id)
     return _result(
         row, debt_repaid, lot_expiry, wallet.current_tier(session, row.member_id), case_id
     )

@@ -5,17 +5,15 @@ referrals."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
-from sqlalchemy import func, select
 
 from clearinghouse import clock
 from clearinghouse.database import Tx
 from clearinghouse.members.schemas import MemberIdPath
 from clearinghouse.members.service import linked_member
-from clearinghouse.members.tables import member_links
-from clearinghouse.points import accrual, exchange, holds, lots, referrals, refunds
+from clearinghouse.points import accrual, exchange, holds, lots, outstanding, referrals, refunds
 from clearinghouse.points.schemas import (
     AccrualOut,
     CaptureIn,
@@ -36,7 +34,6 @@ from clearinghouse.points.schemas import (
     RefundIn,
     RefundOut,
 )
-from clearinghouse.points.tables import point_lots
 from partners.gate import Partner
 
 router = APIRouter(prefix="/v1", tags=["points"])
@@ -85,13 +82,7 @@ async def refund_purchase(partner_txn_id: str, body: RefundIn, call: Partner) ->
 )
 async def get_purchase(partner_txn_id: str, call: Partner) -> Response:
     def purchase(tx: Tx) -> PurchaseOut:
-        row = tx.first(
-            "SELECT * FROM purchases WHERE partner_id = %s AND partner_txn_id = %s",
-            (call.partner_id, partner_txn_id),
-        )
-        if row is None:
-            raise refunds.PurchaseNotFound(f"no purchase {partner_txn_id}")
-        return PurchaseOut.model_validate(row)
+        return PurchaseOut.model_validate(refunds.purchase(tx, call.partner_id, partner_txn_id))
 
     return await call.answer(purchase)
 
@@ -234,28 +225,12 @@ async def expiring_members(
     after: Annotated[str | None, Query(description="member_id to continue after")] = None,
 ) -> Response:
     horizon = clock.now() + timedelta(days=days)
-    query: Any = (
-        select(
-            member_links.c.member_id,
-            member_links.c.customer_ref,
-            func.sum(point_lots.c.remaining).label("points"),
-            func.min(point_lots.c.expires_at).label("first_expiry"),
-        )
-        .join(point_lots, point_lots.c.member_id == member_links.c.member_id)
-        .where(
-            member_links.c.partner_id == call.partner_id,
-            point_lots.c.remaining > 0,
-            point_lots.c.expires_at <= horizon,
-        )
-        .group_by(member_links.c.member_id, member_links.c.customer_ref)
-        .order_by(member_links.c.member_id)
-        .limit(limit)
-    )
-    if after is not None:
-        query = query.where(member_links.c.member_id > after)
-    return await call.answer(
-        lambda tx: [ExpiringMemberOut.model_validate(r) for r in tx.session.execute(query)]
-    )
+
+    def members(tx: Tx) -> list[ExpiringMemberOut]:
+        due = outstanding.expiring_members(tx.session, call.partner_id, horizon, limit, after)
+        return [ExpiringMemberOut.model_validate(member) for member in due]
+
+    return await call.answer(members)
 
 
 @router.post(

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from clearinghouse import clock, ledger
 from clearinghouse.config import get_settings
 from clearinghouse.errors import Conflict, InvalidRequest
-from clearinghouse.fraud.tables import fraud_cases
+from clearinghouse.fraud import service as fraud
 from clearinghouse.members.service import linked_member
 from clearinghouse.numbers import money
 from clearinghouse.points import lots, wallet
@@ -85,11 +85,7 @@ def pay_referral_bonus(session: Session, member_id: str, rules: RuleSet) -> int 
     ).first()
     if referral is None:
         return None
-    held_back = select(fraud_cases.c.entry_id).where(
-        fraud_cases.c.operation == "accrual",
-        fraud_cases.c.state.in_(("open", "rejected")),
-        fraud_cases.c.entry_id.is_not(None),
-    )
+    held_back = fraud.held_back_accruals()
     count = session.execute(
         select(func.count()).where(
             purchases.c.member_id == member_id,

@@ -32,6 +32,17 @@ class PurchaseNotFound(NotFound):
     title = "Unknown purchase"
 
 
+def purchase(db: Session | Tx, partner_id: str, partner_txn_id: str) -> Any:
+    """The partner's purchase of this transaction id (PurchaseNotFound if none)."""
+    row = Tx.of(db).first(
+        "SELECT * FROM purchases WHERE partner_id = %s AND partner_txn_id = %s",
+        (partner_id, partner_txn_id),
+    )
+    if row is None:
+        raise PurchaseNotFound(f"no purchase {partner_txn_id}")
+    return row
+
+
 class RefundExceedsPurchase(Conflict):
     code = "refund_exceeds_original"
     title = "Refund beyond what remains of the original"

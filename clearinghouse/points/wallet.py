@@ -12,34 +12,16 @@ from clearinghouse.database import Tx
 from clearinghouse.fraud.rules import GATHERING_PARAMETERS, Gathering, History
 from clearinghouse.members.service import (
     MemberNotFound,
+    MemberRow,
     available_account,
     debt_account,
     held_account,
+    lock_member,
     member_accounts,
     pending_account,
 )
-from clearinghouse.members.tables import members
 from clearinghouse.points.tables import tier_changes
 from partners.directory import Store
-
-
-@dataclass(frozen=True)
-class MemberRow:
-    id: str
-    birth_month: int | None
-
-
-def lock_member(session: Session, member_id: str) -> MemberRow:
-    """Every write to a member's points takes this lock first, so that a member's lots, holds
-    and balance rows are always locked in the same order."""
-    row = session.execute(
-        select(members.c.id, members.c.birth_month)
-        .where(members.c.id == member_id)
-        .with_for_update(key_share=True)  # FOR NO KEY UPDATE: foreign keys to it still check
-    ).first()
-    if row is None:
-        raise MemberNotFound(f"no member {member_id}")
-    return MemberRow(row.id, row.birth_month)
 
 
 @dataclass(frozen=True)
