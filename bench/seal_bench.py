@@ -84,9 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 " FROM journal_entries"
             ).fetchone() or (None, None)
             conn.execute("ANALYZE")
-        sealing.SEAL_DELAY = timedelta(0)  # everything above is committed
         started = time.perf_counter()
-        blocks = sealing.seal_all(sessions)
+        blocks = sealing.seal_all(sessions, delay=timedelta(0))  # everything above is committed
         sealed = time.perf_counter() - started
         engine.dispose()
         print(f"wrote {args.entries:,} entries in {written:.1f} s")
