@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse.app import create_app
 from partners.client import PartnerClient
-from tests.api.builders import ApiPartner, client_for
-from tests.builders import own_client
+from tests.builders.http import client_for, own_client
+from tests.builders.partners import ApiPartner
 
 NewPartner = Callable[[sessionmaker[Session]], ApiPartner]
 

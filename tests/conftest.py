@@ -1,6 +1,6 @@
 """Test databases: the system PostgreSQL when TEST_DATABASE_URL or DATABASE_URL names one, the
 embedded server otherwise. Each xdist worker migrates a database of its own once; tests keep out
-of each other's way by using fresh account owners (see tests/builders.py)."""
+of each other's way by using fresh account owners (see tests/builders/)."""
 
 from __future__ import annotations
 

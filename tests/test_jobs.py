@@ -8,8 +8,9 @@ from datetime import timedelta
 
 from clearinghouse import clock, jobs
 from clearinghouse.points import holds
+from tests.builders.databases import own_world
+from tests.builders.points import accrue, available, new_member
 from tests.conftest import Databases
-from tests.settlement.builders import accrue, available, new_member, own_world
 
 
 def test_every_periodic_job_runs_in_the_service() -> None:

@@ -13,16 +13,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from clearinghouse.app import create_app
 from partners.client import PartnerClient
 from partners.gate import Admission, Limits, Saturated
-from tests.api.builders import (
-    ApiPartner,
-    assert_problem,
-    client_for,
-    link_body,
-    row_counts,
-    unique_id,
-)
 from tests.api.test_idempotency import waiting_on_locks
-from tests.builders import own_client
+from tests.builders.calls import link_body
+from tests.builders.http import assert_problem, client_for, own_client, row_counts
+from tests.builders.ids import unique_id
+from tests.builders.partners import ApiPartner
 
 
 def test_waiters_are_served_first_come_first_served_and_time_out_when_saturated() -> None:

@@ -10,8 +10,9 @@ from clearinghouse.api.guard import MAX_BODY_BYTES
 from clearinghouse.api.tables import idempotency_records
 from clearinghouse.app import create_app
 from partners.client import PartnerClient
-from tests.api.builders import ApiPartner, assert_problem, client_for, row_counts, unique_id
-from tests.builders import own_client
+from tests.builders.http import assert_problem, client_for, own_client, row_counts
+from tests.builders.ids import unique_id
+from tests.builders.partners import ApiPartner
 
 
 def test_validation_error_lists_the_field(

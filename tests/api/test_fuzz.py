@@ -26,9 +26,9 @@ from clearinghouse.app import create_app
 from clearinghouse.users.service import create_user
 from partners.client import covered
 from partners.signing import sign_request
-from tests.api.builders import ApiPartner, unique_id
-from tests.builders import own_client
-from tests.points.builders import points_partner
+from tests.builders.http import own_client
+from tests.builders.ids import unique_id
+from tests.builders.partners import ApiPartner, make_partner
 
 SPEC = create_app().openapi()
 SCHEMA = schemathesis.openapi.from_dict(SPEC)
@@ -93,7 +93,7 @@ def fuzzer(app: FastAPI) -> Iterator[TestClient]:
 def test_no_request_is_a_server_error(
     path: str, method: str, sessions: sessionmaker[Session], fuzzer: TestClient
 ) -> None:
-    partner = points_partner(sessions)
+    partner = make_partner(sessions)
     role = next((r for prefix, r in STAFF_ROLES.items() if path.startswith(prefix)), None)
     token = ""
     if role is not None:

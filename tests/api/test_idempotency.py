@@ -19,14 +19,10 @@ from clearinghouse.jobs import purge_expired
 from partners import auth, keys
 from partners.client import PartnerClient
 from partners.tables import request_nonces
-from tests.api.builders import (
-    ApiPartner,
-    assert_problem,
-    create_partner,
-    link_body,
-    row_counts,
-    unique_id,
-)
+from tests.builders.calls import link_body
+from tests.builders.http import assert_problem, row_counts
+from tests.builders.ids import unique_id
+from tests.builders.partners import ApiPartner, make_partner
 
 
 def waiting_on_locks(sessions: sessionmaker[Session], count: int) -> None:
@@ -178,7 +174,7 @@ def test_same_key_at_two_partners_is_two_requests(
 def test_purge_forgets_only_old_idempotency_records(
     sessions: sessionmaker[Session], session: Session
 ) -> None:
-    partner = create_partner(sessions, with_key=False, with_rates=False)
+    partner = make_partner(sessions, key=False, rates=False, limit_fen=0)
     old, fresh = unique_id("old"), unique_id("fresh")
     answer = idempotency.StoredResponse(201, [("content-type", "application/json")], b"{}")
     tx = Tx.of(session)

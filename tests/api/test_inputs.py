@@ -14,11 +14,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse.users.service import create_user
 from partners.client import PartnerClient
-from tests.api.builders import ApiPartner, assert_problem, client_for, row_counts, unique_id
-from tests.console.builders import Console, hidden
-from tests.points.builders import enrol, points_partner
+from tests.builders.calls import enrol
+from tests.builders.console import Console, hidden
+from tests.builders.http import assert_problem, client_for, row_counts
+from tests.builders.ids import unique_id
+from tests.builders.partners import ApiPartner, make_partner
+from tests.builders.users import staff
 
 BEYOND_64_BITS = str(2**64)
 
@@ -26,12 +28,6 @@ BEYOND_64_BITS = str(2**64)
 def fields(response: httpx.Response) -> list[str]:
     problem = assert_problem(response, 422, "validation_error")
     return [error["field"] for error in problem["errors"]]
-
-
-def staff(sessions: sessionmaker[Session], role: str) -> dict[str, str]:
-    with sessions() as session, session.begin():
-        _, token = create_user(session, unique_id(role[:3]), role)
-    return {"Authorization": f"Bearer {token}"}
 
 
 def test_ids_and_cursors_beyond_64_bits_are_named(
@@ -42,7 +38,7 @@ def test_ids_and_cursors_beyond_64_bits_are_named(
     partner_file = http.send(client.build("GET", f"/v1/reconciliations/{BEYOND_64_BITS}/file"))
     assert fields(partner_file) == ["path.reconciliation_id"]
 
-    auditor = staff(sessions, "auditor")
+    auditor = staff(sessions, "auditor").headers
     for path, field in (
         (f"/audit/entries/{BEYOND_64_BITS}", "path.entry_id"),
         (f"/audit/proofs/{BEYOND_64_BITS}", "path.entry_id"),
@@ -51,7 +47,7 @@ def test_ids_and_cursors_beyond_64_bits_are_named(
     ):
         assert fields(http.get(path, headers=auditor)) == [field], path
 
-    finance = staff(sessions, "finance")
+    finance = staff(sessions, "finance").headers
     resolve = http.post(f"/finance/reconciliations/{BEYOND_64_BITS}/resolve", headers=finance)
     assert fields(resolve) == ["path.reconciliation_id"]
 
@@ -64,7 +60,7 @@ def test_nul_in_a_body_field_is_named(
     assert fields(response) == ["body.customer_ref"]
     assert row_counts(sessions)["members"] == before["members"]
 
-    finance = staff(sessions, "finance")
+    finance = staff(sessions, "finance").headers
     reject = http.post(
         "/finance/settlements/2026-01-01/reject", json={"reason": "\x00"}, headers=finance
     )
@@ -83,14 +79,14 @@ def test_nul_in_a_path_segment_or_query_value_is_named(
     ):
         assert fields(http.send(client.build("GET", path))) == [field], path
 
-    auditor = staff(sessions, "auditor")
+    auditor = staff(sessions, "auditor").headers
     for path, field in (
         ("/audit/entries?account=a%00", "query.account"),
         ("/audit/accounts/a%00/balance", "path.address"),
         ("/audit/accounts/member:x/statement?cursor=%00", "query.cursor"),
     ):
         assert fields(http.get(path, headers=auditor)) == [field], path
-    operator = staff(sessions, "operator")
+    operator = staff(sessions, "operator").headers
     assert fields(http.get("/operator/cases/c%00", headers=operator)) == ["path.case_id"]
 
 
@@ -150,7 +146,7 @@ def test_csv_amounts_are_plain_64_bit_integers(
 def test_instants_out_of_range_are_named(
     instant: str, sessions: sessionmaker[Session], client: PartnerClient, http: TestClient
 ) -> None:
-    auditor = staff(sessions, "auditor")
+    auditor = staff(sessions, "auditor").headers
     for path, field in (
         ("/audit/entries", "query.recorded_from"),
         ("/audit/trial-balance", "query.as_of"),
@@ -178,14 +174,14 @@ def test_an_export_ending_before_it_starts_is_refused(
     sessions: sessionmaker[Session], http: TestClient
 ) -> None:
     params = {"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"}
-    response = http.get("/audit/export", params=params, headers=staff(sessions, "auditor"))
+    response = http.get("/audit/export", params=params, headers=staff(sessions, "auditor").headers)
     assert fields(response) == ["query.to"]
 
 
 @pytest.fixture
 def ready(sessions: sessionmaker[Session], http: TestClient) -> tuple[PartnerClient, str]:
     """A partner that can accrue, and a member linked to it."""
-    partner: ApiPartner = points_partner(sessions)
+    partner: ApiPartner = make_partner(sessions)
     client = client_for(partner, http)
     return client, enrol(client)
 
@@ -247,13 +243,13 @@ def test_counts_are_json_integers_and_unknown_fields_are_refused(
 def test_staff_bodies_refuse_unknown_fields(
     sessions: sessionmaker[Session], http: TestClient
 ) -> None:
-    finance = staff(sessions, "finance")
+    finance = staff(sessions, "finance").headers
     response = http.post(
         "/finance/settlements/2026-01-01/paid",
         json={"bank_reference": "B1", "amount_fen": 1},
         headers=finance,
     )
     assert fields(response) == ["body.amount_fen"]
-    operator = staff(sessions, "operator")
+    operator = staff(sessions, "operator").headers
     response = http.post("/operator/cases/c1/approve", json={"note": 5}, headers=operator)
     assert fields(response) == ["body.note"]

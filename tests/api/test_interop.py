@@ -13,7 +13,9 @@ from fastapi.testclient import TestClient
 from http_message_signatures import HTTPMessageSigner, HTTPSignatureKeyResolver
 from http_message_signatures.algorithms import ED25519
 
-from tests.api.builders import TEST_BASE_URL, ApiPartner, assert_unauthorized, unique_id
+from tests.builders.http import TEST_BASE_URL, assert_unauthorized
+from tests.builders.ids import unique_id
+from tests.builders.partners import ApiPartner
 
 REQUEST_COMPONENTS = ("@method", "@authority", "@path", "@query")
 BODY_COMPONENTS = ("content-digest", "content-type", "idempotency-key")

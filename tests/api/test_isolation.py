@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from partners.client import PartnerClient
-from tests.api.builders import ApiPartner, assert_problem, link_body
+from tests.builders.calls import link_body
+from tests.builders.http import assert_problem
+from tests.builders.partners import ApiPartner
 
 
 def test_partner_cannot_read_another_partners_store(

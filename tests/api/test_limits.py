@@ -20,26 +20,15 @@ from clearinghouse.api.throttle import RateLimits
 from clearinghouse.app import create_app
 from clearinghouse.database import make_engine, session_factory
 from clearinghouse.jobs import purge_expired
-from clearinghouse.users.service import create_user
 from partners.gate import Limits
-from tests.api.builders import (
-    ApiPartner,
-    assert_problem,
-    assert_unauthorized,
-    client_for,
-    link_body,
-    unique_id,
-)
-from tests.builders import own_client
-from tests.console.builders import Console, person
+from tests.builders.calls import link_body
+from tests.builders.console import Console
+from tests.builders.http import assert_problem, assert_unauthorized, client_for, own_client
+from tests.builders.ids import unique_id
+from tests.builders.partners import ApiPartner
+from tests.builders.users import person, staff
 
 LOW = Limits(rates=RateLimits(partner_requests=3, source_failures=4))
-
-
-def staff_token(sessions: sessionmaker[Session], role: str = "finance") -> dict[str, str]:
-    with sessions() as session, session.begin():
-        _, token = create_user(session, unique_id("u"), role)
-    return {"Authorization": f"Bearer {token}"}
 
 
 def asgi_call(
@@ -110,7 +99,7 @@ def test_a_streamed_body_over_the_limit_is_refused_on_a_staff_route(
     response = http.post(
         "/finance/settlements/2026-11-30/reject",
         content=chunks,
-        headers={**staff_token(sessions, "approver"), "Content-Type": "application/json"},
+        headers={**staff(sessions, "approver").headers, "Content-Type": "application/json"},
     )
     assert_problem(response, 413, "payload_too_large")
 
@@ -140,7 +129,7 @@ def test_a_body_that_is_not_json_is_415(
     response = http.post(
         "/finance/settlements/2026-11-30/reject",
         content=b"reason=x",
-        headers={**staff_token(sessions, "approver"), "Content-Type": "text/plain"},
+        headers={**staff(sessions, "approver").headers, "Content-Type": "text/plain"},
     )
     assert_problem(response, 415, "unsupported_media_type")
     # The same request as JSON is served.
@@ -248,7 +237,7 @@ def test_failed_signatures_from_one_source_are_limited_in_every_worker(
 
 def test_bearer_token_guesses_are_limited_per_source(sessions: sessionmaker[Session]) -> None:
     http = own_client(create_app(sessions, limits=LOW))
-    token = staff_token(sessions)
+    token = staff(sessions, "finance").headers
     for guess in range(4):
         response = http.get("/finance/settlements", headers={"Authorization": f"Bearer g{guess}"})
         assert_problem(response, 401, "not_signed_in")
@@ -322,7 +311,9 @@ def test_an_unreachable_database_is_a_retryable_503(
         for request in (
             client.build("POST", "/v1/members", body=link_body()),
             client.build("GET", "/v1/stores"),
-            http.build_request("GET", "/finance/settlements", headers=staff_token(sessions)),
+            http.build_request(
+                "GET", "/finance/settlements", headers=staff(sessions, "finance").headers
+            ),
         ):
             response = http.send(request)
             problem = assert_problem(response, 503, "database_unavailable")
@@ -338,7 +329,7 @@ def test_an_unreachable_database_is_a_retryable_503(
 def test_every_answer_carries_the_security_headers(
     sessions: sessionmaker[Session], app: FastAPI
 ) -> None:
-    token = staff_token(sessions)
+    token = staff(sessions, "finance").headers
     plain = own_client(app, follow_redirects=False)
     tls = own_client(app, base_url="https://testserver", follow_redirects=False)
     answers = {

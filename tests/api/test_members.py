@@ -7,7 +7,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from partners.client import PartnerClient, ProblemError
-from tests.api.builders import assert_problem, link_body, row_counts, unique_id
+from tests.builders.calls import link_body
+from tests.builders.http import assert_problem, row_counts
+from tests.builders.ids import unique_id
 
 
 def test_linking_a_customer_creates_a_member_once(

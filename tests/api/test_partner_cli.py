@@ -16,13 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from partners import directory, keys, limits
 from partners.keys import raw_public_key
 from partners.signing import load_private_key_pem, public_key_to_pem
-from tests.api.builders import (
-    SigningKey,
-    assert_unauthorized,
-    client_for,
-    create_partner,
-    unique_id,
-)
+from tests.builders.http import assert_unauthorized, client_for
+from tests.builders.ids import unique_id
+from tests.builders.partners import SigningKey, make_partner
 from tests.cli_fixtures import Cli
 
 
@@ -107,7 +103,7 @@ def test_the_guide_s_onboarding_lets_the_first_signed_purchase_through(
 
 
 def test_store_add(cli: Cli, sessions: sessionmaker[Session]) -> None:
-    partner = create_partner(sessions, with_key=False)
+    partner = make_partner(sessions, key=False)
     store_id = unique_id("s")
     options = ("--name", "Airport", "--channel", "terminal", "--city", "Chengdu")
     out = cli.ok("store", "add", partner.id, store_id, *options)
@@ -118,7 +114,7 @@ def test_store_add(cli: Cli, sessions: sessionmaker[Session]) -> None:
 
 
 def test_rates_set_show_and_seven_places_refused(cli: Cli, sessions: sessionmaker[Session]) -> None:
-    partner = create_partner(sessions, with_key=False, with_rates=False)
+    partner = make_partner(sessions, key=False, rates=False, limit_fen=0)
     assert "has no rates" in cli.refused("partner", "rates", "show", partner.id)
 
     rates = ("--earn-rate", "1.5", "--issue-price", "0.85", "--redemption-value", "0.7")
@@ -139,7 +135,7 @@ def test_rates_set_show_and_seven_places_refused(cli: Cli, sessions: sessionmake
 def test_key_generate_writes_an_owner_only_pem_and_never_overwrites(
     cli: Cli, sessions: sessionmaker[Session], http: TestClient, tmp_path: Path
 ) -> None:
-    partner = create_partner(sessions, with_key=False)
+    partner = make_partner(sessions, key=False)
     pem = tmp_path / "partner.pem"
     out = cli.ok("partner", "key", "generate", partner.id, "--out", str(pem))
     key_id = out.split()[2].rstrip(";")
@@ -162,7 +158,7 @@ def test_key_generate_writes_an_owner_only_pem_and_never_overwrites(
 def test_key_add_list_retire_revoke(
     cli: Cli, sessions: sessionmaker[Session], http: TestClient, tmp_path: Path
 ) -> None:
-    partner = create_partner(sessions)
+    partner = make_partner(sessions)
     private_key = Ed25519PrivateKey.generate()
     public_pem = tmp_path / "partner.pub.pem"
     public_pem.write_bytes(public_key_to_pem(private_key.public_key()))
@@ -200,7 +196,7 @@ def test_key_generate_into_a_missing_folder_is_a_clear_error(
     cli: Cli, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     # Every OSError, not only FileExistsError, must become a one-line error, not a traceback.
-    partner = create_partner(sessions, with_key=False)
+    partner = make_partner(sessions, key=False)
     pem = tmp_path / "missing" / "partner.pem"
     error = cli.refused("partner", "key", "generate", partner.id, "--out", str(pem))
     assert "Traceback" not in error

@@ -12,14 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from partners import keys
 from partners.client import PartnerClient
-from tests.api.builders import (
-    ApiPartner,
-    SigningKey,
-    add_key,
-    assert_unauthorized,
-    client_for,
-    link_body,
-)
+from tests.builders.calls import link_body
+from tests.builders.http import assert_unauthorized, client_for
+from tests.builders.partners import ApiPartner, SigningKey, add_key
 
 
 def works(client: PartnerClient) -> bool:

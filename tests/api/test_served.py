@@ -31,11 +31,12 @@ from clearinghouse.rules import policy
 from partners import keys, rates
 from partners.client import PartnerClient
 from partners.tables import request_nonces
-from tests.api.builders import ApiPartner, client_for
 from tests.api.test_server import free_port, serve, stop, wait_until_up
+from tests.builders.calls import enrol, purchase_body
+from tests.builders.fraud import publish
+from tests.builders.http import client_for
+from tests.builders.partners import ApiPartner, make_partner
 from tests.conftest import Databases
-from tests.fraud.builders import publish
-from tests.points.builders import points_partner, purchase_body
 
 DEADLINE_SECONDS = 60.0
 
@@ -92,18 +93,13 @@ def served(databases: Databases, tmp_path: Path) -> Iterator[Served]:
         engine.dispose()
 
 
-def enrol(client: PartnerClient) -> str:
-    member_id: str = client.post("/v1/members", {"customer_ref": os.urandom(8).hex()})["member_id"]
-    return member_id
-
-
 def test_two_hundred_concurrent_requests_are_answered_and_the_books_match_the_answers(
     served: Served,
 ) -> None:
     """150 purchases for 50 members and 50 redemptions racing on one member's 2,000 points, all
     at once: every answer is a 2xx or a clear 4xx, within the deadline, and what was saved is
     exactly what the 2xx answers said."""
-    partner = points_partner(served.sessions)
+    partner = make_partner(served.sessions)
     # The burst's own redemptions must not trip the velocity rule: that is not what is tested.
     publish(served.sessions, partner.id, redemptions_per_hour=1_000, points_per_day=10**9)
     client = served.client(partner)
@@ -175,7 +171,7 @@ def _sent(client: PartnerClient, request: httpx.Request) -> object:
 def test_a_server_killed_between_the_entry_and_the_answer_leaves_nothing_and_the_retry_runs(
     served: Served,
 ) -> None:
-    partner = points_partner(served.sessions)
+    partner = make_partner(served.sessions)
     client = served.client(partner)
     member_id = enrol(client)
     body = purchase_body(member_id, 52_000)
@@ -236,7 +232,7 @@ def web_processes(served: Served) -> set[str]:
 def test_a_new_rate_rule_set_or_revoked_key_holds_from_the_next_request_in_every_worker(
     served: Served,
 ) -> None:
-    partner = points_partner(served.sessions)
+    partner = make_partner(served.sessions)
     member_id = enrol(served.client(partner))
     # Kept-alive connections, each warming whichever worker accepted it, until both have.
     connections: list[tuple[PartnerClient, httpx.Client]] = []

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from clearinghouse import server
 from clearinghouse.database import make_engine, session_factory
 from partners.client import PartnerClient
-from tests.api.builders import create_partner, link_body
+from tests.builders.calls import link_body
+from tests.builders.partners import make_partner
 from tests.conftest import Databases
 
 STARTUP_SECONDS = 20.0
@@ -82,7 +83,7 @@ def test_serve_answers_signed_requests_over_tcp(
     served_sessions: tuple[str, sessionmaker[Session]], tmp_path: Path
 ) -> None:
     url, sessions = served_sessions
-    partner = create_partner(sessions)
+    partner = make_partner(sessions)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"

@@ -13,17 +13,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from partners import directory, keys
 from partners.client import PartnerClient
-from tests.api.builders import (
-    ApiPartner,
-    SigningKey,
+from tests.builders.calls import link_body
+from tests.builders.http import (
     altered,
     assert_problem,
     assert_unauthorized,
-    link_body,
     row_counts,
     signed_request,
-    unique_id,
 )
+from tests.builders.ids import unique_id
+from tests.builders.partners import ApiPartner, SigningKey
 
 
 def assert_refused_without_writes(

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from clearinghouse.audit import sealing
-from tests.audit.helpers import Books, own_books
+from tests.builders.databases import Books, own_books
 from tests.conftest import Databases
 
 

@@ -19,12 +19,15 @@ from clearinghouse.app import create_app
 from clearinghouse.audit import sealing
 from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.points.tables import purchases, refunds
-from tests import builders
-from tests.api.builders import ApiPartner, assert_problem, client_for, unique_id
-from tests.audit.helpers import Books, bearer, own_books, token_for, transfers
-from tests.builders import own_client
+from tests.builders import ledger as b
+from tests.builders.audit import transfers
+from tests.builders.calls import enrol, purchase_body
+from tests.builders.databases import Books, own_books
+from tests.builders.http import assert_problem, client_for, own_client
+from tests.builders.ids import unique_id
+from tests.builders.partners import ApiPartner, make_partner
+from tests.builders.users import bearer, staff
 from tests.conftest import Databases
-from tests.points.builders import enrol, points_partner, purchase_body
 
 Json = dict[str, Any]
 
@@ -94,7 +97,7 @@ def world(databases: Databases) -> Iterator[World]:
     with own_books(databases) as books:
         sessions = books.sessions
         http = own_client(create_app(sessions))
-        shop = points_partner(sessions)
+        shop = make_partner(sessions)
         with sessions() as session:
             onboarding = list(session.execute(select(journal_entries.c.id)).scalars())
         client = client_for(shop, http)
@@ -115,30 +118,30 @@ def world(databases: Databases) -> Iterator[World]:
             ).scalar_one()
 
         with sessions() as session, session.begin():
-            member, partner = builders.member(session), builders.partner(session)
-            store = builders.store(session)
-            other_partner, other_member = builders.partner(session), builders.member(session)
+            member, partner = b.member_account(session), b.partner_account(session)
+            store = b.store_account(session)
+            other_partner, other_member = b.partner_account(session), b.member_account(session)
         accrual = _post(
             sessions,
             ledger.transfer(
                 kind="accrual",
                 origin="test",
-                idempotency_key=builders.key(),
+                idempotency_key=b.key(),
                 source=partner,
                 destination=member,
                 amount=100,
-                occurred_at=builders.now(),
+                occurred_at=b.now(),
             ),
         )
-        spend = _post(sessions, builders.entry((member, -30), (store, 30), kind="spend"))
+        spend = _post(sessions, b.entry((member, -30), (store, 30), kind="spend"))
         reversal = _post(
             sessions,
             ledger.Entry(
                 kind="reversal",
                 origin="test",
-                idempotency_key=builders.key(),
+                idempotency_key=b.key(),
                 postings=(ledger.Posting(store, -30), ledger.Posting(member, 30)),
-                occurred_at=builders.now(),
+                occurred_at=b.now(),
                 reverses=spend.id,
             ),
         )
@@ -147,11 +150,11 @@ def world(databases: Databases) -> Iterator[World]:
             ledger.transfer(
                 kind="adjustment",
                 origin="test",
-                idempotency_key=builders.key(),
+                idempotency_key=b.key(),
                 source=other_partner,
                 destination=other_member,
                 amount=5,
-                occurred_at=builders.now(),
+                occurred_at=b.now(),
                 metadata={"partner_id": "meta-partner", "store_id": "meta-store"},
             ),
         )
@@ -161,11 +164,11 @@ def world(databases: Databases) -> Iterator[World]:
                 ledger.transfer(
                     kind="accrual",
                     origin="test",
-                    idempotency_key=builders.key(),
+                    idempotency_key=b.key(),
                     source=partner,
                     destination=member,
                     amount=1,
-                    occurred_at=builders.now(),
+                    occurred_at=b.now(),
                 ),
             )
             for _ in range(5)
@@ -174,8 +177,8 @@ def world(databases: Databases) -> Iterator[World]:
             yield World(
                 books=books,
                 http=http,
-                auditor=bearer(token_for(sessions, "auditor")),
-                finance=bearer(token_for(sessions, "finance")),
+                auditor=staff(sessions, "auditor").headers,
+                finance=staff(sessions, "finance").headers,
                 shop=shop,
                 shopper=shopper,
                 onboarding=onboarding,
@@ -376,7 +379,7 @@ def test_statement_pages_carry_the_running_balance(world: World) -> None:
 
 def test_digest_and_proofs(books: Books, no_seal_delay: None) -> None:
     http = own_client(create_app(books.sessions))
-    auditor = bearer(token_for(books.sessions, "auditor"))
+    auditor = staff(books.sessions, "auditor").headers
     try:
         assert http.get("/audit/digest", headers=auditor).json() == {"block": None}
         first = transfers(books.sessions, 5)

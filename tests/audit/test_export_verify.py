@@ -15,7 +15,8 @@ import pytest
 from clearinghouse.audit import sealing, verify
 from clearinghouse.audit.canonical import EntryRecord, encode
 from clearinghouse.audit.verify import Problem
-from tests.audit.helpers import Books, Posted, transfers
+from tests.builders.audit import Posted, transfers
+from tests.builders.databases import Books
 from tests.cli_fixtures import run_cli
 
 exports = pytest.importorskip("clearinghouse.audit.exports")

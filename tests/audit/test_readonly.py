@@ -24,10 +24,10 @@ from clearinghouse.app import create_app
 from clearinghouse.database import libpq_url, start_embedded, stop_embedded
 from clearinghouse.users.tables import users
 from partners import directory
-from tests import builders
-from tests.api.builders import PROBLEM_JSON
-from tests.audit.helpers import Books, own_books, transfers
-from tests.builders import own_client
+from tests.builders import ledger as b
+from tests.builders.audit import transfers
+from tests.builders.databases import Books, own_books
+from tests.builders.http import PROBLEM_JSON, own_client
 from tests.conftest import Databases
 
 INSUFFICIENT_PRIVILEGE = "42501"
@@ -90,8 +90,8 @@ class World:
 def world(databases: Databases) -> Iterator[World]:
     with own_books(databases) as books:
         (posted,) = transfers(books.sessions, 1)
-        partner_id = builders.unique_id("p")
-        user_id = builders.unique_id("u")
+        partner_id = b.unique_id("p")
+        user_id = b.unique_id("u")
         with books.sessions() as session, session.begin():
             directory.create_partner(session, partner_id, "Partner", "online_merchant")
             session.execute(
@@ -216,7 +216,7 @@ def test_a_route_on_the_audit_session_cannot_write(world: World) -> None:
     (posted,) = transfers(sessions, 1)
 
     def entry(key: str) -> ledger.Entry:
-        return builders.entry((posted.source, -7), (posted.destination, 7), idempotency_key=key)
+        return b.entry((posted.source, -7), (posted.destination, 7), idempotency_key=key)
 
     def add_user(session: AuditSession) -> dict[str, str]:
         try:

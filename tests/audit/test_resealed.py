@@ -17,15 +17,9 @@ from sqlalchemy import text
 from clearinghouse import ledger
 from clearinghouse.app import create_app
 from clearinghouse.audit import sealing, verify
-from tests.audit.helpers import (
-    JOURNAL,
-    SEALS,
-    Books,
-    bearer,
-    token_for,
-    transfers,
-    triggers_off,
-)
+from tests.builders.audit import JOURNAL, SEALS, transfers, triggers_off
+from tests.builders.databases import Books
+from tests.builders.users import staff
 from tests.cli_fixtures import run_cli
 
 
@@ -33,7 +27,7 @@ def _digest_and_proof(books: Books, entry_id: int) -> tuple[str, dict[str, Any]]
     """What the holder keeps: the digest (GET /audit/digest, the `ledger_digest` of a
     partner's statement) and the entry's proof (GET /audit/proofs/ID)."""
     http = TestClient(create_app(books.sessions), raise_server_exceptions=False)
-    auditor = bearer(token_for(books.sessions, "auditor"))
+    auditor = staff(books.sessions, "auditor").headers
     try:
         digest = http.get("/audit/digest", headers=auditor).json()["block"]["block_hash"]
         proof = http.get(f"/audit/proofs/{entry_id}", headers=auditor)

@@ -21,14 +21,10 @@ from clearinghouse.audit import sealing, verify
 from clearinghouse.audit.canonical import encode, load_entries
 from clearinghouse.audit.tables import seal_items, seal_queue
 from clearinghouse.ledger.tables import journal_entries
-from tests.audit.helpers import (
-    Books,
-    bearer,
-    recorded_earlier,
-    token_for,
-    transfers,
-)
-from tests.builders import own_client
+from tests.builders.audit import recorded_earlier, transfers
+from tests.builders.databases import Books
+from tests.builders.http import own_client
+from tests.builders.users import staff
 from tests.cli_fixtures import run_cli
 
 
@@ -224,7 +220,7 @@ def test_every_sealed_entry_has_a_proof_to_the_newest_digest(
 def _fetch_proof(books: Books, entry_id: int) -> tuple[dict[str, Any], str]:
     """The proof of one entry from GET /audit/proofs, and the digest from GET /audit/digest."""
     http = own_client(create_app(books.sessions))
-    auditor = bearer(token_for(books.sessions, "auditor"))
+    auditor = staff(books.sessions, "auditor").headers
     try:
         response = http.get(f"/audit/proofs/{entry_id}", headers=auditor)
         assert response.status_code == 200, response.text

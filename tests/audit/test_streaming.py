@@ -18,8 +18,10 @@ from sqlalchemy import event
 
 from clearinghouse.app import create_app
 from clearinghouse.audit import exports, sealing, verify
-from tests.audit.helpers import Books, Posted, bearer, token_for, transfers
-from tests.builders import own_client
+from tests.builders.audit import Posted, transfers
+from tests.builders.databases import Books
+from tests.builders.http import own_client
+from tests.builders.users import staff
 from tests.cli_fixtures import run_cli
 
 HEADS = "SELECT journal_entries.id, journal_entries.kind"
@@ -192,7 +194,7 @@ def test_the_export_route_streams_a_zip_that_verifies(
     http = own_client(create_app(books.sessions))
     try:
         params = {"from": start.isoformat(), "to": end.isoformat()}
-        auditor = bearer(token_for(books.sessions, "auditor"))
+        auditor = staff(books.sessions, "auditor").headers
         with http.stream("GET", "/audit/export", params=params, headers=auditor) as response:
             assert response.status_code == 200, response.read()
             assert response.headers["content-type"] == "application/zip"

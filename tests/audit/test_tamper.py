@@ -23,9 +23,8 @@ from clearinghouse.audit import sealing, verify
 from clearinghouse.audit.canonical import encode, load_entries
 from clearinghouse.audit.cli import audit_app
 from clearinghouse.audit.verify import Problem
-from tests.audit.helpers import (
+from tests.builders.audit import (
     SEALS,
-    Books,
     Posted,
     block_of,
     newest_sealed_at,
@@ -33,6 +32,7 @@ from tests.audit.helpers import (
     transfers,
     triggers_off,
 )
+from tests.builders.databases import Books
 from tests.cli_fixtures import run_cli
 
 CHANGED = "entry changed after sealing"

@@ -13,8 +13,8 @@ import pytest
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
 from clearinghouse.demo import serving
+from tests.builders.databases import World, own_world
 from tests.conftest import Databases
-from tests.settlement.builders import World, own_world
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 # Headless, sandboxed by the container rather than by Chromium, and quiet: no calls home.

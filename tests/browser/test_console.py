@@ -12,8 +12,10 @@ from playwright.sync_api import Browser, Page, expect
 
 from clearinghouse.console.formatting import yuan
 from settlement import runs, schedule
-from tests.console.builders import Person, person
-from tests.settlement.builders import World, accrue, business_today, new_member, redeem
+from tests.builders.databases import World
+from tests.builders.dates import business_today
+from tests.builders.points import accrue, hold_and_capture, new_member
+from tests.builders.users import Person, person
 
 SCREEN = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
@@ -29,7 +31,7 @@ def busy_day(world: World) -> runs.Run:
     for n in range(4):
         member = new_member(world.sessions, [shop.id for shop in shops])
         accrue(world.sessions, shops[2 * (n % 2)].id, member, 523_400 + n * 98_765)
-        redeem(world.sessions, shops[1].id, member, 900, 900)
+        hold_and_capture(world.sessions, shops[1].id, member, 900, 900)
     (run,) = schedule.settle(world.sessions, business_today())
     return run
 

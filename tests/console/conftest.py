@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.builders.console import Console
+from tests.builders.databases import World, own_world
 from tests.conftest import Databases
-from tests.console.builders import Console
-from tests.settlement.builders import World, own_world
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from babel.messages.pofile import read_po
 
 from clearinghouse.config import get_settings
 from clearinghouse.console import catalogue, i18n, render
-from tests.console.builders import console_language
+from tests.builders.console import console_language
 
 # Each printf directive of a label: its named placeholders and any other `%` sign.
 DIRECTIVE = re.compile(r"%(?:\(\w+\))?.")

@@ -17,16 +17,13 @@ from clearinghouse.console.formatting import yuan
 from clearinghouse.fraud import service as fraud
 from settlement import runs, schedule
 from settlement.reports import LINE_COLUMNS
-from tests.console.builders import Console, Person, person
-from tests.fraud.builders import publish
-from tests.settlement.builders import (
-    Traffic,
-    World,
-    a_day_of_traffic,
-    accrue,
-    business_today,
-    new_member,
-)
+from tests.builders.console import Console
+from tests.builders.databases import World
+from tests.builders.dates import business_today
+from tests.builders.fraud import publish
+from tests.builders.points import accrue, new_member
+from tests.builders.settlement import Traffic, a_day_of_traffic
+from tests.builders.users import Person, person
 
 Browser = Callable[..., Console]
 

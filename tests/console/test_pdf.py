@@ -15,7 +15,7 @@ from clearinghouse.console import i18n
 from clearinghouse.console.pdf import settlement_pdf
 from settlement.reports import settlement_report
 from settlement.runs import Approval, Event, Line, Run
-from tests.console.builders import console_language
+from tests.builders.console import console_language
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 GENERATED = datetime(2026, 3, 10, 3, 15, tzinfo=UTC)  # 11:15 in Shanghai

@@ -13,9 +13,9 @@ from clearinghouse.errors import InvalidRequest
 from clearinghouse.users import signin
 from clearinghouse.users.service import User, create_user
 from clearinghouse.users.tables import console_sessions, signin_attempts, users
-from tests.api.builders import unique_id
-from tests.console.builders import PASSWORD
-from tests.console.builders import person as console_person
+from tests.builders.ids import unique_id
+from tests.builders.users import PASSWORD
+from tests.builders.users import person as console_person
 
 
 def person(sessions: sessionmaker[Session], role: str = "finance") -> User:

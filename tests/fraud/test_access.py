@@ -11,22 +11,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from partners.client import PartnerClient
-from tests.api.builders import ApiPartner, assert_problem, assert_unauthorized
-from tests.fraud.builders import (
-    BEIJING,
-    SHANGHAI,
-    Staff,
-    accrue,
-    add_store,
-    decided,
-    operator_case,
-    partner_case,
-    pending,
-    publish,
-    refused,
-    staff,
-)
-from tests.points.builders import enrol, link
+from tests.builders.calls import buy, enrol, link
+from tests.builders.fraud import BEIJING, SHANGHAI, decided, operator_case, partner_case, publish
+from tests.builders.http import assert_problem, assert_unauthorized, refused
+from tests.builders.partners import ApiPartner, add_store
+from tests.builders.points import pending
+from tests.builders.users import Staff, staff
 
 
 @pytest.fixture
@@ -36,7 +26,7 @@ def open_case(
     """An accrual of the partner's waiting for review: its member and case id."""
     publish(sessions, partner.id, max_accrual_fen_offline=10_000, amount_cap_action="review")
     member_id = enrol(client)
-    accrual = accrue(client, member_id, 52_000, store_id=partner.store_id)
+    accrual = buy(client, member_id, 52_000, store_id=partner.store_id)
     return {"member_id": member_id, "case_id": accrual["review_case_id"]}
 
 
@@ -139,9 +129,9 @@ def test_a_partner_learns_nothing_of_another_partners_stores_from_its_case(
     mine = add_store(sessions, partner.id, at=SHANGHAI)
     member_id = enrol(client)
     link(other_client, member_id)
-    accrue(other_client, member_id, 30_000, store_id=theirs)
+    buy(other_client, member_id, 30_000, store_id=theirs)
 
-    accrual = accrue(client, member_id, 30_000, store_id=mine)
+    accrual = buy(client, member_id, 30_000, store_id=mine)
 
     seen = partner_case(client, accrual["review_case_id"])
     assert seen["reasons"]

@@ -17,9 +17,9 @@ from clearinghouse.fraud.rules import Gathering
 from clearinghouse.ledger import Address
 from clearinghouse.points.tables import purchases
 from partners.client import PartnerClient
-from tests.api.builders import ApiPartner
-from tests.fraud.builders import accrue, publish
-from tests.points.builders import enrol
+from tests.builders.calls import buy, enrol
+from tests.builders.fraud import publish
+from tests.builders.partners import ApiPartner
 
 # Minutes before now: inside the last hour, around the day's edge, a few days back.
 OFFSETS = [1, 7, 59, 61, 119, 23 * 60, 24 * 60 - 1, 24 * 60 + 1, 25 * 60, 3 * 24 * 60]
@@ -56,7 +56,7 @@ def test_a_stores_last_day_from_running_totals_equals_the_sum_of_its_purchases(
     member_id = enrol(client)
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     for i, minutes in enumerate(OFFSETS):
-        accrue(
+        buy(
             client,
             member_id,
             1_000 + i,

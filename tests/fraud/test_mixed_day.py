@@ -12,21 +12,17 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from partners.client import PartnerClient
-from tests.api.builders import ApiPartner, client_for
-from tests.fraud.builders import (
+from tests.builders.calls import buy, capture, enrol, hold, link, redeem, refund, view
+from tests.builders.fraud import (
     SHANGHAI,
     SHANGHAI_EAST,
     SHANGHAI_WEST,
-    accrue,
-    add_store,
     assert_books_balanced,
-    capture,
     cases_at,
-    hold,
-    redeem,
-    refund,
 )
-from tests.points.builders import enrol, link, points_partner, view, wallet_of
+from tests.builders.http import client_for
+from tests.builders.partners import ApiPartner, add_store, make_partner
+from tests.builders.points import wallet_of
 
 
 @dataclass
@@ -48,7 +44,7 @@ class Shopper:
 def _open_shops(sessions: sessionmaker[Session], http: TestClient) -> list[Shop]:
     shops = []
     for places in ((SHANGHAI, SHANGHAI_EAST), (SHANGHAI_EAST, SHANGHAI_WEST), (SHANGHAI_WEST,)):
-        partner = points_partner(sessions)
+        partner = make_partner(sessions)
         tills = [add_store(sessions, partner.id, at=place) for place in places]
         web = add_store(sessions, partner.id, channel="online", city=None)
         # The store every partner is created with: a till in Shanghai, off the map.
@@ -88,7 +84,7 @@ def test_a_busy_ordinary_day_opens_no_case(
     visits.sort(key=lambda visit: visit[0])
     for occurred_at, shopper, shop, store in visits:
         amount = rng.randint(1_000, 50_000)
-        accrual = accrue(
+        accrual = buy(
             shops[shop].client, shopper.id, amount, store_id=store, occurred_at=occurred_at
         )
         assert accrual["review_case_id"] is None, accrual

@@ -12,38 +12,25 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from partners.client import PartnerClient
 from partners.directory import exposure_account, headroom_account
-from tests.api.builders import ApiPartner, assert_problem
-from tests.fraud.builders import (
-    Staff,
-    accrue,
+from tests.builders.calls import buy, capture, enrol, hold, member_with_points, redeem, refund, view
+from tests.builders.databases import Isolated
+from tests.builders.dates import SHANGHAI
+from tests.builders.fraud import (
     assert_books_balanced,
-    capture,
     cases_of,
     decide,
     decided,
     entries_reversing,
-    hold,
-    member_with_points,
     open_case_ids,
     operator_case,
     partner_case,
-    pending,
     publish,
-    redeem,
-    refund,
-    refused,
-    staff,
 )
-from tests.fraud.conftest import Isolated
-from tests.points.builders import (
-    DEFAULT_LIMIT_FEN,
-    SHANGHAI,
-    balance,
-    enrol,
-    redeemed_account,
-    view,
-    wallet_of,
-)
+from tests.builders.http import assert_problem, refused
+from tests.builders.ledger import balance
+from tests.builders.partners import DEFAULT_LIMIT_FEN, ApiPartner
+from tests.builders.points import pending, redeemed_account, wallet_of
+from tests.builders.users import Staff, staff
 
 
 def _reviews_every_till_accrual(sessions: sessionmaker[Session], partner_id: str) -> int:
@@ -59,7 +46,7 @@ def _reviews_every_redemption(sessions: sessionmaker[Session], partner_id: str) 
 def _accrual_under_review(partner: ApiPartner, client: PartnerClient) -> tuple[str, dict[str, Any]]:
     """A new member's 52,000-fen purchase at the partner's till (1,540 points), under review."""
     member_id = enrol(client)
-    accrual = accrue(client, member_id, 52_000, store_id=partner.store_id)
+    accrual = buy(client, member_id, 52_000, store_id=partner.store_id)
     assert accrual["review_case_id"] is not None
     return member_id, accrual
 
@@ -146,7 +133,7 @@ def test_a_rejected_accrual_is_reversed_and_its_points_are_gone(
 ) -> None:
     _reviews_every_till_accrual(sessions, partner.id)
     bystander = enrol(client)
-    accrue(client, bystander, 5_000, store_id=partner.store_id)  # 550 points, no review
+    buy(client, bystander, 5_000, store_id=partner.store_id)  # 550 points, no review
     member_id, accrual = _accrual_under_review(partner, client)
     case_id = accrual["review_case_id"]
     entry_id = operator_case(http, operator, case_id)["entry_id"]
@@ -205,7 +192,7 @@ def test_a_retried_accrual_under_review_answers_with_the_same_case(
 ) -> None:
     _reviews_every_till_accrual(sessions, partner.id)
     member_id, accrual = _accrual_under_review(partner, client)
-    again = accrue(
+    again = buy(
         client,
         member_id,
         52_000,
@@ -354,7 +341,7 @@ def test_a_purchase_refunded_while_under_review_takes_nothing_else_from_the_memb
     sessions, client, partner = isolated.sessions, isolated.client, isolated.partner
     _reviews_every_till_accrual(sessions, partner.id)
     member_id, points = member_with_points(client)  # 1,540 points, online, no review
-    accrual = accrue(client, member_id, 20_000, store_id=partner.store_id)
+    accrual = buy(client, member_id, 20_000, store_id=partner.store_id)
     assert (accrual["points"], pending(sessions, member_id)) == (400, 400)
 
     refund(client, accrual["partner_txn_id"], 20_000)  # the customer brings it all back
@@ -374,12 +361,12 @@ def test_an_approved_accrual_repays_the_members_debt_first(
     operator: Staff,
 ) -> None:
     member_id = enrol(client)
-    txn = accrue(client, member_id, 52_000)["partner_txn_id"]
+    txn = buy(client, member_id, 52_000)["partner_txn_id"]
     redeem(client, member_id, 1_500)
     refund(client, txn, 52_000)
     assert wallet_of(sessions, member_id) == (0, 0, 1_500)
     _reviews_every_till_accrual(sessions, partner.id)
-    accrual = accrue(client, member_id, 20_000, store_id=partner.store_id)
+    accrual = buy(client, member_id, 20_000, store_id=partner.store_id)
     assert accrual["points"] == 200
 
     decided(http, operator, accrual["review_case_id"], "approve")
@@ -397,7 +384,7 @@ def test_a_rejected_first_purchase_earns_the_inviter_no_referral_bonus(
     _reviews_every_till_accrual(sessions, partner.id)
     inviter, invitee = enrol(client), enrol(client)
     client.post("/v1/referrals", {"inviter_member_id": inviter, "invitee_member_id": invitee})
-    accrual = accrue(client, invitee, 52_000, store_id=partner.store_id)  # a made-up purchase
+    accrual = buy(client, invitee, 52_000, store_id=partner.store_id)  # a made-up purchase
 
     decided(http, operator, accrual["review_case_id"], "reject")
 
@@ -416,11 +403,11 @@ def test_a_refund_after_approval_takes_the_purchases_own_lot(
     # Noon and one o'clock two days ago, in the coalition's zone: one month, whatever the time.
     two_days_ago = datetime.now(SHANGHAI) - timedelta(days=2)
     earlier = two_days_ago.replace(hour=12, minute=0, second=0, microsecond=0)
-    accrue(client, member_id, 52_000, occurred_at=earlier)  # 1,540 points, online, no review
+    buy(client, member_id, 52_000, occurred_at=earlier)  # 1,540 points, online, no review
     _reviews_every_till_accrual(sessions, partner.id)
     # The month's spend reaches 720 yuan: 2 points a yuan.
     later = earlier + timedelta(hours=1)
-    accrual = accrue(client, member_id, 20_000, store_id=partner.store_id, occurred_at=later)
+    accrual = buy(client, member_id, 20_000, store_id=partner.store_id, occurred_at=later)
     decided(http, operator, accrual["review_case_id"], "approve")
     assert sorted(lot["points"] for lot in client.get(f"/v1/members/{member_id}/lots")) == [
         400,

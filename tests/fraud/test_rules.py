@@ -11,35 +11,37 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from partners.client import PartnerClient
-from tests.api.builders import ApiPartner, client_for, unique_id
-from tests.fraud.builders import (
+from tests.builders.calls import (
+    buy,
+    capture,
+    enrol,
+    exchange,
+    hold,
+    member_with_points,
+    redeem,
+    refund,
+    view,
+)
+from tests.builders.fraud import (
     BEIJING,
     SHANGHAI,
     SHANGHAI_EAST,
     SHANGHAI_WEST,
-    Staff,
-    accrue,
-    add_store,
-    capture,
     cases_of,
-    exchange,
-    hold,
     link_aged,
-    member_with_points,
     open_case_ids,
     operator_case,
     partner_case,
     partner_trail,
-    pending,
-    programme_partner,
     publish,
-    redeem,
-    refund,
-    refused,
     rule_names,
     the_rule,
 )
-from tests.points.builders import enrol, view, wallet_of
+from tests.builders.http import client_for, refused
+from tests.builders.ids import unique_id
+from tests.builders.partners import ApiPartner, add_store, make_programme
+from tests.builders.points import pending, wallet_of
+from tests.builders.users import Staff
 
 COALITION = {"coalition": 1}
 
@@ -126,7 +128,7 @@ def test_one_accrual_above_the_offline_cap_is_refused_and_nothing_is_posted(
     operator: Staff,
 ) -> None:
     member_id = enrol(client)
-    accrue(client, member_id, 20_000, store_id=partner.store_id)  # an ordinary visit first
+    buy(client, member_id, 20_000, store_id=partner.store_id)  # an ordinary visit first
     before = (view(client, member_id), wallet_of(sessions, member_id), pending(sessions, member_id))
     trail = partner_trail(sessions, partner.id)
     txn = unique_id("txn")
@@ -134,7 +136,7 @@ def test_one_accrual_above_the_offline_cap_is_refused_and_nothing_is_posted(
     problem = refused(
         403,
         "fraud_blocked",
-        accrue,
+        buy,
         client,
         member_id,
         1_000_001,  # 10,000.01 yuan at a till: one fen above the offline cap
@@ -177,8 +179,8 @@ def test_accruals_up_to_the_caps_go_through(
     sessions: sessionmaker[Session], partner: ApiPartner, client: PartnerClient
 ) -> None:
     member_id = enrol(client)
-    at_the_till = accrue(client, member_id, 1_000_000, store_id=partner.store_id)
-    online = accrue(client, member_id, 5_000_000)  # no store: the online cap of 50,000 yuan
+    at_the_till = buy(client, member_id, 1_000_000, store_id=partner.store_id)
+    online = buy(client, member_id, 5_000_000)  # no store: the online cap of 50,000 yuan
     assert at_the_till["review_case_id"] is None
     assert online["review_case_id"] is None
     assert cases_of(sessions, member_id) == []
@@ -195,10 +197,10 @@ def test_a_stores_daily_cap_refuses_the_accrual_that_would_pass_it(
     version = publish(sessions, partner.id, store_daily_accrual_fen_offline=50_000)
     store_id = add_store(sessions, partner.id)
     first, second, third = enrol(client), enrol(client), enrol(client)
-    accrue(client, first, 20_000, store_id=store_id)
-    accrue(client, second, 20_000, store_id=store_id)
+    buy(client, first, 20_000, store_id=store_id)
+    buy(client, second, 20_000, store_id=store_id)
 
-    problem = refused(403, "fraud_blocked", accrue, client, third, 20_000, store_id=store_id)
+    problem = refused(403, "fraud_blocked", buy, client, third, 20_000, store_id=store_id)
 
     assert "daily cap" in problem["detail"]
     case = operator_case(http, operator, problem["case_id"])
@@ -213,8 +215,8 @@ def test_a_stores_daily_cap_refuses_the_accrual_that_would_pass_it(
     assert case["verdicts"]["versions"] == {"coalition": 1, partner.id: version}
     assert wallet_of(sessions, third) == (0, 0, 0)
     # What is left of the day's cap is still there, at this store, and other stores are apart.
-    assert accrue(client, third, 10_000, store_id=store_id)["review_case_id"] is None
-    assert accrue(client, third, 40_000, store_id=partner.store_id)["review_case_id"] is None
+    assert buy(client, third, 10_000, store_id=store_id)["review_case_id"] is None
+    assert buy(client, third, 40_000, store_id=partner.store_id)["review_case_id"] is None
 
 
 # --- burn after earn --------------------------------------------------------------------------
@@ -229,7 +231,7 @@ def test_redeeming_at_the_store_minutes_after_earning_1000_points_there_waits(
 ) -> None:
     store_id = add_store(sessions, partner.id)
     member_id = enrol(client)
-    assert accrue(client, member_id, 52_000, store_id=store_id)["points"] == 1_540
+    assert buy(client, member_id, 52_000, store_id=store_id)["points"] == 1_540
 
     placed = hold(client, member_id, 1_500, store_id=store_id)
 
@@ -255,9 +257,9 @@ def test_redeeming_small_earnings_or_at_another_store_raises_nothing(
 ) -> None:
     store_id, other_store = add_store(sessions, partner.id), add_store(sessions, partner.id)
     small = enrol(client)
-    assert accrue(client, small, 10_000, store_id=store_id)["points"] == 600  # bonus included
+    assert buy(client, small, 10_000, store_id=store_id)["points"] == 600  # bonus included
     big = enrol(client)
-    accrue(client, big, 52_000, store_id=store_id)
+    buy(client, big, 52_000, store_id=store_id)
 
     assert redeem(client, small, 500, store_id=store_id)["state"] == "captured"
     assert redeem(client, big, 1_500, store_id=other_store)["state"] == "captured"
@@ -275,7 +277,7 @@ def test_a_refund_of_a_purchase_whose_points_were_spent_opens_a_case_and_goes_ah
     operator: Staff,
 ) -> None:
     member_id = enrol(client)
-    txn = accrue(client, member_id, 52_000)["partner_txn_id"]  # 1,540 points
+    txn = buy(client, member_id, 52_000)["partner_txn_id"]  # 1,540 points
     assert redeem(client, member_id, 1_500)["state"] == "captured"
 
     refunded = refund(client, txn, 52_000)
@@ -301,7 +303,7 @@ def test_partial_refunds_of_unspent_points_raise_nothing(
     sessions: sessionmaker[Session], client: PartnerClient
 ) -> None:
     member_id = enrol(client)
-    txn = accrue(client, member_id, 52_000)["partner_txn_id"]
+    txn = buy(client, member_id, 52_000)["partner_txn_id"]
     redeem(client, member_id, 500)
     assert refund(client, txn, 13_000)["to_debt"] == 0
     assert refund(client, txn, 13_000)["to_debt"] == 0
@@ -319,7 +321,7 @@ OUTLIER_LIMIT_FEN = 19_500 + 10 * 5_000
 def _usual_day_at(client: PartnerClient, store_id: str) -> list[str]:
     regulars = [enrol(client) for _ in range(4)]
     for i, amount in enumerate(USUAL_FEN):
-        accrue(client, regulars[i % 4], amount, store_id=store_id)
+        buy(client, regulars[i % 4], amount, store_id=store_id)
     return regulars
 
 
@@ -334,7 +336,7 @@ def test_an_accrual_far_above_a_stores_usual_amounts_waits_for_review(
     _usual_day_at(client, store_id)
     member_id = enrol(client)
 
-    accrual = accrue(client, member_id, OUTLIER_LIMIT_FEN + 1, store_id=store_id)
+    accrual = buy(client, member_id, OUTLIER_LIMIT_FEN + 1, store_id=store_id)
 
     assert accrual["review_case_id"] is not None
     assert accrual["lot_expires_at"] is None
@@ -358,7 +360,7 @@ def test_an_accrual_within_a_stores_usual_spread_raises_nothing(
     store_id = add_store(sessions, partner.id)
     regulars = _usual_day_at(client, store_id)
     member_id = enrol(client)
-    assert accrue(client, member_id, OUTLIER_LIMIT_FEN, store_id=store_id)["review_case_id"] is None
+    assert buy(client, member_id, OUTLIER_LIMIT_FEN, store_id=store_id)["review_case_id"] is None
     assert [cases_of(sessions, m) for m in [*regulars, member_id]] == [[]] * 5
 
 
@@ -368,7 +370,7 @@ def test_a_new_stores_first_purchases_are_not_judged_as_outliers(
     store_id = add_store(sessions, partner.id)
     member_id = enrol(client)
     for amount in (1_000, 1_000, 900_000):
-        assert accrue(client, member_id, amount, store_id=store_id)["review_case_id"] is None
+        assert buy(client, member_id, amount, store_id=store_id)["review_case_id"] is None
     assert cases_of(sessions, member_id) == []
 
 
@@ -420,12 +422,12 @@ def test_purchases_1000_km_apart_minutes_apart_wait_for_review(
     beijing = add_store(sessions, partner.id, city="Beijing", at=BEIJING)
     member_id = enrol(client)
     now = datetime.now(UTC)
-    first = accrue(
+    first = buy(
         client, member_id, 30_000, store_id=shanghai, occurred_at=now - timedelta(minutes=10)
     )
     assert first["review_case_id"] is None
 
-    second = accrue(client, member_id, 30_000, store_id=beijing, occurred_at=now)
+    second = buy(client, member_id, 30_000, store_id=beijing, occurred_at=now)
 
     assert second["review_case_id"] is not None
     assert pending(sessions, member_id) == second["points"]
@@ -448,7 +450,7 @@ def test_a_redemption_in_beijing_minutes_after_a_purchase_in_shanghai_waits(
     shanghai = add_store(sessions, partner.id, at=SHANGHAI)
     beijing = add_store(sessions, partner.id, city="Beijing", at=BEIJING)
     member_id = enrol(client)
-    accrue(client, member_id, 30_000, store_id=shanghai)
+    buy(client, member_id, 30_000, store_id=shanghai)
 
     placed = redeem(client, member_id, 300, store_id=beijing)
 
@@ -466,10 +468,10 @@ def test_a_flight_of_three_hours_and_errands_across_town_raise_nothing(
     now = datetime.now(UTC)
     traveller, local = enrol(client), enrol(client)
 
-    accrue(client, traveller, 30_000, store_id=shanghai, occurred_at=now - timedelta(hours=3))
-    accrue(client, traveller, 30_000, store_id=beijing, occurred_at=now)
-    accrue(client, local, 30_000, store_id=east, occurred_at=now - timedelta(minutes=8))
-    accrue(client, local, 30_000, store_id=west, occurred_at=now - timedelta(minutes=2))
+    buy(client, traveller, 30_000, store_id=shanghai, occurred_at=now - timedelta(hours=3))
+    buy(client, traveller, 30_000, store_id=beijing, occurred_at=now)
+    buy(client, local, 30_000, store_id=east, occurred_at=now - timedelta(minutes=8))
+    buy(client, local, 30_000, store_id=west, occurred_at=now - timedelta(minutes=2))
     assert redeem(client, local, 300, store_id=shanghai)["state"] == "captured"
     assert cases_of(sessions, traveller) == cases_of(sessions, local) == []
 
@@ -480,7 +482,7 @@ def test_a_flight_of_three_hours_and_errands_across_town_raise_nothing(
 def test_three_exchanges_in_and_three_out_within_a_day_open_a_case(
     sessions: sessionmaker[Session], http: TestClient, operator: Staff
 ) -> None:
-    programme = programme_partner(sessions, exchange_rate="1")
+    programme = make_programme(sessions, exchange_rate="1")
     client = client_for(programme, http)
     member_id = enrol(client)
     for _ in range(2):
@@ -509,7 +511,7 @@ def test_three_exchanges_in_and_three_out_within_a_day_open_a_case(
 def test_exchanges_that_do_not_go_round_and_round_raise_nothing(
     sessions: sessionmaker[Session], http: TestClient
 ) -> None:
-    programme = programme_partner(sessions, exchange_rate="2")
+    programme = make_programme(sessions, exchange_rate="2")
     client = client_for(programme, http)
     member_id = enrol(client)
     for _ in range(4):
@@ -529,10 +531,10 @@ def test_at_a_fixed_price_store_a_usual_amount_is_no_outlier(
     cinema = add_store(sessions, partner.id)
     regulars = [enrol(client) for _ in range(4)]
     for i in range(20):  # one ticket at 45 yuan, or two
-        accrue(client, regulars[i % 4], 9_000 if i % 5 < 2 else 4_500, store_id=cinema)
+        buy(client, regulars[i % 4], 9_000 if i % 5 < 2 else 4_500, store_id=cinema)
     member_id = enrol(client)
 
-    assert accrue(client, member_id, 9_000, store_id=cinema)["review_case_id"] is None
+    assert buy(client, member_id, 9_000, store_id=cinema)["review_case_id"] is None
 
 
 def test_a_refund_at_the_morning_store_after_a_flight_raises_nothing(
@@ -542,10 +544,10 @@ def test_a_refund_at_the_morning_store_after_a_flight_raises_nothing(
     beijing = add_store(sessions, partner.id, city="Beijing", at=BEIJING)
     member_id = enrol(client)
     now = datetime.now(UTC)
-    morning = accrue(
+    morning = buy(
         client, member_id, 30_000, store_id=shanghai, occurred_at=now - timedelta(hours=3)
     )
-    accrue(client, member_id, 30_000, store_id=beijing, occurred_at=now - timedelta(minutes=5))
+    buy(client, member_id, 30_000, store_id=beijing, occurred_at=now - timedelta(minutes=5))
     assert cases_of(sessions, member_id) == []  # a three-hour flight is no impossible travel
 
     refund(client, morning["partner_txn_id"], 10_000)  # Shanghai refunds part of the morning
@@ -559,6 +561,6 @@ def test_points_earned_this_morning_and_reported_tonight_are_not_just_earned(
     store_id = add_store(sessions, partner.id)
     member_id = enrol(client)
     this_morning = datetime.now(UTC) - timedelta(hours=8)
-    accrue(client, member_id, 52_000, store_id=store_id, occurred_at=this_morning)  # till roll
+    buy(client, member_id, 52_000, store_id=store_id, occurred_at=this_morning)  # till roll
 
     assert redeem(client, member_id, 1_000, store_id=store_id)["state"] == "captured"

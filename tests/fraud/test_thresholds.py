@@ -15,9 +15,11 @@ from clearinghouse.fraud import service as fraud
 from clearinghouse.fraud.rules import Thresholds
 from clearinghouse.fraud.tables import fraud_thresholds
 from partners.client import PartnerClient
-from tests.api.builders import ApiPartner
-from tests.fraud.builders import accrue, cases_of, publish, refused, rule_names
-from tests.points.builders import enrol, wallet_of
+from tests.builders.calls import buy, enrol
+from tests.builders.fraud import cases_of, publish, rule_names
+from tests.builders.http import refused
+from tests.builders.partners import ApiPartner
+from tests.builders.points import wallet_of
 
 
 def _versions(sessions: sessionmaker[Session], case_id: str) -> dict[str, int]:
@@ -39,14 +41,13 @@ def test_a_partners_version_changes_its_outcome_and_no_one_elses(
         (client, mine, partner.store_id),
         (other_client, theirs, other_partner.store_id),
     ):
-        assert accrue(c, member_id, 20_000, store_id=store_id)["review_case_id"] is None
+        assert buy(c, member_id, 20_000, store_id=store_id)["review_case_id"] is None
 
     first = publish(sessions, partner.id, max_accrual_fen_offline=15_000)
 
-    blocked = refused(403, "fraud_blocked", accrue, client, mine, 20_000, store_id=partner.store_id)
+    blocked = refused(403, "fraud_blocked", buy, client, mine, 20_000, store_id=partner.store_id)
     assert (
-        accrue(other_client, theirs, 20_000, store_id=other_partner.store_id)["review_case_id"]
-        is None
+        buy(other_client, theirs, 20_000, store_id=other_partner.store_id)["review_case_id"] is None
     )
     assert cases_of(sessions, theirs) == []
     assert _versions(sessions, blocked["case_id"]) == {"coalition": 1, partner.id: first}
@@ -56,13 +57,13 @@ def test_a_partners_version_changes_its_outcome_and_no_one_elses(
         sessions, partner.id, max_accrual_fen_offline=15_000, amount_cap_action="review"
     )
     assert second == first + 1
-    reviewed = accrue(client, mine, 20_000, store_id=partner.store_id)
+    reviewed = buy(client, mine, 20_000, store_id=partner.store_id)
     assert reviewed["review_case_id"] is not None
     assert _versions(sessions, reviewed["review_case_id"]) == {"coalition": 1, partner.id: second}
     assert _versions(sessions, blocked["case_id"]) == {"coalition": 1, partner.id: first}
 
     third = publish(sessions, partner.id)  # no overrides: the coalition's defaults again
-    assert accrue(client, mine, 20_000, store_id=partner.store_id)["review_case_id"] is None
+    assert buy(client, mine, 20_000, store_id=partner.store_id)["review_case_id"] is None
     assert [rule_names(c) for c in cases_of(sessions, mine)] == [["amount_cap"], ["amount_cap"]]
     with sessions() as session:
         assert fraud.thresholds_for(session, partner.id, datetime.now(UTC)) == (
@@ -102,7 +103,7 @@ def test_an_action_of_allow_turns_a_rule_off_for_the_partner(
 ) -> None:
     publish(sessions, partner.id, amount_cap_action="allow")
     member_id = enrol(client)
-    accrual = accrue(client, member_id, 1_000_001, store_id=partner.store_id)
+    accrual = buy(client, member_id, 1_000_001, store_id=partner.store_id)
     assert accrual["review_case_id"] is None
     assert cases_of(sessions, member_id) == []
     assert wallet_of(sessions, member_id)[0] == accrual["points"]
@@ -149,7 +150,7 @@ def test_a_new_version_applies_to_purchases_reported_after_it_even_back_dated(
     refused(
         403,
         "fraud_blocked",
-        accrue,
+        buy,
         client,
         member_id,
         20_000,

@@ -15,7 +15,7 @@ from clearinghouse import ledger
 from clearinghouse.database import RETRYABLE_STATES
 from clearinghouse.ledger.accounts import HOT_ACCOUNT_SHARDS
 from clearinghouse.ledger.tables import account_balances, journal_entries
-from tests import builders as b
+from tests.builders import ledger as b
 
 Result = ledger.PostedEntry | Exception
 
@@ -72,9 +72,9 @@ def kinds(results: list[Result]) -> Counter[str]:
 def test_concurrent_debits_never_overdraw_a_member(
     session: Session, sessions: sessionmaker[Session]
 ) -> None:
-    member = b.funded_member(session, 10)
+    member = b.funded_member_account(session, 10)
     with session.begin():
-        shop = b.partner(session)
+        shop = b.partner_account(session)
 
     def spend_one(s: Session, i: int) -> ledger.PostedEntry:
         return ledger.post(
@@ -105,11 +105,11 @@ def test_concurrent_accruals_from_one_hot_partner_spread_over_shards(
     session: Session, sessions: sessionmaker[Session]
 ) -> None:
     with session.begin():
-        partner = b.partner(session)
-        members = [b.member(session) for _ in range(40)]
+        partner = b.partner_account(session)
+        members = [b.member_account(session) for _ in range(40)]
 
     def accrue(s: Session, i: int) -> ledger.PostedEntry:
-        return b.accrue(s, partner, members[i], i + 1)
+        return b.post_transfer(s, partner, members[i], i + 1)
 
     results = run_together(sessions, 40, accrue)
 
@@ -192,7 +192,7 @@ def test_one_key_posted_concurrently_with_the_same_content_makes_one_entry(
     session: Session, sessions: sessionmaker[Session]
 ) -> None:
     with session.begin():
-        member, partner = b.member(session), b.partner(session)
+        member, partner = b.member_account(session), b.partner_account(session)
     entry = ledger.transfer(
         kind="accrual",
         origin=b.unique_id("origin"),
@@ -224,7 +224,7 @@ def test_one_key_posted_concurrently_with_other_contents_makes_one_entry(
     session: Session, sessions: sessionmaker[Session]
 ) -> None:
     with session.begin():
-        member, partner = b.member(session), b.partner(session)
+        member, partner = b.member_account(session), b.partner_account(session)
     origin, key = b.unique_id("origin"), b.key()
 
     def post_amount(s: Session, i: int) -> ledger.PostedEntry:
@@ -259,8 +259,8 @@ def test_one_key_posted_concurrently_with_other_contents_makes_one_entry(
 def test_transfers_both_ways_between_two_members_do_not_deadlock(
     session: Session, sessions: sessionmaker[Session]
 ) -> None:
-    alice = b.funded_member(session, 100)
-    bob = b.funded_member(session, 100)
+    alice = b.funded_member_account(session, 100)
+    bob = b.funded_member_account(session, 100)
 
     def move(s: Session, i: int) -> ledger.PostedEntry:
         source, destination = (alice, bob) if i % 2 else (bob, alice)

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import ledger
 from clearinghouse.ledger.tables import account_balances, accounts, journal_entries
-from tests import builders as b
+from tests.builders import ledger as b
 
 Content = tuple[str, datetime, tuple[tuple[str, str, int], ...], tuple[tuple[str, Any], ...]]
 
@@ -78,9 +78,9 @@ class LedgerModel(RuleBasedStateMachine):
         self.origins = (b.unique_id("origin"), b.unique_id("origin"))
         with self.session.begin():
             s = self.session
-            self.members = [b.member(s) for _ in range(MEMBERS)]
-            self.partners = [b.partner(s) for _ in range(PARTNERS)]
-            self.cny = [b.cny_account(s), b.store(s, "CNY")]
+            self.members = [b.member_account(s) for _ in range(MEMBERS)]
+            self.partners = [b.partner_account(s) for _ in range(PARTNERS)]
+            self.cny = [b.cny_account(s), b.store_account(s, "CNY")]
             self.entry_count = self._entry_count()
         self.pts = self.members + self.partners
         self.asset = {a: "PTS" for a in self.pts} | {a: "CNY" for a in self.cny}

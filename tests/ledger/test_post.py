@@ -8,13 +8,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import ledger
 from clearinghouse.ledger.tables import journal_entries
-from tests import builders as b
+from tests.builders import ledger as b
 
 
 def test_accrual_moves_points_and_balances(session: Session) -> None:
     with session.begin():
-        member, partner = b.member(session), b.partner(session)
-        posted = b.accrue(session, partner, member, 250)
+        member, partner = b.member_account(session), b.partner_account(session)
+        posted = b.post_transfer(session, partner, member, 250)
     assert not posted.replayed
     assert ledger.balance(session, member) == 250
     assert ledger.balance(session, partner) == -250
@@ -22,7 +22,7 @@ def test_accrual_moves_points_and_balances(session: Session) -> None:
 
 def test_same_key_same_content_returns_first_entry(session: Session) -> None:
     with session.begin():
-        member, partner = b.member(session), b.partner(session)
+        member, partner = b.member_account(session), b.partner_account(session)
     entry = ledger.transfer(
         kind="accrual",
         origin="partner:x",
@@ -43,7 +43,7 @@ def test_same_key_same_content_returns_first_entry(session: Session) -> None:
 
 def test_posting_order_does_not_change_content(session: Session) -> None:
     with session.begin():
-        member, partner = b.member(session), b.partner(session)
+        member, partner = b.member_account(session), b.partner_account(session)
     entry = ledger.transfer(
         kind="accrual",
         origin="partner:x",
@@ -70,7 +70,7 @@ def test_same_key_other_content_conflicts_and_writes_nothing(
     session: Session, sessions: sessionmaker[Session]
 ) -> None:
     with session.begin():
-        member, partner = b.member(session), b.partner(session)
+        member, partner = b.member_account(session), b.partner_account(session)
     key = b.key()
 
     def entry(amount: int) -> ledger.Entry:
@@ -99,7 +99,7 @@ def test_same_key_other_content_conflicts_and_writes_nothing(
 
 def test_same_key_in_another_origin_is_another_entry(session: Session) -> None:
     with session.begin():
-        member, partner = b.member(session), b.partner(session)
+        member, partner = b.member_account(session), b.partner_account(session)
     key = b.key()
     with session.begin():
         ids = {
@@ -136,7 +136,7 @@ def test_malformed_entries_are_refused_before_the_database(
     session: Session, postings: list[tuple[str, object]], error: type[Exception]
 ) -> None:
     with session.begin():
-        names = {"A": b.member(session), "B": b.partner(session)}
+        names = {"A": b.member_account(session), "B": b.partner_account(session)}
     entry = ledger.Entry(
         kind="accrual",
         origin="test",
@@ -150,7 +150,7 @@ def test_malformed_entries_are_refused_before_the_database(
 
 def test_entry_balances_per_asset_not_in_total(session: Session) -> None:
     with session.begin():
-        member, partner = b.member(session), b.partner(session)
+        member, partner = b.member_account(session), b.partner_account(session)
         cny = ledger.open_account(session, f"partner:{b.unique_id()}:payable", "CNY")
     entry = ledger.Entry(
         kind="mixed",
@@ -169,9 +169,9 @@ def test_entry_balances_per_asset_not_in_total(session: Session) -> None:
 
 def test_unknown_account_and_wrong_asset_are_refused(session: Session) -> None:
     with session.begin():
-        member, partner = b.member(session), b.partner(session)
+        member, partner = b.member_account(session), b.partner_account(session)
     with pytest.raises(ledger.UnknownAccount), session.begin():
-        b.accrue(session, partner, "member:nobody-here:available", 1)
+        b.post_transfer(session, partner, "member:nobody-here:available", 1)
     entry = ledger.Entry(
         kind="accrual",
         origin="test",
@@ -184,21 +184,21 @@ def test_unknown_account_and_wrong_asset_are_refused(session: Session) -> None:
 
 
 def test_member_cannot_go_below_zero(session: Session) -> None:
-    member = b.funded_member(session, 10)
+    member = b.funded_member_account(session, 10)
     with session.begin():
-        other = b.member(session)
+        other = b.member_account(session)
     with pytest.raises(ledger.InsufficientFunds) as caught, session.begin():
-        b.accrue(session, member, other, 11)
+        b.post_transfer(session, member, other, 11)
     assert caught.value.account == member
     with session.begin():
         assert ledger.balance(session, member) == 10
-        b.accrue(session, member, other, 10)
+        b.post_transfer(session, member, other, 10)
         assert ledger.balance(session, member) == 0
 
 
 def test_naive_occurred_at_is_refused(session: Session) -> None:
     with session.begin():
-        member, partner = b.member(session), b.partner(session)
+        member, partner = b.member_account(session), b.partner_account(session)
     entry = ledger.transfer(
         kind="accrual",
         origin="test",

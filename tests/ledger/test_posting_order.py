@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from clearinghouse import ledger
-from tests import builders as b
+from tests.builders import ledger as b
 
 Legs = list[tuple[str, int]]
 
@@ -20,7 +20,11 @@ Legs = list[tuple[str, int]]
 def accrue_and_spend(session: Session) -> tuple[str, Legs]:
     """A member at zero earns 10 points from a partner and spends 4 at a store, in one entry."""
     with session.begin():
-        member, partner, store = b.member(session), b.partner(session), b.store(session)
+        member, partner, store = (
+            b.member_account(session),
+            b.partner_account(session),
+            b.store_account(session),
+        )
     return member, [(partner, -10), (member, 10), (member, -4), (store, 4)]
 
 
@@ -57,7 +61,11 @@ def test_verdict_does_not_depend_on_the_order_of_postings(session: Session) -> N
 def test_entry_leaving_a_member_below_zero_is_refused_in_every_order(session: Session) -> None:
     for order in itertools.permutations(range(4)):
         with session.begin():
-            member, partner, store = b.member(session), b.partner(session), b.store(session)
+            member, partner, store = (
+                b.member_account(session),
+                b.partner_account(session),
+                b.store_account(session),
+            )
         legs = [(partner, -4), (member, 4), (member, -5), (store, 5)]
         assert outcome(session, [legs[i] for i in order]) == "refused", order
         with session.begin():

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import ledger
 from clearinghouse.database import make_engine, session_factory
-from tests import builders as b
+from tests.builders import ledger as b
 from tests.conftest import Databases
 
 MICROSECOND = timedelta(microseconds=1)
@@ -24,30 +24,15 @@ def cursor_of(raw: str | bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
-def spend(session: Session, member: str, shop: str, amount: int) -> ledger.PostedEntry:
-    return ledger.post(
-        session,
-        ledger.transfer(
-            kind="redemption",
-            origin="test",
-            idempotency_key=b.key(),
-            source=member,
-            destination=shop,
-            amount=amount,
-            occurred_at=b.now(),
-        ),
-    )
-
-
 def test_balance_as_of_past_instants(session: Session) -> None:
     with session.begin():
-        member, partner = b.member(session), b.partner(session)
+        member, partner = b.member_account(session), b.partner_account(session)
     with session.begin():
-        first = b.accrue(session, partner, member, 5)
+        first = b.post_transfer(session, partner, member, 5)
     with session.begin():
-        second = b.accrue(session, partner, member, 7)
+        second = b.post_transfer(session, partner, member, 7)
     with session.begin():
-        third = spend(session, member, partner, 2)
+        third = b.post_transfer(session, member, partner, 2, kind="redemption")
     t1, t2, t3 = first.recorded_at, second.recorded_at, third.recorded_at
     assert t1 < t2 < t3
 
@@ -86,14 +71,14 @@ def test_trial_balance_per_asset_sums_to_zero(fresh_books: sessionmaker[Session]
                 (line.accounts, line.debit, line.credit) == (0, 0, 0)
                 for line in ledger.trial_balance(session)
             )
-            partner, shop = b.partner(session), b.store(session)
-            alice, bob = b.member(session), b.member(session)
-            payable, till = b.cny_account(session), b.store(session, "CNY")
+            partner, shop = b.partner_account(session), b.store_account(session)
+            alice, bob = b.member_account(session), b.member_account(session)
+            payable, till = b.cny_account(session), b.store_account(session, "CNY")
         with session.begin():
-            first = b.accrue(session, partner, alice, 100)
+            first = b.post_transfer(session, partner, alice, 100)
         with session.begin():
-            b.accrue(session, partner, bob, 50)
-            spend(session, alice, shop, 30)
+            b.post_transfer(session, partner, bob, 50)
+            b.post_transfer(session, alice, shop, 30, kind="redemption")
         with session.begin():
             last = ledger.post(session, b.entry((payable, -500, "CNY"), (till, 500, "CNY")))
 
@@ -117,15 +102,15 @@ def busy_member(session: Session) -> tuple[str, list[int]]:
     """A member with 25 postings: accruals, with every fifth entry a redemption of 3 points.
     Returns the member's address and the amounts, oldest first."""
     with session.begin():
-        member, partner = b.member(session), b.partner(session)
+        member, partner = b.member_account(session), b.partner_account(session)
     amounts = []
     for i in range(1, 26):
         with session.begin():
             if i % 5:
-                b.accrue(session, partner, member, i)
+                b.post_transfer(session, partner, member, i)
                 amounts.append(i)
             else:
-                spend(session, member, partner, 3)
+                b.post_transfer(session, member, partner, 3, kind="redemption")
                 amounts.append(-3)
     return member, amounts
 
@@ -174,7 +159,7 @@ def test_statement_pages_continue_without_gaps_or_duplicates(
 def test_statement_pages_split_one_entry_by_posting_id(session: Session) -> None:
     """Postings of one entry share their instant; the cursor tells them apart by id."""
     with session.begin():
-        member, partner = b.member(session), b.partner(session)
+        member, partner = b.member_account(session), b.partner_account(session)
         ledger.post(session, b.entry((partner, -6), (member, 1), (member, 2), (member, 3)))
         ledger.post(session, b.entry((partner, -9), (member, 4), (member, 5)))
     with session.begin():
@@ -208,7 +193,7 @@ def test_statement_pages_split_one_entry_by_posting_id(session: Session) -> None
 )
 def test_malformed_cursor_is_refused(session: Session, cursor: str) -> None:
     with session.begin():
-        member = b.member(session)
+        member = b.member_account(session)
     with pytest.raises(ledger.InvalidEntry), session.begin():
         ledger.statement(session, member, cursor=cursor)
 
@@ -216,14 +201,14 @@ def test_malformed_cursor_is_refused(session: Session, cursor: str) -> None:
 @pytest.mark.parametrize("limit", [0, -1, 1001])
 def test_statement_page_size_is_bounded(session: Session, limit: int) -> None:
     with session.begin():
-        member = b.member(session)
+        member = b.member_account(session)
     with pytest.raises(ledger.InvalidEntry), session.begin():
         ledger.statement(session, member, limit=limit)
 
 
 def test_opening_an_account_again(session: Session) -> None:
     with session.begin():
-        member = b.member(session)
+        member = b.member_account(session)
         again = ledger.open_account(session, member)
         assert again == ledger.get_account(session, member)
         assert (again.asset, again.non_negative, again.shards) == ("PTS", True, 1)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from clearinghouse import ledger
 from clearinghouse.database import libpq_url
-from tests import builders as b
+from tests.builders import ledger as b
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,8 @@ class Books:
 def books(session: Session) -> Books:
     """A member holding 10 points issued by a partner, in one committed entry."""
     with session.begin():
-        member, partner = b.member(session), b.partner(session)
-        posted = b.accrue(session, partner, member, 10)
+        member, partner = b.member_account(session), b.partner_account(session)
+        posted = b.post_transfer(session, partner, member, 10)
         member_id = ledger.get_account(session, member).id
         partner_id = ledger.get_account(session, partner).id
         posting_id = session.execute(
@@ -129,7 +129,7 @@ def test_entry_unbalanced_in_one_asset_fails_even_if_the_other_balances(
     raw: psycopg.Connection[Any], books: Books, session: Session
 ) -> None:
     with session.begin():
-        till = ledger.get_account(session, b.store(session, "CNY")).id
+        till = ledger.get_account(session, b.store_account(session, "CNY")).id
         payable = ledger.get_account(session, b.cny_account(session)).id
     before = snapshot(raw, books)
     entry = insert_entry(raw, b.key())

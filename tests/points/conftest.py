@@ -10,13 +10,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse.app import create_app
 from clearinghouse.database import make_engine, session_factory
-from tests.api.builders import client_for
 from tests.api_fixtures import NewPartner
-from tests.builders import own_client
+from tests.builders.databases import Isolated, own_isolated
+from tests.builders.partners import make_partner
 from tests.conftest import Databases
-from tests.points.builders import Isolated, points_partner
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +26,7 @@ def points_engine(databases: Databases) -> Iterator[Engine]:
 
 @pytest.fixture
 def new_partner() -> NewPartner:
-    return points_partner
+    return make_partner
 
 
 @pytest.fixture(scope="session")
@@ -42,11 +40,5 @@ def sessions(points_engine: Engine) -> sessionmaker[Session]:
 def isolated(databases: Databases) -> Iterator[Isolated]:
     """A database of the test's own, with a partner and its client: for tests that can leave
     the books broken for every later test (the failures they exist to show)."""
-    eng = make_engine(databases.create("ch_points_own"), pool_size=5)
-    own_sessions = session_factory(eng)
-    transport = own_client(create_app(own_sessions))
-    try:
-        yield Isolated(own_sessions, client_for(points_partner(own_sessions), transport))
-    finally:
-        transport.close()
-        eng.dispose()
+    with own_isolated(databases, "ch_points_own") as own:
+        yield own

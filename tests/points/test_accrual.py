@@ -14,17 +14,12 @@ from clearinghouse.points.tables import purchases
 from clearinghouse.rules import policy
 from partners import rates
 from partners.client import PartnerClient
-from tests.api.builders import ApiPartner, assert_problem, unique_id
-from tests.points.builders import (
-    SHANGHAI,
-    buy,
-    enrol,
-    instant,
-    lines,
-    purchase_body,
-    view,
-    wallet_of,
-)
+from tests.builders.calls import buy, enrol, lines, purchase_body, view
+from tests.builders.dates import SHANGHAI, instant
+from tests.builders.http import assert_problem
+from tests.builders.ids import unique_id
+from tests.builders.partners import ApiPartner
+from tests.builders.points import wallet_of
 
 
 def _posted(sessions: sessionmaker[Session], partner_id: str) -> tuple[int, int]:

@@ -11,18 +11,11 @@ from clearinghouse import ledger
 from clearinghouse.points import lots
 from clearinghouse.points.expiry import BREAKAGE, ExpiryRun, expire_lots
 from partners.client import PartnerClient
-from tests.points.builders import (
-    SHANGHAI,
-    Isolated,
-    balance,
-    buy,
-    earlier_month,
-    end_of_month_after,
-    enrol,
-    instant,
-    link,
-    wallet_of,
-)
+from tests.builders.calls import buy, enrol, link
+from tests.builders.databases import Isolated
+from tests.builders.dates import SHANGHAI, earlier_month, end_of_month_after, instant
+from tests.builders.ledger import balance
+from tests.builders.points import wallet_of
 
 FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
 

@@ -6,8 +6,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from partners.client import PartnerClient
-from tests.api.builders import assert_problem, unique_id
-from tests.points.builders import buy, enrol, wallet_of
+from tests.builders.calls import buy, enrol
+from tests.builders.http import assert_problem
+from tests.builders.ids import unique_id
+from tests.builders.points import wallet_of
 
 
 def test_another_partner_cannot_read_or_refund_a_purchase(

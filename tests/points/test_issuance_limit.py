@@ -10,17 +10,12 @@ from clearinghouse.points.tables import purchases
 from partners import limits
 from partners.client import PartnerClient
 from partners.directory import exposure_account, headroom_account
-from tests.api.builders import assert_problem, client_for, unique_id
-from tests.points.builders import (
-    balance,
-    buy,
-    enrol,
-    points_partner,
-    purchase_body,
-    set_limit,
-    view,
-    wallet_of,
-)
+from tests.builders.calls import buy, enrol, purchase_body, view
+from tests.builders.http import assert_problem, client_for
+from tests.builders.ids import unique_id
+from tests.builders.ledger import balance
+from tests.builders.partners import make_partner, set_limit
+from tests.builders.points import wallet_of
 
 
 def _purchases_of(sessions: sessionmaker[Session], partner_id: str) -> int:
@@ -35,7 +30,7 @@ def _purchases_of(sessions: sessionmaker[Session], partner_id: str) -> int:
 def test_an_accrual_beyond_the_limit_is_refused_and_raising_the_limit_lets_it_through(
     sessions: sessionmaker[Session], http: TestClient
 ) -> None:
-    partner = points_partner(sessions, limit_fen=1_000)  # issue price 1 fen a point
+    partner = make_partner(sessions, limit_fen=1_000)  # issue price 1 fen a point
     client = client_for(partner, http)
     member_id = enrol(client)
     body = purchase_body(member_id, 52_000)  # 1,540 points: 1,540 fen
@@ -63,7 +58,7 @@ def test_an_accrual_beyond_the_limit_is_refused_and_raising_the_limit_lets_it_th
 def test_an_accrual_up_to_the_limit_exactly_is_accepted(
     sessions: sessionmaker[Session], http: TestClient
 ) -> None:
-    partner = points_partner(sessions, limit_fen=1_540)
+    partner = make_partner(sessions, limit_fen=1_540)
     client: PartnerClient = client_for(partner, http)
     member_id = enrol(client)
     assert buy(client, member_id, 52_000)["issue_value_fen"] == 1_540
@@ -77,7 +72,7 @@ def test_an_accrual_up_to_the_limit_exactly_is_accepted(
 def test_a_partner_without_a_limit_cannot_issue(
     sessions: sessionmaker[Session], http: TestClient
 ) -> None:
-    partner = points_partner(sessions, limit_fen=0)
+    partner = make_partner(sessions, limit_fen=0)
     client = client_for(partner, http)
     response = http.send(
         client.build("POST", "/v1/purchases", body=purchase_body(enrol(client), 10_000))

@@ -8,7 +8,6 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import ClassVar, TypeVar
 
 import pytest
@@ -30,9 +29,8 @@ from clearinghouse.ledger.tables import account_balances, accounts
 from clearinghouse.members import service as members
 from clearinghouse.points import accrual, holds, lots, refunds, wallet
 from clearinghouse.points.expiry import expire_lots
-from partners import directory, limits
-from partners.tables import partner_rates
-from tests.api.builders import unique_id
+from tests.builders.ids import unique_id
+from tests.builders.partners import make_partner
 
 T = TypeVar("T")
 FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
@@ -66,30 +64,13 @@ class HoldModel:
     refunded: int = 0
 
 
-def _partner(session: Session) -> str:
-    partner_id = unique_id("pm")
-    directory.create_partner(session, partner_id, f"Model {partner_id}", "online_merchant")
-    session.execute(
-        partner_rates.insert().values(
-            partner_id=partner_id,
-            version=1,
-            effective_from=datetime.now(UTC) - timedelta(days=60),
-            earn_rate=Decimal("1"),
-            issue_price=Decimal("1"),
-            redemption_value=Decimal("1"),
-        )
-    )
-    limits.set_issuance_limit(session, partner_id, 10**12)
-    return partner_id
-
-
 class PointsMachine(RuleBasedStateMachine):
     sessions: ClassVar[sessionmaker[Session]]
 
     def __init__(self) -> None:
         super().__init__()
+        self.partner_id = make_partner(self.sessions, key=False).id
         with self.sessions() as session, session.begin():
-            self.partner_id = _partner(session)
             self.members = [
                 members.link_member(session, self.partner_id, unique_id("c"))[0].member_id
                 for _ in range(2)

@@ -4,7 +4,6 @@ expired holds, one-step redemptions, and the lots points are taken from."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, text
@@ -13,38 +12,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from clearinghouse.api.tables import idempotency_records
 from clearinghouse.points import holds, lots
 from partners.client import PartnerClient
-from tests.api.builders import ApiPartner, assert_problem, client_for, unique_id
-from tests.points.builders import (
-    balance,
-    buy,
-    earlier_month,
-    end_of_month_after,
-    enrol,
-    instant,
-    points_partner,
-    redeemed_account,
-    wallet_of,
-)
-
-
-def _member_with(client: PartnerClient, points_from_fen: int = 52_000) -> str:
-    member_id = enrol(client)
-    buy(client, member_id, points_from_fen)
-    return member_id
-
-
-def _hold(client: PartnerClient, member_id: str, points: int, **extra: Any) -> dict[str, Any]:
-    hold: dict[str, Any] = client.post(
-        "/v1/holds", {"member_id": member_id, "points": points, **extra}
-    )
-    return hold
+from tests.builders import calls
+from tests.builders.calls import buy, enrol, member_with_points
+from tests.builders.dates import earlier_month, end_of_month_after, instant
+from tests.builders.http import assert_problem, client_for
+from tests.builders.ids import unique_id
+from tests.builders.ledger import balance
+from tests.builders.partners import ApiPartner, make_partner
+from tests.builders.points import redeemed_account, wallet_of
 
 
 def test_a_hold_then_a_full_capture_pays_100_points_as_1_yuan(
     sessions: sessionmaker[Session], partner: ApiPartner, client: PartnerClient
 ) -> None:
-    member_id = _member_with(client)  # 1,540 points
-    hold = _hold(client, member_id, 100)
+    member_id, _ = member_with_points(client)  # 1,540 points
+    hold = calls.hold(client, member_id, 100)
     assert (hold["state"], hold["points"], hold["value_fen"]) == ("held", 100, 100)
     assert wallet_of(sessions, member_id) == (1_440, 100, 0)
     assert balance(sessions, redeemed_account(partner.id)) == 0  # nothing owed before capture
@@ -64,8 +46,8 @@ def test_a_hold_then_a_full_capture_pays_100_points_as_1_yuan(
 def test_a_partial_capture_gives_the_rest_back(
     sessions: sessionmaker[Session], partner: ApiPartner, client: PartnerClient
 ) -> None:
-    member_id = _member_with(client)
-    hold = _hold(client, member_id, 300)
+    member_id, _ = member_with_points(client)
+    hold = calls.hold(client, member_id, 300)
     captured = client.post(f"/v1/holds/{hold['hold_id']}/capture", {"points": 120})
     assert (captured["state"], captured["points"], captured["captured"]) == ("captured", 300, 120)
     assert captured["value_fen"] == 120
@@ -77,8 +59,8 @@ def test_a_partial_capture_gives_the_rest_back(
 def test_a_capture_beyond_the_hold_is_422(
     sessions: sessionmaker[Session], client: PartnerClient, http: TestClient
 ) -> None:
-    member_id = _member_with(client)
-    hold = _hold(client, member_id, 300)
+    member_id, _ = member_with_points(client)
+    hold = calls.hold(client, member_id, 300)
     response = http.send(
         client.build("POST", f"/v1/holds/{hold['hold_id']}/capture", body={"points": 301})
     )
@@ -89,8 +71,8 @@ def test_a_capture_beyond_the_hold_is_422(
 def test_a_void_gives_everything_back_and_a_capture_after_it_is_409(
     sessions: sessionmaker[Session], partner: ApiPartner, client: PartnerClient, http: TestClient
 ) -> None:
-    member_id = _member_with(client)
-    hold = _hold(client, member_id, 300)
+    member_id, _ = member_with_points(client)
+    hold = calls.hold(client, member_id, 300)
     voided = client.post(f"/v1/holds/{hold['hold_id']}/void", {})
     assert (voided["state"], voided["captured"], voided["value_fen"]) == ("voided", 0, 0)
     assert wallet_of(sessions, member_id) == (1_540, 0, 0)
@@ -106,7 +88,7 @@ def test_a_void_gives_everything_back_and_a_capture_after_it_is_409(
 def test_a_hold_below_100_points_is_422(
     sessions: sessionmaker[Session], client: PartnerClient, http: TestClient
 ) -> None:
-    member_id = _member_with(client)
+    member_id, _ = member_with_points(client)
     response = http.send(
         client.build("POST", "/v1/holds", body={"member_id": member_id, "points": 99})
     )
@@ -118,13 +100,13 @@ def test_a_hold_below_100_points_is_422(
 def test_a_hold_beyond_the_available_points_is_422_and_counts_open_holds(
     sessions: sessionmaker[Session], client: PartnerClient, http: TestClient
 ) -> None:
-    member_id = _member_with(client)
+    member_id, _ = member_with_points(client)
     response = http.send(
         client.build("POST", "/v1/holds", body={"member_id": member_id, "points": 1_541})
     )
     assert_problem(response, 422, "insufficient_balance")
 
-    _hold(client, member_id, 1_000)
+    calls.hold(client, member_id, 1_000)
     response = http.send(
         client.build("POST", "/v1/holds", body={"member_id": member_id, "points": 541})
     )
@@ -144,8 +126,8 @@ def _expire(sessions: sessionmaker[Session], hold_id: str) -> None:
 def test_expired_holds_are_released_and_cannot_be_captured(
     sessions: sessionmaker[Session], partner: ApiPartner, client: PartnerClient, http: TestClient
 ) -> None:
-    member_id = _member_with(client)
-    hold = _hold(client, member_id, 400, expires_in_minutes=5)
+    member_id, _ = member_with_points(client)
+    hold = calls.hold(client, member_id, 400, expires_in_minutes=5)
     lasts = instant(hold["expires_at"]) - instant(hold["created_at"])
     assert abs(lasts - timedelta(minutes=5)) < timedelta(seconds=1)
     _expire(sessions, hold["hold_id"])
@@ -173,7 +155,7 @@ def test_expired_holds_are_released_and_cannot_be_captured(
 def test_a_one_step_redemption_captures_at_once(
     sessions: sessionmaker[Session], partner: ApiPartner, client: PartnerClient
 ) -> None:
-    member_id = _member_with(client)
+    member_id, _ = member_with_points(client)
     redemption = client.post("/v1/redemptions", {"member_id": member_id, "points": 1_000})
     assert (redemption["state"], redemption["captured"]) == ("captured", 1_000)
     assert redemption["value_fen"] == 1_000
@@ -186,7 +168,7 @@ def test_a_hold_retried_after_its_answer_was_lost_returns_the_first_hold(
 ) -> None:
     # The answer is stored after the commit, so a crash in between leaves no record and the
     # retry runs place_hold again: it finds the first hold by its ledger key.
-    member_id = _member_with(client)
+    member_id, _ = member_with_points(client)
     key = unique_id("k")
     body = {"member_id": member_id, "points": 100}
     first = http.send(client.build("POST", "/v1/holds", body=body, idempotency_key=key))
@@ -206,9 +188,9 @@ def test_a_hold_retried_after_its_answer_was_lost_returns_the_first_hold(
 def test_the_redemption_value_is_the_partners_rate(
     sessions: sessionmaker[Session], http: TestClient
 ) -> None:
-    partner = points_partner(sessions, redemption_value="0.9")
+    partner = make_partner(sessions, redemption_value="0.9")
     client = client_for(partner, http)
-    member_id = _member_with(client)
+    member_id, _ = member_with_points(client)
     redemption = client.post("/v1/redemptions", {"member_id": member_id, "points": 1_001})
     assert redemption["value_fen"] == 901  # 900.9 fen, half-even
 

@@ -11,8 +11,9 @@ from clearinghouse import ledger
 from clearinghouse.points import wallet
 from clearinghouse.points.tables import referrals
 from partners.client import PartnerClient
-from tests.api.builders import assert_problem
-from tests.points.builders import buy, enrol, wallet_of
+from tests.builders.calls import buy, enrol
+from tests.builders.http import assert_problem
+from tests.builders.points import wallet_of
 
 
 def _refer(client: PartnerClient, inviter: str, invitee: str) -> dict[str, object]:

@@ -4,7 +4,6 @@ later accruals repay first); refunded redemptions give points back to the lots t
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -14,26 +13,14 @@ from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.points import lots
 from clearinghouse.points.tables import purchases, refunds
 from partners.client import PartnerClient
-from tests.api.builders import ApiPartner, assert_problem, client_for, unique_id
-from tests.points.builders import (
-    balance,
-    buy,
-    earlier_month,
-    end_of_month_after,
-    enrol,
-    instant,
-    points_partner,
-    redeemed_account,
-    view,
-    wallet_of,
-)
-
-
-def _refund(client: PartnerClient, txn: str, amount_fen: int, refund_id: str | None = None) -> Any:
-    return client.post(
-        f"/v1/purchases/{txn}/refunds",
-        {"refund_id": refund_id or unique_id("r"), "amount_fen": amount_fen},
-    )
+from tests.builders import calls
+from tests.builders.calls import buy, enrol, view
+from tests.builders.dates import earlier_month, end_of_month_after, instant
+from tests.builders.http import assert_problem, client_for
+from tests.builders.ids import unique_id
+from tests.builders.ledger import balance
+from tests.builders.partners import ApiPartner, make_partner
+from tests.builders.points import redeemed_account, wallet_of
 
 
 def test_a_partial_refund_claws_back_points_in_proportion(
@@ -41,7 +28,7 @@ def test_a_partial_refund_claws_back_points_in_proportion(
 ) -> None:
     member_id = enrol(client)
     txn = buy(client, member_id, 52_000)["partner_txn_id"]  # 1,540 points
-    half = _refund(client, txn, 26_000)
+    half = calls.refund(client, txn, 26_000)
     assert (half["points"], half["from_available"], half["to_debt"]) == (770, 770, 0)
     assert half["value_fen"] == 770
     assert wallet_of(sessions, member_id) == (770, 0, 0)
@@ -52,9 +39,9 @@ def test_partial_refunds_adding_up_to_the_whole_claw_back_exactly_all_points(
 ) -> None:
     member_id = enrol(client)
     txn = buy(client, member_id, 52_000)["partner_txn_id"]
-    first = _refund(client, txn, 17_333)
+    first = calls.refund(client, txn, 17_333)
     assert first["points"] == 513  # 1,540 x 17,333 / 52,000 = 513.3, rounded down
-    second = _refund(client, txn, 52_000 - 17_333)
+    second = calls.refund(client, txn, 52_000 - 17_333)
     assert second["points"] == 1_540 - 513
     assert first["value_fen"] + second["value_fen"] == 1_540
 
@@ -76,8 +63,8 @@ def test_a_refund_reported_again_returns_the_first_answer(
 ) -> None:
     member_id = enrol(client)
     txn = buy(client, member_id, 52_000)["partner_txn_id"]
-    first = _refund(client, txn, 26_000, refund_id="r-1")
-    assert _refund(client, txn, 26_000, refund_id="r-1") == first
+    first = calls.refund(client, txn, 26_000, refund_id="r-1")
+    assert calls.refund(client, txn, 26_000, refund_id="r-1") == first
     assert wallet_of(sessions, member_id) == (770, 0, 0)
 
 
@@ -90,7 +77,7 @@ def test_a_refund_beyond_the_purchase_is_409(
     response = http.send(client.build("POST", f"/v1/purchases/{txn}/refunds", body=body))
     assert_problem(response, 409, "refund_exceeds_original")
 
-    _refund(client, txn, 30_000)
+    calls.refund(client, txn, 30_000)
     body = {"refund_id": unique_id("r"), "amount_fen": 22_001}
     response = http.send(client.build("POST", f"/v1/purchases/{txn}/refunds", body=body))
     assert_problem(response, 409, "refund_exceeds_original")
@@ -108,7 +95,7 @@ def test_the_refund_entry_reverses_the_purchase_entry(
 ) -> None:
     txn = buy(client, enrol(client), 52_000)["partner_txn_id"]
     refund_id = unique_id("r")
-    _refund(client, txn, 10_000, refund_id)
+    calls.refund(client, txn, 10_000, refund_id)
     with sessions() as session:
         purchase = session.execute(
             select(purchases.c.id, purchases.c.entry_id).where(
@@ -135,7 +122,7 @@ def test_a_refund_after_the_points_were_spent_leaves_a_debt_that_accruals_repay_
     txn = buy(client, member_id, 52_000)["partner_txn_id"]  # 1,540
     client.post("/v1/redemptions", {"member_id": member_id, "points": 1_500})
 
-    refund = _refund(client, txn, 52_000)
+    refund = calls.refund(client, txn, 52_000)
     assert (refund["points"], refund["from_available"], refund["to_debt"]) == (1_540, 40, 1_500)
     member = view(client, member_id)
     assert (member["available_points"], member["debt_points"]) == (0, 1_500)
@@ -212,7 +199,7 @@ def test_a_redemption_refunded_in_pieces_gives_back_exactly_the_value_it_paid(
 ) -> None:
     # Each piece's value_fen (the figure settlement nets) is computed on the running total,
     # so 33 + 33 + 34 points at 0.9 fen give back exactly the 90 fen paid.
-    client = client_for(points_partner(sessions, redemption_value="0.9"), http)
+    client = client_for(make_partner(sessions, redemption_value="0.9"), http)
     member_id = enrol(client)
     buy(client, member_id, 52_000)
     redemption = client.post("/v1/redemptions", {"member_id": member_id, "points": 100})

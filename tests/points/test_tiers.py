@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse.points.tables import tier_changes
 from partners.client import PartnerClient
-from tests.points.builders import buy, enrol, lines, view
+from tests.builders.calls import buy, enrol, lines, view
 
 
 def test_a_new_member_is_normal_on_the_way_to_silver(client: PartnerClient) -> None:

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.builders.databases import World, own_world
 from tests.conftest import Databases
-from tests.settlement.builders import World, own_world
 
 
 @pytest.fixture

@@ -13,8 +13,10 @@ from typer.testing import Result
 from clearinghouse.users import signin
 from clearinghouse.users.service import user_by_token
 from settlement.reports import LINE_COLUMNS
+from tests.builders.databases import World
+from tests.builders.dates import business_today
+from tests.builders.settlement import a_day_of_traffic
 from tests.cli_fixtures import run_cli
-from tests.settlement.builders import World, a_day_of_traffic, business_today
 
 
 def run(world: World, *args: str, stdin: str = "") -> Result:

@@ -25,18 +25,16 @@ from settlement.tables import (
     settlement_lines,
     settlement_runs,
 )
-from tests.api.builders import unique_id
-from tests.settlement.builders import (
-    SHANGHAI,
-    World,
+from tests.builders.databases import World
+from tests.builders.dates import SHANGHAI, business_today
+from tests.builders.ids import unique_id
+from tests.builders.ledger import balance
+from tests.builders.points import accrue, new_member
+from tests.builders.settlement import (
     a_day_of_traffic,
-    accrue,
     backdated_accrual,
-    balance,
-    business_today,
     count,
     entries_of_kind,
-    new_member,
     run_entries,
 )
 

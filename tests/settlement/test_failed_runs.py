@@ -15,16 +15,11 @@ from sqlalchemy.orm import Session
 from clearinghouse import clock
 from settlement import netting, runs, schedule
 from settlement.tables import settlement_failures
-from tests.console.builders import Console, person
-from tests.settlement.builders import (
-    SHANGHAI,
-    World,
-    a_day_of_traffic,
-    backdated_accrual,
-    business_today,
-    count,
-    run_entries,
-)
+from tests.builders.console import Console
+from tests.builders.databases import World
+from tests.builders.dates import SHANGHAI, business_today
+from tests.builders.settlement import a_day_of_traffic, backdated_accrual, count, run_entries
+from tests.builders.users import person
 from tests.settlement.test_cli import run as run_cli
 
 

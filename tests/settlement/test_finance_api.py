@@ -21,18 +21,12 @@ from partners import limits
 from settlement import approval, runs, schedule
 from settlement.reports import LINE_COLUMNS
 from settlement.tables import settlement_approvals, settlement_runs
-from tests.api.builders import PROBLEM_JSON, assert_problem
-from tests.builders import own_client
-from tests.settlement.builders import (
-    World,
-    a_day_of_traffic,
-    accrue,
-    balance,
-    business_today,
-    count,
-    new_member,
-    redeem,
-)
+from tests.builders.databases import World
+from tests.builders.dates import business_today
+from tests.builders.http import PROBLEM_JSON, assert_problem, own_client
+from tests.builders.ledger import balance
+from tests.builders.points import accrue, hold_and_capture, new_member
+from tests.builders.settlement import a_day_of_traffic, count
 
 
 def _run_entry(world: World, run_id: int) -> int:
@@ -257,7 +251,7 @@ def test_liability_by_issuer_at_redemption_value_and_breakage_after_expiry(world
     bob = new_member(world.sessions, [bookshop.id])
     earned_alice = accrue(world.sessions, teahouse.id, alice, 52_000).points
     earned_bob = accrue(world.sessions, bookshop.id, bob, 20_000).points
-    redeem(world.sessions, bookshop.id, alice, 300, 300)
+    hold_and_capture(world.sessions, bookshop.id, alice, 300, 300)
     _, as_finance = world.finance()
 
     before = world.http.get("/finance/liability", headers=as_finance)

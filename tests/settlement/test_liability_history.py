@@ -23,15 +23,15 @@ from clearinghouse.points.tables import lot_movements, point_lots
 from settlement.liability import liability_history, snapshot_closed_days
 from settlement.reports import liability_report
 from settlement.tables import liability_snapshot_issuers
-from tests.settlement.builders import (
-    World,
+from tests.builders.databases import World
+from tests.builders.points import (
     accrue,
     available,
+    hold_and_capture,
+    hold_and_void,
     new_member,
-    redeem,
-    refund,
+    refund_purchase,
     refund_redemption,
-    void,
 )
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -97,7 +97,7 @@ def test_history_follows_earning_spending_and_refunds_day_by_day(world: World) -
     assert earned.points > 300
     assert second.points > 0
     # The oldest-expiring lot (the payer's) pays; 100 of the 300 held go back to it.
-    hold = redeem(world.sessions, other.id, member, 300, 200)
+    hold = hold_and_capture(world.sessions, other.id, member, 300, 200)
     refund_redemption(world.sessions, other.id, hold.id, 50)
     spent_on = last_movement_date(world.sessions)
 
@@ -128,7 +128,7 @@ def test_a_moment_before_a_movement_does_not_see_it(world: World) -> None:
     earned = accrue(world.sessions, partner.id, member, 30_000, datetime.now(UTC))
     with world.sessions() as session:
         between = session.execute(select(func.clock_timestamp())).scalar_one()
-    refund(world.sessions, partner.id, earned.partner_txn_id, 10_000)
+    refund_purchase(world.sessions, partner.id, earned.partner_txn_id, 10_000)
 
     before = history(world.sessions, 1, between)[-1]
     after = history(world.sessions, 1)[-1]
@@ -156,7 +156,7 @@ def test_expired_lots_leave_the_history_at_their_expiry(world: World) -> None:
     partner = world.merchant()
     member = new_member(world.sessions, [partner.id])
     earned = accrue(world.sessions, partner.id, member, 40_000, datetime.now(UTC))
-    redeem(world.sessions, partner.id, member, 100, 100)
+    hold_and_capture(world.sessions, partner.id, member, 100, 100)
     expires_at = earned.lot_expires_at
     assert expires_at is not None
     last_day = (expires_at - timedelta(microseconds=1)).astimezone(SHANGHAI).date()
@@ -219,14 +219,14 @@ def test_random_traffic_matches_the_model_and_the_liability_report(world: World)
                 if points < 100:
                     continue
                 if kind == "void":
-                    void(world.sessions, partner, member, points)
+                    hold_and_void(world.sessions, partner, member, points)
                 else:
                     capture = max(1, math.ceil(points * size / 100))
-                    hold = redeem(world.sessions, partner, member, points, capture)
+                    hold = hold_and_capture(world.sessions, partner, member, points, capture)
                     captured.append((partner, hold.id, capture))
             elif kind == "refund" and purchases:
                 partner, txn_id, amount_fen = purchases.pop()
-                refund(world.sessions, partner, txn_id, max(1, amount_fen * size // 100))
+                refund_purchase(world.sessions, partner, txn_id, max(1, amount_fen * size // 100))
             elif kind == "refund_redemption" and captured:
                 partner, hold_id, capture = captured.pop()
                 refund_redemption(world.sessions, partner, hold_id, max(1, capture * size // 100))
@@ -289,9 +289,9 @@ def some_traffic(world: World) -> tuple[list[str], datetime]:
             world.sessions, partners[which], member, amount_fen, start - timedelta(days=days_ago)
         )
     bought = accrue(world.sessions, partners[1], member, 9_000, start)
-    hold = redeem(world.sessions, partners[0], member, 200, 150)
+    hold = hold_and_capture(world.sessions, partners[0], member, 200, 150)
     refund_redemption(world.sessions, partners[0], hold.id, 50)
-    refund(world.sessions, partners[1], bought.partner_txn_id, 4_000)
+    refund_purchase(world.sessions, partners[1], bought.partner_txn_id, 4_000)
     return partners, datetime.now(UTC)
 
 

@@ -13,9 +13,12 @@ from fastapi.testclient import TestClient
 from partners.client import PartnerClient
 from settlement import schedule
 from settlement.tables import reconciliations
-from tests.api.builders import assert_problem, assert_unauthorized
-from tests.points.builders import buy, enrol, link
-from tests.settlement.builders import World, a_day_of_traffic, business_today, count
+from tests.builders import calls
+from tests.builders.calls import buy, enrol, link
+from tests.builders.databases import World
+from tests.builders.dates import business_today
+from tests.builders.http import assert_problem, assert_unauthorized
+from tests.builders.settlement import a_day_of_traffic, count
 
 
 def _get(http: TestClient, client: PartnerClient, path: str) -> Any:
@@ -63,13 +66,6 @@ def test_a_partner_reads_only_its_own_line_of_a_settled_date(world: World) -> No
     assert_unauthorized(world.http.get(f"/v1/settlements/{today}"))
 
 
-def _refund(client: PartnerClient, txn: str, refund_id: str, amount_fen: int) -> dict[str, Any]:
-    refund: dict[str, Any] = client.post(
-        f"/v1/purchases/{txn}/refunds", {"refund_id": refund_id, "amount_fen": amount_fen}
-    )
-    return refund
-
-
 def _upload(client: PartnerClient, http: TestClient, day: str, content: str) -> Any:
     return http.send(
         client.build("POST", "/v1/reconciliations", body={"business_date": day, "csv": content})
@@ -99,7 +95,7 @@ def test_reconciliation_finds_every_planted_break_once(world: World) -> None:
         txn: buy(client, member, amount, txn=txn)["points"]
         for txn, amount in (("T-1", 10_000), ("T-2", 20_000), ("T-3", 5_000), ("T-4", 7_000))
     }
-    refund = _refund(client, "T-1", "R-1", 3_000)
+    refund = calls.refund(client, "T-1", 3_000, "R-1")
     redemption = client.post(
         "/v1/redemptions", {"member_id": member, "points": 200, "partner_ref": "RED-1"}
     )
@@ -219,8 +215,8 @@ def test_two_refunds_with_the_same_refund_id_on_different_purchases_are_both_rec
     member = enrol(client)
     first = buy(client, member, 10_000, txn="ORDER-A")["points"]
     second = buy(client, member, 20_000, txn="ORDER-B")["points"]
-    _refund(client, "ORDER-A", "1", 1_000)
-    _refund(client, "ORDER-B", "1", 2_000)
+    calls.refund(client, "ORDER-A", 1_000, "1")
+    calls.refund(client, "ORDER-B", 2_000, "1")
     theirs = (
         "txn_id,type,amount_fen,points\n"
         f"ORDER-A,purchase,10000,{first}\n"

@@ -20,9 +20,10 @@ from clearinghouse.errors import InvalidRequest
 from partners.client import PartnerClient
 from settlement import netting, reconciliation, runs
 from settlement.tables import reconciliations, settlement_runs
-from tests.api.builders import assert_problem, assert_unauthorized
-from tests.points.builders import buy, enrol
-from tests.settlement.builders import World, business_today
+from tests.builders.calls import buy, enrol
+from tests.builders.databases import World
+from tests.builders.dates import business_today
+from tests.builders.http import assert_problem, assert_unauthorized
 
 LINES = 70_000
 

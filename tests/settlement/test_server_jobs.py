@@ -9,7 +9,8 @@ from datetime import timedelta
 from clearinghouse.demo import serving
 from settlement import runs
 from settlement.runs import SettlementNotFound
-from tests.settlement.builders import World, business_today
+from tests.builders.databases import World
+from tests.builders.dates import business_today
 
 
 def test_a_starting_server_settles_yesterday(world: World) -> None:

@@ -18,8 +18,10 @@ from partners import directory, limits
 from partners.directory import exposure_account, headroom_account
 from settlement import approval, netting, runs, schedule
 from settlement.tables import settlement_items, settlement_runs
-from tests.api.builders import unique_id
-from tests.settlement.builders import World, business_today, count
+from tests.builders.databases import World
+from tests.builders.dates import business_today
+from tests.builders.ids import unique_id
+from tests.builders.settlement import count
 
 ENTRIES = 70_500
 PARTNERS = 20

@@ -25,24 +25,22 @@ from partners.directory import exposure_account, headroom_account
 from settlement import netting, schedule
 from settlement.runs import CLEARING
 from settlement.tables import settlement_items, settlement_runs
-from tests.conftest import Databases
-from tests.points.builders import DEFAULT_LIMIT_FEN, points_partner
-from tests.settlement.builders import (
+from tests.builders.databases import own_world
+from tests.builders.dates import business_today
+from tests.builders.ledger import balance
+from tests.builders.partners import DEFAULT_LIMIT_FEN, make_partner, make_programme
+from tests.builders.points import (
     accrue,
     available,
-    balance,
-    business_today,
     exchange_points,
+    hold_and_capture,
+    hold_and_void,
     new_member,
-    own_world,
-    postings_by_address,
-    programme,
-    redeem,
-    refund,
+    refund_purchase,
     refund_redemption,
-    settleable_entries,
-    void,
 )
+from tests.builders.settlement import postings_by_address, settleable_entries
+from tests.conftest import Databases
 
 REFERRAL_BONUS = 500
 CATEGORY_NAMES = (
@@ -178,7 +176,7 @@ def _play(sessions: sessionmaker[Session], day: Day) -> Model:
     merchants: list[str] = []
     model = Model(rates={})
     for issue_price, redemption_value, earn_rate in day.merchant_rates:
-        partner = points_partner(
+        partner = make_partner(
             sessions,
             earn_rate=str(earn_rate),
             issue_price=str(issue_price),
@@ -187,12 +185,12 @@ def _play(sessions: sessionmaker[Session], day: Day) -> Model:
         merchants.append(partner.id)
         model.rates[partner.id] = Rates(issue_price, redemption_value)
     exchange_rate, prog_issue, prog_redemption = day.programme_rates
-    prog = programme(
+    prog = make_programme(
         sessions,
         exchange_rate=exchange_rate,
         issue_price=prog_issue,
         redemption_value=prog_redemption,
-    )
+    ).id
     model.rates[prog] = Rates(prog_issue, prog_redemption)
     _set_policy(sessions, merchants[0], day.fee_percent)
     everyone = [*merchants, prog]
@@ -230,7 +228,7 @@ def _play(sessions: sessionmaker[Session], day: Day) -> Model:
                 amount = min(amount, low + c % window)
             after = p.refunded_fen + amount
             points = p.points * after // p.amount_fen - p.refunded_points
-            done = refund(sessions, p.partner_id, p.txn_id, amount)
+            done = refund_purchase(sessions, p.partner_id, p.txn_id, amount)
             assert done.points == points
             # The value taken back never goes backwards nor beyond the purchase's, and a full
             # refund takes back all of it.
@@ -251,10 +249,10 @@ def _play(sessions: sessionmaker[Session], day: Day) -> Model:
                 continue
             points = 100 + c % (balance - 99)
             if kind == "void":
-                void(sessions, merchant, member, points)
+                hold_and_void(sessions, merchant, member, points)
                 continue
             captured = 1 + (c // 7) % points
-            hold = redeem(sessions, merchant, member, points, captured)
+            hold = hold_and_capture(sessions, merchant, member, points, captured)
             value = half_even(model.rates[merchant].redemption_value * captured)
             assert (hold.captured, hold.value_fen) == (captured, value)
             model.add(merchant, "redeemed", captured, value)
@@ -431,9 +429,9 @@ def test_a_purchase_refunded_in_full_in_pieces_settles_to_a_net_of_zero(
         bought = accrue(world.sessions, shop.id, member_id, 100_000)
         assert bought.issue_value_fen > bought.points > 0
         crumb = -(-100_000 // bought.issue_value_fen)  # a fen of value, less than a point
-        first = refund(world.sessions, shop.id, bought.partner_txn_id, crumb)
+        first = refund_purchase(world.sessions, shop.id, bought.partner_txn_id, crumb)
         assert first.points == 0
-        rest = refund(world.sessions, shop.id, bought.partner_txn_id, 100_000 - crumb)
+        rest = refund_purchase(world.sessions, shop.id, bought.partner_txn_id, 100_000 - crumb)
         assert first.value_fen + rest.value_fen == bought.issue_value_fen
         assert first.points + rest.points == bought.points
 

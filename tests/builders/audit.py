@@ -1,7 +1,6 @@
-"""Typed helpers for the audit tests. Sealing and verification are global to a database, so every
-test works on a throwaway migrated database of its own (`own_books`); entries are written with
-the ledger builders, people get bearer tokens, and tampering happens as the database owner with
-the append-only triggers switched off."""
+"""The audit tests' journal work: committed transfers between fresh ledger accounts, entries
+moved into the past, and tampering as the database owner with the append-only triggers switched
+off; with the seal reads the checks need. Their databases are databases.Books."""
 
 from __future__ import annotations
 
@@ -10,34 +9,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse.audit.tables import seal_blocks
-from clearinghouse.database import make_engine, session_factory
-from clearinghouse.users.service import create_user
-from tests import builders
-from tests.conftest import Databases
-
-
-@dataclass(frozen=True)
-class Books:
-    """A throwaway migrated database of one test (or module) alone."""
-
-    url: str
-    engine: Engine
-    sessions: sessionmaker[Session]
-
-
-@contextmanager
-def own_books(databases: Databases) -> Iterator[Books]:
-    engine = make_engine(databases.create("ch_audit"), pool_size=5)
-    try:
-        yield Books(
-            engine.url.render_as_string(hide_password=False), engine, session_factory(engine)
-        )
-    finally:
-        engine.dispose()
+from tests.builders.ledger import member_account, partner_account, post_transfer
 
 
 @dataclass(frozen=True)
@@ -54,22 +30,11 @@ def transfers(sessions: sessionmaker[Session], count: int, amount: int = 100) ->
     posted: list[Posted] = []
     for i in range(count):
         with sessions() as session, session.begin():
-            source = builders.partner(session)
-            destination = builders.member(session)
-            entry = builders.accrue(session, source, destination, amount + i)
+            source = partner_account(session)
+            destination = member_account(session)
+            entry = post_transfer(session, source, destination, amount + i)
         posted.append(Posted(entry.id, entry.recorded_at, source, destination, amount + i))
     return posted
-
-
-def token_for(sessions: sessionmaker[Session], role: str) -> str:
-    """A new user of this role; its bearer token."""
-    with sessions() as session, session.begin():
-        _, token = create_user(session, builders.unique_id(role[:3]).lower(), role)
-    return token
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 JOURNAL = ("postings", "journal_entries")

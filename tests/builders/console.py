@@ -1,41 +1,21 @@
-"""People with passwords, and a browser-like client for the console: its own cookie jar,
-forms posted with the CSRF token of the page they came from, redirects not followed."""
+"""A browser-like client for the console: its own cookie jar, forms posted with the CSRF token
+of the page they came from, redirects not followed; and the console in another language. The
+people who sign in are users.person."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse.config import get_settings
 from clearinghouse.console import i18n, render
-from clearinghouse.users import signin
-from clearinghouse.users.service import create_user
-from tests.api.builders import unique_id
-from tests.builders import own_client
-
-PASSWORD = "correct horse battery staple"
-
-
-@dataclass(frozen=True)
-class Person:
-    id: str
-    role: str
-    password: str = PASSWORD
-
-
-def person(sessions: sessionmaker[Session], role: str) -> Person:
-    """A committed user of the role who signs in with `PASSWORD`."""
-    with sessions() as session, session.begin():
-        user, _ = create_user(session, unique_id(role[:3]), role)
-        signin.set_password(session, user.id, PASSWORD)
-    return Person(user.id, role)
+from tests.builders.http import own_client
+from tests.builders.users import Person
 
 
 def hidden(html: str, name: str) -> str:
@@ -57,7 +37,7 @@ class Console:
     def sign_in(self, who: Person, password: str | None = None, next: str = "") -> httpx.Response:
         form = self.http.get("/console/sign-in")
         assert form.status_code == 200
-        return self.http.post(
+        response: httpx.Response = self.http.post(
             "/console/sign-in",
             data={
                 "login": who.id,
@@ -66,9 +46,10 @@ class Console:
                 "next": next,
             },
         )
+        return response
 
     def get(self, path: str) -> httpx.Response:
-        response = self.http.get(path)
+        response: httpx.Response = self.http.get(path)
         if response.status_code == 200 and "text/html" in response.headers["content-type"]:
             self.last_page = response.text
         return response
@@ -76,7 +57,8 @@ class Console:
     def post(self, path: str, **fields: str) -> httpx.Response:
         """A form on the last page read, with that page's CSRF token unless one is given."""
         data = {"csrf_token": hidden(self.last_page, "csrf_token"), **fields}
-        return self.http.post(path, data=data)
+        response: httpx.Response = self.http.post(path, data=data)
+        return response
 
     def follow(self, response: httpx.Response) -> httpx.Response:
         assert response.status_code == 303, response.text

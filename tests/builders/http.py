@@ -1,93 +1,49 @@
-"""Typed builders for the signed partner API: partners with fresh keys, signed requests of any
-shape (including ones PartnerClient would never build), and the checks every refusal shares."""
+"""Clients of the app and the checks every refusal shares: a TestClient with an address of its
+own, a PartnerClient for a partner's key, requests signed by hand in shapes PartnerClient would
+never build (and altered after signing), and RFC 9457 problems, whether answered (assert_problem)
+or raised by PartnerClient (refused)."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import ASGIApp
 
 from clearinghouse.api.tables import idempotency_records
 from clearinghouse.members.tables import member_links, members
-from partners import directory, keys, rates
 from partners.auth import Unauthorized
-from partners.client import PartnerClient, covered
+from partners.client import PartnerClient, ProblemError, covered
 from partners.signing import sign_request
+from tests.builders.ids import unique_id
+from tests.builders.partners import ApiPartner, SigningKey
 
 PROBLEM_JSON = "application/problem+json"
 UNAUTHORIZED_DETAIL = Unauthorized().detail
 TEST_BASE_URL = "http://testserver"
 
-_counter = itertools.count(1)
 
-
-def unique_id(prefix: str) -> str:
-    """A fresh slug (partner, store and key ids share the pattern ^[a-z0-9][a-z0-9_-]{1,39}$)."""
-    return f"{prefix}{uuid.uuid4().hex[:10]}{next(_counter)}"
-
-
-@dataclass(frozen=True)
-class SigningKey:
-    key_id: str
-    private_key: Ed25519PrivateKey
-
-
-@dataclass(frozen=True)
-class ApiPartner:
-    id: str
-    key: SigningKey
-    store_id: str
-
-    @property
-    def key_id(self) -> str:
-        return self.key.key_id
-
-    @property
-    def private_key(self) -> Ed25519PrivateKey:
-        return self.key.private_key
-
-
-def add_key(sessions: sessionmaker[Session], partner_id: str) -> SigningKey:
-    """Register a freshly generated Ed25519 key for the partner; committed."""
-    private_key = Ed25519PrivateKey.generate()
-    with sessions() as session, session.begin():
-        record = keys.register_key(session, partner_id, private_key.public_key())
-    return SigningKey(record.id, private_key)
-
-
-def create_partner(
-    sessions: sessionmaker[Session], *, with_rates: bool = True, with_key: bool = True
-) -> ApiPartner:
-    """An active online merchant with one store, a generated key and rates; committed."""
-    partner_id = unique_id("p")
-    store_id = unique_id("s")
-    private_key = Ed25519PrivateKey.generate()
-    key_id = ""
-    with sessions() as session, session.begin():
-        directory.create_partner(session, partner_id, f"Partner {partner_id}", "online_merchant")
-        if with_key:
-            key_id = keys.register_key(session, partner_id, private_key.public_key()).id
-        if with_rates:
-            rates.set_rates(
-                session, partner_id, earn_rate="1", issue_price="0.8", redemption_value="0.7"
-            )
-        directory.add_store(
-            session, partner_id, store_id, name="Flagship", channel="offline", city="Shanghai"
-        )
-    return ApiPartner(partner_id, SigningKey(key_id, private_key), store_id)
+def own_client(app: ASGIApp, address: str | None = None, **options: Any) -> TestClient:
+    """A TestClient with an address of its own (unless given one), as every real client has:
+    the failed authentications of one test never count against another's rate limit."""
+    return TestClient(
+        app,
+        raise_server_exceptions=False,
+        client=(address or unique_id("client-"), 50000),
+        **options,
+    )
 
 
 def client_for(
     key: SigningKey | ApiPartner, http: httpx.Client, base_url: str = TEST_BASE_URL
 ) -> PartnerClient:
+    """The partner's (or the key's) signing client over `http`."""
     signing_key = key.key if isinstance(key, ApiPartner) else key
     return PartnerClient(base_url, signing_key.key_id, signing_key.private_key, http=http)
 
@@ -148,10 +104,6 @@ def altered(
     )
 
 
-def link_body(customer_ref: str | None = None) -> dict[str, str]:
-    return {"customer_ref": customer_ref or unique_id("c")}
-
-
 def row_counts(sessions: sessionmaker[Session]) -> dict[str, int]:
     """Rows in the tables a partner request can write to."""
     with sessions() as session:
@@ -178,3 +130,11 @@ def assert_unauthorized(response: httpx.Response) -> None:
     """401 with the one generic message, whatever check failed."""
     problem = assert_problem(response, 401, "unauthorized")
     assert problem["detail"] == UNAUTHORIZED_DETAIL
+
+
+def refused(status: int, code: str, call: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Call a signed request that must be refused with this status and code; its problem."""
+    with pytest.raises(ProblemError) as caught:
+        call(*args, **kwargs)
+    assert (caught.value.status, caught.value.code) == (status, code), caught.value.problem
+    return caught.value.problem
