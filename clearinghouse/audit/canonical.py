@@ -133,6 +133,11 @@ def entries_recorded(session: Session, start: datetime, end: datetime) -> list[E
     )
 
 
+def entries_where(session: Session, condition: Any) -> list[EntryRecord]:
+    """The entries matching `condition`, in id order, with their postings."""
+    return _load(session, condition)
+
+
 def entries_in_batches(
     session: Session,
     condition: Any,

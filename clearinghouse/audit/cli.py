@@ -4,6 +4,7 @@ inclusion offline, export a date range."""
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -119,6 +120,12 @@ def export(
         int | None,
         typer.Option(min=1, help="Stop after this many entries; the same command continues."),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Processes encoding the entries of a large export (default: the CPUs)."
+        ),
+    ] = min(os.cpu_count() or 1, 4),
 ) -> None:
     """Write entries, CSV, beancount, seals and a manifest of digests for a date range, a batch
     at a time; an interrupted or partial export continues from its last entry."""
@@ -128,7 +135,9 @@ def export(
         # One snapshot: the files and the seals describe the same journal.
         session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
         try:
-            done = verify.export_sealed(session, start, end, out, max_entries=max_entries)
+            done = verify.export_sealed(
+                session, start, end, out, max_entries=max_entries, workers=workers
+            )
         except (ExportError, FileExistsError) as exc:
             raise fail(str(exc)) from exc
     if isinstance(done, Progress):

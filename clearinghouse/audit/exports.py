@@ -19,7 +19,9 @@ purpose after `max_entries` (`export_part`), is continued by running it again on
 folder and range: the files are cut back to the recorded lengths and the entries after the
 cursor follow. Once the last batch is written, the accounts close the beancount file, the
 manifest is written and `progress.json` removed: the files are byte for byte those of an export
-made at once.
+made at once. With `workers`, a whole export of many batches is read and encoded by worker
+processes in the exporting transaction's snapshot and appended in the same order: the same
+bytes again (`_encoded_by_workers`).
 
 The beancount ledger
 --------------------
@@ -81,22 +83,32 @@ import functools
 import hashlib
 import itertools
 import json
+import multiprocessing
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from clearinghouse.audit.canonical import EntryRecord, encode, entries_in_batches, instant_text
+from clearinghouse.audit.canonical import (
+    EntryRecord,
+    encode,
+    entries_in_batches,
+    entries_where,
+    instant_text,
+)
 from clearinghouse.config import get_settings
+from clearinghouse.database import make_engine
 from clearinghouse.ledger.tables import ADDRESS_PATTERN, accounts, journal_entries, postings
 
 ENTRIES_FILE = "entries.jsonl"
@@ -376,10 +388,13 @@ def export_journal(
     *,
     zone: ZoneInfo | None = None,
     batch_size: int = BATCH_SIZE,
+    workers: int = 1,
 ) -> Manifest:
     """Write the entries recorded in [start, end) into `out_dir`, or what is left of an
     unfinished export there, and return the manifest (see `export_part`)."""
-    done = export_part(session, start, end, out_dir, zone=zone, batch_size=batch_size)
+    done = export_part(
+        session, start, end, out_dir, zone=zone, batch_size=batch_size, workers=workers
+    )
     assert isinstance(done, Manifest)  # only a part given max_entries stops early
     return done
 
@@ -393,6 +408,7 @@ def export_part(
     max_entries: int | None = None,
     zone: ZoneInfo | None = None,
     batch_size: int = BATCH_SIZE,
+    workers: int = 1,
 ) -> Manifest | Progress:
     """Write the entries recorded in [start, end) into `out_dir`, `batch_size` at a time, each
     batch appended to the files as it is read. `out_dir` is created if missing; an existing
@@ -400,7 +416,9 @@ def export_part(
     continued after its last entry. With `max_entries`, stop after writing that many and return
     the progress; otherwise (or when fewer were left) finish: the accounts' balances close the
     beancount file, and the manifest is written and returned. `zone` defaults to the
-    coalition's."""
+    coalition's. With `workers` above 1, a whole export of many batches has them encoded by
+    that many processes reading `session`'s snapshot (see `_encoded_by_workers`): the session
+    must then be a REPEATABLE READ transaction, as `audit export` opens."""
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("start and end must carry a time zone")
     if end < start:
@@ -423,7 +441,7 @@ def export_part(
         progress.write(out_dir)
     try:
         progress, stopped = _write_entries(
-            session, out_dir, progress, zone, max_entries, batch_size
+            session, out_dir, progress, zone, max_entries, batch_size, workers
         )
         return progress if stopped else _finish(session, out_dir, progress, zone)
     except ExportInconsistent:
@@ -456,6 +474,35 @@ def _resume_point(out_dir: Path, start: datetime, end: datetime, zone: ZoneInfo)
     return progress
 
 
+def _in_range(start: datetime, end: datetime) -> Any:
+    return (journal_entries.c.recorded_at >= start) & (journal_entries.c.recorded_at < end)
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """A batch of entries as the three data files hold them."""
+
+    first_id: int
+    last_id: int
+    entries: int
+    postings: int
+    data: dict[str, bytes]
+
+
+def _encoded(batch: list[EntryRecord], zone: ZoneInfo) -> _Encoded:
+    return _Encoded(
+        batch[0].id,
+        batch[-1].id,
+        len(batch),
+        sum(len(entry.postings) for entry in batch),
+        {
+            ENTRIES_FILE: b"".join(encode(entry) + b"\n" for entry in batch),
+            CSV_FILE: "".join(_csv_entry(entry) for entry in batch).encode(),
+            BEANCOUNT_FILE: "".join(_beancount_entry(entry, zone) for entry in batch).encode(),
+        },
+    )
+
+
 def _write_entries(
     session: Session,
     out_dir: Path,
@@ -463,39 +510,104 @@ def _write_entries(
     zone: ZoneInfo,
     max_entries: int | None,
     batch_size: int,
+    workers: int,
 ) -> tuple[Progress, bool]:
     """Append the entries after the cursor, a batch at a time, recording the progress after
     each; also whether `max_entries` stopped it."""
-    in_range = (journal_entries.c.recorded_at >= progress.start) & (
-        journal_entries.c.recorded_at < progress.end
-    )
+    in_range = _in_range(progress.start, progress.end)
+    batches: Iterator[_Encoded]
+    many = workers > 1 and max_entries is None
+    if many and _bound(session, in_range, progress.cursor, 2 * workers * batch_size) is not None:
+        batches = _encoded_by_workers(session, progress, zone, batch_size, workers)
+    else:
+        batches = (
+            _encoded(batch, zone)
+            for batch in entries_in_batches(
+                session, in_range, after=progress.cursor, size=batch_size, limit=max_entries
+            )
+        )
     written = 0
     with contextlib.ExitStack() as stack:
         files = {name: stack.enter_context((out_dir / name).open("ab")) for name in DATA_FILES}
-        for batch in entries_in_batches(
-            session, in_range, after=progress.cursor, size=batch_size, limit=max_entries
-        ):
-            rows: list[str] = []
-            transactions: list[str] = []
-            for entry in batch:
-                rows.append(_csv_entry(entry))
-                transactions.append(_beancount_entry(entry, zone))
-            files[ENTRIES_FILE].write(b"".join(encode(entry) + b"\n" for entry in batch))
-            files[CSV_FILE].write("".join(rows).encode())
-            files[BEANCOUNT_FILE].write("".join(transactions).encode())
-            for f in files.values():
+        for encoded in batches:
+            for name, f in files.items():
+                f.write(encoded.data[name])
                 f.flush()
-            written += len(batch)
+            written += encoded.entries
             progress = replace(
                 progress,
-                cursor=batch[-1].id,
-                first_entry_id=progress.first_entry_id or batch[0].id,
-                entries=progress.entries + len(batch),
-                postings=progress.postings + sum(len(entry.postings) for entry in batch),
+                cursor=encoded.last_id,
+                first_entry_id=progress.first_entry_id or encoded.first_id,
+                entries=progress.entries + encoded.entries,
+                postings=progress.postings + encoded.postings,
                 sizes={name: f.tell() for name, f in files.items()},
             )
             progress.write(out_dir)
     return progress, max_entries is not None and written == max_entries
+
+
+def _bound(session: Session, in_range: Any, after: int | None, count: int) -> int | None:
+    """The id of the `count`-th entry in range after `after`; None when fewer are left."""
+    where = in_range if after is None else in_range & (journal_entries.c.id > after)
+    bound: int | None = session.execute(
+        select(journal_entries.c.id)
+        .where(where)
+        .order_by(journal_entries.c.id)
+        .offset(count - 1)
+        .limit(1)
+    ).scalar_one_or_none()
+    return bound
+
+
+def _encoded_by_workers(
+    session: Session, progress: Progress, zone: ZoneInfo, batch_size: int, workers: int
+) -> Iterator[_Encoded]:
+    """The batches after the cursor, in id order, read and encoded by `workers` processes that
+    see the journal as `session` does (its snapshot, exported with pg_export_snapshot). This
+    process finds where each batch ends and keeps two batches a worker in hand, so memory stays
+    bounded whatever the range."""
+    snapshot = session.execute(text("SELECT pg_export_snapshot()")).scalar_one()
+    url = session.get_bind().engine.url.render_as_string(hide_password=False)
+    in_range = _in_range(progress.start, progress.end)
+    spawn = multiprocessing.get_context("spawn")
+    setup = (url, snapshot, progress.start, progress.end, zone.key)
+    with spawn.Pool(workers, _start_worker, setup) as pool:
+        pending: deque[AsyncResult[_Encoded | None]] = deque()
+        after, more = progress.cursor, True
+        while pending or more:
+            while more and len(pending) < 2 * workers:
+                upto = _bound(session, in_range, after, batch_size)
+                pending.append(pool.apply_async(_encode_range, (after, upto)))
+                after, more = upto, upto is not None
+            encoded = pending.popleft().get()
+            if encoded is not None:
+                yield encoded
+
+
+# A worker's session in the exporting transaction's snapshot, the range and the zone.
+_worker: tuple[Session, Any, ZoneInfo] | None = None
+
+
+def _start_worker(url: str, snapshot: str, start: datetime, end: datetime, zone: str) -> None:
+    global _worker
+    if not re.fullmatch(r"[0-9A-F-]+", snapshot):
+        raise ValueError(f"not a snapshot id: {snapshot!r}")
+    session = Session(make_engine(url, pool_size=1, max_overflow=0, name="clearinghouse export"))
+    session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+    session.execute(text(f"SET TRANSACTION SNAPSHOT '{snapshot}'"))
+    _worker = (session, _in_range(start, end), ZoneInfo(zone))
+
+
+def _encode_range(after: int | None, upto: int | None) -> _Encoded | None:
+    """The entries in range with ids in (after, upto], encoded; None if there are none."""
+    assert _worker is not None, "a worker is started by _start_worker"
+    session, where, zone = _worker
+    if after is not None:
+        where = where & (journal_entries.c.id > after)
+    if upto is not None:
+        where = where & (journal_entries.c.id <= upto)
+    batch = entries_where(session, where)
+    return _encoded(batch, zone) if batch else None
 
 
 def _finish(session: Session, out_dir: Path, progress: Progress, zone: ZoneInfo) -> Manifest:

@@ -323,10 +323,11 @@ def export_sealed(
     out_dir: Path,
     *,
     max_entries: int | None = None,
+    workers: int = 1,
 ) -> Manifest | Progress:
     """An export (or its next part) with, once finished, the sealed blocks beside it: what
-    `audit export` and the export route write."""
-    done = export_part(session, start, end, out_dir, max_entries=max_entries)
+    `audit export` and the export route write (`workers`: see `export_part`)."""
+    done = export_part(session, start, end, out_dir, max_entries=max_entries, workers=workers)
     if isinstance(done, Progress):
         return done
     write_seals(session, out_dir)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from clearinghouse.app import create_app
 from clearinghouse.audit import exports, sealing, verify
@@ -93,6 +93,24 @@ def test_an_export_reads_a_batch_at_a_time_into_the_same_files(
     assert _files(tmp_path / "pairs") == _files(tmp_path / "whole")
     # Twelve entries in pairs; the sixth pair is full, so one more read finds the end.
     assert counts == [2, 2, 2, 2, 2, 2, 0]
+
+
+def test_worker_processes_encode_an_export_into_the_same_files(
+    books: Books, no_seal_delay: None, tmp_path: Path
+) -> None:
+    posted = _three_blocks(books)
+    start, end = _range(posted)
+    with books.sessions() as session:
+        exports.export_journal(session, start, end, tmp_path / "whole")
+    with books.sessions() as session:
+        session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+        with _entries_read(books) as counts:
+            exports.export_journal(
+                session, start, end, tmp_path / "workers", batch_size=2, workers=2
+            )
+    assert _files(tmp_path / "workers") == _files(tmp_path / "whole")
+    # Twelve entries, more than two pairs a worker: the workers read every one of them.
+    assert counts == []
 
 
 def test_an_export_in_parts_is_the_export_made_at_once(
