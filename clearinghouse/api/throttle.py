@@ -132,8 +132,8 @@ class Throttle:
     def check_source(self, tx: Tx, source: str) -> None:
         """Refuse a request from a source past its limit, by the shared count."""
         counted = tx.one(
-            "SELECT * FROM rate_count(%s, %s)",
-            (f"source:{source}", self.limits.source_window_seconds),
+            "SELECT * FROM rate_count(%s, %s, %s)",
+            (f"source:{source}", self.limits.source_window_seconds, self._instant()),
         )
         if counted.hits >= self.limits.source_failures:
             self._block(source, counted.retry_after)
@@ -141,11 +141,15 @@ class Throttle:
     def failed(self, tx: Tx, source: str) -> None:
         """Count a failed authentication from `source`; refuse it if that passes the limit."""
         counted = tx.one(
-            "SELECT * FROM rate_hit(%s, %s)",
-            (f"source:{source}", self.limits.source_window_seconds),
+            "SELECT * FROM rate_hit(%s, %s, 1, %s)",
+            (f"source:{source}", self.limits.source_window_seconds, self._instant()),
         )
         if counted.hits > self.limits.source_failures:
             self._block(source, counted.retry_after)
+
+    def _instant(self) -> datetime:
+        """Now, by the clock the windows are counted on."""
+        return datetime.fromtimestamp(self.clock(), UTC)
 
     def _block(self, source: str, retry_after: int) -> None:
         with self._lock:

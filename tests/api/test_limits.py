@@ -4,6 +4,7 @@ every answer carries, and answers a client can act on when the server or the dat
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -253,7 +254,9 @@ def test_bearer_token_guesses_are_limited_per_source(sessions: sessionmaker[Sess
 def test_console_sign_ins_are_limited_per_source_across_names(
     sessions: sessionmaker[Session],
 ) -> None:
-    app = create_app(sessions, limits=LOW)
+    # The failures' window stands still: none of them falls into the next minute's.
+    frozen = time.time()
+    app = create_app(sessions, limits=LOW, clock=lambda: frozen)
     browser = Console(app)
     people = [person(sessions, "finance") for _ in range(6)]
     statuses = [browser.sign_in(who, password="wrong password").status_code for who in people[:5]]
