@@ -54,6 +54,39 @@ class AuthenticatedPartner:
     key_id: str
 
 
+class OutsideKeyScope(DomainError):
+    code = "key_scope"
+    status = 403
+    title = "Outside the key's scope"
+
+
+@dataclass(frozen=True)
+class KeyScope:
+    """What a key may act for: all the partner's stores, or one store (a terminal in it, when
+    `terminal_id` is set)."""
+
+    store_id: str | None = None
+    terminal_id: str | None = None
+
+    def store_for(self, named: str | None) -> str | None:
+        """The store a request acts for: the one it names, else the key's. A key scoped to a
+        store may name no other."""
+        if named is None:
+            return self.store_id
+        if self.store_id is not None and named != self.store_id:
+            raise OutsideKeyScope(f"this key acts for store {self.store_id} only, not {named}")
+        return named
+
+    def __str__(self) -> str:
+        if self.store_id is None:
+            return "all stores"
+        terminal = f" terminal {self.terminal_id}" if self.terminal_id is not None else ""
+        return f"store {self.store_id}{terminal}"
+
+
+PARTNER_WIDE = KeyScope()
+
+
 @dataclass(frozen=True)
 class KeyRecord:
     id: str
@@ -63,12 +96,16 @@ class KeyRecord:
     raw_public_key: bytes
     status: str
     retire_at: datetime | None
+    expires_at: datetime | None
+    scope: KeyScope
     partner_active: bool
 
     def usable(self, now: datetime) -> bool:
         """Requests signed with the key are accepted now: the key is active, or retiring
-        before its deadline, and its partner is active."""
+        before its deadline, it has not expired, and its partner is active."""
         if not self.partner_active:
+            return False
+        if self.expires_at is not None and self.expires_at <= now:
             return False
         if self.status == "active":
             return True
@@ -78,8 +115,8 @@ class KeyRecord:
 Keyring = Mapping[str, KeyRecord]
 
 _KEYS = """
-SELECT k.id, k.partner_id, k.algorithm, k.public_key, k.status, k.retire_at,
-       p.status = 'active' AS partner_active
+SELECT k.id, k.partner_id, k.algorithm, k.public_key, k.status, k.retire_at, k.expires_at,
+       k.store_id, k.terminal_id, p.status = 'active' AS partner_active
   FROM partner_keys k JOIN partners p ON p.id = k.partner_id
  WHERE k.status <> 'revoked'
 """
@@ -95,6 +132,8 @@ def _load_keyring(tx: Tx) -> Keyring:
             raw_public_key=row.public_key,
             status=row.status,
             retire_at=row.retire_at,
+            expires_at=row.expires_at,
+            scope=KeyScope(row.store_id, row.terminal_id),
             partner_active=row.partner_active,
         )
         for row in tx.all(_KEYS)

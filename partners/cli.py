@@ -13,6 +13,7 @@ from clearinghouse import clock
 from clearinghouse.cli_support import fail, transaction
 from clearinghouse.config import get_settings
 from partners import directory, keys, limits, rates
+from partners.auth import KeyScope
 from partners.signing import load_public_key_pem
 
 partner_app = typer.Typer(no_args_is_help=True)
@@ -168,18 +169,35 @@ def rates_show(partner_id: str) -> None:
 def _print_key(k: keys.PartnerKey) -> None:
     used = k.last_used_at.isoformat(timespec="seconds") if k.last_used_at else "never"
     until = f" until {k.retire_at.isoformat(timespec='seconds')}" if k.retire_at else ""
-    typer.echo(f"{k.id:<28} {k.status}{until}, last used {used}")
+    expires = f", expires {k.expires_at.isoformat(timespec='seconds')}" if k.expires_at else ""
+    typer.echo(f"{k.id:<28} {k.status}{until}, {k.scope}{expires}, last used {used}")
+
+
+Store = Annotated[
+    str | None, typer.Option("--store", help="Scope the key to this store of the partner.")
+]
+Terminal = Annotated[
+    str | None, typer.Option("--terminal", help="The terminal of --store that holds the key.")
+]
+ExpiresAt = Annotated[
+    datetime | None,
+    typer.Option(help="ISO 8601 instant with offset after which the key is refused."),
+]
 
 
 @key_app.command("generate")
 def key_generate(
     partner_id: str,
     out: Annotated[Path, typer.Option(help="Where to write the private key (PEM, mode 0600).")],
+    store: Store = None,
+    terminal: Terminal = None,
+    expires_at: ExpiresAt = None,
 ) -> None:
     """Make a key pair for the partner: the private key goes to OUT, only the public key is
     kept here."""
+    scope = KeyScope(store, terminal)
     with transaction() as session:
-        record = keys.generate_key(session, partner_id, out)
+        record = keys.generate_key(session, partner_id, out, scope=scope, expires_at=expires_at)
     typer.echo(f"key id {record.id}; private key written to {out}")
 
 
@@ -188,14 +206,20 @@ def key_add(
     partner_id: str,
     public_key: Annotated[Path, typer.Argument(help="The partner's Ed25519 public key (PEM).")],
     key_id: Annotated[str | None, typer.Option(help="Key id; generated if omitted.")] = None,
+    store: Store = None,
+    terminal: Terminal = None,
+    expires_at: ExpiresAt = None,
 ) -> None:
     """Register a public key the partner made itself."""
     try:
         key = load_public_key_pem(public_key.read_bytes())
     except (OSError, ValueError) as exc:
         raise fail(f"cannot read an Ed25519 public key from {public_key}: {exc}") from exc
+    scope = KeyScope(store, terminal)
     with transaction() as session:
-        record = keys.register_key(session, partner_id, key, key_id)
+        record = keys.register_key(
+            session, partner_id, key, key_id, scope=scope, expires_at=expires_at
+        )
     typer.echo(f"key id {record.id}")
 
 

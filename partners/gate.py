@@ -231,6 +231,11 @@ class PartnerCall:
         return self.verified.key.id
 
     @property
+    def scope(self) -> auth.KeyScope:
+        """What the request's key may act for."""
+        return self.verified.key.scope
+
+    @property
     def idempotency_key(self) -> str:
         """The POST's Idempotency-Key (the gate has required and checked it)."""
         assert self._key is not None, "only a POST carries an idempotency key"

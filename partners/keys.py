@@ -1,13 +1,18 @@
 """Partners' API keys: Ed25519 public keys only (the partner keeps the private key).
 
-A partner holds at most two active keys, so it can rotate without downtime: add the new key,
-move its systems over, then retire the old one with a deadline (it keeps working until then)
-or revoke it at once.
+A key acts for all the partner's stores, or for one store (held by one of its terminals, when
+it names one): an offline store's till signs with a key of its own, which can be revoked
+without touching the others. A key may carry an expiry, after which it is refused.
+
+A partner holds at most two active keys per scope, so it can rotate without downtime: add the
+new key, move its systems over, then retire the old one with a deadline (it keeps working until
+then) or revoke it at once.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,12 +24,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from clearinghouse import clock
 from clearinghouse.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
-from partners.directory import lock_partner
+from partners.auth import PARTNER_WIDE, KeyScope
+from partners.directory import get_store, lock_partner
 from partners.signing import private_key_to_pem
 from partners.tables import partner_keys, request_nonces
 
 MAX_ACTIVE_KEYS = 2
+TERMINAL_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 class KeyNotFound(NotFound):
@@ -48,6 +56,13 @@ class PartnerKey:
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+    store_id: str | None
+    terminal_id: str | None
+    expires_at: datetime | None
+
+    @property
+    def scope(self) -> KeyScope:
+        return KeyScope(self.store_id, self.terminal_id)
 
     def public_key_object(self) -> Ed25519PublicKey:
         return Ed25519PublicKey.from_public_bytes(self.public_key)
@@ -61,19 +76,47 @@ def raw_public_key(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+def _check_scope(session: Session, partner_id: str, scope: KeyScope) -> None:
+    if scope.store_id is not None:
+        get_store(session, partner_id, scope.store_id)
+    if scope.terminal_id is None:
+        return
+    if scope.store_id is None:
+        raise InvalidRequest("a terminal is one of a store's: name its store too")
+    if not TERMINAL_PATTERN.fullmatch(scope.terminal_id):
+        raise InvalidRequest("a terminal id is 1 to 64 letters, digits or . _ : -")
+
+
 def register_key(
-    session: Session, partner_id: str, public_key: Ed25519PublicKey, key_id: str | None = None
+    session: Session,
+    partner_id: str,
+    public_key: Ed25519PublicKey,
+    key_id: str | None = None,
+    *,
+    scope: KeyScope = PARTNER_WIDE,
+    expires_at: datetime | None = None,
 ) -> PartnerKey:
-    """Register a public key as active for the partner."""
+    """Register a public key as active for the partner, acting for `scope`, until `expires_at`
+    if given."""
     lock_partner(session, partner_id)  # serialises key changes per partner
+    _check_scope(session, partner_id, scope)
+    now = clock.now()
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise InvalidRequest("the expiry must carry a time zone")
+    if expires_at is not None and expires_at <= now:
+        raise InvalidRequest("the expiry must be in the future")
     active = session.execute(
         select(func.count()).where(
-            partner_keys.c.partner_id == partner_id, partner_keys.c.status == "active"
+            partner_keys.c.partner_id == partner_id,
+            partner_keys.c.status == "active",
+            partner_keys.c.store_id.is_not_distinct_from(scope.store_id),
+            partner_keys.c.terminal_id.is_not_distinct_from(scope.terminal_id),
+            or_(partner_keys.c.expires_at.is_(None), partner_keys.c.expires_at > now),
         )
     ).scalar_one()
     if active >= MAX_ACTIVE_KEYS:
         raise TooManyKeys(
-            f"partner {partner_id} already has {MAX_ACTIVE_KEYS} active keys: "
+            f"partner {partner_id} already has {MAX_ACTIVE_KEYS} active keys for {scope}: "
             "retire or revoke one first"
         )
     key_id = key_id or f"{partner_id}-{secrets.token_hex(4)}"
@@ -87,17 +130,33 @@ def register_key(
         raise AlreadyExists(f"key {clash.id} already has this id or this public key")
     row = session.execute(
         partner_keys.insert()
-        .values(id=key_id, partner_id=partner_id, public_key=raw)
+        .values(
+            id=key_id,
+            partner_id=partner_id,
+            public_key=raw,
+            store_id=scope.store_id,
+            terminal_id=scope.terminal_id,
+            expires_at=expires_at,
+        )
         .returning(*partner_keys.c)
     ).one()
     return _key(row)
 
 
-def generate_key(session: Session, partner_id: str, private_key_path: Path) -> PartnerKey:
+def generate_key(
+    session: Session,
+    partner_id: str,
+    private_key_path: Path,
+    *,
+    scope: KeyScope = PARTNER_WIDE,
+    expires_at: datetime | None = None,
+) -> PartnerKey:
     """Make a key pair, write the private key as PEM readable by its owner only, and register
     the public key. An existing file is never overwritten."""
     private_key = Ed25519PrivateKey.generate()
-    record = register_key(session, partner_id, private_key.public_key())
+    record = register_key(
+        session, partner_id, private_key.public_key(), scope=scope, expires_at=expires_at
+    )
     try:
         fd = os.open(private_key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError as exc:

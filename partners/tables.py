@@ -94,10 +94,16 @@ partner_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("revoked_at", DateTime(timezone=True)),
     Column("last_used_at", DateTime(timezone=True)),
+    # A key scoped to one of the partner's stores acts for it alone; its terminal names the
+    # till that holds it.
+    Column("store_id", Text, ForeignKey("stores.id")),
+    Column("terminal_id", Text),
+    Column("expires_at", DateTime(timezone=True)),
     CheckConstraint("algorithm = 'ed25519'", name="algorithm_known"),
     CheckConstraint("octet_length(public_key) = 32", name="public_key_length"),
     CheckConstraint("status IN ('active', 'retiring', 'revoked')", name="status_known"),
     CheckConstraint("(status = 'retiring') = (retire_at IS NOT NULL)", name="retire_at_present"),
+    CheckConstraint("terminal_id IS NULL OR store_id IS NOT NULL", name="terminal_in_store"),
     Index("ix_partner_keys_partner_id", "partner_id"),
 )
 

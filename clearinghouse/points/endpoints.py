@@ -46,17 +46,18 @@ router = APIRouter(prefix="/v1", tags=["points"])
     response_model=AccrualOut,
 )
 async def report_purchase(body: PurchaseIn, call: Partner) -> Response:
-    report = accrual.PurchaseReport(
-        partner_txn_id=body.partner_txn_id,
-        member_id=body.member_id,
-        amount_fen=body.amount_fen,
-        occurred_at=body.occurred_at,
-        store_id=body.store_id,
-        currency=body.currency,
-    )
-    return await call.answer(
-        lambda tx: AccrualOut.model_validate(accrual.accrue(tx, call.partner_id, report))
-    )
+    def accrue(tx: Tx) -> AccrualOut:
+        report = accrual.PurchaseReport(
+            partner_txn_id=body.partner_txn_id,
+            member_id=body.member_id,
+            amount_fen=body.amount_fen,
+            occurred_at=body.occurred_at,
+            store_id=call.scope.store_for(body.store_id),
+            currency=body.currency,
+        )
+        return AccrualOut.model_validate(accrual.accrue(tx, call.partner_id, report))
+
+    return await call.answer(accrue)
 
 
 @router.post(
@@ -101,7 +102,7 @@ async def place_hold(body: HoldIn, call: Partner) -> Response:
             body.member_id,
             body.points,
             key=call.idempotency_key,
-            store_id=body.store_id,
+            store_id=call.scope.store_for(body.store_id),
             partner_ref=body.partner_ref,
             minutes=body.expires_in_minutes,
         )
@@ -151,7 +152,7 @@ async def redeem(body: RedeemIn, call: Partner) -> Response:
             body.member_id,
             body.points,
             key=call.idempotency_key,
-            store_id=body.store_id,
+            store_id=call.scope.store_for(body.store_id),
             partner_ref=body.partner_ref,
         )
         return HoldOut.model_validate(hold)

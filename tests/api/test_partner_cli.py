@@ -204,3 +204,55 @@ def test_key_generate_into_a_missing_folder_is_a_clear_error(
     assert str(pem) in error
     with sessions() as session:
         assert keys.list_keys(session, partner.id) == []
+
+
+def test_store_keys_are_added_generated_and_listed_with_their_scope_and_expiry(
+    cli: Cli, sessions: sessionmaker[Session], http: TestClient, tmp_path: Path
+) -> None:
+    partner = make_partner(sessions, kind="store_chain")
+    private_key = Ed25519PrivateKey.generate()
+    public_pem = tmp_path / "till.pub.pem"
+    public_pem.write_bytes(public_key_to_pem(private_key.public_key()))
+    till_key, expiry = f"{partner.id}-till", "2031-01-02T03:04:05+00:00"
+    store = ("--store", partner.store_id)
+
+    scoped = ("--key-id", till_key, *store, "--terminal", "till-1", "--expires-at", expiry)
+    cli.ok("partner", "key", "add", partner.id, str(public_pem), *scoped)
+    out = cli.ok("partner", "key", "generate", partner.id, "--out", str(tmp_path / "s.pem"), *store)
+    store_key = out.split()[2].rstrip(";")
+
+    till = client_for(SigningKey(till_key, private_key), http)
+    member_id = till.post("/v1/members", {"customer_ref": "cust-1"})["member_id"]
+    purchase = {
+        "partner_txn_id": "order-1",
+        "member_id": member_id,
+        "amount_fen": 52_000,
+        "occurred_at": datetime.now(UTC).isoformat(),
+    }
+    till.post("/v1/purchases", purchase)
+    assert till.get("/v1/purchases/order-1")["store_id"] == partner.store_id
+
+    listed = {
+        line.split()[0]: line for line in cli.ok("partner", "key", "list", partner.id).splitlines()
+    }
+    assert listed[partner.key_id].split(", ")[1] == "all stores"
+    assert (
+        listed[till_key]
+        .split(None, 1)[1]
+        .startswith(
+            f"active, store {partner.store_id} terminal till-1, expires {expiry}, last used 20"
+        )
+    )
+    assert listed[store_key].split(None, 1)[1] == (
+        f"active, store {partner.store_id}, last used never"
+    )
+
+    other = make_partner(sessions)
+    elsewhere = ("--out", str(tmp_path / "o.pem"), "--store", other.store_id)
+    assert f"no store {other.store_id}" in cli.refused(
+        "partner", "key", "generate", partner.id, *elsewhere
+    )
+    past = ("--out", str(tmp_path / "p.pem"), "--expires-at", "2020-01-01T00:00:00+00:00")
+    assert "the expiry must be in the future" in cli.refused(
+        "partner", "key", "generate", partner.id, *past
+    )

@@ -2,12 +2,12 @@
 merchants by default, partner programmes through make_programme), with a store, an Ed25519 key
 of the test's own, rates (version 1, in effect from `rates_since` ago so that back-dated
 purchases find them) and an issuance limit, each of which a test can leave out; and what a
-partner adds later: keys, stores, a new limit."""
+partner adds later: keys (for all its stores or one), stores, a new limit."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from partners import directory, keys, limits
+from partners.auth import PARTNER_WIDE, KeyScope
 from partners.tables import partner_rates
 from tests.builders.ids import unique_id
 
@@ -121,11 +122,20 @@ def make_programme(
     )
 
 
-def add_key(sessions: sessionmaker[Session], partner_id: str) -> SigningKey:
-    """Register a freshly generated Ed25519 key for the partner; committed."""
+def add_key(
+    sessions: sessionmaker[Session],
+    partner_id: str,
+    *,
+    scope: KeyScope = PARTNER_WIDE,
+    expires_at: datetime | None = None,
+) -> SigningKey:
+    """Register a freshly generated Ed25519 key for the partner, acting for `scope`, until
+    `expires_at` if given; committed."""
     private_key = Ed25519PrivateKey.generate()
     with sessions() as session, session.begin():
-        record = keys.register_key(session, partner_id, private_key.public_key())
+        record = keys.register_key(
+            session, partner_id, private_key.public_key(), scope=scope, expires_at=expires_at
+        )
     return SigningKey(record.id, private_key)
 
 
