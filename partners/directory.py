@@ -258,10 +258,13 @@ def add_store(
     return _store(row)
 
 
-def get_store(db: Session | Tx, partner_id: str, store_id: str) -> Store:
-    """A store of this partner; another partner's store is as unknown as a missing one."""
+def get_store(
+    db: Session | Tx, partner_id: str, store_id: str, at_store: str | None = None
+) -> Store:
+    """A store of this partner; another partner's store is as unknown as a missing one, and so
+    is, with `at_store` (what a store's key may read), any store but that one."""
     found = _directory.get(Tx.of(db)).stores.get(store_id)
-    if found is None or found.partner_id != partner_id:
+    if found is None or found.partner_id != partner_id or at_store not in (None, store_id):
         raise StoreNotFound(f"no store {store_id}")
     return found
 
@@ -279,6 +282,11 @@ def store_or_refusal(
         return None, missing
 
 
-def list_stores(db: Session | Tx, partner_id: str) -> list[Store]:
+def list_stores(db: Session | Tx, partner_id: str, at_store: str | None = None) -> list[Store]:
+    """The partner's stores; with `at_store` (what a store's key may read), that one alone."""
     stores_by_id = _directory.get(Tx.of(db)).stores
-    return [store for store in stores_by_id.values() if store.partner_id == partner_id]
+    return [
+        store
+        for store in stores_by_id.values()
+        if store.partner_id == partner_id and at_store in (None, store.id)
+    ]

@@ -39,13 +39,17 @@ async def get_rates(call: Partner) -> Response:
 
 @router.get("/stores", summary="The partner's stores and terminals", response_model=list[StoreOut])
 async def list_stores(call: Partner) -> Response:
-    return await call.answer(
-        lambda tx: [StoreOut.model_validate(s) for s in directory.list_stores(tx, call.partner_id)]
-    )
+    def stores(tx: Tx) -> list[StoreOut]:
+        found = directory.list_stores(tx, call.partner_id, call.scope.store_id)
+        return [StoreOut.model_validate(s) for s in found]
+
+    return await call.answer(stores)
 
 
 @router.get("/stores/{store_id}", summary="One of the partner's stores", response_model=StoreOut)
 async def get_store(store_id: str, call: Partner) -> Response:
-    return await call.answer(
-        lambda tx: StoreOut.model_validate(directory.get_store(tx, call.partner_id, store_id))
-    )
+    def store(tx: Tx) -> StoreOut:
+        found = directory.get_store(tx, call.partner_id, store_id, call.scope.store_id)
+        return StoreOut.model_validate(found)
+
+    return await call.answer(store)

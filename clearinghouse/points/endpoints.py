@@ -83,7 +83,8 @@ async def refund_purchase(partner_txn_id: str, body: RefundIn, call: Partner) ->
 )
 async def get_purchase(partner_txn_id: str, call: Partner) -> Response:
     def purchase(tx: Tx) -> PurchaseOut:
-        return PurchaseOut.model_validate(refunds.purchase(tx, call.partner_id, partner_txn_id))
+        found = refunds.purchase(tx, call.partner_id, partner_txn_id, call.scope.store_id)
+        return PurchaseOut.model_validate(found)
 
     return await call.answer(purchase)
 
@@ -113,9 +114,11 @@ async def place_hold(body: HoldIn, call: Partner) -> Response:
 
 @router.get("/holds/{hold_id}", summary="One of the partner's holds", response_model=HoldOut)
 async def get_hold(hold_id: str, call: Partner) -> Response:
-    return await call.answer(
-        lambda tx: HoldOut.model_validate(holds.get_hold(tx, call.partner_id, hold_id))
-    )
+    def hold(tx: Tx) -> HoldOut:
+        found = holds.get_hold(tx, call.partner_id, hold_id, call.scope.store_id)
+        return HoldOut.model_validate(found)
+
+    return await call.answer(hold)
 
 
 @router.post(

@@ -311,10 +311,13 @@ def void(db: Session | Tx, partner_id: str, hold_id: str) -> Hold:
     return _close(tx, hold, 0, "voided", clock.now())
 
 
-def get_hold(db: Session | Tx, partner_id: str, hold_id: str) -> Hold:
+def get_hold(db: Session | Tx, partner_id: str, hold_id: str, at_store: str | None = None) -> Hold:
+    """The partner's hold (HoldNotFound if none); with `at_store`, only if it was placed at
+    that store (what a store's key may read)."""
     row = Tx.of(db).first(
-        "SELECT h.*, " + _OPEN_CASE + " FROM holds h WHERE h.id = %s AND h.partner_id = %s",
-        (hold_id, partner_id),
+        "SELECT h.*, " + _OPEN_CASE + " FROM holds h WHERE h.id = %s AND h.partner_id = %s"
+        " AND (%s::text IS NULL OR h.store_id = %s)",
+        (hold_id, partner_id, at_store, at_store),
     )
     if row is None:
         raise HoldNotFound(f"no hold {hold_id}")

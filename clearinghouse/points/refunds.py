@@ -32,11 +32,15 @@ class PurchaseNotFound(NotFound):
     title = "Unknown purchase"
 
 
-def purchase(db: Session | Tx, partner_id: str, partner_txn_id: str) -> Any:
-    """The partner's purchase of this transaction id (PurchaseNotFound if none)."""
+def purchase(
+    db: Session | Tx, partner_id: str, partner_txn_id: str, at_store: str | None = None
+) -> Any:
+    """The partner's purchase of this transaction id (PurchaseNotFound if none); with
+    `at_store`, only if it was made at that store (what a store's key may read)."""
     row = Tx.of(db).first(
-        "SELECT * FROM purchases WHERE partner_id = %s AND partner_txn_id = %s",
-        (partner_id, partner_txn_id),
+        "SELECT * FROM purchases WHERE partner_id = %s AND partner_txn_id = %s"
+        " AND (%s::text IS NULL OR store_id = %s)",
+        (partner_id, partner_txn_id, at_store, at_store),
     )
     if row is None:
         raise PurchaseNotFound(f"no purchase {partner_txn_id}")

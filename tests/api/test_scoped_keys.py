@@ -1,6 +1,7 @@
 """Keys scoped to one store (and a terminal in it): such a key acts for its store alone, a
-request that names no store takes the key's, and the key can be revoked without touching the
-partner's other keys; a key past its expiry is refused as a retired one is."""
+request that names no store takes the key's, another store's purchases, holds and the store
+itself are unknown to it, and the key can be revoked without touching the partner's other keys;
+a key past its expiry is refused as a retired one is."""
 
 from __future__ import annotations
 
@@ -57,6 +58,35 @@ def test_a_store_key_acts_for_its_own_store_only(
     # The partner's own key still acts for every store.
     everywhere = client_for(chain, http)
     assert hold(everywhere, member_id, 100, store_id=other_store)["store_id"] == other_store
+
+
+def test_another_store_s_data_is_unknown_to_a_store_key(
+    sessions: sessionmaker[Session], chain: ApiPartner, http: TestClient
+) -> None:
+    other_store = add_store(sessions, chain.id)
+    till = store_client(sessions, chain, http)
+    everywhere = client_for(chain, http)
+    member_id = enrol(everywhere)
+    there = buy(everywhere, member_id, 52_000, store_id=other_store)["partner_txn_id"]
+    nowhere = buy(everywhere, member_id, 10_000)["partner_txn_id"]
+    held_there = hold(everywhere, member_id, 100, store_id=other_store)["hold_id"]
+    here = buy(till, member_id, 10_000)["partner_txn_id"]
+    held_here = hold(till, member_id, 100)["hold_id"]
+
+    for path, code in (
+        (f"/v1/purchases/{there}", "purchase_not_found"),
+        (f"/v1/purchases/{nowhere}", "purchase_not_found"),
+        (f"/v1/holds/{held_there}", "hold_not_found"),
+        (f"/v1/stores/{other_store}", "store_not_found"),
+    ):
+        assert_problem(http.send(till.build("GET", path)), 404, code)
+        assert everywhere.get(path)
+
+    assert till.get(f"/v1/purchases/{here}")["store_id"] == chain.store_id
+    assert till.get(f"/v1/holds/{held_here}")["store_id"] == chain.store_id
+    assert till.get(f"/v1/stores/{chain.store_id}")["id"] == chain.store_id
+    assert [store["id"] for store in till.get("/v1/stores")] == [chain.store_id]
+    assert {store["id"] for store in everywhere.get("/v1/stores")} == {chain.store_id, other_store}
 
 
 def test_a_refusal_for_another_store_is_the_idempotency_key_s_answer(
