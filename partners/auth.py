@@ -77,6 +77,12 @@ class KeyScope:
             raise OutsideKeyScope(f"this key acts for store {self.store_id} only, not {named}")
         return named
 
+    def sees(self, store_id: str | None) -> bool:
+        """A record made at `store_id` (None: at no store) is visible to the key: every record
+        of the partner to a partner-wide key, its store's alone to a store's key. What the key
+        does not see is as unknown to it as a missing record."""
+        return self.store_id is None or store_id == self.store_id
+
     def __str__(self) -> str:
         if self.store_id is None:
             return "all stores"

@@ -16,6 +16,7 @@ from clearinghouse.database import Tx
 from clearinghouse.errors import AlreadyExists, InvalidRequest, NotFound
 from clearinghouse.ledger.tables import assets
 from clearinghouse.reference import Reference
+from partners.auth import PARTNER_WIDE, KeyScope
 from partners.tables import PARTNER_KINDS, SLUG_PATTERN, partners, stores
 
 PartnerKind = Literal["online_merchant", "store_chain", "programme", "charity"]
@@ -259,12 +260,12 @@ def add_store(
 
 
 def get_store(
-    db: Session | Tx, partner_id: str, store_id: str, at_store: str | None = None
+    db: Session | Tx, partner_id: str, store_id: str, scope: KeyScope = PARTNER_WIDE
 ) -> Store:
     """A store of this partner; another partner's store is as unknown as a missing one, and so
-    is, with `at_store` (what a store's key may read), any store but that one."""
+    is a store the key's `scope` does not see."""
     found = _directory.get(Tx.of(db)).stores.get(store_id)
-    if found is None or found.partner_id != partner_id or at_store not in (None, store_id):
+    if found is None or found.partner_id != partner_id or not scope.sees(store_id):
         raise StoreNotFound(f"no store {store_id}")
     return found
 
@@ -282,11 +283,11 @@ def store_or_refusal(
         return None, missing
 
 
-def list_stores(db: Session | Tx, partner_id: str, at_store: str | None = None) -> list[Store]:
-    """The partner's stores; with `at_store` (what a store's key may read), that one alone."""
+def list_stores(db: Session | Tx, partner_id: str, scope: KeyScope = PARTNER_WIDE) -> list[Store]:
+    """The partner's stores that the key's `scope` sees."""
     stores_by_id = _directory.get(Tx.of(db)).stores
     return [
         store
         for store in stores_by_id.values()
-        if store.partner_id == partner_id and at_store in (None, store.id)
+        if store.partner_id == partner_id and scope.sees(store.id)
     ]

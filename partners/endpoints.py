@@ -40,7 +40,7 @@ async def get_rates(call: Partner) -> Response:
 @router.get("/stores", summary="The partner's stores and terminals", response_model=list[StoreOut])
 async def list_stores(call: Partner) -> Response:
     def stores(tx: Tx) -> list[StoreOut]:
-        found = directory.list_stores(tx, call.partner_id, call.scope.store_id)
+        found = directory.list_stores(tx, call.partner_id, call.scope)
         return [StoreOut.model_validate(s) for s in found]
 
     return await call.answer(stores)
@@ -49,7 +49,7 @@ async def list_stores(call: Partner) -> Response:
 @router.get("/stores/{store_id}", summary="One of the partner's stores", response_model=StoreOut)
 async def get_store(store_id: str, call: Partner) -> Response:
     def store(tx: Tx) -> StoreOut:
-        found = directory.get_store(tx, call.partner_id, store_id, call.scope.store_id)
+        found = directory.get_store(tx, call.partner_id, store_id, call.scope)
         return StoreOut.model_validate(found)
 
     return await call.answer(store)

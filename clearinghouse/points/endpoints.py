@@ -69,7 +69,7 @@ async def report_purchase(body: PurchaseIn, call: Partner) -> Response:
 async def refund_purchase(partner_txn_id: str, body: RefundIn, call: Partner) -> Response:
     def refund(tx: Tx) -> RefundOut:
         r = refunds.refund_purchase(
-            tx, call.partner_id, partner_txn_id, body.refund_id, body.amount_fen
+            tx, call.partner_id, partner_txn_id, body.refund_id, body.amount_fen, call.scope
         )
         return RefundOut.model_validate(r)
 
@@ -83,7 +83,7 @@ async def refund_purchase(partner_txn_id: str, body: RefundIn, call: Partner) ->
 )
 async def get_purchase(partner_txn_id: str, call: Partner) -> Response:
     def purchase(tx: Tx) -> PurchaseOut:
-        found = refunds.purchase(tx, call.partner_id, partner_txn_id, call.scope.store_id)
+        found = refunds.purchase(tx, call.partner_id, partner_txn_id, call.scope)
         return PurchaseOut.model_validate(found)
 
     return await call.answer(purchase)
@@ -115,7 +115,7 @@ async def place_hold(body: HoldIn, call: Partner) -> Response:
 @router.get("/holds/{hold_id}", summary="One of the partner's holds", response_model=HoldOut)
 async def get_hold(hold_id: str, call: Partner) -> Response:
     def hold(tx: Tx) -> HoldOut:
-        found = holds.get_hold(tx, call.partner_id, hold_id, call.scope.store_id)
+        found = holds.get_hold(tx, call.partner_id, hold_id, call.scope)
         return HoldOut.model_validate(found)
 
     return await call.answer(hold)
@@ -125,9 +125,11 @@ async def get_hold(hold_id: str, call: Partner) -> Response:
     "/holds/{hold_id}/capture", summary="Capture all or part of a hold", response_model=HoldOut
 )
 async def capture_hold(hold_id: str, body: CaptureIn, call: Partner) -> Response:
-    return await call.answer(
-        lambda tx: HoldOut.model_validate(holds.capture(tx, call.partner_id, hold_id, body.points))
-    )
+    def captured(tx: Tx) -> HoldOut:
+        hold = holds.capture(tx, call.partner_id, hold_id, body.points, call.scope)
+        return HoldOut.model_validate(hold)
+
+    return await call.answer(captured)
 
 
 @router.post(
@@ -137,7 +139,7 @@ async def capture_hold(hold_id: str, body: CaptureIn, call: Partner) -> Response
 )
 async def void_hold(hold_id: str, call: Partner) -> Response:
     return await call.answer(
-        lambda tx: HoldOut.model_validate(holds.void(tx, call.partner_id, hold_id))
+        lambda tx: HoldOut.model_validate(holds.void(tx, call.partner_id, hold_id, call.scope))
     )
 
 
@@ -172,7 +174,12 @@ async def redeem(body: RedeemIn, call: Partner) -> Response:
 async def refund_redemption(hold_id: str, body: RedemptionRefundIn, call: Partner) -> Response:
     def refund(tx: Tx) -> RedemptionRefundOut:
         r = refunds.refund_redemption(
-            tx.session, call.partner_id, hold_id, body.points, key=call.idempotency_key
+            tx.session,
+            call.partner_id,
+            hold_id,
+            body.points,
+            key=call.idempotency_key,
+            scope=call.scope,
         )
         return RedemptionRefundOut.model_validate(r)
 

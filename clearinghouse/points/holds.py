@@ -23,6 +23,7 @@ from clearinghouse.points import operation, wallet
 from clearinghouse.rules.policy import rule_set_at
 from clearinghouse.settleable import Settleable
 from partners import directory, rates
+from partners.auth import PARTNER_WIDE, KeyScope
 from partners.directory import Store
 from partners.rates import Rates
 
@@ -222,17 +223,23 @@ def place_hold(
     return _hold(placed.row, placed.review_case_id)
 
 
-def _locked(tx: Tx, partner_id: str | None, hold_id: str) -> Any:
-    row = tx.first(_FOR_UPDATE, (partner_id, hold_id))
-    if row is None:
+def _visible(row: Any, hold_id: str, scope: KeyScope) -> Any:
+    """The hold's row, if there is one and the key's `scope` sees it (else HoldNotFound)."""
+    if row is None or not scope.sees(row.store_id):
         raise HoldNotFound(f"no hold {hold_id}")
     return row
 
 
-def lock_hold(db: Session | Tx, partner_id: str | None, hold_id: str) -> Any:
+def _locked(tx: Tx, partner_id: str | None, hold_id: str, scope: KeyScope = PARTNER_WIDE) -> Any:
+    return _visible(tx.first(_FOR_UPDATE, (partner_id, hold_id)), hold_id, scope)
+
+
+def lock_hold(
+    db: Session | Tx, partner_id: str | None, hold_id: str, scope: KeyScope = PARTNER_WIDE
+) -> Any:
     """The hold (with `open_case_id`), with its member locked first and then the hold row (the
-    lock order of every member write)."""
-    return _locked(Tx.of(db), partner_id, hold_id)
+    lock order of every member write); a hold the key's `scope` does not see is not found."""
+    return _locked(Tx.of(db), partner_id, hold_id, scope)
 
 
 def _close(tx: Tx, hold: Any, captured: int, state: str, now: datetime) -> Hold:
@@ -297,31 +304,36 @@ def _capture(tx: Tx, hold: Any, points: int | None) -> Hold:
     return _close(tx, hold, amount, "captured", now)
 
 
-def capture(db: Session | Tx, partner_id: str, hold_id: str, points: int | None = None) -> Hold:
+def capture(
+    db: Session | Tx,
+    partner_id: str,
+    hold_id: str,
+    points: int | None = None,
+    scope: KeyScope = PARTNER_WIDE,
+) -> Hold:
     """Capture all of the hold, or `points` of it (the rest returns to the member)."""
     tx = Tx.of(db)
-    return _capture(tx, _locked(tx, partner_id, hold_id), points)
+    return _capture(tx, _locked(tx, partner_id, hold_id, scope), points)
 
 
-def void(db: Session | Tx, partner_id: str, hold_id: str) -> Hold:
+def void(db: Session | Tx, partner_id: str, hold_id: str, scope: KeyScope = PARTNER_WIDE) -> Hold:
     tx = Tx.of(db)
-    hold = _locked(tx, partner_id, hold_id)
+    hold = _locked(tx, partner_id, hold_id, scope)
     if hold.state != "held":
         raise HoldClosed(f"hold {hold_id} is {hold.state}")
     return _close(tx, hold, 0, "voided", clock.now())
 
 
-def get_hold(db: Session | Tx, partner_id: str, hold_id: str, at_store: str | None = None) -> Hold:
-    """The partner's hold (HoldNotFound if none); with `at_store`, only if it was placed at
-    that store (what a store's key may read)."""
+def get_hold(
+    db: Session | Tx, partner_id: str, hold_id: str, scope: KeyScope = PARTNER_WIDE
+) -> Hold:
+    """The partner's hold (HoldNotFound if none, or if the key's `scope` does not see it)."""
     row = Tx.of(db).first(
-        "SELECT h.*, " + _OPEN_CASE + " FROM holds h WHERE h.id = %s AND h.partner_id = %s"
-        " AND (%s::text IS NULL OR h.store_id = %s)",
-        (hold_id, partner_id, at_store, at_store),
+        "SELECT h.*, " + _OPEN_CASE + " FROM holds h WHERE h.id = %s AND h.partner_id = %s",
+        (hold_id, partner_id),
     )
-    if row is None:
-        raise HoldNotFound(f"no hold {hold_id}")
-    return _hold(row, row.open_case_id)
+    found = _visible(row, hold_id, scope)
+    return _hold(found, found.open_case_id)
 
 
 def release_expired(db: Session | Tx, now: datetime | None = None, limit: int = 500) -> int:

@@ -24,6 +24,7 @@ from clearinghouse.points.holds import lock_hold
 from clearinghouse.points.tables import holds, point_lots
 from clearinghouse.settleable import Settleable
 from partners import rates
+from partners.auth import PARTNER_WIDE, KeyScope
 from partners.directory import exposure_account, headroom_account
 
 
@@ -33,16 +34,15 @@ class PurchaseNotFound(NotFound):
 
 
 def purchase(
-    db: Session | Tx, partner_id: str, partner_txn_id: str, at_store: str | None = None
+    db: Session | Tx, partner_id: str, partner_txn_id: str, scope: KeyScope = PARTNER_WIDE
 ) -> Any:
-    """The partner's purchase of this transaction id (PurchaseNotFound if none); with
-    `at_store`, only if it was made at that store (what a store's key may read)."""
+    """The partner's purchase of this transaction id (PurchaseNotFound if none, or if the key's
+    `scope` does not see it)."""
     row = Tx.of(db).first(
-        "SELECT * FROM purchases WHERE partner_id = %s AND partner_txn_id = %s"
-        " AND (%s::text IS NULL OR store_id = %s)",
-        (partner_id, partner_txn_id, at_store, at_store),
+        "SELECT * FROM purchases WHERE partner_id = %s AND partner_txn_id = %s",
+        (partner_id, partner_txn_id),
     )
-    if row is None:
+    if row is None or not scope.sees(row.store_id):
         raise PurchaseNotFound(f"no purchase {partner_txn_id}")
     return row
 
@@ -76,18 +76,14 @@ def refund_purchase(
     partner_txn_id: str,
     partner_refund_id: str,
     amount_fen: int,
+    scope: KeyScope = PARTNER_WIDE,
 ) -> PurchaseRefund:
-    """Refund `amount_fen` of a purchase. The points clawed back are computed on the running
-    total refunded, so partial refunds add up exactly to a full one. Three statements: the
-    purchase's member; the member's lock and what the refund needs (refund_context); the
-    refund's writes (record_refund)."""
+    """Refund `amount_fen` of a purchase (one the key's `scope` sees). The points clawed back
+    are computed on the running total refunded, so partial refunds add up exactly to a full one.
+    Three statements: the purchase (its member); the member's lock and what the refund needs
+    (refund_context); the refund's writes (record_refund)."""
     tx = Tx.of(db)
-    found = tx.first(
-        "SELECT id, member_id FROM purchases WHERE partner_id = %s AND partner_txn_id = %s",
-        (partner_id, partner_txn_id),
-    )
-    if found is None:
-        raise PurchaseNotFound(f"no purchase {partner_txn_id}")
+    found = purchase(tx, partner_id, partner_txn_id, scope)
     return operation.run(
         tx,
         _Refund(
@@ -257,10 +253,17 @@ class RedemptionRefund:
 
 
 def refund_redemption(
-    session: Session, partner_id: str, hold_id: str, points: int, *, key: str
+    session: Session,
+    partner_id: str,
+    hold_id: str,
+    points: int,
+    *,
+    key: str,
+    scope: KeyScope = PARTNER_WIDE,
 ) -> RedemptionRefund:
-    """Give back `points` of a captured redemption into the lots they were spent from."""
-    hold = lock_hold(session, partner_id, hold_id)
+    """Give back `points` of a captured redemption (one the key's `scope` sees) into the lots
+    they were spent from."""
+    hold = lock_hold(session, partner_id, hold_id, scope)
     entry_key = f"redemption-refund:{hold_id}:{key}"
     earlier = ledger.find_entry(session, f"partner:{partner_id}", entry_key)
     if earlier is not None:

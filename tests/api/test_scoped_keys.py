@@ -1,7 +1,8 @@
 """Keys scoped to one store (and a terminal in it): such a key acts for its store alone, a
 request that names no store takes the key's, another store's purchases, holds and the store
-itself are unknown to it, and the key can be revoked without touching the partner's other keys;
-a key past its expiry is refused as a retired one is."""
+itself are unknown to it (to read them, to capture or void a hold, to refund a purchase or a
+redemption), and the key can be revoked without touching the partner's other keys; a key past
+its expiry is refused as a retired one is."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from clearinghouse.errors import DomainError
 from partners import keys
 from partners.auth import KeyScope
 from partners.client import PartnerClient
-from tests.builders.calls import buy, enrol, hold, purchase_body, redeem
+from tests.builders.calls import buy, capture, enrol, hold, purchase_body, redeem, refund
 from tests.builders.http import assert_problem, assert_unauthorized, client_for, refused
 from tests.builders.partners import ApiPartner, add_key, add_store, make_partner
 
@@ -87,6 +88,65 @@ def test_another_store_s_data_is_unknown_to_a_store_key(
     assert till.get(f"/v1/stores/{chain.store_id}")["id"] == chain.store_id
     assert [store["id"] for store in till.get("/v1/stores")] == [chain.store_id]
     assert {store["id"] for store in everywhere.get("/v1/stores")} == {chain.store_id, other_store}
+
+
+def test_a_store_key_cannot_act_on_another_store_s_holds_and_purchases(
+    sessions: sessionmaker[Session], chain: ApiPartner, http: TestClient
+) -> None:
+    other_store = add_store(sessions, chain.id)
+    till = store_client(sessions, chain, http)
+    everywhere = client_for(chain, http)
+    member_id = enrol(everywhere)
+    # Earned at no store, and too little at the other one for its holds to wait for review.
+    nowhere = buy(everywhere, member_id, 52_000)["partner_txn_id"]
+    there = buy(everywhere, member_id, 10_000, store_id=other_store)["partner_txn_id"]
+    held_there = hold(everywhere, member_id, 100, store_id=other_store)["hold_id"]
+    held_nowhere = hold(everywhere, member_id, 100)["hold_id"]
+    redeemed_there = redeem(everywhere, member_id, 100, store_id=other_store)["hold_id"]
+    refund_body = {"refund_id": "r-1", "amount_fen": 10_000}
+
+    for path, body, code in (
+        (f"/v1/holds/{held_there}/capture", {}, "hold_not_found"),
+        (f"/v1/holds/{held_there}/void", {}, "hold_not_found"),
+        (f"/v1/holds/{held_nowhere}/capture", {}, "hold_not_found"),
+        (f"/v1/holds/{held_nowhere}/void", {}, "hold_not_found"),
+        (f"/v1/purchases/{there}/refunds", refund_body, "purchase_not_found"),
+        (f"/v1/purchases/{nowhere}/refunds", refund_body, "purchase_not_found"),
+        (f"/v1/holds/{redeemed_there}/refunds", {"points": 50}, "hold_not_found"),
+    ):
+        problem = assert_problem(http.send(till.build("POST", path, body=body)), 404, code)
+        assert other_store not in problem["detail"]
+
+    # Nothing was done to them, and the partner's own key still acts on every one.
+    assert everywhere.get(f"/v1/holds/{held_there}")["state"] == "held"
+    assert everywhere.get(f"/v1/purchases/{there}")["refunded_fen"] == 0
+    assert capture(everywhere, held_there)["state"] == "captured"
+    assert everywhere.post(f"/v1/holds/{held_nowhere}/void", {})["state"] == "voided"
+    assert refund(everywhere, there, 10_000, "r-1")["amount_fen"] == 10_000
+    assert refund(everywhere, nowhere, 10_000, "r-1")["amount_fen"] == 10_000
+    refunded = everywhere.post(f"/v1/holds/{redeemed_there}/refunds", {"points": 50})
+    assert refunded["refunded_total"] == 50
+
+
+def test_a_store_key_acts_on_its_own_store_s_holds_and_purchases(
+    sessions: sessionmaker[Session], chain: ApiPartner, http: TestClient
+) -> None:
+    add_store(sessions, chain.id)
+    till = store_client(sessions, chain, http)
+    everywhere = client_for(chain, http)
+    member_id = enrol(till)
+    buy(everywhere, member_id, 52_000)
+    # Made with the partner's own key at the till's store: the till's to act on as well.
+    bought = buy(everywhere, member_id, 10_000, store_id=chain.store_id)["partner_txn_id"]
+    to_void = hold(everywhere, member_id, 100, store_id=chain.store_id)["hold_id"]
+    to_capture = hold(till, member_id, 100)["hold_id"]
+    redeemed = redeem(till, member_id, 100)["hold_id"]
+
+    assert capture(till, to_capture)["state"] == "captured"
+    assert till.post(f"/v1/holds/{to_void}/void", {})["state"] == "voided"
+    assert refund(till, bought, 10_000)["amount_fen"] == 10_000
+    assert till.get(f"/v1/purchases/{bought}")["refunded_fen"] == 10_000
+    assert till.post(f"/v1/holds/{redeemed}/refunds", {"points": 50})["refunded_total"] == 50
 
 
 def test_a_refusal_for_another_store_is_the_idempotency_key_s_answer(
