@@ -18,7 +18,6 @@ from clearinghouse.fraud.tables import fraud_cases
 from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.members.tables import member_links
 from clearinghouse.points import lots
-from clearinghouse.points.tables import purchases
 from partners.client import PartnerClient
 from tests.builders.users import Staff
 
@@ -110,18 +109,6 @@ def the_rule(case: dict[str, Any], name: str) -> dict[str, Any]:
     found: list[dict[str, Any]] = [r for r in case["verdicts"]["rules"] if r["rule"] == name]
     assert len(found) == 1, case["verdicts"]
     return found[0]
-
-
-def partner_trail(sessions: sessionmaker[Session], partner_id: str) -> tuple[int, int]:
-    """(journal entries the partner originated, purchases it reported)."""
-    with sessions() as session:
-        entries = session.execute(
-            select(func.count()).where(journal_entries.c.origin == f"partner:{partner_id}")
-        ).scalar_one()
-        bought = session.execute(
-            select(func.count()).where(purchases.c.partner_id == partner_id)
-        ).scalar_one()
-    return int(entries), int(bought)
 
 
 def entries_reversing(sessions: sessionmaker[Session], entry_id: int) -> list[Any]:

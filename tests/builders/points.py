@@ -9,11 +9,14 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import ledger
+from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.members.service import create_member, link_member
 from clearinghouse.points import accrual, exchange, holds, refunds, wallet
+from clearinghouse.points.tables import purchases
 from tests.builders.ids import unique_id
 
 
@@ -119,3 +122,15 @@ def wallet_of(sessions: sessionmaker[Session], member_id: str) -> tuple[int, int
 
 def redeemed_account(partner_id: str) -> str:
     return str(ledger.Address.partner(partner_id, "redeemed"))
+
+
+def partner_trail(sessions: sessionmaker[Session], partner_id: str) -> tuple[int, int]:
+    """(journal entries the partner originated, purchases it reported)."""
+    with sessions() as session:
+        entries = session.execute(
+            select(func.count()).where(journal_entries.c.origin == f"partner:{partner_id}")
+        ).scalar_one()
+        bought = session.execute(
+            select(func.count()).where(purchases.c.partner_id == partner_id)
+        ).scalar_one()
+    return int(entries), int(bought)

@@ -32,7 +32,6 @@ from tests.builders.fraud import (
     open_case_ids,
     operator_case,
     partner_case,
-    partner_trail,
     publish,
     rule_names,
     the_rule,
@@ -40,7 +39,7 @@ from tests.builders.fraud import (
 from tests.builders.http import client_for, refused
 from tests.builders.ids import unique_id
 from tests.builders.partners import ApiPartner, add_store, make_programme
-from tests.builders.points import pending, wallet_of
+from tests.builders.points import partner_trail, pending, wallet_of
 from tests.builders.users import Staff
 
 COALITION = {"coalition": 1}

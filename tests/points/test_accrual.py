@@ -19,19 +19,7 @@ from tests.builders.dates import SHANGHAI, instant
 from tests.builders.http import assert_problem
 from tests.builders.ids import unique_id
 from tests.builders.partners import ApiPartner
-from tests.builders.points import wallet_of
-
-
-def _posted(sessions: sessionmaker[Session], partner_id: str) -> tuple[int, int]:
-    """(journal entries from the partner, purchases of the partner)."""
-    with sessions() as session:
-        entries = session.execute(
-            select(func.count()).where(journal_entries.c.origin == f"partner:{partner_id}")
-        ).scalar_one()
-        bought = session.execute(
-            select(func.count()).where(purchases.c.partner_id == partner_id)
-        ).scalar_one()
-    return int(entries), int(bought)
+from tests.builders.points import partner_trail, wallet_of
 
 
 def test_worked_example_520_yuan_earns_2_points_a_yuan_and_the_first_purchase_bonus(
@@ -102,7 +90,7 @@ def test_reporting_the_same_transaction_again_returns_the_first_result_and_posts
     body = purchase_body(member_id, 52_000)
     first = http.send(client.build("POST", "/v1/purchases", body=body))
     assert first.status_code == 201, first.text
-    posted = _posted(sessions, partner.id)
+    posted = partner_trail(sessions, partner.id)
 
     # A new Idempotency-Key: the HTTP layer does not know it, the purchase does.
     again = http.send(
@@ -113,7 +101,7 @@ def test_reporting_the_same_transaction_again_returns_the_first_result_and_posts
     replayed, answered = again.json(), first.json()
     assert instant(replayed.pop("lot_expires_at")) == instant(answered.pop("lot_expires_at"))
     assert replayed == answered
-    assert _posted(sessions, partner.id) == posted
+    assert partner_trail(sessions, partner.id) == posted
     assert wallet_of(sessions, member_id) == (1_540, 0, 0)
 
 
@@ -141,11 +129,11 @@ def test_the_same_transaction_with_another_amount_is_409(
         occurred_at=datetime.fromisoformat(body["occurred_at"]),
         txn=body["partner_txn_id"],
     )
-    posted = _posted(sessions, partner.id)
+    posted = partner_trail(sessions, partner.id)
 
     response = http.send(client.build("POST", "/v1/purchases", body={**body, "amount_fen": 52_001}))
     assert_problem(response, 409, "duplicate_transaction")
-    assert _posted(sessions, partner.id) == posted
+    assert partner_trail(sessions, partner.id) == posted
     assert wallet_of(sessions, member_id) == (1_540, 0, 0)
 
 
