@@ -19,6 +19,16 @@ from partners.directory import exposure_account, headroom_account, lock_partner
 CREDIT_LINES = "coalition:credit_lines"
 
 
+def issuance_legs(partner_id: str, value_fen: int) -> list[ledger.Posting]:
+    """The legs that move `value_fen` of issue value from the partner's headroom to its
+    exposure, as an issue of points does; a negative value moves it back (a refund, a reversal,
+    settlement)."""
+    return [
+        ledger.Posting(headroom_account(partner_id), -value_fen, "CNY"),
+        ledger.Posting(exposure_account(partner_id), value_fen, "CNY"),
+    ]
+
+
 def issuance_limit(session: Session, partner_id: str) -> tuple[int, int]:
     """(limit, exposure) in fen."""
     headroom = ledger.balance(session, headroom_account(partner_id))

@@ -26,7 +26,7 @@ from clearinghouse.config import get_settings
 from clearinghouse.errors import DomainError
 from clearinghouse.points import lots
 from clearinghouse.settleable import PARTNER_KEY, VALUE_KEY
-from partners.directory import exposure_account, headroom_account
+from partners.limits import issuance_legs
 from settlement import categories
 from settlement.runs import CLEARING, Line, Run, lines_of, record_event, run_of
 from settlement.tables import settlement_runs
@@ -283,10 +283,7 @@ def _post(
             ledger.Posting(CLEARING, -line.net_fen, "CNY"),
         ]
     for partner_id, value in restored.items():
-        legs += [
-            ledger.Posting(exposure_account(partner_id), -value, "CNY"),
-            ledger.Posting(headroom_account(partner_id), value, "CNY"),
-        ]
+        legs += issuance_legs(partner_id, -value)
     legs = [leg for leg in legs if leg.amount]
     if not legs:
         return None

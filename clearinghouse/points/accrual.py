@@ -28,7 +28,8 @@ from clearinghouse.rules.policy import RuleSet, rule_set_at
 from clearinghouse.rules.tiers import tier_for
 from clearinghouse.settleable import Settleable
 from partners import directory, rates
-from partners.directory import Store, StoreNotFound, exposure_account, headroom_account
+from partners.directory import Store, StoreNotFound
+from partners.limits import issuance_legs
 from partners.rates import Rates
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -325,10 +326,7 @@ class _Earning:
                 ledger.Posting(wallet.debt_account(member_id), repaid),
             ]
             if value:
-                legs += [
-                    ledger.Posting(headroom_account(partner_id), -value, "CNY"),
-                    ledger.Posting(exposure_account(partner_id), value, "CNY"),
-                ]
+                legs += issuance_legs(partner_id, value)
             entry = ledger.arguments(
                 ledger.Entry(
                     kind="accrual",

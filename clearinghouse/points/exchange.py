@@ -30,6 +30,7 @@ from clearinghouse.points import lots, operation, wallet
 from clearinghouse.rules.policy import ExchangeTerms, PointsPolicy, rule_set_at
 from clearinghouse.settleable import Settleable
 from partners import directory, rates
+from partners.limits import issuance_legs
 from partners.rates import Rates
 
 FEES = "coalition:fees"
@@ -176,8 +177,7 @@ class _ExchangeTerms:
                 ledger.Posting(str(ledger.Address.partner(partner_id, "issued")), -gross),
                 ledger.Posting(member, net),
                 ledger.Posting(FEES, fee),
-                ledger.Posting(directory.headroom_account(partner_id), -value, "CNY"),
-                ledger.Posting(directory.exposure_account(partner_id), value, "CNY"),
+                *issuance_legs(partner_id, value),
             ]
             programme_points, coalition_points, rounding = points, net, 0
         else:

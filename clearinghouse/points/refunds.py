@@ -25,7 +25,7 @@ from clearinghouse.points.tables import holds, point_lots
 from clearinghouse.settleable import Settleable
 from partners import rates
 from partners.auth import PARTNER_WIDE, KeyScope
-from partners.directory import exposure_account, headroom_account
+from partners.limits import issuance_legs
 
 
 class PurchaseNotFound(NotFound):
@@ -196,10 +196,7 @@ class _Clawback:
                 ledger.Posting(wallet.debt_account(member_id), -to_debt),
             ]
             if value:
-                legs += [
-                    ledger.Posting(exposure_account(partner_id), -value, "CNY"),
-                    ledger.Posting(headroom_account(partner_id), value, "CNY"),
-                ]
+                legs += issuance_legs(partner_id, -value)
             entry = ledger.arguments(
                 ledger.Entry(
                     kind="refund",

@@ -15,7 +15,7 @@ from clearinghouse.points.referrals import pay_referral_bonus
 from clearinghouse.points.tables import purchases
 from clearinghouse.rules.policy import rule_set_at
 from clearinghouse.settleable import Settleable
-from partners.directory import exposure_account, headroom_account
+from partners.limits import issuance_legs
 
 
 def _purchase(session: Session, entry_id: int) -> Any:
@@ -71,8 +71,7 @@ def reverse_pending(session: Session, entry_id: int, case_id: str) -> None:
     legs = [
         ledger.Posting(str(ledger.Address.partner(purchase.partner_id, "issued")), left),
         ledger.Posting(wallet.pending_account(purchase.member_id), -left),
-        ledger.Posting(headroom_account(purchase.partner_id), value, "CNY"),
-        ledger.Posting(exposure_account(purchase.partner_id), -value, "CNY"),
+        *issuance_legs(purchase.partner_id, -value),
     ]
     legs = [leg for leg in legs if leg.amount]
     if legs:
