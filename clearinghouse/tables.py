@@ -3,6 +3,7 @@
 from clearinghouse import reference
 from clearinghouse.api import tables as api_tables
 from clearinghouse.audit import tables as audit_tables
+from clearinghouse.batches import tables as batch_tables
 from clearinghouse.fraud import tables as fraud_tables
 from clearinghouse.ledger import tables as ledger_tables
 from clearinghouse.members import tables as member_tables
@@ -15,6 +16,7 @@ from settlement import tables as settlement_tables
 __all__ = [
     "api_tables",
     "audit_tables",
+    "batch_tables",
     "fraud_tables",
     "ledger_tables",
     "member_tables",

@@ -37,6 +37,7 @@ DOMAINS = (
     "clearinghouse.members",
     "clearinghouse.fraud",
     "clearinghouse.points",
+    "clearinghouse.batches",
     "clearinghouse.audit",
     "settlement",
     "clearinghouse.console",
