@@ -80,6 +80,9 @@ class Store:
     latitude: float | None
     longitude: float | None
     status: str
+    offline_allowance: int
+    """Points a member may redeem here in a business day while the till is offline, even
+    beyond the member's available points; 0: none."""
 
 
 def _partner(row: Any) -> Partner:
@@ -256,6 +259,25 @@ def add_store(
     ).first()
     if row is None:
         raise AlreadyExists(f"store {store_id} already exists")
+    return _store(row)
+
+
+MAX_OFFLINE_ALLOWANCE = 10**12
+
+
+def set_offline_allowance(
+    session: Session, store_id: str, points: int, *, partner_id: str | None = None
+) -> Store:
+    """Let a member redeem up to `points` a business day at the store while its till is offline
+    (0: none). With `partner_id`, the store must be that partner's: another's is unknown."""
+    if not 0 <= points <= MAX_OFFLINE_ALLOWANCE:
+        raise InvalidRequest(f"an offline allowance is 0 to {MAX_OFFLINE_ALLOWANCE:,} points")
+    query = update(stores).where(stores.c.id == store_id)
+    if partner_id is not None:
+        query = query.where(stores.c.partner_id == partner_id)
+    row = session.execute(query.values(offline_allowance=points).returning(*stores.c)).first()
+    if row is None:
+        raise StoreNotFound(f"no store {store_id}")
     return _store(row)
 
 

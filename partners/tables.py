@@ -1,6 +1,7 @@
 """Partner tables: partners, their stores, conversion rates, API keys and seen nonces."""
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Column,
     DateTime,
@@ -55,11 +56,15 @@ stores = Table(
     Column("longitude", Double),
     Column("status", Text, nullable=False, server_default=text("'active'")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    # Points a member may redeem here in a business day while the till is offline, even beyond
+    # the member's available points (the shortfall becomes points debt); 0: none.
+    Column("offline_allowance", BigInteger, nullable=False, server_default=text("0")),
     CheckConstraint(f"id ~ '{SLUG_PATTERN}'", name="id_format"),
     CheckConstraint("channel IN ('online', 'offline', 'terminal')", name="channel_known"),
     CheckConstraint("status IN ('active', 'suspended')", name="status_known"),
     CheckConstraint("latitude BETWEEN -90 AND 90", name="latitude_range"),
     CheckConstraint("longitude BETWEEN -180 AND 180", name="longitude_range"),
+    CheckConstraint("offline_allowance >= 0", name="offline_allowance_range"),
     Index("ix_stores_partner_id", "partner_id"),
 )
 

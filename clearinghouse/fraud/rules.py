@@ -54,6 +54,7 @@ class Thresholds(BaseModel):
     impossible_travel_action: Action = "review"
     exchange_round_trips_per_day: Annotated[int, Field(ge=1)] = 3
     exchange_laundering_action: Action = "review"
+    offline_debt_points: Count = 2_000
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,11 @@ class Attempt:
     store_id: str | None = None
     points_already_spent: bool = False
     direction: str | None = None
+    offline: bool = False
+    """A redemption approved at a till while it was offline, within the store's offline
+    allowance: the goods are gone, so it cannot be refused (a block is kept as a review)."""
+    debt_after: int = 0
+    """The member's points debt after the attempt (an offline redemption may overdraw)."""
 
 
 @dataclass(frozen=True)
@@ -306,6 +312,19 @@ def exchange_laundering(a: Attempt, t: Thresholds, h: History) -> Verdict | None
     return None
 
 
+def offline_debt(a: Attempt, t: Thresholds, h: History) -> Verdict | None:
+    """Never a refusal: the redemption happened at the till already. The review asks a person
+    to look at a member who now owes this much."""
+    if a.offline and a.debt_after > t.offline_debt_points:
+        return Verdict(
+            "offline_debt",
+            "review",
+            f"an offline redemption left the member owing {a.debt_after} points",
+            {"debt_points": a.debt_after, "threshold_points": t.offline_debt_points},
+        )
+    return None
+
+
 RULES: tuple[Rule, ...] = (
     velocity,
     amount_cap,
@@ -315,4 +334,5 @@ RULES: tuple[Rule, ...] = (
     new_member_high_value,
     impossible_travel,
     exchange_laundering,
+    offline_debt,
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -182,8 +182,12 @@ def screen(screening: Screening, attempt: Attempt, history: History) -> Decision
     """Run the rules. A block is raised, carrying its case: the request is rolled back, so
     nothing is posted, and the case is recorded with the refusal (`FraudBlocked.keep`); a
     review is returned for the caller to hold the points back and open a case with
-    `open_case`."""
+    `open_case`. An offline attempt (`Attempt.offline`) is never refused: its block is
+    returned as a review."""
     decision = evaluate(screening, attempt, history)
+    if decision.action == "block" and attempt.offline:
+        # Carried out at the till already: there is nothing left to refuse, only to look at.
+        return replace(decision, action="review")
     if decision.action == "block":
         values = _case_values(attempt, decision, "blocked")
         raise FraudBlocked(values, "; ".join(v.reason for v in decision.verdicts))

@@ -93,19 +93,25 @@ def _result(
     )
 
 
+def check_reported_time(occurred_at: datetime, now: datetime, rules: RuleSet, what: str) -> None:
+    """What a partner reports after the fact (a purchase, an offline redemption: `what`) did
+    not happen in the future, nor longer ago than the policy lets it be reported."""
+    if occurred_at.tzinfo is None:
+        raise InvalidRequest("occurred_at must carry a time zone offset")
+    if occurred_at > now + FUTURE_TOLERANCE:
+        raise InvalidRequest("occurred_at is in the future")
+    if occurred_at < now - timedelta(days=rules.policy.max_backdate_days):
+        raise InvalidRequest(
+            f"{what} older than {rules.policy.max_backdate_days} days cannot be reported"
+        )
+
+
 def _validate(report: PurchaseReport, now: datetime, rules: RuleSet) -> None:
     if report.currency != "CNY":
         raise InvalidRequest("purchases are reported in CNY (amount in fen)")
     if report.amount_fen <= 0:
         raise InvalidRequest("amount_fen must be above zero")
-    if report.occurred_at.tzinfo is None:
-        raise InvalidRequest("occurred_at must carry a time zone offset")
-    if report.occurred_at > now + FUTURE_TOLERANCE:
-        raise InvalidRequest("occurred_at is in the future")
-    if report.occurred_at < now - timedelta(days=rules.policy.max_backdate_days):
-        raise InvalidRequest(
-            f"purchases older than {rules.policy.max_backdate_days} days cannot be reported"
-        )
+    check_reported_time(report.occurred_at, now, rules, "purchases")
 
 
 def _replay(tx: Tx, report: PurchaseReport, purchase_id: int) -> AccrualResult:

@@ -5,7 +5,7 @@ expiry first, when they are held; what is not captured goes back to the same lot
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
@@ -70,7 +70,9 @@ def _value(points: int, redemption_value: Decimal) -> int:
 
 
 _RECORD = (
-    "SELECT * FROM record_hold(" + ledger.ENTRY_PARAMETERS + ", %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "SELECT * FROM record_hold("
+    + ledger.ENTRY_PARAMETERS
+    + ", %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 _FOR_UPDATE = "SELECT * FROM hold_for_update(%s, %s)"
 _CLOSE = "SELECT * FROM close_hold(" + ledger.ENTRY_PARAMETERS + ", %s, %s, %s, %s, %s, %s)"
@@ -99,18 +101,25 @@ class _HoldRequest:
     partner_ref: str | None
     minutes: int | None
     now: datetime = field(default_factory=clock.now)
+    approved_at: datetime | None = None
+    """When a till approved the redemption while it was offline (clearinghouse.points.offline):
+    the time it happened. None: it happens now."""
 
     @property
     def entry_key(self) -> str:
         return f"hold:{self.key}"
 
     @property
+    def occurred_at(self) -> datetime:
+        return self.now if self.approved_at is None else self.approved_at
+
+    @property
     def attempt(self) -> fraud.Attempt:
         return fraud.Attempt(
-            operation="hold",
+            operation="hold" if self.approved_at is None else "redemption",
             partner_id=self.partner_id,
             member_id=self.member_id,
-            occurred_at=self.now,
+            occurred_at=self.occurred_at,
             points=self.points,
             store_id=self.store_id,
         )
@@ -151,6 +160,17 @@ class _HoldRequest:
 
 
 @dataclass(frozen=True)
+class Overdraw:
+    """An offline redemption within its store's offline allowance: applied even where the
+    member's available points do not cover it."""
+
+    owed: int
+    """The points the available points do not cover: the member's debt account gives them."""
+    debt_after: int
+    """The member's points debt once they are owed."""
+
+
+@dataclass(frozen=True)
 class _HoldTerms:
     """A hold's terms, read under the member's lock: its plan, as they are all it needs."""
 
@@ -159,10 +179,13 @@ class _HoldTerms:
     locked: wallet.Locked
     minutes: int
     rates: Rates
+    overdraw: Overdraw | None = None
 
     @property
     def attempt(self) -> fraud.Attempt:
-        return self.request.attempt
+        if self.overdraw is None:
+            return self.request.attempt
+        return replace(self.request.attempt, offline=True, debt_after=self.overdraw.debt_after)
 
     @property
     def history(self) -> fraud.History:
@@ -172,14 +195,18 @@ class _HoldTerms:
         """Under review, the points stay reserved; capture waits for an operator's decision."""
         request = self.request
         hold_id = new_id("H", 15)
-        entry = ledger.transfer(
+        owed = 0 if self.overdraw is None else self.overdraw.owed
+        legs = [
+            ledger.Posting(wallet.available_account(request.member_id), owed - request.points),
+            ledger.Posting(wallet.debt_account(request.member_id), -owed),
+            ledger.Posting(wallet.held_account(request.member_id), request.points),
+        ]
+        entry = ledger.Entry(
             kind="hold",
             origin=f"partner:{request.partner_id}",
             idempotency_key=request.entry_key,
-            source=wallet.available_account(request.member_id),
-            destination=wallet.held_account(request.member_id),
-            amount=request.points,
-            occurred_at=request.now,
+            postings=[leg for leg in legs if leg.amount],
+            occurred_at=request.occurred_at,
             metadata={
                 "member_id": request.member_id,
                 "store_id": request.store_id,
@@ -199,6 +226,7 @@ class _HoldTerms:
                 _value(request.points, self.rates.redemption_value),
                 self.rates.version,
                 request.now + timedelta(minutes=self.minutes),
+                request.points - owed,
             ),
         )
         return operation.Posted(partial(_Placed, row), hold_id=hold_id)
@@ -371,7 +399,14 @@ def redeem(
     placed = operation.run(
         tx, _HoldRequest(partner_id, member_id, points, key, store_id, partner_ref, None)
     )
-    if placed.row.state != "held" or placed.review_case_id is not None:
+    return captured_at_once(tx, placed)
+
+
+def captured_at_once(tx: Tx, placed: _Placed, *, overdrawn: bool = False) -> Hold:
+    """A one-step redemption's hold, placed just now under the member's lock or found again
+    under it, captured unless it waits for a risk review. An `overdrawn` one (within its
+    store's offline allowance) never waits: it happened at the till already, and its case is
+    for an operator to look at the member."""
+    if placed.row.state != "held" or (placed.review_case_id is not None and not overdrawn):
         return _hold(placed.row, placed.review_case_id)
-    # Placed just now under the member's lock, or found again under it: captured at once.
-    return _capture(tx, placed.row, None)
+    return replace(_capture(tx, placed.row, None), review_case_id=placed.review_case_id)

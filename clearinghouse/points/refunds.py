@@ -259,7 +259,8 @@ def refund_redemption(
     scope: KeyScope = PARTNER_WIDE,
 ) -> RedemptionRefund:
     """Give back `points` of a captured redemption (one the key's `scope` sees) into the lots
-    they were spent from."""
+    they were spent from. An offline redemption that overdrew the member gives back the points
+    it left owing first, to the member's debt."""
     hold = lock_hold(session, partner_id, hold_id, scope)
     entry_key = f"redemption-refund:{hold_id}:{key}"
     earlier = ledger.find_entry(session, f"partner:{partner_id}", entry_key)
@@ -273,15 +274,24 @@ def refund_redemption(
             f"refund 1 to {hold.captured - hold.refunded} points of redemption {hold_id}"
         )
     redemption = rates.rates_version(session, partner_id, hold.rates_version).redemption_value
+    debt = wallet.debt_account(hold.member_id)
+    owed = -sum(
+        p.amount for p in ledger.entry_postings(session, hold.hold_entry_id) if p.address == debt
+    )
+    # Owed points are given back first: refunds before this one gave back min(refunded, owed).
+    to_debt = min(points, max(owed - hold.refunded, 0))
+    legs = [
+        ledger.Posting(str(ledger.Address.partner(partner_id, "redeemed")), -points),
+        ledger.Posting(debt, to_debt),
+        ledger.Posting(wallet.available_account(hold.member_id), points - to_debt),
+    ]
     posted = ledger.post(
         session,
-        ledger.transfer(
+        ledger.Entry(
             kind="redemption_refund",
             origin=f"partner:{partner_id}",
             idempotency_key=entry_key,
-            source=str(ledger.Address.partner(partner_id, "redeemed")),
-            destination=wallet.available_account(hold.member_id),
-            amount=points,
+            postings=[leg for leg in legs if leg.amount],
             occurred_at=clock.now(),
             metadata={
                 # On the running total, so refunds in pieces give back exactly what was paid.
@@ -302,7 +312,13 @@ def refund_redemption(
         for lot_id, amount in lots.movements_of(session, entry):
             spent[lot_id] = spent.get(lot_id, 0) - amount
     consumed = [(lot_id, -amount) for lot_id, amount in spent.items() if amount > 0]
-    lots.restore(session, sorted(consumed, key=lambda m: _expiry(session, m[0])), points, posted.id)
+    if points - to_debt:
+        lots.restore(
+            session,
+            sorted(consumed, key=lambda m: _expiry(session, m[0])),
+            points - to_debt,
+            posted.id,
+        )
     session.execute(
         update(holds).where(holds.c.id == hold_id).values(refunded=hold.refunded + points)
     )

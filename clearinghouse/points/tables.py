@@ -157,6 +157,29 @@ holds = Table(
     Index("ix_holds_member_id_created_at", "member_id", "created_at"),
 )
 
+offline_redemptions = Table(
+    "offline_redemptions",
+    metadata,
+    # A redemption approved at a till while it was offline, reported later: its business day
+    # (of occurred_at) counts against the store's offline allowance for the member.
+    Column("hold_id", Text, ForeignKey("holds.id"), primary_key=True),
+    Column("member_id", Text, ForeignKey("members.id"), nullable=False),
+    Column("store_id", Text, ForeignKey("stores.id"), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("debt", BigInteger, nullable=False),
+    Column("allowance_left", BigInteger, nullable=False),
+    CheckConstraint("points > 0", name="points_positive"),
+    CheckConstraint("debt BETWEEN 0 AND points", name="debt_range"),
+    CheckConstraint("allowance_left >= 0", name="allowance_left_range"),
+    Index(
+        "ix_offline_redemptions_member_id_store_id_occurred_at",
+        "member_id",
+        "store_id",
+        "occurred_at",
+    ),
+)
+
 tier_changes = Table(
     "tier_changes",
     metadata,

@@ -2,7 +2,8 @@
 merchants by default, partner programmes through make_programme), with a store, an Ed25519 key
 of the test's own, rates (version 1, in effect from `rates_since` ago so that back-dated
 purchases find them) and an issuance limit, each of which a test can leave out; and what a
-partner adds later: keys (for all its stores or one), stores, a new limit."""
+partner adds later: keys (for all its stores or one), stores, a new limit, a store's offline
+allowance."""
 
 from __future__ import annotations
 
@@ -162,6 +163,11 @@ def add_store(
             longitude=longitude,
         )
     return store_id
+
+
+def set_offline_allowance(sessions: sessionmaker[Session], store_id: str, points: int) -> None:
+    with sessions() as session, session.begin():
+        directory.set_offline_allowance(session, store_id, points)
 
 
 def set_limit(sessions: sessionmaker[Session], partner_id: str, limit_fen: int) -> None:

@@ -1,8 +1,8 @@
 """The points lifecycle through the domain services, without HTTP, one committed transaction a
 step: members linked to partners (new_member, the one member maker below the API), purchases
 accrued (accrue), refunded, redeemed (a hold then its capture or void), redemptions refunded,
-programme points exchanged; and the wallet as the ledger holds it. For the same steps as a
-partner makes them, signed, see calls."""
+programme points exchanged, offline redemptions reported; and the wallet as the ledger holds
+it. For the same steps as a partner makes them, signed, see calls."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clearinghouse import ledger
 from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.members.service import create_member, link_member
-from clearinghouse.points import accrual, exchange, holds, refunds, wallet
+from clearinghouse.points import accrual, exchange, holds, offline, refunds, wallet
 from clearinghouse.points.tables import purchases
 from tests.builders.ids import unique_id
 
@@ -76,6 +76,30 @@ def hold_and_void(
         hold = holds.place_hold(session, partner_id, member_id, points, key=str(uuid.uuid4()))
     with sessions() as session, session.begin():
         holds.void(session, partner_id, hold.id)
+
+
+def redeem_offline(
+    sessions: sessionmaker[Session],
+    partner_id: str,
+    member_id: str,
+    points: int,
+    *,
+    store_id: str,
+    occurred_at: datetime | None = None,
+    key: str | None = None,
+) -> offline.OfflineRedemption:
+    """A redemption the store's till approved while offline at `occurred_at` (now by default),
+    reported now as `key` (a fresh one unless given)."""
+    with sessions() as session, session.begin():
+        return offline.redeem_offline(
+            session,
+            partner_id,
+            member_id,
+            points,
+            key=key or str(uuid.uuid4()),
+            store_id=store_id,
+            occurred_at=occurred_at or datetime.now(UTC),
+        )
 
 
 def refund_redemption(

@@ -95,7 +95,8 @@ def test_the_coalitions_first_version_is_the_documented_defaults(
             )
         ).one()
     assert Thresholds.model_validate(row.settings) == Thresholds()
-    assert set(row.settings) == set(Thresholds.model_fields)
+    # A threshold added since takes its documented default until a version sets it.
+    assert set(row.settings) | {"offline_debt_points"} == set(Thresholds.model_fields)
 
 
 def test_an_action_of_allow_turns_a_rule_off_for_the_partner(
