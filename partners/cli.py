@@ -234,7 +234,7 @@ def key_list(partner_id: str) -> None:
 @key_app.command("retire")
 def key_retire(
     key_id: str,
-    days: Annotated[float, typer.Option(help="Days the key keeps working.")] = 7.0,
+    days: Annotated[float, typer.Option(help="Days the key keeps working.")] = keys.RETIREMENT_DAYS,
 ) -> None:
     """Let a key keep working for a while, then refuse it (rotation without downtime)."""
     with transaction() as session:

@@ -7,6 +7,11 @@ without touching the others. A key may carry an expiry, after which it is refuse
 A partner holds at most two active keys per scope, so it can rotate without downtime: add the
 new key, move its systems over, then retire the old one with a deadline (it keeps working until
 then) or revoke it at once.
+
+The operator manages keys with the CLI; a partner manages its own through the signed API
+(partners/key_endpoints.py), with a key for all its stores. A partner acting on its keys sees
+its own alone, and cannot retire or revoke its last active key for all stores: it would have
+no key left to manage them with.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from clearinghouse import clock
@@ -32,6 +37,8 @@ from partners.signing import private_key_to_pem
 from partners.tables import partner_keys, request_nonces
 
 MAX_ACTIVE_KEYS = 2
+RETIREMENT_DAYS = 7.0
+"""How long a retired key keeps working when no deadline is given."""
 TERMINAL_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
@@ -43,6 +50,11 @@ class KeyNotFound(NotFound):
 class TooManyKeys(Conflict):
     code = "too_many_keys"
     title = "Too many active keys"
+
+
+class LastKeyForAllStores(Conflict):
+    code = "last_partner_wide_key"
+    title = "The partner's last key for all stores"
 
 
 @dataclass(frozen=True)
@@ -127,7 +139,9 @@ def register_key(
         )
     ).first()
     if clash is not None:
-        raise AlreadyExists(f"key {clash.id} already has this id or this public key")
+        # Ids and public keys are unique across partners: name neither the other key nor its
+        # partner.
+        raise AlreadyExists(f"a key with the id {key_id} or this public key is registered already")
     row = session.execute(
         partner_keys.insert()
         .values(
@@ -208,38 +222,74 @@ def record_last_use(session: Session) -> None:
     )
 
 
+def _keep_a_key_for_all_stores(session: Session, partner_id: str, key_id: str) -> None:
+    """Refuse to retire or revoke the partner's key `key_id` while it works for all stores and
+    no other of its keys for all stores is active and unexpired: the partner would be left
+    without a key that can manage keys (a store's key cannot)."""
+    now = clock.now()
+    k = partner_keys.c
+    unexpired = or_(k.expires_at.is_(None), k.expires_at > now)
+    works = and_(
+        unexpired, or_(k.status == "active", and_(k.status == "retiring", k.retire_at > now))
+    )
+    rows = session.execute(
+        select(k.id, k.store_id, works.label("works")).where(
+            k.partner_id == partner_id,
+            or_(k.id == key_id, and_(k.store_id.is_(None), k.status == "active", unexpired)),
+        )
+    ).all()
+    target = next((r for r in rows if r.id == key_id), None)
+    if target is None or target.store_id is not None or not target.works:
+        return
+    if not any(r.id != key_id for r in rows):
+        raise LastKeyForAllStores(
+            f"key {key_id} is the partner's last active key for all stores: register "
+            "another before retiring or revoking it"
+        )
+
+
 def _change(
-    session: Session, key_id: str, allowed_from: tuple[str, ...], **values: object
+    session: Session,
+    key_id: str,
+    allowed_from: tuple[str, ...],
+    values: dict[str, object],
+    partner_id: str | None,
 ) -> PartnerKey:
+    """Set `values` on the key if its status is one of `allowed_from`. With `partner_id` (the
+    partner acting on its own keys), another partner's key is unknown and the partner keeps a
+    key for all stores (_keep_a_key_for_all_stores)."""
+    which = [partner_keys.c.id == key_id]
+    if partner_id is not None:
+        lock_partner(session, partner_id)  # serialises key changes per partner
+        _keep_a_key_for_all_stores(session, partner_id, key_id)
+        which.append(partner_keys.c.partner_id == partner_id)
     row = session.execute(
         update(partner_keys)
-        .where(partner_keys.c.id == key_id, partner_keys.c.status.in_(allowed_from))
+        .where(*which, partner_keys.c.status.in_(allowed_from))
         .values(**values)
         .returning(*partner_keys.c)
     ).first()
     if row is None:
-        exists = session.execute(select(partner_keys.c.status).where(partner_keys.c.id == key_id))
-        status = exists.scalar_one_or_none()
+        status = session.execute(select(partner_keys.c.status).where(*which)).scalar_one_or_none()
         if status is None:
             raise KeyNotFound(f"no key {key_id}")
         raise Conflict(f"key {key_id} is {status}")
     return _key(row)
 
 
-def retire_key(session: Session, key_id: str, retire_at: datetime) -> PartnerKey:
-    """Keep the key working until `retire_at`, then refuse it."""
+def retire_key(
+    session: Session, key_id: str, retire_at: datetime, *, partner_id: str | None = None
+) -> PartnerKey:
+    """Keep the key working until `retire_at`, then refuse it. With `partner_id`, the key must
+    be that partner's, and not its last active key for all stores."""
     if retire_at.tzinfo is None:
         raise InvalidRequest("the retirement deadline must carry a time zone")
-    return _change(session, key_id, ("active", "retiring"), status="retiring", retire_at=retire_at)
+    values: dict[str, object] = {"status": "retiring", "retire_at": retire_at}
+    return _change(session, key_id, ("active", "retiring"), values, partner_id)
 
 
-def revoke_key(session: Session, key_id: str) -> PartnerKey:
-    """Refuse the key from now on."""
-    return _change(
-        session,
-        key_id,
-        ("active", "retiring"),
-        status="revoked",
-        retire_at=None,
-        revoked_at=func.now(),
-    )
+def revoke_key(session: Session, key_id: str, *, partner_id: str | None = None) -> PartnerKey:
+    """Refuse the key from now on. With `partner_id`, the key must be that partner's, and not
+    its last active key for all stores."""
+    values: dict[str, object] = {"status": "revoked", "retire_at": None, "revoked_at": func.now()}
+    return _change(session, key_id, ("active", "retiring"), values, partner_id)
