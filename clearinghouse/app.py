@@ -19,6 +19,7 @@ from clearinghouse.api import health, openapi, problems, schemas
 from clearinghouse.api.guard import Guard
 from clearinghouse.api.throttle import Throttle
 from clearinghouse.audit import endpoints as audit_endpoints
+from clearinghouse.batches import endpoints as batch_endpoints
 from clearinghouse.config import get_settings
 from clearinghouse.console import auth as console_auth
 from clearinghouse.console import pages as console_pages
@@ -91,6 +92,7 @@ def create_app(
     app.add_middleware(Guard)
     # Routes are matched in order: the partners' busiest first.
     app.include_router(points_endpoints.router)
+    app.include_router(batch_endpoints.router)
     app.include_router(member_endpoints.router)
     app.include_router(partner_endpoints.router)
     app.include_router(partner_key_endpoints.router)

@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "Recurring jobs; each is safe to run twice or at once.",
     ),
     "rules": ("clearinghouse.jobs_cli:rules_app", "Earning rules and points policy, versioned."),
+    "batch": ("clearinghouse.batches.cli:batch_app", "Partners' batch files of operations."),
     "settle": (
         "settlement.cli:settle_command",
         "Settle a business date (and any earlier open dates first). Safe to repeat.",

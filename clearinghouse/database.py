@@ -211,7 +211,7 @@ RETRYABLE_STATES = ("40P01", "40001")
 ATTEMPTS = 3
 
 
-def _retryable(error: BaseException) -> str | None:
+def retryable(error: BaseException) -> str | None:
     """Why a failed unit of work may run again (nothing of it committed), or None."""
     if isinstance(error, ConnectionLost) or (
         isinstance(error, exc.DBAPIError) and error.connection_invalidated
@@ -249,7 +249,7 @@ def run_in_transaction(engine: Engine, work: Callable[[Tx], T]) -> T:
                 if transaction.is_active:
                     with contextlib.suppress(exc.DBAPIError):
                         transaction.rollback()
-                reason = _retryable(error)
+                reason = retryable(error)
                 if attempt < ATTEMPTS and reason is not None:
                     log.warning("unit of work failed (%s); running it again", reason)
                     continue

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from clearinghouse.api import idempotency, throttle
 from clearinghouse.audit.sealing import SEAL_INTERVAL, seal_all
+from clearinghouse.batches.worker import process_batches
 from clearinghouse.database import libpq_url
 from clearinghouse.points import holds
 from clearinghouse.points.expiry import expire_lots
@@ -77,6 +78,7 @@ JOBS = (
     Job("liability", 300.0, snapshot_closed_days),
     Job("release-holds", 60.0, release_holds),
     Job("expire-lots", 900.0, expire_lots),
+    Job("batches", 2.0, process_batches),
 )
 
 

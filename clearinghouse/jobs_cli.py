@@ -35,6 +35,14 @@ def release_holds() -> None:
     typer.echo(f"released {released} expired holds")
 
 
+@jobs_app.command("batches")
+def batches() -> None:
+    """Apply the pending lines of every open batch file."""
+    from clearinghouse.batches.worker import process_batches
+
+    typer.echo(f"applied {process_batches(sessions()):,} batch lines")
+
+
 @jobs_app.command("purge")
 def purge() -> None:
     """Forget request nonces and idempotency records past their retention."""
@@ -47,7 +55,7 @@ def purge() -> None:
 @jobs_app.command("run")
 def run() -> None:
     """Run the periodic jobs (purge, seal, settle, liability snapshots, release holds, expire
-    lots) until stopped, where the web processes run
+    lots, batches) until stopped, where the web processes run
     with `serve --no-jobs`. Several may run: one leads at a time."""
     import asyncio
     import contextlib

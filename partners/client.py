@@ -84,18 +84,20 @@ class PartnerClient:
         body: Any = None,
         params: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
-        csv: bytes | None = None,
+        file: bytes | None = None,
+        media_type: str = "text/csv",
     ) -> httpx.Request:
-        """The signed request, ready to send (or to inspect): with `body` as JSON, or with `csv`,
-        a file, as the body itself (`POST /v1/reconciliation-files/{date}`)."""
+        """The signed request, ready to send (or to inspect): with `body` as JSON, or with
+        `file` of `media_type` as the body itself (`POST /v1/reconciliation-files/{date}`, a CSV
+        file; `POST /v1/batches`, JSON Lines)."""
         headers: dict[str, str] = {"Accept": "application/json"}
         content = b""
         if body is not None:
             content = json.dumps(body, separators=(",", ":")).encode()
             headers["Content-Type"] = "application/json"
-        elif csv is not None:
-            content = csv
-            headers["Content-Type"] = "text/csv"
+        elif file is not None:
+            content = file
+            headers["Content-Type"] = media_type
         if method.upper() == "POST":
             headers["Idempotency-Key"] = idempotency_key or str(uuid.uuid4())
         request = self._http.build_request(

@@ -36,7 +36,10 @@ STAFF_PREFIXES = ("/finance/", "/audit/", "/operator/")
 """Routes for people with a bearer token, authenticated before their body is read."""
 MAX_BODY_BYTES = 1 << 20
 """The largest request body of any route but a file upload."""
-FILE_UPLOADS: dict[str, tuple[int, bytes]] = {"/v1/reconciliation-files/": (256 << 20, b"text/csv")}
+FILE_UPLOADS: dict[str, tuple[int, bytes]] = {
+    "/v1/reconciliation-files/": (256 << 20, b"text/csv"),
+    "/v1/batches": (64 << 20, b"application/x-ndjson"),
+}
 """Routes whose body is a file, by path prefix: the largest body each takes, and its media type."""
 STATIC_PREFIX = "/console/static/"
 # The console's forms are the only bodies that are not JSON.

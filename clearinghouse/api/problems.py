@@ -32,7 +32,7 @@ HTTP_PROBLEMS: dict[int, tuple[str, str]] = {
 }
 
 
-def problem(
+def problem_body(
     status: int,
     code: str,
     title: str,
@@ -41,7 +41,8 @@ def problem(
     instance: str | None = None,
     errors: list[dict[str, Any]] | None = None,
     **extensions: Any,
-) -> JSONResponse:
+) -> dict[str, Any]:
+    """A problem's JSON object (the body of `problem`; a batch line's result)."""
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + code.replace("_", "-"),
         "title": title,
@@ -54,12 +55,33 @@ def problem(
     if errors is not None:
         body["errors"] = errors
     body.update(extensions)
+    return body
+
+
+def problem(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    body = problem_body(status, code, title, detail, instance=instance, errors=errors, **extensions)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
-def from_domain_error(exc: DomainError, instance: str | None = None) -> JSONResponse:
-    response = problem(
+def domain_problem_body(exc: DomainError, instance: str | None = None) -> dict[str, Any]:
+    """A domain error's problem object."""
+    return problem_body(
         exc.status, exc.code, exc.title, exc.detail, instance=instance, **exc.extensions
+    )
+
+
+def from_domain_error(exc: DomainError, instance: str | None = None) -> JSONResponse:
+    response = JSONResponse(
+        domain_problem_body(exc, instance), status_code=exc.status, media_type=PROBLEM_JSON
     )
     response.headers.update(exc.headers)
     return response

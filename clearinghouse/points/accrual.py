@@ -22,6 +22,7 @@ from clearinghouse.members.service import MemberNotFound
 from clearinghouse.numbers import fen_half_even
 from clearinghouse.points import lots, operation, wallet
 from clearinghouse.points.referrals import pay_referral_bonus
+from clearinghouse.points.schemas import PurchaseIn
 from clearinghouse.points.tables import point_lots, purchases
 from clearinghouse.rules.earning import Accrual, MemberContext, Purchase, compute_accrual
 from clearinghouse.rules.policy import RuleSet, rule_set_at
@@ -48,6 +49,18 @@ class PurchaseReport:
     occurred_at: datetime
     store_id: str | None = None
     currency: str = "CNY"
+
+
+def report_of(body: PurchaseIn, store_id: str | None) -> PurchaseReport:
+    """The purchase a request body reports, at `store_id` (the store the key acts for)."""
+    return PurchaseReport(
+        partner_txn_id=body.partner_txn_id,
+        member_id=body.member_id,
+        amount_fen=body.amount_fen,
+        occurred_at=body.occurred_at,
+        store_id=store_id,
+        currency=body.currency,
+    )
 
 
 @dataclass(frozen=True)

@@ -249,6 +249,11 @@ class RedemptionRefund:
     entry_id: int
 
 
+def redemption_refund_key(hold_id: str, key: str) -> str:
+    """The idempotency key of a redemption's refund asked for with `key`."""
+    return f"redemption-refund:{hold_id}:{key}"
+
+
 def refund_redemption(
     session: Session,
     partner_id: str,
@@ -262,7 +267,7 @@ def refund_redemption(
     they were spent from. An offline redemption that overdrew the member gives back the points
     it left owing first, to the member's debt."""
     hold = lock_hold(session, partner_id, hold_id, scope)
-    entry_key = f"redemption-refund:{hold_id}:{key}"
+    entry_key = redemption_refund_key(hold_id, key)
     earlier = ledger.find_entry(session, f"partner:{partner_id}", entry_key)
     if earlier is not None:
         # A retry whose first answer was lost: the first refund, whatever the clock says now.

@@ -66,7 +66,7 @@ def test_a_file_of_seventy_thousand_lines_is_reconciled_and_its_breaks_paged(
     # Over the 1 MiB of a JSON body: the file is the body itself, spooled and hashed by the gate.
     assert len(content) > MAX_BODY_BYTES
     path = f"/v1/reconciliation-files/{business_today()}"
-    uploaded = world.http.send(client.build("POST", path, csv=content))
+    uploaded = world.http.send(client.build("POST", path, file=content))
     assert uploaded.status_code == 201, uploaded.text
     result = uploaded.json()
     assert (result["lines"], result["matched"], result["breaks"]) == (LINES, LINES - 3, 5)
@@ -97,13 +97,13 @@ def test_an_uploaded_file_is_refused_unless_it_is_the_signed_body(world: World) 
     client = world.client(shop)
     path = f"/v1/reconciliation-files/{business_today()}"
     content = b"txn_id,type,amount_fen,points\nT-1,purchase,100,1\n"
-    signed = client.build("POST", path, csv=content)
+    signed = client.build("POST", path, file=content)
     headers = {k: v for k, v in signed.headers.items() if k.lower() != "content-length"}
     tampered = httpx.Request("POST", signed.url, headers=headers, content=content + b"T-2,x,1,1\n")
     assert_unauthorized(world.http.send(tampered))
     as_json = client.build("POST", path, body={"csv": content.decode()})
     assert_problem(world.http.send(as_json), 415, "unsupported_media_type")
-    bad = client.build("POST", path, csv=b"txn_id,type,amount_fen,points\nT-1,gift,100,1\n")
+    bad = client.build("POST", path, file=b"txn_id,type,amount_fen,points\nT-1,gift,100,1\n")
     assert [
         e["line"] for e in assert_problem(world.http.send(bad), 422, "validation_error")["errors"]
     ] == [2]

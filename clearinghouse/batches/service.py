@@ -1,0 +1,170 @@
+"""Batches: a file is taken in at once (its lines stored, pending, and those that do not parse
+already failed with their problem) and applied later by the worker (clearinghouse.batches.worker);
+its progress and its lines' results are read here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, Any
+
+from clearinghouse import clock
+from clearinghouse.api.problems import problem_body
+from clearinghouse.batches import lines as batch_lines
+from clearinghouse.database import Tx
+from clearinghouse.errors import NotFound
+from clearinghouse.ids import new_id
+from partners.auth import KeyScope
+
+
+class BatchNotFound(NotFound):
+    code = "batch_not_found"
+    title = "Unknown batch"
+
+
+@dataclass(frozen=True)
+class Batch:
+    id: str
+    partner_id: str
+    store_id: str | None
+    lines: int
+    state: str
+    applied: int
+    replayed: int
+    failed: int
+    received_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    file_sha256: bytes
+
+    @property
+    def pending(self) -> int:
+        return self.lines - self.applied - self.replayed - self.failed
+
+
+@dataclass(frozen=True)
+class LineResult:
+    line: int
+    operation: str | None
+    partner_txn_id: str | None
+    state: str
+    status: int | None
+    result: dict[str, Any] | None
+
+
+_COLUMNS = (
+    "id, partner_id, store_id, lines, state, applied, replayed, failed, received_at,"
+    " started_at, finished_at, file_sha256"
+)
+
+
+def line_instance(batch_id: str, number: int) -> str:
+    """The `instance` of a line's problem: where the line's result is read."""
+    return f"/v1/batches/{batch_id}/results#line-{number}"
+
+
+def submit(
+    tx: Tx, partner_id: str, key_id: str, scope: KeyScope, file: IO[bytes], sha256: bytes
+) -> Batch:
+    """Take in a file: every line stored, pending, or failed at once with the problem it would
+    have had as a single call when it does not parse. A file unreadable as a whole is refused."""
+    read = batch_lines.read_file(file)
+    batch_id = new_id("B", 15)
+    now = clock.now()
+    failed = [line for line in read if line.operation is None]
+    tx.execute(
+        "INSERT INTO batches (id, partner_id, key_id, store_id, file_sha256, lines, failed,"
+        " received_at, state) VALUES (%s, %s, %s, %s, %s, %s, %s, %s,"
+        " CASE WHEN %s THEN 'done' ELSE 'received' END)",
+        (
+            batch_id,
+            partner_id,
+            key_id,
+            scope.store_id,
+            sha256,
+            len(read),
+            len(failed),
+            now,
+            len(failed) == len(read),
+        ),
+    )
+    with tx.driver.cursor().copy(
+        "COPY batch_lines (batch_id, line_no, operation, partner_txn_id, member_id, body, state,"
+        " status, result, processed_at) FROM STDIN"
+    ) as copy:
+        for line in read:
+            problem = None
+            if line.operation is None:
+                problem = problem_body(
+                    422,
+                    "validation_error",
+                    "Invalid request",
+                    line.detail or "the line is invalid",
+                    instance=line_instance(batch_id, line.number),
+                    errors=line.errors,
+                )
+            copy.write_row(
+                (
+                    batch_id,
+                    line.number,
+                    line.kind,
+                    line.partner_txn_id,
+                    line.member_id,
+                    None if line.body is None else json.dumps(line.body),
+                    "pending" if problem is None else "failed",
+                    None if problem is None else 422,
+                    None if problem is None else json.dumps(problem),
+                    None if problem is None else now,
+                )
+            )
+    if len(failed) == len(read):
+        tx.execute("UPDATE batches SET finished_at = %s WHERE id = %s", (now, batch_id))
+    return get(tx, partner_id, batch_id, scope)
+
+
+def get(tx: Tx, partner_id: str | None, batch_id: str, scope: KeyScope) -> Batch:
+    """The partner's batch, any partner's for an operator (`partner_id` None); BatchNotFound
+    if none, or if it is another store's and the key acts for one store."""
+    row = tx.first(
+        "SELECT " + _COLUMNS + " FROM batches WHERE id = %s"
+        " AND (%s::text IS NULL OR partner_id = %s)",
+        (batch_id, partner_id, partner_id),
+    )
+    if row is None or (scope.store_id is not None and row.store_id != scope.store_id):
+        raise BatchNotFound(f"no batch {batch_id}")
+    return Batch(**row._asdict())
+
+
+def recent(tx: Tx, partner_id: str, scope: KeyScope, limit: int = 50) -> list[Batch]:
+    """The partner's latest batches (its store's, for a store's key), newest first."""
+    rows = tx.all(
+        "SELECT " + _COLUMNS + " FROM batches WHERE partner_id = %s"
+        " AND (%s::text IS NULL OR store_id = %s) ORDER BY received_at DESC, id LIMIT %s",
+        (partner_id, scope.store_id, scope.store_id, limit),
+    )
+    return [Batch(**row._asdict()) for row in rows]
+
+
+def results(
+    tx: Tx, partner_id: str, batch_id: str, scope: KeyScope, after: int | None, limit: int
+) -> tuple[list[LineResult], int | None]:
+    """A page of the batch's line results in line order, and the cursor of the next page."""
+    get(tx, partner_id, batch_id, scope)
+    rows = tx.all(
+        "SELECT line_no AS line, operation, partner_txn_id, state, status, result"
+        " FROM batch_lines WHERE batch_id = %s AND line_no > %s ORDER BY line_no LIMIT %s",
+        (batch_id, after or 0, limit + 1),
+    )
+    page = [LineResult(**row._asdict()) for row in rows[:limit]]
+    return page, (page[-1].line if len(rows) > limit else None)
+
+
+def failures(tx: Tx, batch_id: str, limit: int) -> list[LineResult]:
+    """The batch's first failed lines, with their problems."""
+    rows = tx.all(
+        "SELECT line_no AS line, operation, partner_txn_id, state, status, result"
+        " FROM batch_lines WHERE batch_id = %s AND state = 'failed' ORDER BY line_no LIMIT %s",
+        (batch_id, limit),
+    )
+    return [LineResult(**row._asdict()) for row in rows]
