@@ -1,6 +1,6 @@
 """Partner API routes of the points lifecycle: purchases (accrual) and their refunds, holds,
-captures, voids and one-step redemptions, redemption refunds, lots and expiring points,
-referrals."""
+captures, voids and one-step redemptions, offline redemptions, redemption refunds, lots and
+expiring points, referrals."""
 
 from __future__ import annotations
 
@@ -13,7 +13,16 @@ from clearinghouse import clock
 from clearinghouse.database import Tx
 from clearinghouse.members.schemas import MemberIdPath
 from clearinghouse.members.service import linked_member
-from clearinghouse.points import accrual, exchange, holds, lots, outstanding, referrals, refunds
+from clearinghouse.points import (
+    accrual,
+    exchange,
+    holds,
+    lots,
+    offline,
+    outstanding,
+    referrals,
+    refunds,
+)
 from clearinghouse.points.schemas import (
     AccrualOut,
     CaptureIn,
@@ -24,6 +33,8 @@ from clearinghouse.points.schemas import (
     HoldIn,
     HoldOut,
     LotOut,
+    OfflineRedeemIn,
+    OfflineRedemptionOut,
     PurchaseIn,
     PurchaseOut,
     RedeemIn,
@@ -161,6 +172,30 @@ async def redeem(body: RedeemIn, call: Partner) -> Response:
             partner_ref=body.partner_ref,
         )
         return HoldOut.model_validate(hold)
+
+    return await call.answer(redemption)
+
+
+@router.post(
+    "/offline-redemptions",
+    status_code=status.HTTP_201_CREATED,
+    summary="Report a redemption a till approved while offline; within the store's offline "
+    "allowance it may overdraw the member",
+    response_model=OfflineRedemptionOut,
+)
+async def redeem_offline(body: OfflineRedeemIn, call: Partner) -> Response:
+    def redemption(tx: Tx) -> OfflineRedemptionOut:
+        redeemed = offline.redeem_offline(
+            tx,
+            call.partner_id,
+            body.member_id,
+            body.points,
+            key=call.idempotency_key,
+            store_id=call.scope.store_for(body.store_id),
+            occurred_at=body.occurred_at,
+            partner_ref=body.partner_ref,
+        )
+        return OfflineRedemptionOut.model_validate(redeemed)
 
     return await call.answer(redemption)
 

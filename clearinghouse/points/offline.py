@@ -107,7 +107,7 @@ class _OfflineRequest:
         hold = self.hold
         occurred_at = hold.occurred_at
         check_reported_time(occurred_at, hold.now, rule_set_at(tx, occurred_at), "redemptions")
-        assert terms.store is not None  # an offline redemption names its store
+        assert terms.store is not None  # redeem_offline refuses a redemption without one
         zone = get_settings().zone
         start = datetime.combine(occurred_at.astimezone(zone).date(), time(), tzinfo=zone)
         standing = tx.one(
@@ -182,7 +182,7 @@ def redeem_offline(
     points: int,
     *,
     key: str,
-    store_id: str,
+    store_id: str | None,
     occurred_at: datetime,
     partner_ref: str | None = None,
 ) -> OfflineRedemption:
@@ -190,6 +190,8 @@ def redeem_offline(
     offline: within the store's offline allowance even beyond the member's available points
     (the rest becomes points debt), else as a one-step redemption. A retry with the same `key`
     returns the first answer."""
+    if store_id is None:
+        raise InvalidRequest("an offline redemption names the store whose till approved it")
     if occurred_at.tzinfo is None:
         raise InvalidRequest("occurred_at must carry a time zone offset")
     tx = Tx.of(db)

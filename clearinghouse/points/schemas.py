@@ -1,6 +1,6 @@
 """The points API's request bodies and answers: purchases and their refunds, holds and
-redemptions, lots and expiring points, referrals, exchanges, and an operator's decision on a
-risk case."""
+redemptions (offline ones too), lots and expiring points, referrals, exchanges, and an
+operator's decision on a risk case."""
 
 from __future__ import annotations
 
@@ -94,6 +94,14 @@ class RedeemIn(RequestBody):
     partner_ref: str | None = Field(default=None, pattern=REF)
 
 
+class OfflineRedeemIn(RedeemIn):
+    store_id: str | None = Field(
+        default=None,
+        description="The store whose till approved the redemption (a store's key: its own).",
+    )
+    occurred_at: JsonInstant = Field(description="When the till approved it, while offline.")
+
+
 class HoldOut(ResponseModel):
     hold_id: str = Field(validation_alias="id")
     member_id: str
@@ -112,6 +120,17 @@ class HoldOut(ResponseModel):
         default=None,
         description="Set while the hold waits for a risk review (capture answers 409 until "
         "then): see GET /v1/cases/{id}.",
+    )
+
+
+class OfflineRedemptionOut(HoldOut):
+    debt_incurred: int = Field(
+        description="Points the member's available points did not cover, now owed as points "
+        "debt (within the store's offline allowance only)."
+    )
+    allowance_left: int = Field(
+        description="What the store's offline allowance leaves the member at the store for the "
+        "rest of that business day."
     )
 
 

@@ -1,6 +1,7 @@
-"""Offline redemptions: approved at a till while it was offline, reported later. Within the
-store's offline allowance (points per member per business day) they overdraw the member, the
-shortfall becoming points debt; beyond it they are one-step redemptions like any other."""
+"""Offline redemptions: approved at a till while it was offline, reported later (in a batch, or
+alone: POST /v1/offline-redemptions). Within the store's offline allowance (points per member
+per business day) they overdraw the member, the shortfall becoming points debt; beyond it they
+are one-step redemptions like any other."""
 
 from __future__ import annotations
 
@@ -20,10 +21,14 @@ from clearinghouse.points import lots
 from clearinghouse.points.offline import OfflineRedemption
 from clearinghouse.points.tables import holds, lot_movements, offline_redemptions
 from clearinghouse.settleable import Settleable
+from partners.auth import KeyScope
+from partners.client import PartnerClient
+from tests.builders.calls import enrol
 from tests.builders.fraud import assert_books_balanced, cases_of, decided, publish, rule_names
+from tests.builders.http import client_for, refused
 from tests.builders.ids import unique_id
 from tests.builders.ledger import balance
-from tests.builders.partners import ApiPartner, add_store, set_offline_allowance
+from tests.builders.partners import ApiPartner, add_key, add_store, set_offline_allowance
 from tests.builders.points import (
     accrue,
     new_member,
@@ -331,3 +336,49 @@ def test_a_refund_gives_back_what_was_owed_first(
     with sessions() as session:
         assert sum(lot.remaining for lot in lots.open_lots(session, member_id)) == points
     assert_books_balanced(sessions)
+
+
+def test_a_till_back_online_reports_one_offline_redemption_signed(
+    sessions: sessionmaker[Session],
+    partner: ApiPartner,
+    store: str,
+    client: PartnerClient,
+    http: TestClient,
+    manual_clock: clock.Manual,
+) -> None:
+    member_id = enrol(client)
+    till = client_for(add_key(sessions, partner.id, scope=KeyScope(store, "till-1")), http)
+    body = {
+        "member_id": member_id,
+        "points": 700,
+        "partner_ref": "R-7",
+        "occurred_at": (manual_clock() - timedelta(minutes=40)).isoformat(),
+    }
+    request = till.build("POST", "/v1/offline-redemptions", body=body)
+    response = http.send(request)
+    assert response.status_code == 201, response.text
+    redemption = response.json()
+    assert {
+        key: redemption[key]
+        for key in ("store_id", "points", "captured", "state", "debt_incurred", "allowance_left")
+    } == {
+        "store_id": store,
+        "points": 700,
+        "captured": 700,
+        "state": "captured",
+        "debt_incurred": 700,
+        "allowance_left": ALLOWANCE - 700,
+    }
+    assert client.get(f"/v1/holds/{redemption['hold_id']}")["state"] == "captured"
+
+    # The same Idempotency-Key again: the first answer, nothing redeemed twice.
+    key = request.headers["idempotency-key"]
+    again = till.build("POST", "/v1/offline-redemptions", body=body, idempotency_key=key)
+    assert http.send(again).json() == redemption
+    assert wallet_of(sessions, member_id) == (0, 0, 700)
+
+    # A store's key names no other store; a partner-wide key must name one.
+    elsewhere = add_store(sessions, partner.id)
+    refused(403, "key_scope", till.post, "/v1/offline-redemptions", {**body, "store_id": elsewhere})
+    refused(422, "validation_error", client.post, "/v1/offline-redemptions", body)
+    assert wallet_of(sessions, member_id) == (0, 0, 700)
