@@ -50,6 +50,12 @@ def versions(tx: Tx) -> dict[str, int | None]:
     return {row.name: None if row.changed else row.version for row in tx.all(VERSIONS)}
 
 
+def pin(tx: Tx) -> None:
+    """Read the versions once for the rest of this transaction, as the partner request path
+    does: for work that changes no reference data (a batch's chunk of lines)."""
+    tx.reference_versions = {row.name: row.version for row in tx.all(VERSIONS)}
+
+
 @dataclass(frozen=True)
 class _Copy(Generic[T]):
     versions: tuple[int, ...]

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse import clock, ledger
+from clearinghouse import clock, ledger, reference
 from clearinghouse.api.problems import domain_problem_body, problem_body
 from clearinghouse.batches.lines import (
     Operation,
@@ -248,6 +248,7 @@ def apply_chunk(tx: Tx, limit: int = CHUNK_LINES, batch_id: str | None = None) -
     if batch is None:
         return None
     now = clock.now()
+    reference.pin(tx)  # no line changes reference data
     pending = tx.all(
         "SELECT line_no, body FROM batch_lines WHERE batch_id = %s AND state = 'pending'"
         " ORDER BY line_no LIMIT %s",
