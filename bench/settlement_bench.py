@@ -629,12 +629,24 @@ def _sessions(context: Context) -> Any:
     return session_factory(make_engine(context.url, pool_size=1))
 
 
+def _settle(context: Context) -> tuple[int, str]:
+    """What `clearinghouse settle --date DAY` does. The generated day is today, recorded by the
+    database's clock, and a date is settled only once it is over: the step settles it as the
+    server's job would just after its midnight, by a clock standing at its cut-off."""
+    from clearinghouse import clock
+    from settlement import netting, schedule
+
+    with clock.use(clock.Manual(netting.cutoff(context.day))):
+        run = schedule.settle(_sessions(context), context.day)[-1]
+    return run.entries, f"{len(run.lines)} partner lines"
+
+
 def _report(context: Context) -> tuple[int, str]:
     from settlement import reports, runs
 
     with _sessions(context)() as session:
         run = runs.load_run(session, context.day)
-        text = reports.settlement_csv(run)
+        text = reports.settlement_csv(run, reports.late_arrivals(session, run))
     (context.workdir / "settlement.csv").write_text(text)
     return run.entries, f"{len(run.lines)} partner lines, {len(text):,} bytes"
 
@@ -669,6 +681,7 @@ def _liability(context: Context) -> tuple[int, str]:
 
 # Steps run by functions in a child process: (items, note). The others run the CLI.
 _FUNCTIONS: dict[str, Callable[[Context], tuple[int, str]]] = {
+    "settle": _settle,
     "report": _report,
     "reconcile": _reconcile,
     "seal": _seal,
@@ -682,7 +695,6 @@ def _cli(step: str, context: Context) -> list[str] | None:
     start = datetime.combine(context.day, datetime.min.time(), zone)
     export = context.workdir / "export"
     commands = {
-        "settle": ["settle", "--date", context.day.isoformat()],
         "export": [
             "audit",
             "export",
@@ -795,9 +807,7 @@ def run_step(step: str, context: Context, day: Day) -> StepResult:
         return StepResult(step, done["items"], done["seconds"], rss, None, done["note"])
     pattern = _CLI_ITEMS.get(step)
     match = pattern.search(out) if pattern else None
-    items = (
-        int(match.group(1)) if match else day.entries if step == "settle" else day.ledger_entries
-    )
+    items = int(match.group(1)) if match else day.ledger_entries
     # The export prints its folder, gone after the run; the others a verdict.
     return StepResult(step, items, seconds, rss, None, "" if step == "export" else _last_line(out))
 

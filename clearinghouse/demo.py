@@ -1,6 +1,7 @@
 """A small coalition day, through the real signed API: a tea-house chain and a book chain share
 the coalition's points; Alice earns at the tea house and spends at the book chain; the day is
-settled and its report written as CSV.
+settled, as the server's job settles a day once its cut-off has passed, and its report written as
+CSV.
 
 The demo sets the partners up (rates, issuance limits, keys kept in CLEARINGHOUSE_HOME/demo-keys),
 serves the API on 127.0.0.1 and calls it with the partner client. Every request carries a fixed
@@ -23,12 +24,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from clearinghouse import clock
 from clearinghouse.app import create_app
 from clearinghouse.audit import sealing
-from clearinghouse.config import get_settings
 from clearinghouse.errors import NotFound
 from partners import directory, keys, limits, rates
 from partners.client import PartnerClient
 from partners.signing import load_private_key_pem
-from settlement import reports, runs, schedule
+from settlement import netting, reports, runs, schedule
 
 PARTNERS = {
     "teahouse": ("Teahouse (online shop)", "online_merchant"),
@@ -175,12 +175,17 @@ def run(sessions: sessionmaker[Session], home: Path) -> DemoDay:
         finally:
             tea.close()
             books.close()
-    # Settle the business day so far (a scheduler runs it after the cut-off), and keep the CSV.
-    business_date = clock.today(get_settings().zone)
-    run = schedule.settle(sessions, business_date)[-1]
+    # Settle the day and keep the CSV. A date is settled only once it is over, and the database
+    # stamps each entry's recorded_at by its own clock, so the day just written cannot be moved
+    # into the past: it is settled as the server's job settles a day just after its midnight, by
+    # a clock standing at its cut-off (the run takes what was recorded before it).
+    business_date = netting.business_date_of(clock.now())
+    with clock.use(clock.Manual(netting.cutoff(business_date))):
+        run = schedule.settle(sessions, business_date)[-1]
     report = home / "reports" / f"settlement-{business_date.isoformat()}.csv"
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(reports.settlement_csv(run))
+    with sessions() as session:
+        report.write_text(reports.settlement_csv(run, reports.late_arrivals(session, run)))
     # Seal the day, as the server's job does: entries are sealed once SEAL_DELAY old.
     time.sleep(sealing.SEAL_DELAY.total_seconds())
     sealing.seal_all(sessions)

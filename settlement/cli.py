@@ -72,7 +72,10 @@ def settle_command(
     ] = None,
 ) -> None:
     target = date.fromisoformat(business_date) if business_date else _yesterday()
-    done = schedule.settle_through(sessions(), target)
+    try:
+        done = schedule.settle_through(sessions(), target)
+    except schedule.DayNotOver as exc:
+        raise fail(exc.detail) from exc
     for run in done.runs:
         print_run(run)
     for day, error in done.errors:
@@ -100,9 +103,10 @@ def show(
 ) -> None:
     with transaction() as session:
         run = runs.load_run(session, date.fromisoformat(business_date))
+        late = reports.late_arrivals(session, run)
     print_run(run)
     if csv is not None:
-        csv.write_text(reports.settlement_csv(run))
+        csv.write_text(reports.settlement_csv(run, late))
         typer.echo(f"wrote {csv}")
 
 

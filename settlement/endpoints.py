@@ -68,7 +68,7 @@ def _detail(session: Session, business_date: date) -> SettlementDetailOut:
     """The date's live run with its history, approvals and reconciliations."""
     run = runs.load_run(session, business_date)
     return SettlementDetailOut(
-        **reports.settlement_report(run),
+        **reports.settlement_report(run, reports.late_arrivals(session, run)),
         history=[
             SettlementEventOut.model_validate(e) for e in runs.history(session, business_date)
         ],
@@ -99,7 +99,7 @@ def settlement_csv(
 ) -> Response:
     run = runs.load_run(session, business_date)
     return Response(
-        reports.settlement_csv(run),
+        reports.settlement_csv(run, reports.late_arrivals(session, run)),
         media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="settlement-{business_date}.csv"'},
     )
@@ -116,7 +116,9 @@ def reject(
     business_date: BusinessDate, body: RejectIn, session: WriteSession, user: FinanceUser
 ) -> SettlementOut:
     run = approval.reject(session, business_date, user, body.reason)
-    return SettlementOut.model_validate(reports.settlement_report(run))
+    return SettlementOut.model_validate(
+        reports.settlement_report(run, reports.late_arrivals(session, run))
+    )
 
 
 @finance.post("/settlements/{business_date}/paid", summary="Record the bank transfer")

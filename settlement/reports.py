@@ -1,31 +1,120 @@
-"""Finance reports: the settlement report of a date (JSON and CSV) and the liability report."""
+"""Finance reports: the settlement report of a date (JSON and CSV) and the liability report.
+
+Two dates meet in a settlement report. A run settles the entries *recorded* on its business date
+(before its cut-off), so its lines and totals group entries by the date they were recorded on.
+An entry may have *occurred* earlier: a partner reports a purchase back-dated within the rules'
+window, and it earns by the rules of when it occurred. Such an entry is a late arrival: it is in
+the lines of the run its recording falls into, and the report lists it again, apart, with the
+date it occurred on, to explain it; the totals do not count it twice."""
 
 from __future__ import annotations
 
 import csv
 import io
-from dataclasses import asdict
-from datetime import date, datetime
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import BigInteger, and_, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from clearinghouse import clock, ledger
+from clearinghouse.ledger.tables import accounts, journal_entries, postings
 from clearinghouse.numbers import fen_half_even
 from clearinghouse.points import outstanding
+from clearinghouse.settleable import PARTNER_KEY, VALUE_KEY
 from partners import rates
 from partners.rates import RatesNotFound
-from settlement import categories
+from settlement import categories, netting
 from settlement.runs import Line, Run, SettlementNotFound
-from settlement.tables import settlement_lines, settlement_runs
+from settlement.tables import settlement_items, settlement_lines, settlement_runs
 
 # A report's line: the partner, each category's points and fen in the categories' order, the net.
 LINE_COLUMNS = ("partner_id", *categories.LINE_COLUMNS, "net_fen")
 
+# A late arrival's columns, in the report and the CSV.
+LATE_ARRIVAL_COLUMNS = (
+    "partner_id",
+    "entry_id",
+    "partner_txn_id",
+    "kind",
+    "points",
+    "value_fen",
+    "occurred_date",
+    "recorded_at",
+)
 
-def settlement_report(run: Run) -> dict[str, Any]:
+
+@dataclass(frozen=True)
+class LateArrival:
+    """An entry of a run that occurred on an earlier business date than the run's: its points
+    (the category's, as the lines count them), its value, the date it occurred on and the instant
+    it was recorded. `partner_txn_id` is the partner's transaction id, for the kinds that have
+    one (a purchase, a refund)."""
+
+    partner_id: str
+    entry_id: int
+    partner_txn_id: str | None
+    kind: str
+    points: int
+    value_fen: int
+    occurred_date: date
+    recorded_at: datetime
+
+
+def late_arrivals(session: Session, run: Run) -> list[LateArrival]:
+    """The entries of `run` that occurred before its business date began (coalition time), by
+    partner, then in the order they occurred. Reads the run's items, not the journal."""
+    partner = journal_entries.c.metadata[PARTNER_KEY].astext
+    points_account = case(
+        {kind: category.points_account for kind, category in categories.BY_KIND.items()},
+        value=journal_entries.c.kind,
+    )
+    points = (
+        select(func.coalesce(func.sum(func.abs(postings.c.amount)), 0))
+        .join(accounts, accounts.c.id == postings.c.account_id)
+        .where(
+            postings.c.entry_id == journal_entries.c.id,
+            accounts.c.address == func.concat("partner:", partner, ":", points_account),
+        )
+        .scalar_subquery()
+    )
+    began = netting.cutoff(run.business_date - timedelta(days=1))
+    rows = session.execute(
+        select(
+            partner.label("partner_id"),
+            journal_entries.c.id,
+            journal_entries.c.metadata["partner_txn_id"].astext.label("partner_txn_id"),
+            journal_entries.c.kind,
+            points.label("points"),
+            cast(journal_entries.c.metadata[VALUE_KEY].astext, BigInteger).label("value_fen"),
+            journal_entries.c.occurred_at,
+            journal_entries.c.recorded_at,
+        )
+        .join(settlement_items, settlement_items.c.entry_id == journal_entries.c.id)
+        .where(settlement_items.c.run_id == run.id, journal_entries.c.occurred_at < began)
+        .order_by(partner, journal_entries.c.occurred_at, journal_entries.c.id)
+    )
+    return [
+        LateArrival(
+            row.partner_id,
+            row.id,
+            row.partner_txn_id,
+            row.kind,
+            int(row.points),
+            row.value_fen,
+            netting.business_date_of(row.occurred_at),
+            row.recorded_at,
+        )
+        for row in rows
+    ]
+
+
+def settlement_report(run: Run, late: Sequence[LateArrival]) -> dict[str, Any]:
+    """The run's report: its lines and totals (by the date entries were recorded on), and its
+    late arrivals (`late_arrivals`), listed with the date they occurred on."""
     lines = [{**asdict(line), "net_fen": line.net_fen} for line in run.lines]
     totals = {column: sum(line[column] for line in lines) for column in LINE_COLUMNS[1:]}
     return {
@@ -41,6 +130,14 @@ def settlement_report(run: Run) -> dict[str, Any]:
         "partners_receive_fen": run.partners_receive_fen,
         "coalition_fen": run.coalition_fen,
         "zero_sum": run.zero_sum,
+        "late_arrivals": [
+            {
+                **asdict(arrival),
+                "occurred_date": arrival.occurred_date.isoformat(),
+                "recorded_at": arrival.recorded_at.isoformat(),
+            }
+            for arrival in late
+        ],
     }
 
 
@@ -69,12 +166,14 @@ def partner_line(session: Session, business_date: date, partner_id: str) -> tupl
     return row.state, Line(partner_id, **amounts)
 
 
-def settlement_csv(run: Run) -> str:
-    """One row per partner, then a total row and the coalition's side; amounts in fen."""
+def settlement_csv(run: Run, late: Sequence[LateArrival]) -> str:
+    """One row per partner, then a total row and the coalition's side; amounts in fen. Then, if
+    the run has late arrivals, a blank line and a table of its own: a header row, and a row per
+    late arrival marked LATE_ARRIVAL (their amounts are in the partners' rows already)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["business_date", *LINE_COLUMNS])
-    report = settlement_report(run)
+    report = settlement_report(run, late)
     for line in report["lines"]:
         writer.writerow([report["business_date"], *(line[c] for c in LINE_COLUMNS)])
     writer.writerow(
@@ -88,6 +187,17 @@ def settlement_csv(run: Run) -> str:
             report["coalition_fen"],
         ]
     )
+    if report["late_arrivals"]:
+        writer.writerow([])
+        writer.writerow(["business_date", "section", *LATE_ARRIVAL_COLUMNS])
+        for arrival in report["late_arrivals"]:
+            writer.writerow(
+                [
+                    report["business_date"],
+                    "LATE_ARRIVAL",
+                    *(arrival[c] if arrival[c] is not None else "" for c in LATE_ARRIVAL_COLUMNS),
+                ]
+            )
     return out.getvalue()
 
 

@@ -7,6 +7,10 @@ unique index is the run key); re-running a settled date returns it unchanged; mi
 settled in order first; each date is computed in one transaction, so a failure leaves nothing.
 An entry recorded after its date was settled falls into the next open date.
 
+A date is settled only once it is over: a date whose cut-off has not passed by the clock is
+refused (`DayNotOver`), so that an entry recorded later that day is never pushed into the next
+day's run by a run taken too early. `settle_due` asks for yesterday, which is always over.
+
 A date whose run fails is recorded as a failed try (`settlement_failures`), logged with its error,
 and tried again with back-off; the dates after it are settled all the same, without its
 entries, which wait for it."""
@@ -23,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import clock
 from clearinghouse.config import get_settings
+from clearinghouse.errors import Conflict
 from settlement import netting
 from settlement.runs import FailedDate, Run, current_failure, failed_dates, live_row, run_of
 from settlement.tables import settlement_failures, settlement_runs, unsettled_entries
@@ -34,6 +39,28 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE = timedelta(minutes=5)
 BACKOFF_MAX = timedelta(hours=4)
 ERROR_LENGTH = 2_000  # characters of a failure's error kept and shown
+
+
+class DayNotOver(Conflict):
+    """A business date asked to be settled before its cut-off: its entries are still arriving.
+    409, as the date's state (not the request's form) stands in the way; it can be asked again
+    once the cut-off has passed."""
+
+    code = "business_day_not_over"
+    title = "The business date is not over"
+
+
+def refuse_open(business_date: date) -> None:
+    """Raise `DayNotOver` unless `business_date`'s cut-off has passed by the clock (at the
+    cut-off itself the date is over: a run takes the entries recorded before it)."""
+    cut, now = netting.cutoff(business_date), clock.now()
+    if cut > now:
+        latest = netting.business_date_of(now) - timedelta(days=1)
+        raise DayNotOver(
+            f"{business_date.isoformat()} cannot be settled before its cut-off, "
+            f"{cut.isoformat()}; the latest date that can be settled is {latest.isoformat()}",
+            cutoff=cut.isoformat(),
+        )
 
 
 @dataclass
@@ -153,7 +180,9 @@ def settle_through(
     its own; a date already settled is returned as it is. A date whose run fails is recorded
     (`failed_dates`) and logged, and the dates after it are settled without its entries. Dates
     that failed before are tried again first: all of them (a person asked), or when `patient`
-    (the job) only those whose back-off has passed by the clock."""
+    (the job) only those whose back-off has passed by the clock. A date whose cut-off has not
+    passed is refused (`DayNotOver`) before anything is settled."""
+    refuse_open(business_date)
     done = Settled()
     tried: set[date] = set()
     while True:
@@ -188,7 +217,8 @@ def settle_through(
 def settle(sessions: sessionmaker[Session], business_date: date) -> list[Run]:
     """Settle `business_date`, after any earlier open dates, in order (see `settle_through`);
     return the runs. A date already settled is returned as it is. When a date's run failed,
-    raises its error once every date has been tried."""
+    raises its error once every date has been tried; a date not over yet is refused
+    (`DayNotOver`)."""
     done = settle_through(sessions, business_date)
     if done.errors:
         raise done.errors[0][1]
@@ -199,6 +229,7 @@ def settle_due(sessions: sessionmaker[Session]) -> Settled:
     """Settle yesterday (coalition time, by the clock) and any open date before it, trying dates
     whose run failed again once their back-off has passed; the server runs this every few
     minutes, so a date is settled soon after its cut-off. Safe to repeat. A failed date is
-    recorded and logged, never raised: the dates after it are settled all the same."""
+    recorded and logged, never raised: the dates after it are settled all the same. Yesterday's
+    cut-off is today's first instant, so the job never asks for a date that is not over."""
     yesterday = clock.today(get_settings().zone) - timedelta(days=1)
     return settle_through(sessions, yesterday, patient=True)

@@ -88,8 +88,24 @@ class LineOut(ResponseModel):
     net_fen: int
 
 
+class LateArrivalOut(ResponseModel):
+    """An entry settled in this run that occurred on an earlier business date: reported late.
+    Its points and value are in its partner's line already."""
+
+    partner_id: str
+    entry_id: int
+    partner_txn_id: str | None = Field(description="The partner's transaction id, if it has one.")
+    kind: str
+    points: int
+    value_fen: int
+    occurred_date: date = Field(description="The business date the entry occurred on.")
+    recorded_at: datetime = Field(description="When it was recorded: before the run's cut-off.")
+
+
 class SettlementOut(ResponseModel):
-    business_date: date
+    business_date: date = Field(
+        description="The business date settled: the entries recorded on it, before its cut-off."
+    )
     attempt: int
     cutoff: datetime
     state: str
@@ -101,6 +117,13 @@ class SettlementOut(ResponseModel):
     partners_receive_fen: int
     coalition_fen: int
     zero_sum: bool
+    late_arrivals: list[LateArrivalOut] = Field(
+        description=(
+            "The run's entries that occurred on an earlier business date than the one settled "
+            "(settlement groups entries by the date they were recorded on; these show the date "
+            "they occurred on). They are counted in the lines and totals already."
+        )
+    )
 
 
 class SettlementEventOut(ResponseModel):

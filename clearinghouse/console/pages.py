@@ -83,7 +83,8 @@ def settlement(
     done: str | None = None,
 ) -> Response:
     run = runs.load_run(session, business_date)
-    report = reports.settlement_report(run)
+    late = reports.late_arrivals(session, run)
+    report = reports.settlement_report(run, late)
     approvals = runs.approvals(session, business_date)
     acting = me.user.role in FINANCE_ACTORS
     chart = charts.grouped_bars(
@@ -100,6 +101,7 @@ def settlement(
         "settlement.html",
         run=run,
         report=report,
+        late_arrivals=late,
         chart=chart,
         categories=categories.CATEGORIES,
         history=runs.history(session, business_date),
@@ -133,7 +135,11 @@ def settlement_csv(
     business_date: BusinessDate, session: ReadSession, me: FinanceViewer
 ) -> Response:
     run = runs.load_run(session, business_date)
-    return _download(reports.settlement_csv(run), "text/csv", f"settlement-{business_date}.csv")
+    return _download(
+        reports.settlement_csv(run, reports.late_arrivals(session, run)),
+        "text/csv",
+        f"settlement-{business_date}.csv",
+    )
 
 
 @router.get("/settlements/{business_date}/report.pdf")
@@ -142,7 +148,7 @@ def settlement_pdf(
 ) -> Response:
     run = runs.load_run(session, business_date)
     content = pdf.settlement_pdf(
-        reports.settlement_report(run),
+        reports.settlement_report(run, reports.late_arrivals(session, run)),
         runs.history(session, business_date),
         runs.approvals(session, business_date),
         generated_at=clock.now().astimezone(get_settings().zone),

@@ -1,6 +1,7 @@
 """The settlement report as a PDF (A4 landscape) for the file and the bank: the run's facts, one
-line per partner with a totals row, the coalition's revenue, the zero-sum verdict, approvals and
-the run's state history; a footer with the generation time and page numbers on every page.
+line per partner with a totals row, the coalition's revenue, the zero-sum verdict, the late
+arrivals (if any), approvals and the run's state history; a footer with the generation time
+and page numbers on every page.
 
 Written with fpdf2's core Helvetica, which needs no font file but only draws Windows-1252 text
 (Latin-1 plus a few signs such as the em dash): characters outside it print as "?" rather than
@@ -18,7 +19,7 @@ from fpdf import FPDF
 from fpdf.fonts import FontFace
 
 from clearinghouse.console import i18n
-from clearinghouse.console.formatting import local_time, yuan
+from clearinghouse.console.formatting import local_time, points, yuan
 from settlement.categories import CATEGORIES
 from settlement.runs import Approval, Event
 
@@ -235,6 +236,43 @@ def settlement_pdf(
             ),
             bold=True,
             colour=BAD,
+        )
+
+    if report["late_arrivals"]:
+        pdf.heading(_("Late arrivals"))
+        pdf.paragraph(
+            _(
+                "A settlement takes the entries recorded on its date. These were recorded on this "
+                "date but occurred on an earlier one: they are in the partners' lines above "
+                "already, and are shown here with the date they occurred on."
+            )
+        )
+        _simple_table(
+            pdf,
+            [
+                _("Partner"),
+                _("Entry"),
+                _("Partner's transaction"),
+                _("Kind"),
+                _("Points"),
+                _("Value"),
+                _("Occurred on"),
+                _("Recorded at"),
+            ],
+            [
+                [
+                    late["partner_id"],
+                    str(late["entry_id"]),
+                    late["partner_txn_id"] or "",
+                    late["kind"],
+                    points(late["points"]),
+                    yuan(late["value_fen"]),
+                    late["occurred_date"],
+                    local_time(datetime.fromisoformat(late["recorded_at"])),
+                ]
+                for late in report["late_arrivals"]
+            ],
+            (40, 24, 50, 30, 25, 30, 26, 48),
         )
 
     pdf.heading(_("Approvals"))

@@ -11,10 +11,11 @@ from pathlib import Path
 from playwright.sync_api import Browser, Page, expect
 
 from clearinghouse.console.formatting import yuan
-from settlement import runs, schedule
+from settlement import runs
 from tests.builders.databases import World
 from tests.builders.dates import business_today
 from tests.builders.points import accrue, hold_and_capture, new_member
+from tests.builders.settlement import settle_after_cutoff
 from tests.builders.users import Person, person
 
 SCREEN = {"width": 1280, "height": 800}
@@ -32,7 +33,7 @@ def busy_day(world: World) -> runs.Run:
         member = new_member(world.sessions, [shop.id for shop in shops])
         accrue(world.sessions, shops[2 * (n % 2)].id, member, 523_400 + n * 98_765)
         hold_and_capture(world.sessions, shops[1].id, member, 900, 900)
-    (run,) = schedule.settle(world.sessions, business_today())
+    (run,) = settle_after_cutoff(world.sessions, business_today())
     return run
 
 

@@ -1,21 +1,26 @@
 """Settlement's inputs and outputs: a day of traffic between two merchants, an accrual written
-back-dated as raw journal rows (what the services could never write), and reads of what
-settlement wrote (entries by kind, the entries a run covers, postings per address)."""
+back-dated as raw journal rows (what the services could never write), a date settled once it is
+over, and reads of what settlement wrote (entries by kind, the entries a run covers, postings per
+address)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse import ledger
+from clearinghouse import clock, ledger
 from clearinghouse.ledger.tables import journal_entries, postings
 from partners.directory import exposure_account, headroom_account
+from settlement import netting, schedule
 from settlement.netting import CATEGORIES
+from settlement.runs import Run
 from settlement.tables import settlement_items
 from tests.builders.databases import World
 from tests.builders.partners import ApiPartner
@@ -93,6 +98,22 @@ def backdated_accrual(
                 )
             )
     return entry_id
+
+
+@contextmanager
+def after_cutoff(business_date: date) -> Iterator[clock.Manual]:
+    """The clock at `business_date`'s cut-off for the block, so that the date is over and may be
+    settled, as it is for the server's job just after midnight. The database stamps an entry's
+    `recorded_at` by its own clock, so a test writes today's traffic now and settles today from
+    here; nothing signed may be sent meanwhile (its signature would be from the future)."""
+    with clock.use(clock.Manual(netting.cutoff(business_date))) as manual:
+        yield manual
+
+
+def settle_after_cutoff(sessions: sessionmaker[Session], business_date: date) -> list[Run]:
+    """`schedule.settle` of `business_date`, at its cut-off (`after_cutoff`)."""
+    with after_cutoff(business_date):
+        return schedule.settle(sessions, business_date)
 
 
 # --- reading what settlement wrote ------------------------------------------------------------

@@ -22,7 +22,7 @@ from tests.builders.databases import World
 from tests.builders.dates import business_today
 from tests.builders.fraud import publish
 from tests.builders.points import accrue, new_member
-from tests.builders.settlement import Traffic, a_day_of_traffic
+from tests.builders.settlement import Traffic, a_day_of_traffic, settle_after_cutoff
 from tests.builders.users import Person, person
 
 Browser = Callable[..., Console]
@@ -31,7 +31,7 @@ Browser = Callable[..., Console]
 def settled_day(world: World) -> tuple[Traffic, date]:
     traffic = a_day_of_traffic(world)
     day = business_today()
-    schedule.settle(world.sessions, day)
+    settle_after_cutoff(world.sessions, day)
     return traffic, day
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
@@ -13,7 +14,7 @@ from pypdf import PdfReader
 
 from clearinghouse.console import i18n
 from clearinghouse.console.pdf import settlement_pdf
-from settlement.reports import settlement_report
+from settlement.reports import LateArrival, settlement_report
 from settlement.runs import Approval, Event, Line, Run
 from tests.builders.console import console_language
 
@@ -21,9 +22,16 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 GENERATED = datetime(2026, 3, 10, 3, 15, tzinfo=UTC)  # 11:15 in Shanghai
 
 
-def report_of(lines: list[Line], *, clearing_fen: int | None = None, **run: Any) -> dict[str, Any]:
-    """The report dict as the console gets it, from a run built by hand. The coalition keeps
-    what the partners' nets leave over unless `clearing_fen` says otherwise."""
+def report_of(
+    lines: list[Line],
+    *,
+    clearing_fen: int | None = None,
+    late: Sequence[LateArrival] = (),
+    **run: Any,
+) -> dict[str, Any]:
+    """The report dict as the console gets it, from a run built by hand, with the late arrivals
+    `late`. The coalition keeps what the partners' nets leave over unless `clearing_fen` says
+    otherwise."""
     fields: dict[str, Any] = {
         "id": 1,
         "business_date": date(2026, 3, 9),
@@ -35,7 +43,8 @@ def report_of(lines: list[Line], *, clearing_fen: int | None = None, **run: Any)
     } | run
     net = sum(line.net_fen for line in lines)
     return settlement_report(
-        Run(**fields, lines=lines, clearing_fen=-net if clearing_fen is None else clearing_fen)
+        Run(**fields, lines=lines, clearing_fen=-net if clearing_fen is None else clearing_fen),
+        late,
     )
 
 
@@ -136,6 +145,32 @@ def test_a_failed_zero_sum_says_so() -> None:
     assert "Do not pay this settlement" in text
     assert "No approvals yet." in text
     assert re.search(r"Coalition revenue\s+¥0\.01", text)
+
+
+def test_late_arrivals_are_listed_with_the_date_they_occurred_on() -> None:
+    late = LateArrival(
+        "payer-1",
+        4_321,
+        "T-1001",
+        "accrual",
+        1_540,
+        1_848,
+        date(2026, 3, 6),
+        datetime(2026, 3, 9, 2, 30, tzinfo=UTC),
+    )
+    [text] = pages(
+        settlement_pdf(report_of(two_partners(), late=[late]), [], [], generated_at=GENERATED)
+    )
+    assert "Late arrivals" in text
+    assert "recorded on this date but occurred on an earlier one" in text
+    assert re.search(
+        r"payer-1\s+4321\s+T-1001\s+accrual\s+1,540\s+¥18\.48\s+2026-03-06\s+2026-03-09 10:30",
+        text,
+    )
+    assert (
+        "Late arrivals"
+        not in pages(settlement_pdf(report_of(two_partners()), [], [], generated_at=GENERATED))[0]
+    )
 
 
 def test_a_paid_run_shows_its_bank_reference_and_no_history_is_said() -> None:

@@ -93,7 +93,7 @@ def test_a_line_nets_its_categories_by_their_signs() -> None:
 
 
 def test_the_csv_header_lists_the_categories_in_order() -> None:
-    rows = list(csv.reader(io.StringIO(reports.settlement_csv(a_run()))))
+    rows = list(csv.reader(io.StringIO(reports.settlement_csv(a_run(), []))))
     assert rows[0] == ["business_date", "partner_id", *EXPECTED_COLUMNS, "net_fen"]
     assert rows[1][2:-1] == [str(a_run().lines[0].__dict__[c]) for c in EXPECTED_COLUMNS]
 
@@ -110,7 +110,7 @@ def test_the_command_line_table_lists_the_categories_in_order() -> None:
 
 
 def test_the_pdf_heads_its_table_with_the_categories_in_order() -> None:
-    report = reports.settlement_report(a_run())
+    report = reports.settlement_report(a_run(), [])
     pdf = settlement_pdf(report, [], [], generated_at=datetime(2026, 3, 10, 3, 15))
     text = " ".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
     labels = [category.label for category in CATEGORIES]
@@ -135,7 +135,8 @@ def test_the_console_page_heads_its_table_with_the_categories_translated_in_orde
         "me": None,
         "csrf_token": None,
         "run": run,
-        "report": reports.settlement_report(run),
+        "report": reports.settlement_report(run, []),
+        "late_arrivals": [],
         "chart": "",
         "categories": CATEGORIES,
         "history": [],

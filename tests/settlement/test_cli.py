@@ -15,7 +15,7 @@ from clearinghouse.users.service import user_by_token
 from settlement.reports import LINE_COLUMNS
 from tests.builders.databases import World
 from tests.builders.dates import business_today
-from tests.builders.settlement import a_day_of_traffic
+from tests.builders.settlement import a_day_of_traffic, after_cutoff
 from tests.cli_fixtures import run_cli
 
 
@@ -45,7 +45,8 @@ def test_create_a_user_settle_a_date_and_export_its_report(world: World, tmp_pat
         assert user_by_token(session, token).id == "fin1"
         assert signin.sign_in(session, "fin1", "correct horse battery", None).id == "fin1"
 
-    settled = run(world, "settle", "--date", day)
+    with after_cutoff(business_today()):
+        settled = run(world, "settle", "--date", day)
     assert settled.exit_code == 0, settled.stderr
     out = settled.stdout
     assert f"settlement {day} (attempt 1): computed, 2 entries" in out

@@ -32,22 +32,24 @@ from tests.builders.ledger import balance
 from tests.builders.points import accrue, new_member
 from tests.builders.settlement import (
     a_day_of_traffic,
+    after_cutoff,
     backdated_accrual,
     count,
     entries_of_kind,
     run_entries,
+    settle_after_cutoff,
 )
 
 
 def test_settling_a_date_twice_returns_the_same_run_and_posts_nothing(world: World) -> None:
     traffic = a_day_of_traffic(world)
     today = business_today()
-    [first] = schedule.settle(world.sessions, today)
+    [first] = settle_after_cutoff(world.sessions, today)
     entries = count(world.sessions, journal_entries)
     payable = balance(world.sessions, f"partner:{traffic.payer.id}:payable")
     assert payable == traffic.issued_fen
 
-    [again] = schedule.settle(world.sessions, today)
+    [again] = settle_after_cutoff(world.sessions, today)
     assert again == first
     assert count(world.sessions, journal_entries) == entries
     assert count(world.sessions, settlement_runs) == 1
@@ -64,7 +66,7 @@ def test_two_settlements_of_one_date_at_once_make_one_run(world: World) -> None:
         start.wait()
         return schedule.settle(world.sessions, today)
 
-    with ThreadPoolExecutor(4) as pool:
+    with after_cutoff(today), ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: settle(), range(4)))
     runs = [run for result in results for run in result]
     assert len(runs) == 4
@@ -85,7 +87,7 @@ def test_missed_dates_are_settled_in_order_before_the_date_asked_for(world: Worl
         [],
     )
 
-    runs = schedule.settle(world.sessions, today)
+    runs = settle_after_cutoff(world.sessions, today)
     assert [run.business_date for run in runs] == [today - timedelta(days=d) for d in (2, 1, 0)]
     assert [run.attempt for run in runs] == [1, 1, 1]
     assert [run.id for run in runs] == sorted(run.id for run in runs)
@@ -104,7 +106,7 @@ def test_catch_up_settles_each_earlier_day_with_its_own_entries(world: World) ->
     at = datetime.combine(two_days_ago, time(23, 59), SHANGHAI)
     backdated = backdated_accrual(world.sessions, traffic.payer.id, at)
 
-    runs = schedule.settle(world.sessions, today)
+    runs = settle_after_cutoff(world.sessions, today)
     assert [run.business_date for run in runs] == [two_days_ago, today - timedelta(days=1), today]
     assert [run.attempt for run in runs] == [1, 1, 1]
     assert run_entries(world.sessions, runs[0].id) == {backdated}
@@ -131,7 +133,7 @@ def test_a_failed_self_check_keeps_nothing_and_a_repaired_ledger_settles(world: 
         session.execute(corrupt, {"delta": -1, "member": traffic.member_id})
 
     with pytest.raises(netting.SelfCheckFailed, match="lots differ from their balance"):
-        schedule.settle(world.sessions, business_today())
+        settle_after_cutoff(world.sessions, business_today())
     for table in (settlement_runs, settlement_items, settlement_lines, settlement_events):
         assert count(world.sessions, table) == 0, table.name
     assert entries_of_kind(world.sessions, "settlement") == 0
@@ -140,7 +142,7 @@ def test_a_failed_self_check_keeps_nothing_and_a_repaired_ledger_settles(world: 
 
     with world.sessions() as session, session.begin():
         session.execute(corrupt, {"delta": 1, "member": traffic.member_id})
-    [run] = schedule.settle(world.sessions, business_today())
+    [run] = settle_after_cutoff(world.sessions, business_today())
     assert (run.attempt, run.state, run.entries) == (1, "computed", 2)
     assert entries_of_kind(world.sessions, "settlement") == 1
     assert balance(world.sessions, exposure_account(traffic.payer.id)) == 0
@@ -156,23 +158,23 @@ def _approve(world: World, day: date) -> None:
 def test_an_entry_recorded_after_the_run_falls_into_the_next_date(world: World) -> None:
     traffic = a_day_of_traffic(world)
     today, tomorrow = business_today(), business_today() + timedelta(days=1)
-    [settled] = schedule.settle(world.sessions, today)
+    [settled] = settle_after_cutoff(world.sessions, today)
     _approve(world, today)
     covered = run_entries(world.sessions, settled.id)
 
     late = accrue(world.sessions, traffic.payer.id, traffic.member_id, 10_000)
-    [same] = schedule.settle(world.sessions, today)
+    [same] = settle_after_cutoff(world.sessions, today)
     assert (same.id, same.entries, same.state) == (settled.id, settled.entries, "approved")
     assert [asdict(line) for line in same.lines] == [asdict(line) for line in settled.lines]
 
-    [next_run] = schedule.settle(world.sessions, tomorrow)
+    [next_run] = settle_after_cutoff(world.sessions, tomorrow)
     assert (next_run.business_date, next_run.attempt) == (tomorrow, 1)
     assert run_entries(world.sessions, next_run.id) == {late.entry_id}
     assert [(line.partner_id, line.issued_fen, line.net_fen) for line in next_run.lines] == [
         (traffic.payer.id, late.issue_value_fen, late.issue_value_fen)
     ]
     assert run_entries(world.sessions, settled.id) == covered
-    assert schedule.settle(world.sessions, today)[0] == same
+    assert settle_after_cutoff(world.sessions, today)[0] == same
 
 
 def test_an_entry_committed_after_the_run_but_recorded_before_the_cutoff_falls_into_the_next_date(
@@ -192,7 +194,7 @@ def test_an_entry_committed_after_the_run_but_recorded_before_the_cutoff_falls_i
             store.id,
             accrual.PurchaseReport(unique_id("t"), member_id, 30_000, datetime.now(SHANGHAI)),
         )
-        [settled] = schedule.settle(world.sessions, today)
+        [settled] = settle_after_cutoff(world.sessions, today)
         late_session.commit()
 
     assert late.entry_id is not None
@@ -203,9 +205,9 @@ def test_an_entry_committed_after_the_run_but_recorded_before_the_cutoff_falls_i
     assert recorded_at < netting.cutoff(today)
     assert late.entry_id not in run_entries(world.sessions, settled.id)
     assert {line.partner_id for line in settled.lines} == {traffic.payer.id, traffic.receiver.id}
-    assert schedule.settle(world.sessions, today)[0] == settled
+    assert settle_after_cutoff(world.sessions, today)[0] == settled
 
-    [next_run] = schedule.settle(world.sessions, tomorrow)
+    [next_run] = settle_after_cutoff(world.sessions, tomorrow)
     assert run_entries(world.sessions, next_run.id) == {late.entry_id}
     assert [(line.partner_id, line.net_fen) for line in next_run.lines] == [
         (store.id, late.issue_value_fen)

@@ -18,7 +18,13 @@ from settlement.tables import settlement_failures
 from tests.builders.console import Console
 from tests.builders.databases import World
 from tests.builders.dates import SHANGHAI, business_today
-from tests.builders.settlement import a_day_of_traffic, backdated_accrual, count, run_entries
+from tests.builders.settlement import (
+    a_day_of_traffic,
+    after_cutoff,
+    backdated_accrual,
+    count,
+    run_entries,
+)
 from tests.builders.users import person
 from tests.settlement.test_cli import run as run_cli
 
@@ -46,7 +52,7 @@ def test_a_failed_date_is_reported_and_the_next_date_settles_without_its_entries
         metadata={"partner_id": traffic.payer.id, "value_fen": None},
     )
 
-    with caplog.at_level(logging.ERROR, logger="settlement.schedule"):
+    with caplog.at_level(logging.ERROR, logger="settlement.schedule"), after_cutoff(today):
         done = schedule.settle_through(world.sessions, today)
 
     [(day, error)] = done.errors
@@ -94,7 +100,7 @@ def test_a_failed_date_is_reported_and_the_next_date_settles_without_its_entries
     assert "SelfCheckFailed" in page.text
 
     # Asked again, the failed date is tried again at once and fails again; today stays as it was.
-    with pytest.raises(netting.SelfCheckFailed):
+    with pytest.raises(netting.SelfCheckFailed), after_cutoff(today):
         schedule.settle(world.sessions, today)
     [failed] = _failed(world)
     assert failed.tries == 2
@@ -176,7 +182,8 @@ def test_settle_exits_non_zero_with_the_error_and_settles_the_next_date(world: W
         metadata={"partner_id": traffic.payer.id, "value_fen": None},
     )
 
-    settled = run_cli(world, "settle", "--date", today.isoformat())
+    with after_cutoff(today):
+        settled = run_cli(world, "settle", "--date", today.isoformat())
 
     assert settled.exit_code == 1
     assert (

@@ -18,7 +18,7 @@ from clearinghouse import ledger
 from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.points.expiry import expire_lots
 from partners import limits
-from settlement import approval, runs, schedule
+from settlement import approval, runs
 from settlement.reports import LINE_COLUMNS
 from settlement.tables import settlement_approvals, settlement_runs
 from tests.builders.databases import World
@@ -26,7 +26,7 @@ from tests.builders.dates import business_today
 from tests.builders.http import PROBLEM_JSON, assert_problem, own_client
 from tests.builders.ledger import balance
 from tests.builders.points import accrue, hold_and_capture, new_member
-from tests.builders.settlement import a_day_of_traffic, count
+from tests.builders.settlement import a_day_of_traffic, count, settle_after_cutoff
 
 
 def _run_entry(world: World, run_id: int) -> int:
@@ -57,7 +57,7 @@ def test_reject_approve_twice_and_pay_through_the_finance_api(world: World) -> N
     traffic = a_day_of_traffic(world)
     today = business_today()
     path = f"/finance/settlements/{today}"
-    [first] = schedule.settle(world.sessions, today)
+    [first] = settle_after_cutoff(world.sessions, today)
     alice, as_alice = world.finance("finance")
     bob, as_bob = world.finance("approver")
     _carol, as_carol = world.finance("finance")
@@ -81,7 +81,7 @@ def test_reject_approve_twice_and_pay_through_the_finance_api(world: World) -> N
     assert_problem(world.http.get(path, headers=as_alice), 404, "settlement_not_found")
 
     # Settled again: attempt 2, the same entries and totals.
-    [second] = schedule.settle(world.sessions, today)
+    [second] = settle_after_cutoff(world.sessions, today)
     assert (second.attempt, second.state, second.entries) == (2, "computed", first.entries)
     assert [asdict(line) for line in second.lines] == [asdict(line) for line in first.lines]
     assert second.coalition_fen == first.coalition_fen
@@ -148,7 +148,7 @@ def test_reject_approve_twice_and_pay_through_the_finance_api(world: World) -> N
 def test_finance_routes_need_a_finance_or_approver_token(world: World) -> None:
     a_day_of_traffic(world)
     today = business_today()
-    schedule.settle(world.sessions, today)
+    settle_after_cutoff(world.sessions, today)
     path = f"/finance/settlements/{today}"
     _, as_auditor = world.finance("auditor")
     _, as_operator = world.finance("operator")
@@ -189,7 +189,7 @@ def test_the_settlement_report_as_json_and_csv(world: World) -> None:
     member_id = new_member(world.sessions, [third.id])
     accrue(world.sessions, third.id, member_id, 12_345)
     today = business_today()
-    [run] = schedule.settle(world.sessions, today)
+    [run] = settle_after_cutoff(world.sessions, today)
     _, as_finance = world.finance()
 
     report = world.http.get(f"/finance/settlements/{today}", headers=as_finance)
@@ -199,6 +199,7 @@ def test_the_settlement_report_as_json_and_csv(world: World) -> None:
     assert body["attempt"] == 1
     assert body["entries"] == 3
     assert body["zero_sum"] is True
+    assert body["late_arrivals"] == []  # every entry occurred on the day it was recorded
     lines = body["lines"]
     assert [line["partner_id"] for line in lines] == sorted(
         [traffic.payer.id, traffic.receiver.id, third.id]
@@ -314,7 +315,7 @@ def test_a_settlement_can_be_rejected_after_the_partner_issued_again_on_its_free
     with world.sessions() as session, session.begin():
         limits.set_issuance_limit(session, shop.id, first.issue_value_fen)
     today = business_today()
-    schedule.settle(world.sessions, today)
+    settle_after_cutoff(world.sessions, today)
     second = accrue(world.sessions, shop.id, member_id, 50_000)  # draws on the freed limit
     _, as_finance = world.finance()
 
@@ -324,7 +325,7 @@ def test_a_settlement_can_be_rejected_after_the_partner_issued_again_on_its_free
     assert rejected.status_code == 200, rejected.text
     assert rejected.json()["state"] == "rejected"
 
-    [again] = schedule.settle(world.sessions, today)
+    [again] = settle_after_cutoff(world.sessions, today)
     assert again.attempt == 2
     [line] = again.lines
     assert line.issued_fen == first.issue_value_fen + second.issue_value_fen

@@ -11,14 +11,13 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from partners.client import PartnerClient
-from settlement import schedule
 from settlement.tables import reconciliations
 from tests.builders import calls
 from tests.builders.calls import buy, enrol, link
 from tests.builders.databases import World
 from tests.builders.dates import business_today
 from tests.builders.http import assert_problem, assert_unauthorized
-from tests.builders.settlement import a_day_of_traffic, count
+from tests.builders.settlement import a_day_of_traffic, count, settle_after_cutoff
 
 
 def _get(http: TestClient, client: PartnerClient, path: str) -> Any:
@@ -29,7 +28,7 @@ def test_a_partner_reads_only_its_own_line_of_a_settled_date(world: World) -> No
     traffic = a_day_of_traffic(world)
     idle = world.merchant()
     today = business_today()
-    [run] = schedule.settle(world.sessions, today)
+    [run] = settle_after_cutoff(world.sessions, today)
     lines = {line.partner_id: line for line in run.lines}
     payer, receiver = world.client(traffic.payer), world.client(traffic.receiver)
 
@@ -154,7 +153,7 @@ def test_reconciliation_finds_every_planted_break_once(world: World) -> None:
     assert count(world.sessions, reconciliations) == 1
 
     # Approval warns about the open breaks until they are resolved.
-    schedule.settle(world.sessions, business_today())
+    settle_after_cutoff(world.sessions, business_today())
     _, as_alice = world.finance()
     _, as_bob = world.finance("approver")
     first = world.http.post(f"/finance/settlements/{today}/approve", headers=as_alice)

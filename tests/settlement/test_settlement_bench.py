@@ -15,7 +15,8 @@ from bench.settlement_bench import generate_day
 from clearinghouse import ledger
 from clearinghouse.database import make_engine, session_factory
 from clearinghouse.points import lots
-from settlement import netting, schedule
+from settlement import netting
+from tests.builders.settlement import settle_after_cutoff
 from tests.conftest import Databases
 
 # What the deferred triggers check at commit: every entry has postings, netting to zero per
@@ -72,7 +73,7 @@ def test_a_generated_day_settles_zero_sum_and_the_ledger_checks(databases: Datab
                 for row in session.execute(text(_SETTLEABLE), {"kinds": list(netting.CATEGORIES)})
             }
         # Through the next date too: a day generated across midnight is settled whole all the same.
-        runs = schedule.settle(sessions, day.business_date + timedelta(days=1))
+        runs = settle_after_cutoff(sessions, day.business_date + timedelta(days=1))
         with sessions() as session:
             consistent = ledger.check_consistency(session)
             unbalanced = [line for line in ledger.trial_balance(session) if line.net != 0]

@@ -16,12 +16,12 @@ from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.users.service import User
 from partners import directory, limits
 from partners.directory import exposure_account, headroom_account
-from settlement import approval, netting, runs, schedule
+from settlement import approval, netting, runs
 from settlement.tables import settlement_items, settlement_runs
 from tests.builders.databases import World
 from tests.builders.dates import business_today
 from tests.builders.ids import unique_id
-from tests.builders.settlement import count
+from tests.builders.settlement import count, settle_after_cutoff
 
 ENTRIES = 70_500
 PARTNERS = 20
@@ -150,7 +150,7 @@ def test_a_day_of_more_than_65535_entries_settles_zero_sum_as_computed_line_by_l
     assert set(expected) == set(partners)
     assert set(KINDS) == set(netting.CATEGORIES)
 
-    [run] = schedule.settle(world.sessions, business_today())
+    [run] = settle_after_cutoff(world.sessions, business_today())
 
     assert (run.attempt, run.state, run.entries) == (1, "computed", ENTRIES)
     assert run.lines == sorted(expected.values(), key=lambda line: line.partner_id)
@@ -170,7 +170,7 @@ def test_a_day_of_more_than_65535_entries_settles_zero_sum_as_computed_line_by_l
     user_id, _headers = world.finance()
     with world.sessions() as session, session.begin():
         approval.reject(session, business_today(), User(user_id, "finance"), "recount")
-    [again] = schedule.settle(world.sessions, business_today())
+    [again] = settle_after_cutoff(world.sessions, business_today())
     assert (again.attempt, again.entries) == (2, ENTRIES)
     assert again.lines == run.lines
     assert again.zero_sum
@@ -178,7 +178,7 @@ def test_a_day_of_more_than_65535_entries_settles_zero_sum_as_computed_line_by_l
     assert count(world.sessions, settlement_runs) == 2
 
     # Nothing is left for the next date.
-    [tomorrow] = schedule.settle(world.sessions, business_today() + timedelta(days=1))
+    [tomorrow] = settle_after_cutoff(world.sessions, business_today() + timedelta(days=1))
     assert (tomorrow.entries, tomorrow.lines) == (0, [])
     assert count(world.sessions, journal_entries, journal_entries.c.kind == "settlement") == 2
 

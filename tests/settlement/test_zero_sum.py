@@ -22,7 +22,7 @@ from clearinghouse import ledger
 from clearinghouse.points import lots, referrals
 from clearinghouse.rules.policy import publish, rule_set_at
 from partners.directory import exposure_account, headroom_account
-from settlement import netting, schedule
+from settlement import netting
 from settlement.runs import CLEARING
 from settlement.tables import settlement_items, settlement_runs
 from tests.builders.databases import own_world
@@ -39,7 +39,7 @@ from tests.builders.points import (
     refund_purchase,
     refund_redemption,
 )
-from tests.builders.settlement import postings_by_address, settleable_entries
+from tests.builders.settlement import postings_by_address, settle_after_cutoff, settleable_entries
 from tests.conftest import Databases
 
 REFERRAL_BONUS = 500
@@ -320,7 +320,7 @@ def _recorded_values(entries: list[Any]) -> dict[tuple[str, str], int]:
 
 def _check(sessions: sessionmaker[Session], model: Model) -> None:
     today = business_today()
-    runs = schedule.settle(sessions, today)
+    runs = settle_after_cutoff(sessions, today)
     assert [r.business_date for r in runs] == [today]
     run = runs[0]
     assert (run.state, run.attempt) == ("computed", 1)
@@ -435,7 +435,7 @@ def test_a_purchase_refunded_in_full_in_pieces_settles_to_a_net_of_zero(
         assert first.value_fen + rest.value_fen == bought.issue_value_fen
         assert first.points + rest.points == bought.points
 
-        [run] = schedule.settle(world.sessions, business_today())
+        [run] = settle_after_cutoff(world.sessions, business_today())
         [line] = run.lines
         assert (line.issued_points, line.reversed_points) == (bought.points, bought.points)
         assert line.reversed_fen == line.issued_fen == bought.issue_value_fen
