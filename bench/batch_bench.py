@@ -8,10 +8,11 @@ an issuance limit and `--stores` shops gets members, each with points from a pur
 before; then one file of `--lines` operations (JSON Lines) over a 12-hour trading day at its
 shops, in these proportions: 85 % purchases, 5 % refunds of them, 5 % offline redemptions and
 5 % voids, each of an earlier line. The bench takes the file in (`submit`, as `POST
-/v1/batches` does), then times the worker applying it (`process_batches`, the server's job),
-with the CPU seconds of this process and of PostgreSQL per line from /proc. For comparison it
-then applies the same mix of operations one call at a time, each in its own transaction (the
-single calls' path without HTTP), on a sample, in the same run. Aim: 2,000 operations/s.
+/v1/batches` does), then times the worker applying it (`process_batches`, the server's job:
+its lanes at once, each on a connection of its own), with the CPU seconds of this process and
+of PostgreSQL per line from /proc. For comparison, in the same run: another such file with its
+lanes one after the other on one connection, and a sample of the same mix one line per
+transaction (the single calls' path without HTTP). Aim: 2,000 operations/s.
 Figures: docs/benchmarks.md.
 """
 
@@ -155,10 +156,10 @@ def _own_cpu() -> float:
 
 
 def _timed(
-    sessions: sessionmaker[Session], postmaster: int, batch_id: str, chunk: int
+    sessions: sessionmaker[Session], postmaster: int, batch_id: str, chunk: int, threads: int
 ) -> list[Any]:
     before, own, started = CpuSample.take(postmaster), _own_cpu(), time.perf_counter()
-    applied = worker.process_batches(sessions, chunk)
+    applied = worker.process_batches(sessions, chunk, threads=threads)
     seconds = time.perf_counter() - started
     used, own_used = CpuSample.take(postmaster) - before, _own_cpu() - own
     with sessions() as s:
@@ -210,11 +211,25 @@ def run(
         "PostgreSQL CPU ms/line",
         "applied/replayed/failed",
     ]
-    rows = [[f"batch, chunks of {chunk}", *_timed(sessions, postmaster, batch_id, chunk)]]
-    # The same day's operations one call at a time: a file of one line per transaction.
+    lanes = worker.LANES
+    rows = [
+        [
+            f"batch, {lanes} lanes at once, {chunk} lines a transaction",
+            *_timed(sessions, postmaster, batch_id, chunk, lanes),
+        ]
+    ]
+    # The same kind of day again, its lanes one after the other on one connection.
+    again = _submit(sessions, partner_id, day_file(ids, lines, store_ids, "again"))
+    rows.append(
+        [
+            f"batch, one lane at a time, {chunk} lines a transaction",
+            *_timed(sessions, postmaster, again, chunk, 1),
+        ]
+    )
+    # And one line per transaction on one connection: the single calls' path without HTTP.
     sample = day_file(ids, min(lines, 2_000), store_ids, "single")
     single_id = _submit(sessions, partner_id, sample)
-    rows.append(["one line per transaction", *_timed(sessions, postmaster, single_id, 1)])
+    rows.append(["one line per transaction", *_timed(sessions, postmaster, single_id, 1, 1)])
     print_table(header, rows)
     print(f"aim: {AIM_PER_SECOND:,} lines/s for the batch")
 
@@ -233,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(server_facts(url))
         postmaster = postmaster_pid(url)
         print(f"background load before the run: {background_load(postmaster):.0%}")
-        engine = make_engine(url, pool_size=2)
+        engine = make_engine(url, pool_size=worker.LANES)
         try:
             run(
                 session_factory(engine),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
 
@@ -57,20 +58,25 @@ def submit(
     if not wait or batch.pending == 0:
         return
     made = sessions()
-    shown = batch.lines - batch.pending
-    with typer.progressbar(length=batch.lines, label="applying") as bar:
-        bar.update(shown)
+    with (
+        ThreadPoolExecutor(1) as background,
+        typer.progressbar(length=batch.lines, label="applying") as bar,
+    ):
+        applying = background.submit(worker.process_batches, made, batch_id=batch.id)
+        shown = 0
         while True:
-            with made() as session, session.begin():
-                tx = Tx.of(session)
-                done = worker.apply_chunk(tx, batch_id=batch.id)
-                batch = service.get(tx, partner, batch.id, PARTNER_WIDE)
+            finished = applying.done()
+            with made() as session:
+                batch = service.get(Tx.of(session), partner, batch.id, PARTNER_WIDE)
             bar.update(batch.lines - batch.pending - shown)
             shown = batch.lines - batch.pending
-            if batch.state == "done":
-                break
-            if done is None:
-                time.sleep(0.5)  # the server's worker has it: follow its progress
+            if finished:
+                applying.result()
+                if batch.state == "done":
+                    break
+                # The server's worker holds some of it: follow its progress, then finish.
+                applying = background.submit(worker.process_batches, made, batch_id=batch.id)
+            time.sleep(0.5)
     _print(batch)
 
 

@@ -12,6 +12,7 @@ from typing import IO, Any
 from clearinghouse import clock
 from clearinghouse.api.problems import problem_body
 from clearinghouse.batches import lines as batch_lines
+from clearinghouse.batches.lines import PurchaseLine, RedemptionLine, RefundLine, VoidLine
 from clearinghouse.database import Tx
 from clearinghouse.errors import NotFound
 from clearinghouse.ids import new_id
@@ -70,6 +71,7 @@ def submit(
     """Take in a file: every line stored, pending, or failed at once with the problem it would
     have had as a single call when it does not parse. A file unreadable as a whole is refused."""
     read = batch_lines.read_file(file)
+    members = _members(tx, partner_id, read)
     batch_id = new_id("B", 15)
     now = clock.now()
     failed = [line for line in read if line.operation is None]
@@ -90,8 +92,8 @@ def submit(
         ),
     )
     with tx.driver.cursor().copy(
-        "COPY batch_lines (batch_id, line_no, operation, partner_txn_id, member_id, body, state,"
-        " status, result, processed_at) FROM STDIN"
+        "COPY batch_lines (batch_id, line_no, operation, partner_txn_id, member_id, member_key,"
+        " body, state, status, result, processed_at) FROM STDIN"
     ) as copy:
         for line in read:
             problem = None
@@ -104,13 +106,15 @@ def submit(
                     instance=line_instance(batch_id, line.number),
                     errors=line.errors,
                 )
+            member = members.get(line.number)
             copy.write_row(
                 (
                     batch_id,
                     line.number,
                     line.kind,
                     line.partner_txn_id,
-                    line.member_id,
+                    member,
+                    0,
                     None if line.body is None else json.dumps(line.body),
                     "pending" if problem is None else "failed",
                     None if problem is None else 422,
@@ -118,9 +122,55 @@ def submit(
                     None if problem is None else now,
                 )
             )
+    # The hash that puts a member's lines in one lane of the worker (worker.LANES).
+    tx.execute(
+        "UPDATE batch_lines SET member_key = hashtext(member_id) & 2147483647"
+        " WHERE batch_id = %s AND member_id IS NOT NULL",
+        (batch_id,),
+    )
     if len(failed) == len(read):
         tx.execute("UPDATE batches SET finished_at = %s WHERE id = %s", (now, batch_id))
     return get(tx, partner_id, batch_id, scope)
+
+
+def _members(tx: Tx, partner_id: str, read: list[batch_lines.Line]) -> dict[int, str]:
+    """Each line's member: its own, or for a refund or a void, the member of the purchase or
+    redemption it names (earlier in the file, or already recorded). Lines of one member are
+    applied in file order, by one lane of the worker."""
+    members = {line.number: m for line in read if (m := line.member_id) is not None}
+    named: dict[str, str] = {}
+    for line in read:
+        operation = line.operation
+        if isinstance(operation, PurchaseLine | RedemptionLine):
+            named.setdefault(operation.partner_txn_id, operation.member_id)
+    wanted = {
+        line.number: target for line in read if (target := _target(line.operation)) is not None
+    }
+    unknown = sorted({t for t in wanted.values() if t not in named})
+    if unknown:
+        rows = tx.all(
+            "SELECT partner_txn_id, member_id FROM purchases"
+            " WHERE partner_id = %s AND partner_txn_id = ANY(%s)"
+            " UNION ALL SELECT substr(e.idempotency_key, 6), h.member_id"
+            " FROM journal_entries e JOIN holds h ON h.hold_entry_id = e.id"
+            " WHERE e.origin = %s AND e.idempotency_key = ANY(%s)",
+            (partner_id, unknown, f"partner:{partner_id}", [f"hold:{t}" for t in unknown]),
+        )
+        for row in rows:
+            named.setdefault(row[0], row[1])
+    for number, target in wanted.items():
+        if target in named:
+            members[number] = named[target]
+    return members
+
+
+def _target(operation: batch_lines.Operation | None) -> str | None:
+    """The transaction a refund or a void names."""
+    if isinstance(operation, RefundLine):
+        return operation.purchase_txn_id
+    if isinstance(operation, VoidLine):
+        return operation.voids
+    return None
 
 
 def get(tx: Tx, partner_id: str | None, batch_id: str, scope: KeyScope) -> Batch:

@@ -1,6 +1,7 @@
 """Batch tables: an uploaded file of operations, and one row per line with its result."""
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Column,
     DateTime,
@@ -53,6 +54,8 @@ batch_lines = Table(
     Column("operation", Text),
     Column("partner_txn_id", Text),
     Column("member_id", Text),
+    # A hash of the line's member: which lane of the worker applies it (batches.worker).
+    Column("member_key", BigInteger, nullable=False, server_default=text("0")),
     # The line as read (NULL when it was not a JSON object); its result once processed.
     Column("body", JSONB),
     Column("state", Text, nullable=False, server_default=text("'pending'")),
@@ -62,4 +65,10 @@ batch_lines = Table(
     PrimaryKeyConstraint("batch_id", "line_no"),
     CheckConstraint("state IN ('pending', 'applied', 'replayed', 'failed')", name="state_known"),
     CheckConstraint("(state = 'pending') = (result IS NULL)", name="result_when_processed"),
+    Index(
+        "ix_batch_lines_pending",
+        "batch_id",
+        "line_no",
+        postgresql_where=text("state = 'pending'"),
+    ),
 )

@@ -2,7 +2,9 @@
 
 `batches` holds one row per upload with its progress counters; `batch_lines` one row per line,
 pending until the worker applies it and stores its result (the answer or the problem the line
-would have had as a single call) in the same transaction as its effect.
+would have had as a single call) in the same transaction as its effect. A line's `member_key`
+(a hash of its member's id, or of the member of the transaction it refunds or voids) puts all of
+a member's lines in the same lane of the worker.
 
 Revision ID: 0017_batches
 Revises: 0016_scoped_keys
@@ -59,6 +61,7 @@ def upgrade() -> None:
         sa.Column("operation", sa.Text()),
         sa.Column("partner_txn_id", sa.Text()),
         sa.Column("member_id", sa.Text()),
+        sa.Column("member_key", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
         sa.Column("body", JSONB()),
         sa.Column("state", sa.Text(), nullable=False, server_default=sa.text("'pending'")),
         sa.Column("status", sa.SmallInteger()),
@@ -75,8 +78,16 @@ def upgrade() -> None:
         ),
     )
 
+    op.create_index(
+        "ix_batch_lines_pending",
+        "batch_lines",
+        ["batch_id", "line_no"],
+        postgresql_where=sa.text("state = 'pending'"),
+    )
+
 
 def downgrade() -> None:
+    op.drop_index("ix_batch_lines_pending", table_name="batch_lines")
     op.drop_table("batch_lines")
     op.drop_index("ix_batches_open", table_name="batches")
     op.drop_index("ix_batches_partner_id", table_name="batches")

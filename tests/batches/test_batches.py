@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
+from clearinghouse.batches.tables import batch_lines
 from clearinghouse.batches.worker import process_batches
 from clearinghouse.numbers import refund_points_share
 from clearinghouse.points.tables import purchases, refunds
@@ -131,6 +132,17 @@ def test_a_mixed_file_gives_one_effect_and_one_result_per_line(world: World) -> 
     assert (by_line[10]["state"], by_line[10]["result"]["points"]) == ("applied", earned)
     assert (by_line[11]["status"], by_line[11]["result"]["code"]) == (404, "void_target_not_found")
     assert by_line[11]["result"]["instance"].endswith("#line-11")
+
+    # A refund or a void is applied in its member's lane, after what it names.
+    with world.sessions() as session:
+        lanes = dict(
+            session.execute(
+                select(batch_lines.c.line_no, batch_lines.c.member_id).where(
+                    batch_lines.c.batch_id == batch["batch_id"]
+                )
+            ).all()
+        )
+    assert (lanes[9], lanes[10], lanes[11]) == (bob, alice, None)
 
     # Each effect once: T-SINGLE, T-1, T-2; T-1 voided, T-2 refunded by a third.
     assert purchase_count(world, chain.id) == 3
