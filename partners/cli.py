@@ -110,6 +110,25 @@ def store_add(
     typer.echo(f"added store {store.id} to partner {store.partner_id}")
 
 
+@store_app.command("update")
+def store_update(
+    store_id: str,
+    offline_allowance: Annotated[
+        int,
+        typer.Option(
+            help="Points a member may redeem here in a business day while the till is offline, "
+            "even beyond the member's points (0: none)."
+        ),
+    ],
+) -> None:
+    """Change a store's offline allowance."""
+    with transaction() as session:
+        store = directory.set_offline_allowance(session, store_id, offline_allowance)
+    typer.echo(
+        f"store {store.id}: offline allowance {store.offline_allowance:,} points per member a day"
+    )
+
+
 @store_app.command("list")
 def store_list(partner_id: str) -> None:
     with transaction() as session:

@@ -1,5 +1,6 @@
 """A small client for partners' backends: it signs every request as the clearing house expects
-(RFC 9421 with Ed25519, RFC 9530 Content-Digest) and gives each POST an Idempotency-Key.
+(RFC 9421 with Ed25519, RFC 9530 Content-Digest) and gives each POST an Idempotency-Key (a
+PUT too: the signature of a body covers one, though setting a value again needs none).
 
     from partners.client import PartnerClient
     client = PartnerClient.from_key_file("https://clearing.example", "teahouse-1a2b3c4d",
@@ -98,7 +99,7 @@ class PartnerClient:
         elif file is not None:
             content = file
             headers["Content-Type"] = media_type
-        if method.upper() == "POST":
+        if method.upper() in ("POST", "PUT"):
             headers["Idempotency-Key"] = idempotency_key or str(uuid.uuid4())
         request = self._http.build_request(
             method, path, params=params, content=content, headers=headers
@@ -123,3 +124,6 @@ class PartnerClient:
 
     def post(self, path: str, body: Any, *, idempotency_key: str | None = None) -> Any:
         return self.send(self.build("POST", path, body=body, idempotency_key=idempotency_key))
+
+    def put(self, path: str, body: Any) -> Any:
+        return self.send(self.build("PUT", path, body=body))

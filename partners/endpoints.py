@@ -1,4 +1,5 @@
-"""Partner API routes about the calling partner itself: its profile, rates and stores."""
+"""Partner API routes about the calling partner itself: its profile, rates and stores (and a
+store's offline allowance)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from clearinghouse.database import Tx
 from partners import directory, rates
 from partners.gate import Partner
 from partners.rates import RatesNotFound
-from partners.schemas import PartnerOut, RatesOut, RatesResponse, StoreOut
+from partners.schemas import OfflineAllowanceIn, PartnerOut, RatesOut, RatesResponse, StoreOut
 
 router = APIRouter(prefix="/v1", tags=["partner"])
 
@@ -50,6 +51,24 @@ async def list_stores(call: Partner) -> Response:
 async def get_store(store_id: str, call: Partner) -> Response:
     def store(tx: Tx) -> StoreOut:
         found = directory.get_store(tx, call.partner_id, store_id, call.scope)
+        return StoreOut.model_validate(found)
+
+    return await call.answer(store)
+
+
+@router.put(
+    "/stores/{store_id}/offline-allowance",
+    summary="Set how many points a member may redeem at the store in a business day while its "
+    "till is offline, even beyond the member's points",
+    response_model=StoreOut,
+)
+async def set_offline_allowance(store_id: str, body: OfflineAllowanceIn, call: Partner) -> Response:
+    def store(tx: Tx) -> StoreOut:
+        # A store's key acts for its own store only: another's is refused (403).
+        call.scope.store_for(store_id)
+        found = directory.set_offline_allowance(
+            tx.session, store_id, body.points_per_member_per_day, partner_id=call.partner_id
+        )
         return StoreOut.model_validate(found)
 
     return await call.answer(store)

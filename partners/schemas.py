@@ -11,6 +11,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from clearinghouse.api.schemas import JsonInstant, RequestBody, ResponseModel
 from clearinghouse.numbers import PlainDecimal
+from partners.directory import MAX_OFFLINE_ALLOWANCE
 from partners.keys import RETIREMENT_DAYS
 from partners.signing import load_public_key_pem, public_key_to_pem
 
@@ -45,6 +46,19 @@ class StoreOut(ResponseModel):
     latitude: float | None
     longitude: float | None
     status: str
+    offline_allowance: int = Field(
+        description="Points a member may redeem at the store in a business day while its till "
+        "is offline, even beyond the member's points (the rest becomes points debt); 0: none."
+    )
+
+
+class OfflineAllowanceIn(RequestBody):
+    points_per_member_per_day: int = Field(
+        ge=0,
+        le=MAX_OFFLINE_ALLOWANCE,
+        description="Points a member may redeem at the store in a business day while its till "
+        "is offline; 0 allows none.",
+    )
 
 
 KEY_ID = r"^[A-Za-z0-9._:-]{1,64}$"

@@ -66,6 +66,14 @@ IDEMPOTENCY_PARAMETER: dict[str, Any] = {
     "the first still runs); another body gets 422.",
 }
 
+# The signature of a body covers an Idempotency-Key; a PUT sets a value, and keeps no answer.
+BODY_KEY_PARAMETER: dict[str, Any] = {
+    **IDEMPOTENCY_PARAMETER,
+    "description": "Unique per request: 1 to 200 visible ASCII characters (a UUID, say), "
+    "covered by the signature of the body. A PUT sets a value: sending it again is harmless, "
+    "and no answer is kept under the key.",
+}
+
 SECURITY_SCHEMES: dict[str, Any] = {
     "httpSignature": {
         "type": "apiKey",
@@ -194,6 +202,8 @@ def build(app: FastAPI) -> dict[str, Any]:
                 params.extend(SIGNATURE_PARAMETERS)
                 if method == "post":
                     params.append(IDEMPOTENCY_PARAMETER)
+                elif "requestBody" in operation:
+                    params.append(BODY_KEY_PARAMETER)
             elif path.startswith(STAFF_PREFIXES):
                 operation["security"] = [{"staffToken": []}]
             responses = operation["responses"]

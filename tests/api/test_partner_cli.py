@@ -113,6 +113,18 @@ def test_store_add(cli: Cli, sessions: sessionmaker[Session]) -> None:
     assert (store.name, store.channel, store.city) == ("Airport", "terminal", "Chengdu")
 
 
+def test_store_update_sets_the_offline_allowance(cli: Cli, sessions: sessionmaker[Session]) -> None:
+    partner = make_partner(sessions, key=False)
+    out = cli.ok("store", "update", partner.store_id, "--offline-allowance", "2000")
+    assert out.strip() == (
+        f"store {partner.store_id}: offline allowance 2,000 points per member a day"
+    )
+    with sessions() as session:
+        assert directory.get_store(session, partner.id, partner.store_id).offline_allowance == 2000
+    assert "0 to" in cli.refused("store", "update", partner.store_id, "--offline-allowance", "-1")
+    assert "no store" in cli.refused("store", "update", "no-such-store", "--offline-allowance", "1")
+
+
 def test_rates_set_show_and_seven_places_refused(cli: Cli, sessions: sessionmaker[Session]) -> None:
     partner = make_partner(sessions, key=False, rates=False, limit_fen=0)
     assert "has no rates" in cli.refused("partner", "rates", "show", partner.id)

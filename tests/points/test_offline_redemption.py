@@ -382,3 +382,34 @@ def test_a_till_back_online_reports_one_offline_redemption_signed(
     refused(403, "key_scope", till.post, "/v1/offline-redemptions", {**body, "store_id": elsewhere})
     refused(422, "validation_error", client.post, "/v1/offline-redemptions", body)
     assert wallet_of(sessions, member_id) == (0, 0, 700)
+
+
+def test_the_partner_sets_a_stores_allowance_with_a_signed_put(
+    sessions: sessionmaker[Session],
+    partner: ApiPartner,
+    client: PartnerClient,
+    other_client: PartnerClient,
+    http: TestClient,
+) -> None:
+    other_store = add_store(sessions, partner.id)
+    path = f"/v1/stores/{partner.store_id}/offline-allowance"
+    assert client.get(f"/v1/stores/{partner.store_id}")["offline_allowance"] == 0
+
+    store = client.put(path, {"points_per_member_per_day": 1_500})
+    assert (store["id"], store["offline_allowance"]) == (partner.store_id, 1_500)
+    assert client.get(f"/v1/stores/{partner.store_id}")["offline_allowance"] == 1_500
+    member_id = enrol(client)
+    redemption = redeem_offline(sessions, partner.id, member_id, 1_500, store_id=partner.store_id)
+    assert (redemption.debt_incurred, redemption.allowance_left) == (1_500, 0)
+
+    # A store's key sets its own store's allowance, and no other's.
+    till = client_for(add_key(sessions, partner.id, scope=KeyScope(partner.store_id)), http)
+    assert till.put(path, {"points_per_member_per_day": 0})["offline_allowance"] == 0
+    other_path = f"/v1/stores/{other_store}/offline-allowance"
+    refused(403, "key_scope", till.put, other_path, {"points_per_member_per_day": 10})
+    # Another partner's store is unknown; the body is strict.
+    refused(404, "store_not_found", other_client.put, path, {"points_per_member_per_day": 10})
+    for body in ({"points_per_member_per_day": -1}, {"points_per_member_per_day": "10"}, {}):
+        refused(422, "validation_error", client.put, path, body)
+    assert client.get(f"/v1/stores/{other_store}")["offline_allowance"] == 0
+    assert client.get(f"/v1/stores/{partner.store_id}")["offline_allowance"] == 0
