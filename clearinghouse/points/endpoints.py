@@ -58,14 +58,7 @@ router = APIRouter(prefix="/v1", tags=["points"])
 )
 async def report_purchase(body: PurchaseIn, call: Partner) -> Response:
     def accrue(tx: Tx) -> AccrualOut:
-        report = accrual.PurchaseReport(
-            partner_txn_id=body.partner_txn_id,
-            member_id=body.member_id,
-            amount_fen=body.amount_fen,
-            occurred_at=body.occurred_at,
-            store_id=call.scope.store_for(body.store_id),
-            currency=body.currency,
-        )
+        report = accrual.report_of(body, call.scope.store_for(body.store_id))
         return AccrualOut.model_validate(accrual.accrue(tx, call.partner_id, report))
 
     return await call.answer(accrue)
