@@ -18,6 +18,7 @@ import schemathesis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis.generation.modes import GenerationMode
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,6 +31,28 @@ from tests.builders.http import own_client
 from tests.builders.ids import unique_id
 from tests.builders.partners import ApiPartner, make_partner
 
+# A batch file's body is JSON Lines: lines of purchases with drawn fields, and lines that are not
+# JSON at all, as a till's file may hold.
+_BATCH_LINE = st.one_of(
+    st.builds(
+        lambda txn, amount: json.dumps(
+            {
+                "type": "purchase",
+                "partner_txn_id": txn,
+                "member_id": "M000000000000",
+                "amount_fen": amount,
+                "occurred_at": "2026-11-30T10:00:00+08:00",
+            }
+        ),
+        st.from_regex(r"[A-Za-z0-9]{1,10}", fullmatch=True),
+        st.integers(-5, 10**6),
+    ),
+    st.text(max_size=40),
+)
+schemathesis.openapi.media_type(
+    "application/x-ndjson",
+    st.lists(_BATCH_LINE, max_size=5).map(lambda lines: "\n".join(lines).encode()),
+)
 SPEC = create_app().openapi()
 SCHEMA = schemathesis.openapi.from_dict(SPEC)
 OPERATIONS = [
