@@ -14,6 +14,7 @@ from sqlalchemy import Row, select, update
 from sqlalchemy.orm import Session
 
 from clearinghouse import clock, ledger
+from clearinghouse.config import get_settings
 from clearinghouse.database import Tx
 from clearinghouse.errors import Conflict, InvalidRequest, NotFound
 from clearinghouse.fraud import service as fraud
@@ -22,6 +23,7 @@ from clearinghouse.numbers import money, refund_points_share, refund_value_share
 from clearinghouse.points import lots, operation, wallet
 from clearinghouse.points.holds import lock_hold
 from clearinghouse.points.tables import holds, point_lots
+from clearinghouse.rules.policy import rule_set_at
 from clearinghouse.settleable import Settleable
 from partners import rates
 from partners.auth import PARTNER_WIDE, KeyScope
@@ -264,8 +266,9 @@ def refund_redemption(
     scope: KeyScope = PARTNER_WIDE,
 ) -> RedemptionRefund:
     """Give back `points` of a captured redemption (one the key's `scope` sees) into the lots
-    they were spent from. An offline redemption that overdrew the member gives back the points
-    it left owing first, to the member's debt."""
+    they were spent from. An offline redemption that overdrew the member gives back first the
+    points it left owing: to the member's debt while the member still owes them, else as a lot
+    of their own (their debt was repaid by an accrual, which gave them no lot)."""
     hold = lock_hold(session, partner_id, hold_id, scope)
     entry_key = redemption_refund_key(hold_id, key)
     earlier = ledger.find_entry(session, f"partner:{partner_id}", entry_key)
@@ -284,7 +287,8 @@ def refund_redemption(
         p.amount for p in ledger.entry_postings(session, hold.hold_entry_id) if p.address == debt
     )
     # Owed points are given back first: refunds before this one gave back min(refunded, owed).
-    to_debt = min(points, max(owed - hold.refunded, 0))
+    from_owed = min(points, max(owed - hold.refunded, 0))
+    to_debt = min(from_owed, max(-ledger.balance(session, debt), 0))
     legs = [
         ledger.Posting(str(ledger.Address.partner(partner_id, "redeemed")), -points),
         ledger.Posting(debt, to_debt),
@@ -317,12 +321,26 @@ def refund_redemption(
         for lot_id, amount in lots.movements_of(session, entry):
             spent[lot_id] = spent.get(lot_id, 0) - amount
     consumed = [(lot_id, -amount) for lot_id, amount in spent.items() if amount > 0]
-    if points - to_debt:
+    if points - from_owed:
         lots.restore(
             session,
             sorted(consumed, key=lambda m: _expiry(session, m[0])),
-            points - to_debt,
+            points - from_owed,
             posted.id,
+        )
+    if from_owed - to_debt:
+        now = clock.now()
+        lots.create_lot(
+            session,
+            member_id=hold.member_id,
+            source="redemption_refund",
+            issuer_partner_id=partner_id,
+            entry_id=posted.id,
+            earned_at=now,
+            expires_at=lots.expiry_for(
+                now, rule_set_at(session, now).policy.expiry_months, get_settings().zone
+            ),
+            amount=from_owed - to_debt,
         )
     session.execute(
         update(holds).where(holds.c.id == hold_id).values(refunded=hold.refunded + points)

@@ -1,6 +1,7 @@
-"""Model-based test: random sequences of accruals, holds, captures, voids, refunds and expiry runs
-through the service functions keep the books, the lots and a simple model of each member's
-wallet in agreement after every step."""
+"""Model-based test: random sequences of accruals, holds, captures, voids, refunds, offline
+redemptions (within the store's offline allowance or beyond it) and expiry runs through the
+service functions keep the books, the lots and a simple model of each member's wallet in
+agreement after every step."""
 
 from __future__ import annotations
 
@@ -24,16 +25,18 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import ledger
+from clearinghouse.config import get_settings
 from clearinghouse.errors import DomainError, InvalidRequest
 from clearinghouse.ledger.tables import account_balances, accounts
 from clearinghouse.members import service as members
-from clearinghouse.points import accrual, holds, lots, refunds, wallet
+from clearinghouse.points import accrual, holds, lots, offline, refunds, wallet
 from clearinghouse.points.expiry import expire_lots
 from tests.builders.ids import unique_id
-from tests.builders.partners import make_partner
+from tests.builders.partners import make_partner, set_offline_allowance
 
 T = TypeVar("T")
 FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
+OFFLINE_ALLOWANCE = 2_500
 _keys = itertools.count(1)
 
 
@@ -62,6 +65,8 @@ class HoldModel:
     state: str = "held"
     captured: int = 0
     refunded: int = 0
+    owed: int = 0
+    """Points an offline redemption took from the member's debt: refunds give them back first."""
 
 
 class PointsMachine(RuleBasedStateMachine):
@@ -69,7 +74,10 @@ class PointsMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.partner_id = make_partner(self.sessions, key=False).id
+        partner = make_partner(self.sessions, key=False)
+        self.partner_id, self.store_id = partner.id, partner.store_id
+        set_offline_allowance(self.sessions, self.store_id, OFFLINE_ALLOWANCE)
+        self.redeemed_offline: dict[tuple[str, object], int] = {}
         with self.sessions() as session, session.begin():
             self.members = [
                 members.link_member(session, self.partner_id, unique_id("c"))[0].member_id
@@ -135,6 +143,43 @@ class PointsMachine(RuleBasedStateMachine):
             model.available -= points
             model.held += points
             self.holds.append(HoldModel(placed.id, member_id, points))
+
+    @rule(who=st.integers(0, 1), points=st.integers(100, 2_000))
+    def redeem_offline(self, who: int, points: int) -> None:
+        member_id = self.members[who % len(self.members)]
+        model = self.wallets[member_id]
+        at = datetime.now(UTC)
+        day = (member_id, at.astimezone(get_settings().zone).date())
+        within = self.redeemed_offline.get(day, 0) + points <= OFFLINE_ALLOWANCE
+
+        def redeem(session: Session) -> offline.OfflineRedemption:
+            return offline.redeem_offline(
+                session,
+                self.partner_id,
+                member_id,
+                points,
+                key=f"model-{next(_keys)}",
+                store_id=self.store_id,
+                occurred_at=at,
+            )
+
+        if not within and points > model.available:
+            assert isinstance(self._refused(redeem), ledger.InsufficientFunds)
+            return
+        done = self._do(redeem)
+        owed = max(points - model.available, 0) if within else 0
+        assert done.debt_incurred == owed
+        self.redeemed_offline[day] = self.redeemed_offline.get(day, 0) + points
+        model.available -= points - owed
+        model.debt += owed
+        if done.state == "held":  # beyond the allowance, a review holds it as any redemption
+            assert not within
+            assert done.review_case_id is not None
+            model.held += points
+            self.holds.append(HoldModel(done.id, member_id, points))
+            return
+        assert (done.state, done.captured) == ("captured", points)
+        self.holds.append(HoldModel(done.id, member_id, points, "captured", points, owed=owed))
 
     @precondition(lambda self: bool(self._open_holds()))
     @rule(pick=st.integers(0, 10**6), part=st.one_of(st.none(), st.floats(0.001, 1.0)))
@@ -229,8 +274,12 @@ class PointsMachine(RuleBasedStateMachine):
             assert isinstance(self._refused(refund), refunds.RefundExceedsPurchase)
             return
         assert self._do(refund).refunded_total == target.refunded + points
+        model = self.wallets[target.member_id]
+        # What it left owing comes back first: to the debt while the member still owes it.
+        to_debt = min(points, max(target.owed - target.refunded, 0), model.debt)
         target.refunded += points
-        self.wallets[target.member_id].available += points
+        model.debt -= to_debt
+        model.available += points - to_debt
 
     @rule(far=st.booleans())
     def run_expiry(self, far: bool) -> None:

@@ -280,6 +280,21 @@ def test_a_block_within_the_allowance_is_kept_as_a_review(
     )
 
 
+def test_a_refund_after_the_debt_was_repaid_gives_the_points_back_in_a_lot(
+    sessions: sessionmaker[Session], partner: ApiPartner, store: str
+) -> None:
+    member_id = new_member(sessions, [partner.id])
+    redemption = redeem_offline(sessions, partner.id, member_id, 300, store_id=store)
+    earned = accrue(sessions, partner.id, member_id, 52_000).points
+    assert wallet_of(sessions, member_id) == (earned - 300, 0, 0)
+
+    refund_redemption(sessions, partner.id, redemption.id, 300)
+    assert wallet_of(sessions, member_id) == (earned, 0, 0)
+    with sessions() as session:
+        assert [lot.amount for lot in lots.open_lots(session, member_id)] == [earned - 300, 300]
+    assert_books_balanced(sessions)
+
+
 def redeemed_together(
     sessions: sessionmaker[Session], partner: ApiPartner, member_id: str, points: list[int]
 ) -> list[OfflineRedemption | Exception]:
