@@ -122,11 +122,13 @@ def submit(
                     None if problem is None else now,
                 )
             )
-    # The hash that puts a member's lines in one lane of the worker (worker.LANES).
+    # The hash that puts a group's lines in one lane of the worker (worker.LANES).
+    grouped = _groups(read, members)
     tx.execute(
-        "UPDATE batch_lines SET member_key = hashtext(member_id) & 2147483647"
-        " WHERE batch_id = %s AND member_id IS NOT NULL",
-        (batch_id,),
+        "UPDATE batch_lines b SET member_key = hashtext(g.key) & 2147483647"
+        " FROM unnest(%s::integer[], %s::text[]) AS g(line_no, key)"
+        " WHERE b.batch_id = %s AND b.line_no = g.line_no",
+        (list(grouped), list(grouped.values()), batch_id),
     )
     if len(failed) == len(read):
         tx.execute("UPDATE batches SET finished_at = %s WHERE id = %s", (now, batch_id))
@@ -162,6 +164,39 @@ def _members(tx: Tx, partner_id: str, read: list[batch_lines.Line]) -> dict[int,
         if target in named:
             members[number] = named[target]
     return members
+
+
+def _groups(read: list[batch_lines.Line], members: dict[int, str]) -> dict[int, str]:
+    """The group of each line that names a member or a transaction, named by one of its members'
+    ids (else by a transaction id): lines that share a member, or a transaction (a purchase and
+    its refund, a transaction id sent twice), are in one group, so one lane of the worker
+    applies them in file order. Most groups are one member's lines, named by the member's id as
+    the shards of a store's sales are (migration 0019)."""
+    parent: dict[str, str] = {}
+
+    def root(node: str) -> str:
+        while parent.setdefault(node, node) != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    names: dict[int, list[str]] = {}
+    for line in read:
+        named = [f"t:{txn}" for txn in (line.partner_txn_id, _target(line.operation)) if txn]
+        if line.number in members:
+            named.insert(0, members[line.number])
+        if named:
+            names[line.number] = named
+            first = root(named[0])
+            for other in named[1:]:
+                joined = root(other)
+                if joined != first:
+                    # The group keeps the name it had first, a member's where it has one.
+                    member_first = not first.startswith("t:") or joined.startswith("t:")
+                    keep, drop = (first, joined) if member_first else (joined, first)
+                    parent[drop] = keep
+                    first = keep
+    return {number: root(named[0]) for number, named in names.items()}
 
 
 def _target(operation: batch_lines.Operation | None) -> str | None:

@@ -233,6 +233,10 @@ def _line(tx: Tx, batch: _Open, number: int, operation: Operation, known: _Known
     return _Outcome(number, state, 201, answer.model_dump(mode="json"))
 
 
+RACES_RETRIED = 5
+"""Times in a row a chunk that lost a race runs again before the lane gives up until the next
+run of the job."""
+
 LANES = 2
 """Transactions that apply a batch at once, each on its own connection, each for its own members:
 a line's lane is its `member_key` (PostgreSQL's `hashtext` of its member's id, made
@@ -314,13 +318,23 @@ def apply_chunk(
 
 
 def _drain(sessions: sessionmaker[Session], lane: int, limit: int, batch_id: str | None) -> int:
-    applied = 0
+    """Apply the lane's chunks until none is left. A chunk that lost a race (a deadlock with
+    another transaction, a serialization failure) left nothing behind and runs again."""
+    applied, lost = 0, 0
     while True:
-        with sessions() as session, session.begin():
-            done = apply_chunk(Tx.of(session), lane, limit, batch_id)
+        try:
+            with sessions() as session, session.begin():
+                done = apply_chunk(Tx.of(session), lane, limit, batch_id)
+        except Exception as error:
+            reason = retryable(error)
+            if reason is None or lost == RACES_RETRIED:
+                raise
+            lost += 1
+            log.warning("batch lane %s: a chunk %s; applying it again", lane, reason)
+            continue
         if done is None:
             return applied
-        applied += done
+        applied, lost = applied + done, 0
 
 
 def process_batches(

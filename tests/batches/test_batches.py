@@ -133,16 +133,18 @@ def test_a_mixed_file_gives_one_effect_and_one_result_per_line(world: World) -> 
     assert (by_line[11]["status"], by_line[11]["result"]["code"]) == (404, "void_target_not_found")
     assert by_line[11]["result"]["instance"].endswith("#line-11")
 
-    # A refund or a void is applied in its member's lane, after what it names.
+    # A refund or a void goes with the member of what it names, and lines that share a member
+    # or a transaction are one group, applied in file order by one lane: bob's T-1 (line 5)
+    # joins alice's lines to bob's, so line 1 is always the T-1 applied.
     with world.sessions() as session:
-        lanes = dict(
-            session.execute(
-                select(batch_lines.c.line_no, batch_lines.c.member_id).where(
-                    batch_lines.c.batch_id == batch["batch_id"]
-                )
-            ).all()
-        )
-    assert (lanes[9], lanes[10], lanes[11]) == (bob, alice, None)
+        stored = {
+            row.line_no: row
+            for row in session.execute(
+                select(batch_lines).where(batch_lines.c.batch_id == batch["batch_id"])
+            )
+        }
+    assert (stored[9].member_id, stored[10].member_id, stored[11].member_id) == (bob, alice, None)
+    assert len({stored[n].member_key for n in (1, 2, 3, 4, 5, 9, 10)}) == 1
 
     # Each effect once: T-SINGLE, T-1, T-2; T-1 voided, T-2 refunded by a third.
     assert purchase_count(world, chain.id) == 3
