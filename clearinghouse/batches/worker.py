@@ -158,7 +158,8 @@ def _void(tx: Tx, partner_id: str, scope: KeyScope, line: VoidLine) -> tuple[Bas
     )
     points = hold.captured - hold.refunded
     if earlier_entry is not None:
-        points = max(p.amount for p in ledger.entry_postings(tx.session, earlier_entry))
+        # The partner's `redeemed` leg gives all the points back (the rest may repay a debt).
+        points = max(-p.amount for p in ledger.entry_postings(tx.session, earlier_entry))
     if not points:
         raise Conflict(f"redemption {line.voids} is given back in full already")
     given_back = refunds.refund_redemption(

@@ -267,8 +267,15 @@ def test_offline_redemptions_overdraw_within_the_allowance_and_voids_give_back(
     assert wallet_of(world.sessions, member) == (0, 0, 300)
 
     # Voiding it gives back what it took: the debt first, then points.
-    void = submit(world, client, jsonl({"type": "void", "partner_txn_id": "V-D1", "voids": "D-1"}))
+    void_file = jsonl({"type": "void", "partner_txn_id": "V-D1", "voids": "D-1"})
+    void = submit(world, client, void_file)
     process_batches(world.sessions)
     (voided,) = results(client, void["batch_id"])
     assert (voided["state"], voided["result"]["points"]) == ("applied", spend)
+    assert wallet_of(world.sessions, member) == (earned, 0, 0)
+    # Sent again: the same answer, all the points, nothing given back twice.
+    again = submit(world, client, void_file)
+    process_batches(world.sessions)
+    (replayed,) = results(client, again["batch_id"])
+    assert (replayed["state"], replayed["result"]["points"]) == ("replayed", spend)
     assert wallet_of(world.sessions, member) == (earned, 0, 0)
