@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -209,10 +211,24 @@ class _Outcome:
     result: dict[str, Any]
 
 
+@contextmanager
+def _savepoint(tx: Tx) -> Iterator[None]:
+    """The line's work, undone alone if it fails. Straight through the driver, as the line's
+    own statements are: SQLAlchemy's nested transaction cost about 0.3 ms of CPU a line."""
+    tx.execute("SAVEPOINT batch_line")
+    try:
+        yield
+    except BaseException:
+        if not (tx.driver.closed or tx.driver.broken):
+            tx.execute("ROLLBACK TO SAVEPOINT batch_line")
+        raise
+    tx.execute("RELEASE SAVEPOINT batch_line")
+
+
 def _line(tx: Tx, batch: _Open, number: int, operation: Operation, known: _Known) -> _Outcome:
     replay = known.seen(operation)
     try:
-        with tx.connection.begin_nested():
+        with _savepoint(tx):
             answer, void_replay = _apply(tx, batch, operation)
     except DomainError as refusal:
         refusal.keep(tx)
