@@ -89,7 +89,7 @@ def status(
     from clearinghouse.batches import service
     from clearinghouse.database import Tx
 
-    with sessions()() as session:
+    with transaction() as session:
         tx = Tx.of(session)
         batch = service.get(tx, None, batch_id, PARTNER_WIDE)
         _print(batch)

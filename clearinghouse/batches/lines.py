@@ -138,6 +138,7 @@ def read_line(number: int, raw: bytes) -> Line:
 
 
 def _opened(file: IO[bytes]) -> IO[bytes]:
+    file.seek(0)
     head = file.read(2)
     file.seek(0)
     if head != GZIP_MAGIC:
@@ -153,8 +154,8 @@ def _opened(file: IO[bytes]) -> IO[bytes]:
 
 
 def read_file(file: IO[bytes]) -> list[Line]:
-    """The file's lines (blank lines skipped, numbered as in the file from 1). A file that is
-    not readable at all, empty or longer than MAX_LINES is refused whole."""
+    """The file's lines, read from its start (blank lines skipped, numbered as in the file from
+    1). A file that is not readable at all, empty or longer than MAX_LINES is refused whole."""
     lines: list[Line] = []
     for number, raw in enumerate(_lines(_opened(file)), start=1):
         if not raw.strip():

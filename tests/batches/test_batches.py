@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +24,7 @@ from tests.builders.databases import World
 from tests.builders.http import client_for
 from tests.builders.partners import add_key, add_store, make_partner, set_offline_allowance
 from tests.builders.points import available, wallet_of
+from tests.cli_fixtures import Cli
 
 NDJSON = "application/x-ndjson"
 
@@ -279,3 +281,31 @@ def test_offline_redemptions_overdraw_within_the_allowance_and_voids_give_back(
     (replayed,) = results(client, again["batch_id"])
     assert (replayed["state"], replayed["result"]["points"]) == ("replayed", spend)
     assert wallet_of(world.sessions, member) == (earned, 0, 0)
+
+
+def test_an_operator_submits_a_partner_s_file_and_follows_it(world: World, tmp_path: Path) -> None:
+    chain = make_partner(world.sessions, kind="store_chain")
+    client = client_for(chain, world.http)
+    member = enrol(client)
+    file = tmp_path / "day.jsonl.gz"
+    file.write_bytes(
+        gzip.compress(
+            jsonl(
+                purchase(member, "C-1", 8_000),
+                purchase(member, "C-2", 4_000, store_id="nowhere"),
+                "not json",
+            )
+        )
+    )
+    cli = Cli(world.url)
+    store = chain.store_id
+    submitted = cli.ok("batch", "submit", str(file), "--partner", chain.id, "--store", store)
+    assert "3 lines, 0 applied, 0 replayed, 1 failed, 2 pending" in submitted
+    assert submitted.rstrip().endswith("3 lines, 1 applied, 0 replayed, 2 failed, 0 pending")
+    batch_id = submitted.split()[1]
+    status = cli.ok("batch", "status", batch_id)
+    assert "(done)" in status
+    assert "line 2 (purchase C-2): 403 key_scope" in status
+    assert "line 3 (? ): 422 validation_error: the line is not JSON" in status
+    assert client.get("/v1/purchases/C-1")["store_id"] == chain.store_id
+    assert "no batch" in cli.refused("batch", "status", "BNOSUCHBATCH0000")
