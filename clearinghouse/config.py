@@ -66,6 +66,21 @@ class Settings(BaseSettings):
         "until the minute ends.",
     )
 
+    webhooks_dev_http: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("CLEARINGHOUSE_WEBHOOKS_DEV_HTTP"),
+        description="Development and tests only: webhook endpoints may be plain http:// on a "
+        "loopback address (127.0.0.0/8, ::1, localhost); otherwise only https:// is taken.",
+    )
+
+    webhooks_private_targets: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("CLEARINGHOUSE_WEBHOOKS_PRIVATE_TARGETS"),
+        description="Whether webhooks may be sent to private, loopback or link-local addresses "
+        "(a partner's endpoint inside the operator's own network); refused otherwise, so that "
+        "an endpoint's URL cannot reach the clearing house's own network.",
+    )
+
     language: str | None = Field(
         default=None,
         validation_alias=AliasChoices("CLEARINGHOUSE_LANGUAGE"),

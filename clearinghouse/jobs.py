@@ -29,6 +29,7 @@ from clearinghouse.batches.worker import process_batches
 from clearinghouse.database import libpq_url
 from clearinghouse.points import holds
 from clearinghouse.points.expiry import expire_lots
+from clearinghouse.webhooks.worker import process_webhooks
 from partners import auth as partner_auth
 from partners import keys
 from settlement.liability import snapshot_closed_days
@@ -79,6 +80,7 @@ JOBS = (
     Job("release-holds", 60.0, release_holds),
     Job("expire-lots", 900.0, expire_lots),
     Job("batches", 2.0, process_batches),
+    Job("webhooks", 2.0, process_webhooks),
 )
 
 

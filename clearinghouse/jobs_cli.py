@@ -43,6 +43,14 @@ def batches() -> None:
     typer.echo(f"applied {process_batches(sessions()):,} batch lines")
 
 
+@jobs_app.command("webhooks")
+def webhooks() -> None:
+    """Post the webhook deliveries that are due, once."""
+    from clearinghouse.webhooks.worker import process_webhooks
+
+    typer.echo(f"delivered {process_webhooks(sessions()):,} webhooks")
+
+
 @jobs_app.command("purge")
 def purge() -> None:
     """Forget request nonces and idempotency records past their retention."""
@@ -55,7 +63,7 @@ def purge() -> None:
 @jobs_app.command("run")
 def run() -> None:
     """Run the periodic jobs (purge, seal, settle, liability snapshots, release holds, expire
-    lots, batches) until stopped, where the web processes run
+    lots, batches, webhooks) until stopped, where the web processes run
     with `serve --no-jobs`. Several may run: one leads at a time."""
     import asyncio
     import contextlib

@@ -10,6 +10,7 @@ from clearinghouse.members import tables as member_tables
 from clearinghouse.points import tables as points_tables
 from clearinghouse.rules import tables as rules_tables
 from clearinghouse.users import tables as user_tables
+from clearinghouse.webhooks import tables as webhook_tables
 from partners import tables as partner_tables
 from settlement import tables as settlement_tables
 
@@ -26,4 +27,5 @@ __all__ = [
     "rules_tables",
     "settlement_tables",
     "user_tables",
+    "webhook_tables",
 ]

@@ -38,6 +38,7 @@ DOMAINS = (
     "clearinghouse.fraud",
     "clearinghouse.points",
     "clearinghouse.batches",
+    "clearinghouse.webhooks",
     "clearinghouse.audit",
     "settlement",
     "clearinghouse.console",

@@ -22,6 +22,7 @@ def test_every_periodic_job_runs_in_the_service() -> None:
         "release-holds",
         "expire-lots",
         "batches",
+        "webhooks",
     ]
 
 

@@ -17,5 +17,6 @@ tests that share a database never touch each other's partners, members, stores o
 - databases: throwaway migrated databases of a test's own (World, Isolated, Books).
 - audit: sealing and tampering helpers for the audit tests.
 - console: a browser-like client of the console and the console's language.
+- webhooks: a local HTTP receiver of webhooks, endpoints, and the reads of deliveries.
 
 The package-level conftests keep their fixtures and build them with these modules."""

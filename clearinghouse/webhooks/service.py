@@ -1,0 +1,265 @@
+"""Partners' webhook endpoints, their signing secrets, and the outbox of events.
+
+`emit` writes an event in the caller's transaction, with a pending delivery to each of the
+partner's active endpoints subscribed to its type: the event exists exactly when the change that
+causes it committed, and the worker (clearinghouse.webhooks.worker) delivers it after."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from clearinghouse import clock
+from clearinghouse.config import get_settings
+from clearinghouse.database import Tx
+from clearinghouse.errors import NotFound
+from clearinghouse.ids import new_id
+from clearinghouse.webhooks import signing, targets
+
+EVENT_TYPES = ("settlement.computed", "settlement.approved", "settlement.paid")
+"""The events a partner may subscribe to (docs/webhooks.md describes each payload)."""
+
+PAYLOAD_VERSION = 1
+DEFAULT_OVERLAP = timedelta(hours=24)
+"""How long a rotated secret keeps signing beside its successor, unless told otherwise."""
+
+
+class EndpointNotFound(NotFound):
+    code = "webhook_endpoint_not_found"
+    title = "Unknown webhook endpoint"
+
+
+class DeliveryNotFound(NotFound):
+    code = "webhook_delivery_not_found"
+    title = "No such delivery"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    id: str
+    partner_id: str
+    url: str
+    event_types: list[str]
+    status: str
+    failing_since: datetime | None
+    disabled_reason: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Delivery:
+    event_id: str
+    endpoint_id: str
+    type: str
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    created_at: datetime
+    last_status: int | None
+    last_error: str | None
+
+
+_ENDPOINT = (
+    "SELECT id, partner_id, url, event_types, status, failing_since, disabled_reason, created_at"
+    " FROM webhook_endpoints"
+)
+
+
+def get_endpoint(db: Session | Tx, partner_id: str | None, endpoint_id: str) -> Endpoint:
+    """The partner's endpoint (any partner's for an operator, `partner_id` None)."""
+    row = Tx.of(db).first(
+        _ENDPOINT + " WHERE id = %s AND (%s::text IS NULL OR partner_id = %s)",
+        (endpoint_id, partner_id, partner_id),
+    )
+    if row is None:
+        raise EndpointNotFound(f"no webhook endpoint {endpoint_id}")
+    return Endpoint(**row._asdict())
+
+
+def list_endpoints(db: Session | Tx, partner_id: str | None) -> list[Endpoint]:
+    """The partner's endpoints (every partner's for `partner_id` None), oldest first."""
+    rows = Tx.of(db).all(
+        _ENDPOINT + " WHERE %s::text IS NULL OR partner_id = %s ORDER BY created_at, id",
+        (partner_id, partner_id),
+    )
+    return [Endpoint(**row._asdict()) for row in rows]
+
+
+def create_endpoint(
+    db: Session | Tx, partner_id: str, url: str, event_types: Sequence[str]
+) -> tuple[Endpoint, str]:
+    """A new active endpoint and its first signing secret, which is shown only now."""
+    tx = Tx.of(db)
+    targets.check_url(url, get_settings())
+    now = clock.now()
+    endpoint_id = new_id("W", 16)
+    tx.execute(
+        "INSERT INTO webhook_endpoints (id, partner_id, url, event_types, created_at)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (endpoint_id, partner_id, url, sorted(set(event_types)), now),
+    )
+    secret = _add_secret(tx, endpoint_id, now)
+    return get_endpoint(tx, partner_id, endpoint_id), secret
+
+
+def _add_secret(tx: Tx, endpoint_id: str, now: datetime) -> str:
+    secret = signing.new_secret()
+    tx.execute(
+        "INSERT INTO webhook_secrets (endpoint_id, secret, created_at) VALUES (%s, %s, %s)",
+        (endpoint_id, secret, now),
+    )
+    return secret
+
+
+def update_endpoint(
+    db: Session | Tx,
+    partner_id: str,
+    endpoint_id: str,
+    url: str | None = None,
+    event_types: Sequence[str] | None = None,
+) -> Endpoint:
+    """Change the endpoint's URL or the events it receives (deliveries already made keep the
+    URL they were made to; pending ones go to the new one)."""
+    tx = Tx.of(db)
+    get_endpoint(tx, partner_id, endpoint_id)
+    if url is not None:
+        targets.check_url(url, get_settings())
+    tx.execute(
+        "UPDATE webhook_endpoints SET url = coalesce(%s, url),"
+        " event_types = coalesce(%s, event_types) WHERE id = %s",
+        (url, None if event_types is None else sorted(set(event_types)), endpoint_id),
+    )
+    return get_endpoint(tx, partner_id, endpoint_id)
+
+
+def disable_endpoint(
+    db: Session | Tx, partner_id: str | None, endpoint_id: str, reason: str
+) -> Endpoint:
+    """Stop delivering to the endpoint: it receives no new event, and its pending deliveries
+    fail. Safe to repeat (the first reason is kept)."""
+    tx = Tx.of(db)
+    endpoint = get_endpoint(tx, partner_id, endpoint_id)
+    if endpoint.status == "disabled":
+        return endpoint
+    tx.execute(
+        "UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = %s WHERE id = %s",
+        (reason, endpoint_id),
+    )
+    tx.execute(
+        "UPDATE webhook_deliveries SET state = 'failed'"
+        " WHERE endpoint_id = %s AND state = 'pending'",
+        (endpoint_id,),
+    )
+    return get_endpoint(tx, partner_id, endpoint_id)
+
+
+def rotate_secret(
+    db: Session | Tx, partner_id: str | None, endpoint_id: str, overlap: timedelta
+) -> tuple[str, datetime]:
+    """A new signing secret for the endpoint; those in force keep signing beside it until the
+    overlap ends (at once for no overlap), so a receiver can move to the new one meanwhile.
+    Returns the new secret, shown only now, and the end of the overlap."""
+    tx = Tx.of(db)
+    get_endpoint(tx, partner_id, endpoint_id)
+    now = clock.now()
+    until = now + overlap
+    tx.execute(
+        "UPDATE webhook_secrets SET expires_at = %s"
+        " WHERE endpoint_id = %s AND (expires_at IS NULL OR expires_at > %s)",
+        (until, endpoint_id, until),
+    )
+    return _add_secret(tx, endpoint_id, now), until
+
+
+def signing_secrets(db: Session | Tx, endpoint_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Each endpoint's secrets in force now, newest first."""
+    rows = Tx.of(db).all(
+        "SELECT endpoint_id, secret FROM webhook_secrets WHERE endpoint_id = ANY(%s)"
+        " AND (expires_at IS NULL OR expires_at > %s) ORDER BY created_at DESC, id DESC",
+        (list(endpoint_ids), clock.now()),
+    )
+    found: dict[str, list[str]] = {}
+    for row in rows:
+        found.setdefault(row.endpoint_id, []).append(row.secret)
+    return found
+
+
+def emit(db: Session | Tx, partner_id: str, type: str, data: dict[str, Any]) -> str:
+    """Record an event for the partner in the caller's transaction, with a pending delivery to
+    each of its active endpoints subscribed to the type; return the event's id (`msg_…`, the
+    webhook-id of every delivery of it)."""
+    assert type in EVENT_TYPES, f"unknown event type {type}"
+    now = clock.now()
+    event_id = new_id("msg_", 26)
+    payload = {
+        "type": type,
+        "version": PAYLOAD_VERSION,
+        "timestamp": now.isoformat(),
+        "data": data,
+    }
+    tx = Tx.of(db)
+    tx.execute(
+        "INSERT INTO webhook_events (id, partner_id, type, payload, created_at)"
+        " VALUES (%s, %s, %s, %s::jsonb, %s)",
+        (event_id, partner_id, type, json.dumps(payload), now),
+    )
+    tx.execute(
+        "INSERT INTO webhook_deliveries (event_id, endpoint_id, next_attempt_at, created_at)"
+        " SELECT %s, id, %s, %s FROM webhook_endpoints"
+        " WHERE partner_id = %s AND status = 'active' AND %s = ANY(event_types)",
+        (event_id, now, now, partner_id, type),
+    )
+    return event_id
+
+
+_DELIVERY = (
+    "SELECT d.event_id, d.endpoint_id, ev.type, d.state, d.attempts, d.next_attempt_at,"
+    " d.created_at, a.status AS last_status, a.error AS last_error"
+    " FROM webhook_deliveries d JOIN webhook_events ev ON ev.id = d.event_id"
+    " LEFT JOIN LATERAL (SELECT status, error FROM webhook_attempts"
+    " WHERE delivery_id = d.id ORDER BY id DESC LIMIT 1) a ON true"
+)
+
+
+def deliveries(
+    db: Session | Tx, partner_id: str | None, endpoint_id: str, limit: int = 50
+) -> list[Delivery]:
+    """The endpoint's latest deliveries, newest first, each with its last attempt's outcome."""
+    tx = Tx.of(db)
+    get_endpoint(tx, partner_id, endpoint_id)
+    rows = tx.all(
+        _DELIVERY + " WHERE d.endpoint_id = %s ORDER BY d.created_at DESC, d.id DESC LIMIT %s",
+        (endpoint_id, limit),
+    )
+    return [Delivery(**row._asdict()) for row in rows]
+
+
+def redeliver(
+    db: Session | Tx, partner_id: str | None, endpoint_id: str, event_id: str
+) -> Delivery:
+    """Send the event to the endpoint again, now, with the same webhook-id and a fresh round of
+    retries; an event the endpoint never had (sent before it subscribed) is delivered to it for
+    the first time. The endpoint must be active."""
+    tx = Tx.of(db)
+    endpoint = get_endpoint(tx, partner_id, endpoint_id)
+    now = clock.now()
+    row = tx.first(
+        "INSERT INTO webhook_deliveries (event_id, endpoint_id, next_attempt_at, created_at)"
+        " SELECT id, %s, %s, %s FROM webhook_events WHERE id = %s AND partner_id = %s"
+        " AND %s = 'active'"
+        " ON CONFLICT (event_id, endpoint_id) DO UPDATE"
+        " SET state = 'pending', attempts = 0, next_attempt_at = EXCLUDED.next_attempt_at"
+        " RETURNING id",
+        (endpoint_id, now, now, event_id, endpoint.partner_id, endpoint.status),
+    )
+    if row is None:
+        raise DeliveryNotFound(
+            f"no event {event_id} of the partner to deliver to active endpoint {endpoint_id}"
+        )
+    found = tx.one(_DELIVERY + " WHERE d.id = %s", (row.id,))
+    return Delivery(**found._asdict())
