@@ -29,6 +29,7 @@ from clearinghouse.jobs import JOBS, Scheduler
 from clearinghouse.members import endpoints as member_endpoints
 from clearinghouse.points import endpoints as points_endpoints
 from clearinghouse.points import review
+from clearinghouse.webhooks import endpoints as webhook_endpoints
 from partners import endpoints as partner_endpoints
 from partners import key_endpoints as partner_key_endpoints
 from partners.gate import Limits, PartnerGate
@@ -96,6 +97,7 @@ def create_app(
     app.include_router(member_endpoints.router)
     app.include_router(partner_endpoints.router)
     app.include_router(partner_key_endpoints.router)
+    app.include_router(webhook_endpoints.router)
     app.include_router(settlement_endpoints.partner)
     app.include_router(fraud_endpoints.partner)
     app.include_router(health.router)

@@ -30,6 +30,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "rules": ("clearinghouse.jobs_cli:rules_app", "Earning rules and points policy, versioned."),
     "batch": ("clearinghouse.batches.cli:batch_app", "Partners' batch files of operations."),
+    "webhook": (
+        "clearinghouse.webhooks.cli:webhook_app",
+        "Partners' webhook endpoints and their signing secrets.",
+    ),
     "settle": (
         "settlement.cli:settle_command",
         "Settle a business date (and any earlier open dates first). Safe to repeat.",

@@ -16,17 +16,18 @@ from partners.gate import Partner
 from partners.schemas import KeyIn, KeyOut, RetireIn
 
 
-async def _for_all_stores(call: Partner) -> None:
-    """Refuse a store's key on every route here. Raised before the route runs, the refusal is
+async def for_all_stores(call: Partner) -> None:
+    """Refuse a store's key on every route of a router that depends on this (keys here,
+    webhook endpoints). Raised before the route runs, the refusal is
     settled by the gate as an invalid body is: the nonce spent, the POST's key answered."""
     if call.scope.store_id is not None:
         raise OutsideKeyScope(
             f"this key acts for store {call.scope.store_id} only: "
-            "keys are managed with a key for all the partner's stores"
+            "this is managed with a key for all the partner's stores"
         )
 
 
-router = APIRouter(prefix="/v1/keys", tags=["partner"], dependencies=[Depends(_for_all_stores)])
+router = APIRouter(prefix="/v1/keys", tags=["partner"], dependencies=[Depends(for_all_stores)])
 
 
 @router.get("", summary="The partner's API keys", response_model=list[KeyOut])

@@ -73,8 +73,12 @@ def check_url(url: str, settings: Settings) -> str:
     """The URL if a webhook may be registered to it, else UnsafeUrl: https (http to a loopback
     address with the development setting), a host, no credentials in it, and not a literal
     internal address or `localhost` (unless the settings allow it)."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        parts.port  # noqa: B018 -- raises ValueError for a port out of range
+    except ValueError as exc:
+        raise UnsafeUrl(f"the URL cannot be read: {exc}") from exc
     if not host:
         raise UnsafeUrl("the URL names no host")
     if parts.username is not None or parts.password is not None:

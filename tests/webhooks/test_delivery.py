@@ -2,13 +2,15 @@
 the independent Standard Webhooks library; a receiver down gets them once it recovers; a crash
 between claim and record sends the same webhook-id again; a slow or huge answer holds up only its
 own delivery; a rotation's overlap signs with both secrets; an endpoint failing for 3 days is
-disabled; internal addresses are refused. Time moves on the manual clock alone."""
+disabled; internal addresses are refused; the docs' worked example signs as both implementations do.
+Time moves on the manual clock alone."""
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,7 +19,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from clearinghouse import clock
 from clearinghouse.config import get_settings
 from clearinghouse.database import unit_of_work
-from clearinghouse.webhooks import service, targets, worker
+from clearinghouse.webhooks import service, signing, targets, worker
 from clearinghouse.webhooks.worker import process_webhooks
 from tests.builders.databases import World
 from tests.builders.webhooks import (
@@ -258,3 +260,19 @@ def test_the_body_is_the_stored_payload(world: World) -> None:
         process_webhooks(world.sessions)
     body = json.loads(hooks.received[0].body)
     assert (body["type"], body["data"]) == ("settlement.approved", {"business_date": "2026-11-30"})
+
+
+def test_the_worked_example_in_the_docs_is_what_both_implementations_sign() -> None:
+    guide = (Path(__file__).parents[2] / "docs" / "webhooks.md").read_text()
+    example = guide.split("```python\nimport base64\n", 1)[1].split("```", 1)[0]
+    exec("import base64\n" + example, {})  # its own asserts hold
+    secret = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYX"
+    body = (
+        '{"data":{"business_date":"2026-11-30","state":"paid"},'
+        '"type":"settlement.paid","version":1,"timestamp":"2026-12-01T02:00:00+00:00"}'
+    )
+    at = datetime.fromtimestamp(1764554400, UTC)
+    ours = signing.headers("msg_2F8K1Q9ZJ7W3XH5N0C6VDMTBRA", at, body.encode(), [secret])
+    theirs = Webhook(secret).sign("msg_2F8K1Q9ZJ7W3XH5N0C6VDMTBRA", at, body)
+    assert ours["webhook-signature"] == theirs
+    assert f"webhook-signature: {theirs}" in guide

@@ -1,0 +1,86 @@
+"""The webhook API's bodies and answers: endpoints, a secret shown once, deliveries."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import Field
+
+from clearinghouse.api.schemas import RequestBody, ResponseModel
+from clearinghouse.webhooks.service import EVENT_TYPES
+
+EventType = Literal["settlement.computed", "settlement.approved", "settlement.paid"]
+assert EventType.__args__ == EVENT_TYPES  # type: ignore[attr-defined]
+
+URL = Field(
+    max_length=2048,
+    pattern=r"^https?://",
+    description="Where events are posted: https:// (a public address).",
+)
+EVENTS = Field(
+    min_length=1,
+    max_length=len(EVENT_TYPES),
+    description="The event types the endpoint receives.",
+)
+
+
+class EndpointIn(RequestBody):
+    url: str = URL
+    event_types: list[EventType] = EVENTS
+
+
+class EndpointUpdateIn(RequestBody):
+    url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+    event_types: list[EventType] | None = Field(
+        default=None, min_length=1, max_length=len(EVENT_TYPES)
+    )
+
+
+class RotateIn(RequestBody):
+    overlap_hours: int = Field(
+        default=24,
+        ge=0,
+        le=168,
+        description="How long the secrets in force now keep signing beside the new one.",
+    )
+
+    @property
+    def overlap(self) -> timedelta:
+        return timedelta(hours=self.overlap_hours)
+
+
+class EndpointOut(ResponseModel):
+    endpoint_id: str = Field(validation_alias="id")
+    url: str
+    event_types: list[str]
+    status: str = Field(description="`active` or `disabled`.")
+    failing_since: datetime | None = Field(
+        description="Since when every attempt to it has failed; none while it answers."
+    )
+    disabled_reason: str | None
+    created_at: datetime
+
+
+class EndpointCreatedOut(EndpointOut):
+    secret: str = Field(
+        description="The signing secret (`whsec_…`): shown only now, keep it to verify."
+    )
+
+
+class SecretOut(ResponseModel):
+    secret: str = Field(description="The new signing secret, shown only now.")
+    previous_valid_until: datetime = Field(
+        description="Until when the secrets before it keep signing beside it."
+    )
+
+
+class DeliveryOut(ResponseModel):
+    event_id: str = Field(description="The webhook-id of each delivery of the event.")
+    type: str
+    state: str = Field(description="`pending`, `delivered` or `failed`.")
+    attempts: int = Field(description="Attempts in the current round of retries.")
+    next_attempt_at: datetime
+    created_at: datetime
+    last_status: int | None = Field(description="The HTTP status of the last attempt, if any.")
+    last_error: str | None = Field(description="Why the last attempt got no answer, if so.")

@@ -1,0 +1,29 @@
+"""`clearinghouse webhook ...` as an operator runs it."""
+
+from __future__ import annotations
+
+from tests.builders.databases import World
+from tests.cli_fixtures import Cli
+
+
+def test_an_operator_adds_rotates_lists_and_disables_an_endpoint(world: World) -> None:
+    partner = world.merchant()
+    cli = Cli(world.url)
+    added = cli.ok("webhook", "add", partner.id, "https://hooks.example.com/ch")
+    endpoint_id = added.split()[0]
+    assert "[settlement.approved, settlement.computed, settlement.paid]" in added
+    assert "secret: whsec_" in added
+    rotated = cli.ok("webhook", "rotate", endpoint_id, "--overlap-hours", "2")
+    assert rotated.startswith("secret: whsec_")
+    assert "signs too until" in rotated
+    assert f"{endpoint_id} active: https://hooks.example.com/ch" in cli.ok(
+        "webhook", "list", "--partner", partner.id
+    )
+    assert f"{endpoint_id} disabled (moved away)" in cli.ok(
+        "webhook", "disable", endpoint_id, "--reason", "moved away"
+    )
+    assert "10.0.0.1" in cli.refused("webhook", "add", partner.id, "https://10.0.0.1/ch")
+    assert "unknown event types points.earned" in cli.refused(
+        "webhook", "add", partner.id, "https://hooks.example.com/ch", "--event", "points.earned"
+    )
+    assert "no webhook endpoint WNOPE" in cli.refused("webhook", "rotate", "WNOPE")
