@@ -21,6 +21,7 @@ from settlement.runs import (
     CLEARING,
     Run,
     SettlementNotFound,
+    announce,
     load_run,
     open_breaks,
     record_event,
@@ -101,11 +102,13 @@ def approve(session: Session, business_date: date, user: User) -> tuple[Run, lis
     breaks = open_breaks(session, business_date)
     if breaks:
         warnings.append(f"{breaks} reconciliation breaks are open for this date")
-    if len(done) + 1 >= APPROVERS_NEEDED:
-        _set_state(session, row, "approved", user, "second approval")
-    else:
+    if len(done) + 1 < APPROVERS_NEEDED:
         record_event(session, row.id, "computed", "computed", user, "first approval")
-    return load_run(session, business_date), warnings
+        return load_run(session, business_date), warnings
+    _set_state(session, row, "approved", user, "second approval")
+    run = load_run(session, business_date)
+    announce(session, run, "settlement.approved")
+    return run, warnings
 
 
 def reject(session: Session, business_date: date, user: User, reason: str) -> Run:
@@ -181,4 +184,5 @@ def mark_paid(session: Session, business_date: date, user: User, bank_reference:
                 metadata={"business_date": business_date.isoformat(), "bank": bank_reference},
             ),
         )
+    announce(session, run, "settlement.paid")
     return run

@@ -28,7 +28,7 @@ from clearinghouse.points import lots
 from clearinghouse.settleable import PARTNER_KEY, VALUE_KEY
 from partners.limits import issuance_legs
 from settlement import categories
-from settlement.runs import CLEARING, Line, Run, lines_of, record_event, run_of
+from settlement.runs import CLEARING, Line, Run, announce, lines_of, record_event, run_of
 from settlement.tables import settlement_runs
 
 log = logging.getLogger(__name__)
@@ -255,6 +255,7 @@ def compute(session: Session, business_date: date, floor: datetime | None) -> Ru
         session.execute(select(settlement_runs).where(settlement_runs.c.id == run_id)).one(),
     )
     self_check(session, run)
+    announce(session, run, "settlement.computed")
     log.info(
         "settlement of %s computed (attempt %d): %d entries, %d partners",
         business_date.isoformat(),
