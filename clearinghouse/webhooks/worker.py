@@ -7,7 +7,9 @@ delivery due again when the lease ends: delivery is at least once, and a receive
 repeat by its unchanged `webhook-id`.
 
 Deliveries are posted DELIVERY_THREADS at a time, each bounded by TIMEOUT_SECONDS and a
-response read of at most MAX_RESPONSE_BYTES, so a slow or huge answer holds up only its own.
+response read of at most MAX_RESPONSE_BYTES, so a slow or huge answer holds up only its own; a
+claim takes at most PER_ENDPOINT deliveries of one endpoint, so a slow endpoint with many events
+waiting never fills the threads that other partners' deliveries need.
 
 A failed attempt (no answer, or a status other than 2xx) is tried again after the next delay of
 RETRY_DELAYS, each lengthened by up to JITTER at random so that retries to one receiver spread
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 
 CLAIM_LIMIT = 50
 DELIVERY_THREADS = 8
+PER_ENDPOINT = 4
 TIMEOUT_SECONDS = 5.0
 MAX_RESPONSE_BYTES = 64 * 1024
 EXCERPT_BYTES = 1024
@@ -93,22 +96,28 @@ class Attempt:
 
 
 def claim(sessions: sessionmaker[Session], limit: int = CLAIM_LIMIT) -> list[Claimed]:
-    """Take up to `limit` due deliveries to active endpoints, earliest due first, and put their
-    next attempt LEASE ahead, in one short transaction."""
+    """Take up to `limit` due deliveries to active endpoints, earliest due first and at most
+    PER_ENDPOINT of each endpoint, and put their next attempt LEASE ahead, in one short
+    transaction."""
     now = clock.now()
     with unit_of_work(sessions) as session:
         tx = Tx.of(session)
         rows = tx.all(
-            "WITH due AS (SELECT d.id FROM webhook_deliveries d"
-            " JOIN webhook_endpoints e ON e.id = d.endpoint_id"
-            " WHERE d.state = 'pending' AND d.next_attempt_at <= %s AND e.status = 'active'"
-            " ORDER BY d.next_attempt_at, d.id LIMIT %s FOR UPDATE OF d SKIP LOCKED)"
-            " UPDATE webhook_deliveries d SET next_attempt_at = %s"
+            "WITH ranked AS (SELECT d.id, d.next_attempt_at, row_number() OVER"
+            " (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS n"
+            " FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id"
+            " WHERE d.state = 'pending' AND d.next_attempt_at <= %(now)s"
+            " AND e.status = 'active'),"
+            " due AS (SELECT d.id FROM webhook_deliveries d WHERE d.id IN (SELECT id FROM ranked"
+            " WHERE n <= %(per_endpoint)s ORDER BY next_attempt_at, id LIMIT %(limit)s)"
+            " AND d.state = 'pending' AND d.next_attempt_at <= %(now)s"
+            " FOR UPDATE SKIP LOCKED)"
+            " UPDATE webhook_deliveries d SET next_attempt_at = %(lease)s"
             " FROM due, webhook_events ev, webhook_endpoints e"
             " WHERE d.id = due.id AND ev.id = d.event_id AND e.id = d.endpoint_id"
             " RETURNING d.id, d.attempts, ev.id AS event_id, ev.payload, e.id AS endpoint_id,"
             " e.url",
-            (now, limit, now + LEASE),
+            {"now": now, "per_endpoint": PER_ENDPOINT, "limit": limit, "lease": now + LEASE},
         )
         secrets = service.signing_secrets(tx, sorted({row.endpoint_id for row in rows}))
     return [

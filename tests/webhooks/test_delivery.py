@@ -132,6 +132,23 @@ def test_a_slow_receiver_does_not_stall_another_partners_delivery(world: World) 
     assert delivered.latency_ms < 900
 
 
+def test_a_claim_takes_a_few_deliveries_of_one_endpoint_and_leaves_room_for_others(
+    world: World,
+) -> None:
+    busy, partner = world.merchant(), world.merchant()
+    with receiver() as busy_hooks, receiver() as hooks:
+        add_endpoint(world.sessions, busy.id, busy_hooks.url)
+        add_endpoint(world.sessions, partner.id, hooks.url)
+        for _ in range(worker.PER_ENDPOINT + 3):
+            emit(world.sessions, busy.id)
+        other = emit(world.sessions, partner.id)
+        claimed = worker.claim(world.sessions)
+        assert len(claimed) == worker.PER_ENDPOINT + 1
+        assert other in {c.event_id for c in claimed}
+        # The rest of the busy one's wait for the next claim.
+        assert len(worker.claim(world.sessions)) == 3
+
+
 def test_a_huge_answer_is_read_no_further_than_the_cap(world: World) -> None:
     partner = world.merchant()
     with receiver(answer=b"x" * (5 * 1024 * 1024)) as hooks:
