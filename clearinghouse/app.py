@@ -115,6 +115,8 @@ def create_app(
     app.include_router(console_auth.router)
     app.include_router(console_pages.router)
 
+    app.webhooks.include_router(settlement_endpoints.webhooks)
+
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             app.openapi_schema = openapi.build(app)

@@ -16,12 +16,12 @@ from clearinghouse import clock, ledger
 from clearinghouse.config import get_settings
 from clearinghouse.errors import Conflict
 from clearinghouse.users.service import User, require_role
+from settlement.events import announce
 from settlement.netting import cutoff
 from settlement.runs import (
     CLEARING,
     Run,
     SettlementNotFound,
-    announce,
     load_run,
     open_breaks,
     record_event,

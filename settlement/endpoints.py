@@ -36,11 +36,15 @@ from settlement.schemas import (
     SettlementDetailOut,
     SettlementEventOut,
     SettlementOut,
+    SettlementWebhook,
     StatementOut,
 )
 
 finance = APIRouter(prefix="/finance", tags=["finance"])
 partner = APIRouter(prefix="/v1", tags=["settlement"])
+webhooks = APIRouter(tags=["settlement"])
+"""What settlement posts to partners' endpoints (docs/webhooks.md): published in the OpenAPI
+document's webhooks section, never served."""
 
 BusinessDate = Annotated[Day, Path(description="Business date, in the coalition's time zone.")]
 
@@ -245,3 +249,18 @@ async def reconciliation_file(reconciliation_id: RowId, call: Partner) -> Respon
         return Reply(file, media_type="text/csv; charset=utf-8")
 
     return await call.answer(uploaded)
+
+
+@webhooks.post("settlement.computed", summary="A run with the partner's line was computed")
+def settlement_computed(body: SettlementWebhook) -> None:
+    """Posted to the partner's endpoints subscribed to `settlement.computed`."""
+
+
+@webhooks.post("settlement.approved", summary="A run with the partner's line was approved")
+def settlement_approved(body: SettlementWebhook) -> None:
+    """Posted to the partner's endpoints subscribed to `settlement.approved`."""
+
+
+@webhooks.post("settlement.paid", summary="A run with the partner's line was paid")
+def settlement_paid(body: SettlementWebhook) -> None:
+    """Posted to the partner's endpoints subscribed to `settlement.paid`."""

@@ -28,7 +28,8 @@ from clearinghouse.points import lots
 from clearinghouse.settleable import PARTNER_KEY, VALUE_KEY
 from partners.limits import issuance_legs
 from settlement import categories
-from settlement.runs import CLEARING, Line, Run, announce, lines_of, record_event, run_of
+from settlement.events import announce
+from settlement.runs import CLEARING, Line, Run, lines_of, record_event, run_of
 from settlement.tables import settlement_runs
 
 log = logging.getLogger(__name__)

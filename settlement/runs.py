@@ -4,13 +4,13 @@ a date's live run, the listing of dates, a run's history (`Event`) and approvals
 and the reconciliation breaks open for a date.
 
 Every change of a run adds to its history through `record_event`, and each partner in a run
-hears of its computation, approval and payment by webhook (`announce`). Computing a run is
-`settlement.netting`'s, changing its state `settlement.approval`'s, and recording a failed try
-`settlement.schedule`'s."""
+hears of its computation, approval and payment by webhook (`settlement.events.announce`).
+Computing a run is `settlement.netting`'s, changing its state `settlement.approval`'s, and
+recording a failed try `settlement.schedule`'s."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 from clearinghouse import ledger
 from clearinghouse.errors import NotFound
 from clearinghouse.users.service import User
-from clearinghouse.webhooks import service as webhooks
 from settlement import categories
 from settlement.tables import (
     reconciliations,
@@ -166,28 +165,6 @@ def record_event(
             note=note,
         )
     )
-
-
-def announce(session: Session, run: Run, event_type: str) -> None:
-    """Tell each partner in the run, by webhook in the caller's transaction, what became of it:
-    the business date, the run's state and attempt, the bank reference once paid, and the
-    partner's own line (what it pays the coalition in fen, or receives, and by category)."""
-    for line in run.lines:
-        net = line.net_fen
-        webhooks.emit(
-            session,
-            line.partner_id,
-            event_type,
-            {
-                "business_date": run.business_date.isoformat(),
-                "state": run.state,
-                "attempt": run.attempt,
-                "bank_reference": run.bank_reference,
-                "pays_fen": max(net, 0),
-                "receives_fen": max(-net, 0),
-                "line": {**asdict(line), "net_fen": net},
-            },
-        )
 
 
 def load_run(session: Session, business_date: date) -> Run:

@@ -6,7 +6,7 @@ objects (`settlement.runs`, `settlement.reconciliation`) by their attributes."""
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
 
@@ -86,6 +86,28 @@ class LineOut(ResponseModel):
     exchange_out_points: int
     exchange_out_fen: int
     net_fen: int
+
+
+class SettlementWebhookData(ResponseModel):
+    """What a `settlement.*` event tells one partner of a run."""
+
+    business_date: date
+    state: str = Field(description="The run's state: `computed`, `approved` or `paid`.")
+    attempt: int = Field(description="The run's attempt for its date (a rejected run's next).")
+    bank_reference: str | None = Field(description="The payment's reference, once paid.")
+    pays_fen: int = Field(description="What the partner pays the coalition, in fen (or 0).")
+    receives_fen: int = Field(description="What the partner receives, in fen (or 0).")
+    line: LineOut
+
+
+class SettlementWebhook(ResponseModel):
+    """The body of a `settlement.computed`, `settlement.approved` or `settlement.paid` webhook,
+    signed the Standard Webhooks way (docs/webhooks.md)."""
+
+    type: Literal["settlement.computed", "settlement.approved", "settlement.paid"]
+    version: Literal[1]
+    timestamp: datetime
+    data: SettlementWebhookData
 
 
 class LateArrivalOut(ResponseModel):

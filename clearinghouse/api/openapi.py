@@ -184,6 +184,7 @@ def build(app: FastAPI) -> dict[str, Any]:
         version=app.version,
         description=DESCRIPTION,
         routes=app.routes,
+        webhooks=app.webhooks.routes,
     )
     types = problem_types()
     components = spec.setdefault("components", {})

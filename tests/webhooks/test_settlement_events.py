@@ -10,6 +10,7 @@ from typing import Any
 from standardwebhooks import Webhook
 
 from clearinghouse.webhooks.worker import process_webhooks
+from settlement.schemas import SettlementWebhook
 from tests.builders.databases import World
 from tests.builders.dates import business_today
 from tests.builders.settlement import a_day_of_traffic, after_cutoff, settle_after_cutoff
@@ -26,6 +27,10 @@ def _verified(secret: str, got: Received) -> dict[str, Any]:
     expected = Webhook(secret).sign(headers["webhook-id"], at, got.body.decode())
     assert headers["webhook-signature"] == expected
     body: dict[str, Any] = json.loads(got.body)
+    # The body is the one the OpenAPI document publishes for the event, field for field.
+    published = SettlementWebhook.model_validate(body)
+    assert set(body) == set(SettlementWebhook.model_fields)
+    assert published.data.model_dump(mode="json") == body["data"]
     return body
 
 
