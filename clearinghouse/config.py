@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     webhooks_dev_http: bool = Field(
         default=False,
         validation_alias=AliasChoices("CLEARINGHOUSE_WEBHOOKS_DEV_HTTP"),
-        description="Development and tests only: webhook endpoints may be plain http:// on a "
+        description="Development and tests only: webhook URLs may be plain http:// on a "
         "loopback address (127.0.0.0/8, ::1, localhost); otherwise only https:// is taken.",
     )
 

@@ -307,6 +307,8 @@ NOT_MONEY = {
     "clearinghouse/console/pdf.py": {"math.ceil"},
     # A fraud case's evidence: kilometres, hours and km/h between two purchases.
     "clearinghouse/fraud/rules.py": {"round("},
+    # A webhook delivery attempt's latency, in whole milliseconds.
+    "clearinghouse/webhooks/worker.py": {"round("},
 }
 
 
