@@ -115,7 +115,10 @@ def create_app(
     app.include_router(console_auth.router)
     app.include_router(console_pages.router)
 
+    app.webhooks.include_router(points_endpoints.webhooks)
+    app.webhooks.include_router(fraud_endpoints.webhooks)
     app.webhooks.include_router(settlement_endpoints.webhooks)
+    app.webhooks.include_router(webhook_endpoints.webhooks)
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -68,6 +68,8 @@ class Partner:
     created_at: datetime
     status_changed_at: datetime | None
     programme_asset: str | None
+    expiring_notice_days: int
+    """How many days ahead the partner hears of its members' points expiring."""
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,21 @@ def set_partner_status(session: Session, partner_id: str, status: Status) -> Par
         update(partners)
         .where(partners.c.id == partner_id)
         .values(status=status, status_changed_at=func.now())
+        .returning(*partners.c)
+    ).first()
+    if row is None:
+        raise PartnerNotFound(f"no partner {partner_id}")
+    return _partner(row)
+
+
+def set_expiring_notice_days(session: Session, partner_id: str, days: int) -> Partner:
+    """How many days ahead (1 to 90) the partner hears of its members' points expiring."""
+    if not 1 <= days <= 90:
+        raise InvalidRequest("expiring_notice_days is from 1 to 90")
+    row = session.execute(
+        update(partners)
+        .where(partners.c.id == partner_id)
+        .values(expiring_notice_days=days)
         .returning(*partners.c)
     ).first()
     if row is None:

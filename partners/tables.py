@@ -12,6 +12,7 @@ from sqlalchemy import (
     LargeBinary,
     Numeric,
     PrimaryKeyConstraint,
+    SmallInteger,
     Table,
     Text,
     UniqueConstraint,
@@ -34,7 +35,10 @@ partners = Table(
     Column("status_changed_at", DateTime(timezone=True)),
     # A partner programme's own points are an asset of the ledger.
     Column("programme_asset", Text, ForeignKey("assets.code"), unique=True),
+    # How many days ahead the partner hears of its members' points expiring (points.expiring).
+    Column("expiring_notice_days", SmallInteger, nullable=False, server_default=text("14")),
     CheckConstraint(f"id ~ '{SLUG_PATTERN}'", name="id_format"),
+    CheckConstraint("expiring_notice_days BETWEEN 1 AND 90", name="expiring_notice_days_range"),
     CheckConstraint(
         "(kind = 'programme') = (programme_asset IS NOT NULL)", name="programme_asset_present"
     ),

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field
 
 from clearinghouse.api.schemas import JsonDay, RequestBody, ResponseModel
+from clearinghouse.webhooks.schemas import WebhookBody
 from settlement.runs import FailedDate, Run
 
 
@@ -100,13 +101,11 @@ class SettlementWebhookData(ResponseModel):
     line: LineOut
 
 
-class SettlementWebhook(ResponseModel):
+class SettlementWebhook(WebhookBody):
     """The body of a `settlement.computed`, `settlement.approved` or `settlement.paid` webhook,
     signed the Standard Webhooks way (docs/webhooks.md)."""
 
     type: Literal["settlement.computed", "settlement.approved", "settlement.paid"]
-    version: Literal[1]
-    timestamp: datetime
     data: SettlementWebhookData
 
 

@@ -15,6 +15,9 @@ from partners.gate import Partner
 
 operator = APIRouter(prefix="/operator", tags=["risk"])
 partner = APIRouter(prefix="/v1", tags=["risk"])
+webhooks = APIRouter(tags=["risk"])
+"""What risk review posts to partners' endpoints (docs/webhooks.md): published in the OpenAPI
+document's webhooks section, never served."""
 
 
 @operator.get("/cases", summary="Risk cases, oldest first (open ones by default)")

@@ -48,6 +48,9 @@ from clearinghouse.points.schemas import (
 from partners.gate import Partner
 
 router = APIRouter(prefix="/v1", tags=["points"])
+webhooks = APIRouter(tags=["points"])
+"""What the points lifecycle posts to partners' endpoints (docs/webhooks.md): published in the
+OpenAPI document's webhooks section, never served."""
 
 
 @router.post(

@@ -45,7 +45,10 @@ def add(
     url: str,
     event: Annotated[
         list[str] | None,
-        typer.Option(help="An event type it receives (repeat it); all of them if omitted."),
+        typer.Option(
+            help="An event type it receives (repeat it); if omitted, all but points.earned"
+            " and points.redeemed, which it receives only when named."
+        ),
     ] = None,
 ) -> None:
     """Register an endpoint for a partner and print its signing secret, shown only now."""
@@ -60,7 +63,7 @@ def add(
     with transaction() as session:
         directory.get_partner(session, partner)
         endpoint, secret = service.create_endpoint(
-            session, partner, url, event or service.EVENT_TYPES
+            session, partner, url, event or service.USUAL_EVENT_TYPES
         )
     _print(endpoint)
     typer.echo(f"secret: {secret}")

@@ -29,6 +29,10 @@ router = APIRouter(
     prefix="/v1/webhook-endpoints", tags=["webhooks"], dependencies=[Depends(for_all_stores)]
 )
 
+webhooks = APIRouter(tags=["webhooks"])
+"""What the clearing house posts of partners' own affairs (docs/webhooks.md): published in the
+OpenAPI document's webhooks section, never served."""
+
 DISABLED_BY_PARTNER = "disabled by the partner"
 
 

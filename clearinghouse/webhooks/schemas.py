@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field
 
 from clearinghouse.api.schemas import RequestBody, ResponseModel
-from clearinghouse.webhooks.service import EVENT_TYPES
+from clearinghouse.webhooks.service import EVENT_TYPES, USUAL_EVENT_TYPES
 
-EventType = Literal["settlement.computed", "settlement.approved", "settlement.paid"]
+EventType = Literal[
+    "points.earned",
+    "points.redeemed",
+    "points.expiring",
+    "points.expired",
+    "purchase.clawback",
+    "tier.changed",
+    "case.decided",
+    "settlement.computed",
+    "settlement.approved",
+    "settlement.paid",
+    "reconciliation.completed",
+    "key.retiring",
+]
 assert EventType.__args__ == EVENT_TYPES  # type: ignore[attr-defined]
 
 URL = Field(
@@ -18,16 +31,17 @@ URL = Field(
     pattern=r"^https?://",
     description="Where events are posted: https:// (a public address).",
 )
-EVENTS = Field(
-    min_length=1,
-    max_length=len(EVENT_TYPES),
-    description="The event types the endpoint receives.",
-)
 
 
 class EndpointIn(RequestBody):
     url: str = URL
-    event_types: list[EventType] = EVENTS
+    event_types: list[EventType] = Field(
+        default_factory=lambda: [t for t in get_args(EventType) if t in USUAL_EVENT_TYPES],
+        min_length=1,
+        max_length=len(EVENT_TYPES),
+        description="The event types the endpoint receives: by default every type but "
+        "`points.earned` and `points.redeemed`, which are sent only to endpoints naming them.",
+    )
 
 
 class EndpointUpdateIn(RequestBody):
@@ -84,3 +98,15 @@ class DeliveryOut(ResponseModel):
     created_at: datetime
     last_status: int | None = Field(description="The HTTP status of the last attempt, if any.")
     last_error: str | None = Field(description="Why the last attempt got no answer, if so.")
+
+
+class WebhookBody(ResponseModel):
+    """The envelope of every event's body; each event type's model adds its `type` and `data`
+    (published in the OpenAPI document's webhooks section)."""
+
+    version: Literal[1] = Field(description="The version of the event type's `data`.")
+    timestamp: datetime = Field(description="When the change the event reports happened.")
+    sequence: int = Field(
+        description="Increasing in the order events were written: a member's events follow "
+        "the order of the member's changes, so order them by it."
+    )

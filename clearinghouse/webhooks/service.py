@@ -7,7 +7,7 @@ causes it committed, and the worker (clearinghouse.webhooks.worker) delivers it 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,8 +21,27 @@ from clearinghouse.errors import NotFound
 from clearinghouse.ids import new_id
 from clearinghouse.webhooks import signing, targets
 
-EVENT_TYPES = ("settlement.computed", "settlement.approved", "settlement.paid")
+EVENT_TYPES = (
+    "points.earned",
+    "points.redeemed",
+    "points.expiring",
+    "points.expired",
+    "purchase.clawback",
+    "tier.changed",
+    "case.decided",
+    "settlement.computed",
+    "settlement.approved",
+    "settlement.paid",
+    "reconciliation.completed",
+    "key.retiring",
+)
 """The events a partner may subscribe to (docs/webhooks.md describes each payload)."""
+
+OPT_IN = ("points.earned", "points.redeemed")
+"""Events an endpoint receives only when it names them (for partners that mirror balances):
+one for every accrual or redemption. An endpoint registered without `event_types` gets all
+the others."""
+USUAL_EVENT_TYPES = tuple(t for t in EVENT_TYPES if t not in OPT_IN)
 
 PAYLOAD_VERSION = 1
 DEFAULT_OVERLAP = timedelta(hours=24)
@@ -189,32 +208,76 @@ def signing_secrets(db: Session | Tx, endpoint_ids: Sequence[str]) -> dict[str, 
     return found
 
 
-def emit(db: Session | Tx, partner_id: str, type: str, data: dict[str, Any]) -> str:
-    """Record an event for the partner in the caller's transaction, with a pending delivery to
-    each of its active endpoints subscribed to the type; return the event's id (`msg_…`, the
-    webhook-id of every delivery of it)."""
-    assert type in EVENT_TYPES, f"unknown event type {type}"
+@dataclass(frozen=True)
+class Event:
+    """An event for a partner: its type, its `data` (JSON), and for an event sent once (a
+    reminder, a notice) the key that makes emitting it again a no-op."""
+
+    partner_id: str
+    type: str
+    data: Mapping[str, Any]
+    once: str | None = None
+
+
+_EMIT = """
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::text[], %(partners)s::text[], %(types)s::text[],
+        %(data)s::jsonb[], %(once)s::text[]) WITH ORDINALITY AS i(id, partner_id, type, data,
+        dedupe_key, n)
+), subscribed AS (
+    SELECT i.*, nextval('webhook_event_sequence') AS sequence FROM input i
+    WHERE EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.partner_id = i.partner_id
+        AND e.status = 'active' AND i.type = ANY(e.event_types))
+    ORDER BY i.n
+), written AS (
+    INSERT INTO webhook_events (id, partner_id, type, payload, created_at, sequence, dedupe_key)
+    SELECT id, partner_id, type, jsonb_build_object('type', type, 'version', %(version)s::int,
+        'timestamp', %(timestamp)s::text, 'sequence', sequence, 'data', data),
+        %(now)s, sequence, dedupe_key
+    FROM subscribed
+    ON CONFLICT (partner_id, dedupe_key) DO NOTHING
+    RETURNING id, partner_id, type
+), delivering AS (
+    INSERT INTO webhook_deliveries (event_id, endpoint_id, next_attempt_at, created_at)
+    SELECT w.id, e.id, %(now)s, %(now)s FROM written w JOIN webhook_endpoints e
+        ON e.partner_id = w.partner_id AND e.status = 'active' AND w.type = ANY(e.event_types)
+)
+SELECT id FROM written
+"""
+
+
+def emit_all(db: Session | Tx, events: Sequence[Event]) -> list[str]:
+    """Record the events in the caller's transaction, one statement for them all, each with a
+    pending delivery to every active endpoint of its partner subscribed to its type; return the
+    ids (`msg_…`, the webhook-id of every delivery) of those written. An event no endpoint
+    subscribes to is not written, nor one sent once already (the same `once` key)."""
+    if not events:
+        return []
+    for event in events:
+        assert event.type in EVENT_TYPES, f"unknown event type {event.type}"
     now = clock.now()
-    event_id = new_id("msg_", 26)
-    payload = {
-        "type": type,
-        "version": PAYLOAD_VERSION,
-        "timestamp": now.isoformat(),
-        "data": data,
-    }
-    tx = Tx.of(db)
-    tx.execute(
-        "INSERT INTO webhook_events (id, partner_id, type, payload, created_at)"
-        " VALUES (%s, %s, %s, %s::jsonb, %s)",
-        (event_id, partner_id, type, json.dumps(payload), now),
+    rows = Tx.of(db).all(
+        _EMIT,
+        {
+            "ids": [new_id("msg_", 26) for _ in events],
+            "partners": [event.partner_id for event in events],
+            "types": [event.type for event in events],
+            "data": [json.dumps(event.data) for event in events],
+            "once": [event.once for event in events],
+            "version": PAYLOAD_VERSION,
+            "timestamp": now.isoformat(),
+            "now": now,
+        },
     )
-    tx.execute(
-        "INSERT INTO webhook_deliveries (event_id, endpoint_id, next_attempt_at, created_at)"
-        " SELECT %s, id, %s, %s FROM webhook_endpoints"
-        " WHERE partner_id = %s AND status = 'active' AND %s = ANY(event_types)",
-        (event_id, now, now, partner_id, type),
-    )
-    return event_id
+    return [row.id for row in rows]
+
+
+def emit(
+    db: Session | Tx, partner_id: str, type: str, data: Mapping[str, Any], once: str | None = None
+) -> str | None:
+    """Record one event (see `emit_all`); its id, or None when it was not written."""
+    written = emit_all(db, [Event(partner_id, type, data, once)])
+    return written[0] if written else None
 
 
 _DELIVERY = (
@@ -249,13 +312,15 @@ def redeliver(
     endpoint = get_endpoint(tx, partner_id, endpoint_id)
     now = clock.now()
     row = tx.first(
-        "INSERT INTO webhook_deliveries (event_id, endpoint_id, next_attempt_at, created_at)"
-        " SELECT id, %s, %s, %s FROM webhook_events WHERE id = %s AND partner_id = %s"
+        "INSERT INTO webhook_deliveries"
+        " (event_id, endpoint_id, next_attempt_at, created_at, redelivered_at)"
+        " SELECT id, %s, %s, %s, %s FROM webhook_events WHERE id = %s AND partner_id = %s"
         " AND %s = 'active'"
         " ON CONFLICT (event_id, endpoint_id) DO UPDATE"
-        " SET state = 'pending', attempts = 0, next_attempt_at = EXCLUDED.next_attempt_at"
+        " SET state = 'pending', attempts = 0, next_attempt_at = EXCLUDED.next_attempt_at,"
+        " redelivered_at = EXCLUDED.next_attempt_at"
         " RETURNING id",
-        (endpoint_id, now, now, event_id, endpoint.partner_id, endpoint.status),
+        (endpoint_id, now, now, now, event_id, endpoint.partner_id, endpoint.status),
     )
     if row is None:
         raise DeliveryNotFound(

@@ -59,6 +59,17 @@ webhook_events = Table(
     # The body sent: {"type", "version", "timestamp", "data"}.
     Column("payload", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # From one sequence, in the transaction of the change: a member's events follow the order
+    # of the member's changes (each takes the member's lock). Sent in the body as `sequence`.
+    Column(
+        "sequence",
+        BigInteger,
+        nullable=False,
+        server_default=text("nextval('webhook_event_sequence')"),
+    ),
+    # Set for an event sent once (a reminder, a notice): emitted again, it is not written.
+    Column("dedupe_key", Text),
+    UniqueConstraint("partner_id", "dedupe_key"),
     Index("ix_webhook_events_partner_id", "partner_id", "created_at"),
 )
 
@@ -72,6 +83,8 @@ webhook_deliveries = Table(
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # When the partner or an operator last asked for it again.
+    Column("redelivered_at", DateTime(timezone=True)),
     UniqueConstraint("event_id", "endpoint_id"),
     CheckConstraint("state IN ('pending', 'delivered', 'failed')", name="state_known"),
     Index("ix_webhook_deliveries_endpoint_id", "endpoint_id", "created_at"),

@@ -6,16 +6,20 @@ deliveries and attempts."""
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
+from standardwebhooks import Webhook
 
 from clearinghouse.config import get_settings
 from clearinghouse.database import Tx, unit_of_work
@@ -94,6 +98,27 @@ def receiver(**options: Any) -> Iterator[Receiver]:
         started.stop()
 
 
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def verified(secret: str, got: Received, model: type[Body]) -> Body:
+    """The delivery's body, its signature checked by the independent library's own signing
+    (the test's clock may be far from the wall clock, so the library's check of the time would
+    not apply), and held to the model the OpenAPI document publishes for it, field for field."""
+    headers = got.headers
+    at = datetime.fromtimestamp(int(headers["webhook-timestamp"]), UTC)
+    assert headers["webhook-signature"] == Webhook(secret).sign(
+        headers["webhook-id"], at, got.body.decode()
+    )
+    body = json.loads(got.body)
+    published = model.model_validate(body)
+    assert set(body) == set(model.model_fields)
+    assert published.model_dump(mode="json", exclude={"timestamp"}) == {
+        k: v for k, v in body.items() if k != "timestamp"
+    }
+    return published
+
+
 def allow_local_receivers(monkeypatch: pytest.MonkeyPatch, *, private: bool = False) -> None:
     """Settings that let webhooks go to http://127.0.0.1 (and, with `private`, to any private
     address), as in development."""
@@ -119,8 +144,11 @@ def emit(
     type: str = "settlement.computed",
     data: dict[str, Any] | None = None,
 ) -> str:
+    """An event for the partner, which has an endpoint subscribed to its type."""
     with unit_of_work(sessions) as session:
-        return service.emit(session, partner_id, type, data or {"business_date": "2026-11-30"})
+        written = service.emit(session, partner_id, type, data or {"business_date": "2026-11-30"})
+    assert written is not None, f"no endpoint of {partner_id} receives {type}"
+    return written
 
 
 def attempts_of(sessions: sessionmaker[Session], event_id: str) -> list[Any]:
@@ -133,3 +161,10 @@ def attempts_of(sessions: sessionmaker[Session], event_id: str) -> list[Any]:
             " WHERE d.event_id = %s ORDER BY a.id",
             (event_id,),
         )
+
+
+def unheard(sessions: sessionmaker[Session], partner_id: str, type: str) -> bool:
+    """True when an event of the type for the partner is not written: no active endpoint of the
+    partner receives it."""
+    with unit_of_work(sessions) as session:
+        return service.emit(session, partner_id, type, {"business_date": "2026-11-30"}) is None

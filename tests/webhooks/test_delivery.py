@@ -29,6 +29,7 @@ from tests.builders.webhooks import (
     attempts_of,
     emit,
     receiver,
+    unheard,
 )
 
 
@@ -49,8 +50,10 @@ def test_an_event_arrives_signed_and_verifies_with_the_standard_library(
         "type": "settlement.paid",
         "version": 1,
         "timestamp": manual_clock().isoformat(),
+        "sequence": payload["sequence"],
         "data": {"paid_fen": 1200},
     }
+    assert isinstance(payload["sequence"], int)
     with pytest.raises(WebhookVerificationError):
         Webhook(secret).verify(got.body.replace(b"1200", b"9200"), got.headers)
     [attempt] = attempts_of(world.sessions, event_id)
@@ -210,7 +213,7 @@ def test_an_endpoint_failing_for_three_days_is_disabled(
     assert "HTTP 500" in disabled.disabled_reason
     assert tried[-1].state == "failed"
     # A disabled endpoint gets no new event.
-    emit(world.sessions, partner.id)
+    assert unheard(world.sessions, partner.id, "settlement.computed")
     assert process_webhooks(world.sessions) == 0
 
 
