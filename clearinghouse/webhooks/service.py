@@ -19,6 +19,7 @@ from clearinghouse.config import get_settings
 from clearinghouse.database import Tx
 from clearinghouse.errors import NotFound
 from clearinghouse.ids import new_id
+from clearinghouse.reference import Reference
 from clearinghouse.webhooks import signing, targets
 
 EVENT_TYPES = (
@@ -246,17 +247,36 @@ SELECT id FROM written
 """
 
 
+def _load_subscriptions(tx: Tx) -> dict[str, frozenset[str]]:
+    rows = tx.all(
+        "SELECT partner_id, array_agg(DISTINCT t) AS types FROM webhook_endpoints,"
+        " unnest(event_types) t WHERE status = 'active' GROUP BY partner_id"
+    )
+    return {row.partner_id: frozenset(row.types) for row in rows}
+
+
+_subscriptions: Reference[dict[str, frozenset[str]]] = Reference(
+    ("webhook_endpoints",), _load_subscriptions
+)
+"""Each partner's event types with an active endpoint, kept in each process."""
+
+
 def emit_all(db: Session | Tx, events: Sequence[Event]) -> list[str]:
     """Record the events in the caller's transaction, one statement for them all, each with a
     pending delivery to every active endpoint of its partner subscribed to its type; return the
     ids (`msg_…`, the webhook-id of every delivery) of those written. An event no endpoint
-    subscribes to is not written, nor one sent once already (the same `once` key)."""
-    if not events:
-        return []
+    subscribes to is not written (and when none is, no statement is sent), nor one sent once
+    already (the same `once` key)."""
     for event in events:
         assert event.type in EVENT_TYPES, f"unknown event type {event.type}"
+    tx = Tx.of(db)
+    if events:
+        subscribed = _subscriptions.get(tx)
+        events = [e for e in events if e.type in subscribed.get(e.partner_id, ())]
+    if not events:
+        return []
     now = clock.now()
-    rows = Tx.of(db).all(
+    rows = tx.all(
         _EMIT,
         {
             "ids": [new_id("msg_", 26) for _ in events],

@@ -8,6 +8,10 @@ of points expiring on a date, a key's retirement) a no-op when emitted again.
 `partners.expiring_notice_days` is how many days ahead a partner hears of its members' points
 expiring (`points.expiring`).
 
+`webhook_endpoints` becomes reference data (clearinghouse.reference): who subscribes to what is
+kept in each process, so a change that no endpoint hears of writes no event and costs no
+statement.
+
 Revision ID: 0021_webhook_events
 Revises: 0020_webhooks
 Create Date: 2026-12-01 16:00:00
@@ -24,7 +28,21 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+SUBSCRIPTIONS = "partner_id, event_types, status"
+"""The columns of webhook_endpoints whose change moves its reference version (not the worker's
+notes of failure)."""
+
+
 def upgrade() -> None:
+    op.execute(
+        "INSERT INTO reference_versions (name, version)"
+        " VALUES ('webhook_endpoints', (extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
+    )
+    op.execute(
+        "CREATE TRIGGER webhook_endpoints_reference_touch"
+        f" AFTER INSERT OR UPDATE OF {SUBSCRIPTIONS} OR DELETE OR TRUNCATE ON webhook_endpoints"
+        " FOR EACH STATEMENT EXECUTE FUNCTION reference_touch()"
+    )
     op.execute("CREATE SEQUENCE webhook_event_sequence")
     op.add_column(
         "webhook_events",
@@ -59,6 +77,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER webhook_endpoints_reference_touch ON webhook_endpoints")
+    op.execute("DELETE FROM reference_versions WHERE name = 'webhook_endpoints'")
     op.drop_column("partners", "expiring_notice_days")
     op.drop_column("webhook_deliveries", "redelivered_at")
     op.drop_column("webhook_events", "dedupe_key")
