@@ -211,20 +211,23 @@ def signing_secrets(db: Session | Tx, endpoint_ids: Sequence[str]) -> dict[str, 
 
 @dataclass(frozen=True)
 class Event:
-    """An event for a partner: its type, its `data` (JSON), and for an event sent once (a
-    reminder, a notice) the key that makes emitting it again a no-op."""
+    """An event for a partner: its type, its `data` (JSON), for an event about a member the
+    member (the body's `data` then carries `member_id` and the partner's own `customer_ref` for
+    the member), and for an event sent once (a reminder, a notice) the key that makes emitting
+    it again a no-op."""
 
     partner_id: str
     type: str
     data: Mapping[str, Any]
+    member_id: str | None = None
     once: str | None = None
 
 
 _EMIT = """
 WITH input AS (
     SELECT * FROM unnest(%(ids)s::text[], %(partners)s::text[], %(types)s::text[],
-        %(data)s::jsonb[], %(once)s::text[]) WITH ORDINALITY AS i(id, partner_id, type, data,
-        dedupe_key, n)
+        %(data)s::jsonb[], %(members)s::text[], %(once)s::text[])
+        WITH ORDINALITY AS i(id, partner_id, type, data, member_id, dedupe_key, n)
 ), subscribed AS (
     SELECT i.*, nextval('webhook_event_sequence') AS sequence FROM input i
     WHERE EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.partner_id = i.partner_id
@@ -232,10 +235,13 @@ WITH input AS (
     ORDER BY i.n
 ), written AS (
     INSERT INTO webhook_events (id, partner_id, type, payload, created_at, sequence, dedupe_key)
-    SELECT id, partner_id, type, jsonb_build_object('type', type, 'version', %(version)s::int,
-        'timestamp', %(timestamp)s::text, 'sequence', sequence, 'data', data),
-        %(now)s, sequence, dedupe_key
-    FROM subscribed
+    SELECT s.id, s.partner_id, s.type, jsonb_build_object('type', s.type,
+        'version', %(version)s::int, 'timestamp', %(timestamp)s::text, 'sequence', s.sequence,
+        'data', CASE WHEN s.member_id IS NULL THEN s.data ELSE s.data || jsonb_build_object(
+            'member_id', s.member_id, 'customer_ref', l.customer_ref) END),
+        %(now)s, s.sequence, s.dedupe_key
+    FROM subscribed s
+    LEFT JOIN member_links l ON l.partner_id = s.partner_id AND l.member_id = s.member_id
     ON CONFLICT (partner_id, dedupe_key) DO NOTHING
     RETURNING id, partner_id, type
 ), delivering AS (
@@ -283,6 +289,7 @@ def emit_all(db: Session | Tx, events: Sequence[Event]) -> list[str]:
             "partners": [event.partner_id for event in events],
             "types": [event.type for event in events],
             "data": [json.dumps(event.data) for event in events],
+            "members": [event.member_id for event in events],
             "once": [event.once for event in events],
             "version": PAYLOAD_VERSION,
             "timestamp": now.isoformat(),
@@ -293,11 +300,35 @@ def emit_all(db: Session | Tx, events: Sequence[Event]) -> list[str]:
 
 
 def emit(
-    db: Session | Tx, partner_id: str, type: str, data: Mapping[str, Any], once: str | None = None
+    db: Session | Tx,
+    partner_id: str,
+    type: str,
+    data: Mapping[str, Any],
+    *,
+    member_id: str | None = None,
+    once: str | None = None,
 ) -> str | None:
     """Record one event (see `emit_all`); its id, or None when it was not written."""
-    written = emit_all(db, [Event(partner_id, type, data, once)])
+    written = emit_all(db, [Event(partner_id, type, data, member_id, once)])
     return written[0] if written else None
+
+
+def emit_to_linked(
+    db: Session | Tx, member_id: str, type: str, data: Mapping[str, Any], once: str | None = None
+) -> list[str]:
+    """Record an event about the member for every partner the member is linked to that
+    receives its type (each with its own `customer_ref`); the ids of those written."""
+    tx = Tx.of(db)
+    subscribed = _subscriptions.get(tx)
+    listening = [p for p, types in subscribed.items() if type in types]
+    if not listening:
+        return []
+    partners = tx.all(
+        "SELECT partner_id FROM member_links WHERE member_id = %s AND partner_id = ANY(%s)"
+        " ORDER BY partner_id",
+        (member_id, listening),
+    )
+    return emit_all(tx, [Event(row.partner_id, type, data, member_id, once) for row in partners])
 
 
 _DELIVERY = (
