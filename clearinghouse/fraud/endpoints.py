@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 
 from clearinghouse.api.deps import ReadSession
 from clearinghouse.fraud import service
-from clearinghouse.fraud.schemas import CaseOut, PartnerCaseOut
+from clearinghouse.fraud.schemas import CaseDecidedWebhook, CaseOut, PartnerCaseOut
 from clearinghouse.users.deps import Operator
 from partners.gate import Partner
 
@@ -50,3 +50,8 @@ async def partner_case(case_id: str, call: Partner) -> Response:
             service.get_case(tx.session, case_id, call.partner_id)
         )
     )
+
+
+@webhooks.post("case.decided", summary="A case on the partner's request was approved or rejected")
+def case_decided(body: CaseDecidedWebhook) -> None:
+    """Posted to the partner's endpoints subscribed to `case.decided`."""
