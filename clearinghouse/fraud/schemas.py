@@ -63,6 +63,9 @@ class CaseDecidedData(ResponseModel):
         "`refund` or `exchange`."
     )
     member_id: str | None
+    customer_ref: str | None = Field(
+        description="Your own reference for the member (as you linked them), if linked."
+    )
     points: int = Field(description="The points of the request.")
     outcome: Outcome = Field(
         description="What became of the points the case held back: `released` to the member "

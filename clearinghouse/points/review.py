@@ -65,6 +65,8 @@ def _announce(
     """The decided case, told to its partner by a `case.decided` webhook in the decision's
     transaction (once its effects are written)."""
     case = fraud.get_case(session, case_id)
+    if not webhooks.heard(session, "case.decided", case.partner_id):
+        return case
     assert case.decided_at is not None
     partner_txn_id = None
     if case.entry_id is not None:
@@ -77,13 +79,20 @@ def _announce(
         decision=decision,
         operation=case.operation,
         member_id=case.member_id,
+        customer_ref=None,  # the partner's own, joined as the event is written
         points=case.attempt["points"],
         outcome=outcome,
         partner_txn_id=partner_txn_id,
         hold_id=case.hold_id,
         decided_at=case.decided_at,
     )
-    webhooks.emit(session, case.partner_id, "case.decided", data.model_dump(mode="json"))
+    webhooks.emit(
+        session,
+        case.partner_id,
+        "case.decided",
+        data.model_dump(mode="json"),
+        member_id=case.member_id,
+    )
     return case
 
 

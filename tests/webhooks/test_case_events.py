@@ -5,15 +5,18 @@ decision's transaction; a partner with no endpoint subscribed hears nothing."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse.database import Tx, unit_of_work
 from clearinghouse.fraud.schemas import CaseDecidedWebhook
 from clearinghouse.webhooks.worker import process_webhooks
-from tests.builders.calls import buy, enrol, hold, member_with_points
+from partners.client import PartnerClient
+from tests.builders.calls import buy, hold, link_body
 from tests.builders.databases import World
 from tests.builders.fraud import decided, publish
+from tests.builders.ids import unique_id
 from tests.builders.partners import ApiPartner
 from tests.builders.users import staff
 from tests.builders.webhooks import add_endpoint, receiver, verified
@@ -29,27 +32,34 @@ def _events_of(sessions: sessionmaker[Session], partner_id: str) -> int:
     return count
 
 
-def _accrual_under_review(world: World, partner: ApiPartner) -> tuple[str, dict[str, object]]:
+def _enrolled(client: PartnerClient) -> tuple[str, str]:
+    """A new member linked to the client's partner: its id and the partner's reference for it."""
+    customer_ref = unique_id("c")
+    member_id: str = client.post("/v1/members", link_body(customer_ref))["member_id"]
+    return member_id, customer_ref
+
+
+def _accrual_under_review(world: World, partner: ApiPartner) -> tuple[str, str, dict[str, Any]]:
     """A new member's 52,000-fen purchase at the partner's till, held for review (above the
-    partner's 100-yuan cap for a till)."""
+    partner's 100-yuan cap for a till): the member, the partner's reference and the accrual."""
     publish(world.sessions, partner.id, max_accrual_fen_offline=10_000, amount_cap_action="review")
     client = world.client(partner)
-    member_id = enrol(client)
+    member_id, customer_ref = _enrolled(client)
     accrual = buy(client, member_id, 52_000, store_id=partner.store_id)
     assert accrual["review_case_id"] is not None
-    return member_id, accrual
+    return member_id, customer_ref, accrual
 
 
 def test_an_approved_accrual_tells_its_partner_the_points_were_released(world: World) -> None:
     operator = staff(world.sessions, "operator")
     partner, quiet = world.merchant(), world.merchant()
-    member_id, accrual = _accrual_under_review(world, partner)
-    _, unheard = _accrual_under_review(world, quiet)
+    member_id, customer_ref, accrual = _accrual_under_review(world, partner)
+    _, _, unheard = _accrual_under_review(world, quiet)
     with receiver() as hooks:
         _, secret = add_endpoint(world.sessions, partner.id, hooks.url, CASE_DECIDED)
         add_endpoint(world.sessions, quiet.id, hooks.url, ("settlement.paid",))
-        case = decided(world.http, operator, str(accrual["review_case_id"]), "approve")
-        decided(world.http, operator, str(unheard["review_case_id"]), "reject")
+        case = decided(world.http, operator, accrual["review_case_id"], "approve")
+        decided(world.http, operator, unheard["review_case_id"], "reject")
         assert process_webhooks(world.sessions) == 1
 
     [got] = hooks.received
@@ -60,6 +70,7 @@ def test_an_approved_accrual_tells_its_partner_the_points_were_released(world: W
         "decision": "approved",
         "operation": "accrual",
         "member_id": member_id,
+        "customer_ref": customer_ref,
         "points": accrual["points"],
         "outcome": "released",
         "partner_txn_id": accrual["partner_txn_id"],
@@ -74,7 +85,8 @@ def test_a_rejected_hold_tells_its_partner_the_hold_was_voided(world: World) -> 
     operator = staff(world.sessions, "operator")
     partner = world.merchant()
     client = world.client(partner)
-    member_id, _ = member_with_points(client)
+    member_id, customer_ref = _enrolled(client)
+    buy(client, member_id, 52_000)
     # Every redemption by a member linked today waits for a person.
     publish(world.sessions, partner.id, new_member_redeem_points=100)
     placed = hold(client, member_id, 500)
@@ -90,6 +102,7 @@ def test_a_rejected_hold_tells_its_partner_the_hold_was_voided(world: World) -> 
         "decision": "rejected",
         "operation": "hold",
         "member_id": member_id,
+        "customer_ref": customer_ref,
         "points": 500,
         "outcome": "voided",
         "partner_txn_id": None,
