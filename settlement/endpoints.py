@@ -29,6 +29,7 @@ from settlement.schemas import (
     ReconcileIn,
     ReconciliationOut,
     ReconciliationSummaryOut,
+    ReconciliationWebhook,
     RejectIn,
     ResolvedOut,
     RunSummary,
@@ -264,3 +265,8 @@ def settlement_approved(body: SettlementWebhook) -> None:
 @webhooks.post("settlement.paid", summary="A run with the partner's line was paid")
 def settlement_paid(body: SettlementWebhook) -> None:
     """Posted to the partner's endpoints subscribed to `settlement.paid`."""
+
+
+@webhooks.post("reconciliation.completed", summary="The partner's reconciliation file was matched")
+def reconciliation_completed(body: ReconciliationWebhook) -> None:
+    """Posted to the partner's endpoints subscribed to `reconciliation.completed`."""

@@ -5,7 +5,8 @@ transaction, type one of `purchase` (txn_id: the partner's transaction id), `ref
 
 A file of a million lines is never held as lines: it is read row by row into a temporary table
 (COPY), matched against the day's records in one set-based statement, and its breaks are kept one
-row each, numbered in the order of (type, txn_id), to be read a page at a time."""
+row each, numbered in the order of (type, txn_id), to be read a page at a time. The partner
+hears of the result by the `reconciliation.completed` webhook, in the same transaction."""
 
 from __future__ import annotations
 
@@ -25,11 +26,16 @@ from clearinghouse.api.schemas import BIGINT_MAX
 from clearinghouse.database import Tx
 from clearinghouse.errors import InvalidRequest, NotFound
 from clearinghouse.files import sha256_of
+from clearinghouse.webhooks import service as webhooks
 from settlement.netting import cutoff
+from settlement.schemas import BreakCounts, ReconciliationWebhookData
 from settlement.tables import reconciliation_breaks, reconciliations
 
 COLUMNS = ("txn_id", "type", "amount_fen", "points")
 TYPES = ("purchase", "refund", "redemption")
+KINDS = ("missing_ours", "missing_theirs", "amount_differs", "points_differ")
+"""The kinds of break, as `_MATCH` tells them apart (a line of theirs we lack, one of ours they
+lack, and a line on both sides whose amount or points differ)."""
 MAX_LINES = 5_000_000
 # A file wrong throughout names its first bad lines only: the answer stays small.
 MAX_ERRORS = 100
@@ -118,9 +124,10 @@ WITH ours (type, txn_id, amount_fen, points) AS (
     SELECT %(id)s, row_number() OVER (ORDER BY type COLLATE "C", txn_id COLLATE "C"),
            type, txn_id, break, ours_amount_fen, ours_points, theirs_amount_fen, theirs_points
     FROM joined WHERE break IS NOT NULL
-    RETURNING 1
 )
-SELECT count(*) FILTER (WHERE break IS NULL), (SELECT count(*) FROM kept) FROM joined
+SELECT count(*) FILTER (WHERE break IS NULL) AS matched,
+       {", ".join(f"count(*) FILTER (WHERE break = '{kind}') AS {kind}" for kind in KINDS)}
+FROM joined
 """
 
 
@@ -263,13 +270,35 @@ def reconcile(
         counted = cursor.fetchone()
         assert counted is not None
         cursor.execute(f"DROP TABLE {THEIRS}")
+    matched, *by_kind = counted
     row = session.execute(
         update(reconciliations)
         .where(reconciliations.c.id == reconciliation_id)
-        .values(matched=counted[0], break_count=counted[1])
+        .values(matched=matched, break_count=sum(by_kind))
         .returning(*_LISTED)
     ).one()
-    return as_reconciliation(row)
+    found = as_reconciliation(row)
+    _announce(session, found, BreakCounts(**dict(zip(KINDS, by_kind, strict=True))))
+    return found
+
+
+def _announce(session: Session, found: Reconciliation, by_kind: BreakCounts) -> None:
+    """Tell the partner, by webhook in the caller's transaction, that its file was reconciled:
+    its lines, those matched, and the breaks by kind."""
+    if not webhooks.heard(session, "reconciliation.completed", found.partner_id):
+        return
+    data = ReconciliationWebhookData(
+        reconciliation_id=found.id,
+        business_date=found.business_date,
+        uploaded_at=found.uploaded_at,
+        lines=found.lines,
+        matched=found.matched,
+        breaks=found.break_count,
+        breaks_by_kind=by_kind,
+    )
+    webhooks.emit(
+        session, found.partner_id, "reconciliation.completed", data.model_dump(mode="json")
+    )
 
 
 def _one(

@@ -258,3 +258,32 @@ class BreakOut(ResponseModel):
 class BreakPageOut(ResponseModel):
     breaks: list[BreakOut] = Field(description="In the order of (type, txn_id), by code point.")
     next: int | None = Field(description="The cursor of the next page (`after`), if any.")
+
+
+class BreakCounts(ResponseModel):
+    """A reconciliation's breaks by kind."""
+
+    missing_ours: int = Field(description="Lines of the file we have no record of.")
+    missing_theirs: int = Field(description="Our records of the day missing from the file.")
+    amount_differs: int = Field(description="Lines on both sides whose amount_fen differs.")
+    points_differ: int = Field(description="Lines on both sides whose points differ (only).")
+
+
+class ReconciliationWebhookData(ResponseModel):
+    """What a `reconciliation.completed` event tells the partner of its file reconciled."""
+
+    reconciliation_id: int = Field(description="Read it at `/v1/reconciliations/{id}`.")
+    business_date: date
+    uploaded_at: datetime
+    lines: int = Field(description="The file's lines, its header left out.")
+    matched: int = Field(description="Lines matched exactly by our records.")
+    breaks: int = Field(description="How many breaks: read them at `.../breaks`.")
+    breaks_by_kind: BreakCounts
+
+
+class ReconciliationWebhook(WebhookBody):
+    """The body of a `reconciliation.completed` webhook, signed the Standard Webhooks way
+    (docs/webhooks.md)."""
+
+    type: Literal["reconciliation.completed"]
+    data: ReconciliationWebhookData
