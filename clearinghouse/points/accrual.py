@@ -20,7 +20,7 @@ from clearinghouse.errors import Conflict, InvalidRequest
 from clearinghouse.fraud import service as fraud
 from clearinghouse.members.service import MemberNotFound
 from clearinghouse.numbers import fen_half_even
-from clearinghouse.points import lots, operation, wallet
+from clearinghouse.points import events, lots, operation, wallet
 from clearinghouse.points.referrals import pay_referral_bonus
 from clearinghouse.points.schemas import PurchaseIn
 from clearinghouse.points.tables import point_lots, purchases
@@ -401,6 +401,29 @@ class _Earning:
                 purchase.rules_now.version if changed else None,
             ),
         )
+        if points:
+            events.earned(
+                tx,
+                member_id=member_id,
+                partner_id=partner_id,
+                reason="purchase",
+                points=points,
+                debt_repaid=repaid,
+                pending=review,
+                entry_id=written.new_entry_id,
+                lot_expires_at=lot_expires_at,
+                occurred_at=report.occurred_at,
+                partner_txn_id=report.partner_txn_id,
+                store_id=report.store_id,
+            )
+        if changed:
+            events.tier_changed(
+                tx,
+                member_id=member_id,
+                from_tier=context.tier,
+                to_tier=status.tier,
+                qualifying_points=status.qualifying_points,
+            )
         if not review and context.referral_pending:
             pay_referral_bonus(tx.session, member_id, rules)
         return operation.Posted(

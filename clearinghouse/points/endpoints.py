@@ -35,6 +35,11 @@ from clearinghouse.points.schemas import (
     LotOut,
     OfflineRedeemIn,
     OfflineRedemptionOut,
+    PointsEarnedWebhook,
+    PointsExpiredWebhook,
+    PointsExpiringWebhook,
+    PointsRedeemedWebhook,
+    PurchaseClawbackWebhook,
     PurchaseIn,
     PurchaseOut,
     RedeemIn,
@@ -44,6 +49,7 @@ from clearinghouse.points.schemas import (
     ReferralOut,
     RefundIn,
     RefundOut,
+    TierChangedWebhook,
 )
 from partners.gate import Partner
 
@@ -311,3 +317,33 @@ async def exchange_points(body: ExchangeIn, call: Partner) -> Response:
         return ExchangeOut.model_validate(e)
 
     return await call.answer(exchanged)
+
+
+@webhooks.post("points.earned", summary="A member linked to the partner earned points")
+def points_earned(body: PointsEarnedWebhook) -> None:
+    """Sent only to endpoints that name it: for partners that mirror members' balances."""
+
+
+@webhooks.post("points.redeemed", summary="A member linked to the partner spent points")
+def points_redeemed(body: PointsRedeemedWebhook) -> None:
+    """Sent only to endpoints that name it: for partners that mirror members' balances."""
+
+
+@webhooks.post("points.expiring", summary="A member's points expire within the partner's horizon")
+def points_expiring(body: PointsExpiringWebhook) -> None:
+    """Sent once per member and expiry time, `expiring_notice_days` ahead (docs/webhooks.md)."""
+
+
+@webhooks.post("points.expired", summary="A member's unspent points expired")
+def points_expired(body: PointsExpiredWebhook) -> None:
+    """Sent to each partner the member is linked to."""
+
+
+@webhooks.post("purchase.clawback", summary="A refund left a member owing points")
+def purchase_clawback(body: PurchaseClawbackWebhook) -> None:
+    """Sent to the partner whose purchase was refunded."""
+
+
+@webhooks.post("tier.changed", summary="A member moved to another tier")
+def tier_changed(body: TierChangedWebhook) -> None:
+    """Sent to each partner the member is linked to."""

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import clock, ledger
-from clearinghouse.points import lots, wallet
+from clearinghouse.points import events, lots, wallet
 from clearinghouse.points.tables import lot_movements, point_lots
 
 BREAKAGE = "coalition:breakage"
@@ -66,6 +66,7 @@ def _expire_member(session: Session, member_id: str, now: datetime) -> tuple[int
         ),
     )
     lots.move(session, posted.id, [(r.id, -r.remaining) for r in due])
+    events.expired(session, member_id=member_id, points=total, lots=len(due), entry_id=posted.id)
     return len(due), total
 
 

@@ -19,7 +19,7 @@ from clearinghouse.errors import Conflict, InvalidRequest, NotFound
 from clearinghouse.fraud import service as fraud
 from clearinghouse.ids import new_id
 from clearinghouse.numbers import fen_half_even
-from clearinghouse.points import operation, wallet
+from clearinghouse.points import events, operation, wallet
 from clearinghouse.rules.policy import rule_set_at
 from clearinghouse.settleable import Settleable
 from partners import directory, rates
@@ -307,6 +307,18 @@ def _close(tx: Tx, hold: Any, captured: int, state: str, now: datetime) -> Hold:
                 released,
                 value,
             ),
+        )
+    if captured:
+        events.redeemed(
+            tx,
+            member_id=member_id,
+            partner_id=partner_id,
+            points=captured,
+            entry_id=row.close_entry_id,
+            hold_id=hold.id,
+            partner_ref=hold.partner_ref,
+            store_id=hold.store_id,
+            value_fen=value,
         )
     return _hold(row, getattr(hold, "open_case_id", None))
 

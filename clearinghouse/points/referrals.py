@@ -17,7 +17,7 @@ from clearinghouse.errors import Conflict, InvalidRequest
 from clearinghouse.fraud import service as fraud
 from clearinghouse.members.service import linked_member
 from clearinghouse.numbers import money
-from clearinghouse.points import lots, wallet
+from clearinghouse.points import events, lots, wallet
 from clearinghouse.points.tables import purchases, referrals
 from clearinghouse.rules.policy import RuleSet
 from clearinghouse.settleable import Settleable
@@ -126,6 +126,7 @@ def pay_referral_bonus(session: Session, member_id: str, rules: RuleSet) -> int 
             metadata=metadata,
         ),
     )
+    expires_at = lots.expiry_for(now, rules.policy.expiry_months, get_settings().zone)
     lots.create_lot(
         session,
         member_id=inviter,
@@ -133,12 +134,24 @@ def pay_referral_bonus(session: Session, member_id: str, rules: RuleSet) -> int 
         issuer_partner_id=None if funder == "coalition" else funder,
         entry_id=posted.id,
         earned_at=now,
-        expires_at=lots.expiry_for(now, rules.policy.expiry_months, get_settings().zone),
+        expires_at=expires_at,
         amount=bonus,
     )
     session.execute(
         update(referrals)
         .where(referrals.c.invitee_member_id == member_id)
         .values(bonus_entry_id=posted.id)
+    )
+    events.earned(
+        session,
+        member_id=inviter,
+        partner_id=None if funder == "coalition" else funder,
+        reason="referral_bonus",
+        points=bonus,
+        debt_repaid=0,
+        pending=False,
+        entry_id=posted.id,
+        lot_expires_at=expires_at,
+        occurred_at=now,
     )
     return posted.id

@@ -20,7 +20,7 @@ from clearinghouse.errors import Conflict, InvalidRequest, NotFound
 from clearinghouse.fraud import service as fraud
 from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.numbers import money, refund_points_share, refund_value_share
-from clearinghouse.points import lots, operation, wallet
+from clearinghouse.points import events, lots, operation, wallet
 from clearinghouse.points.holds import lock_hold
 from clearinghouse.points.tables import holds, point_lots
 from clearinghouse.rules.policy import rule_set_at
@@ -230,6 +230,18 @@ class _Clawback:
                 purchase.own_lot,
             ),
         )
+        if to_debt:
+            events.clawback(
+                tx,
+                partner_id=partner_id,
+                member_id=member_id,
+                partner_txn_id=refund.partner_txn_id,
+                refund_id=refund.partner_refund_id,
+                points=points,
+                from_available=from_available,
+                owed_points=to_debt,
+                entry_id=entry_id,
+            )
         answer = PurchaseRefund(
             refund.partner_txn_id,
             refund.partner_refund_id,

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 from clearinghouse.api.schemas import JsonInstant, RequestBody, ResponseModel
 from clearinghouse.members.schemas import MEMBER_ID
 from clearinghouse.numbers import PlainDecimal
+from clearinghouse.webhooks.schemas import WebhookBody
 
 REF = r"^[A-Za-z0-9._:-]{1,64}$"
 
@@ -211,3 +212,122 @@ class ExchangeOut(ResponseModel):
 
 class DecisionIn(RequestBody):
     note: str | None = Field(default=None, max_length=1000)
+
+
+class MemberEventData(ResponseModel):
+    """Who an event about a member is about."""
+
+    member_id: str
+    customer_ref: str | None = Field(
+        description="Your own reference for the member (as you linked them), if linked."
+    )
+
+
+class PointsEarnedData(MemberEventData):
+    """What a `points.earned` event tells each partner the member is linked to."""
+
+    reason: Literal["purchase", "referral_bonus"]
+    partner_id: str | None = Field(
+        description="Where the points were earned: the partner of the purchase, or the partner "
+        "funding a referral bonus (none when the coalition funds it)."
+    )
+    points: int = Field(description="The points earned.")
+    debt_repaid: int = Field(description="Of them, the points that repaid a points debt.")
+    status: Literal["available", "pending_review"] = Field(
+        description="`pending_review`: the points wait, not spendable, for a risk review "
+        "(`case.decided` follows)."
+    )
+    entry_id: int = Field(description="The ledger entry.")
+    lot_expires_at: datetime | None = Field(description="When these points expire.")
+    occurred_at: datetime
+    partner_txn_id: str | None = Field(
+        description="Your id of the purchase, when it was yours (none at another partner)."
+    )
+    store_id: str | None = Field(description="Your store, when the purchase was yours.")
+
+
+class PointsRedeemedData(MemberEventData):
+    """What a `points.redeemed` event tells each partner the member is linked to."""
+
+    partner_id: str = Field(description="Where the points were spent.")
+    points: int
+    entry_id: int
+    redeemed_at: datetime
+    hold_id: str | None = Field(description="Your hold, when the redemption was yours.")
+    partner_ref: str | None = Field(description="Your reference, when the redemption was yours.")
+    store_id: str | None = Field(description="Your store, when the redemption was yours.")
+    value_fen: int | None = Field(
+        description="What the coalition pays you for the points, when the redemption was yours."
+    )
+
+
+class PointsExpiringData(MemberEventData):
+    """A `points.expiring` reminder: some of the member's points expire soon."""
+
+    points: int = Field(description="The points that expire at `expires_at` if not spent.")
+    expires_at: datetime
+    notice_days: int = Field(description="Your horizon: you hear this many days ahead.")
+
+
+class PointsExpiredData(MemberEventData):
+    """A `points.expired` event: points the member did not spend in time are gone."""
+
+    points: int
+    lots: int = Field(description="How many of the member's lots expired together.")
+    entry_id: int
+    expired_at: datetime
+
+
+class PurchaseClawbackData(MemberEventData):
+    """A `purchase.clawback` event: your refund took back points the member had spent, so the
+    member owes them (later accruals repay the debt first)."""
+
+    partner_txn_id: str
+    refund_id: str
+    points: int = Field(description="The points the refund took back in all.")
+    from_available: int = Field(description="Of them, the points taken from the balance.")
+    owed_points: int = Field(description="Of them, the points the member now owes.")
+    entry_id: int
+
+
+class TierChangedData(MemberEventData):
+    """A `tier.changed` event, to each partner the member is linked to."""
+
+    from_tier: str
+    to_tier: str
+    qualifying_points: int = Field(description="The points that count towards the tier now.")
+    changed_at: datetime
+
+
+class PointsEarnedWebhook(WebhookBody):
+    """The body of a `points.earned` webhook (sent only to endpoints that name it)."""
+
+    type: Literal["points.earned"]
+    data: PointsEarnedData
+
+
+class PointsRedeemedWebhook(WebhookBody):
+    """The body of a `points.redeemed` webhook (sent only to endpoints that name it)."""
+
+    type: Literal["points.redeemed"]
+    data: PointsRedeemedData
+
+
+class PointsExpiringWebhook(WebhookBody):
+    type: Literal["points.expiring"]
+    data: PointsExpiringData
+
+
+class PointsExpiredWebhook(WebhookBody):
+    type: Literal["points.expired"]
+    data: PointsExpiredData
+
+
+class PurchaseClawbackWebhook(WebhookBody):
+    type: Literal["purchase.clawback"]
+    data: PurchaseClawbackData
+
+
+class TierChangedWebhook(WebhookBody):
+    type: Literal["tier.changed"]
+    data: TierChangedData

@@ -267,6 +267,15 @@ _subscriptions: Reference[dict[str, frozenset[str]]] = Reference(
 """Each partner's event types with an active endpoint, kept in each process."""
 
 
+def heard(db: Session | Tx, type: str, partner_id: str | None = None) -> bool:
+    """Whether an active endpoint of the partner (of any partner, for None) receives the type:
+    when none does, the caller need not even build the event. From each process's copy."""
+    subscribed = _subscriptions.get(Tx.of(db))
+    if partner_id is not None:
+        return type in subscribed.get(partner_id, ())
+    return any(type in types for types in subscribed.values())
+
+
 def emit_all(db: Session | Tx, events: Sequence[Event]) -> list[str]:
     """Record the events in the caller's transaction, one statement for them all, each with a
     pending delivery to every active endpoint of its partner subscribed to its type; return the
@@ -314,13 +323,20 @@ def emit(
 
 
 def emit_to_linked(
-    db: Session | Tx, member_id: str, type: str, data: Mapping[str, Any], once: str | None = None
+    db: Session | Tx,
+    member_id: str,
+    type: str,
+    data: Mapping[str, Any],
+    *,
+    actor: tuple[str, Mapping[str, Any]] | None = None,
+    once: str | None = None,
 ) -> list[str]:
     """Record an event about the member for every partner the member is linked to that
-    receives its type (each with its own `customer_ref`); the ids of those written."""
+    receives its type, each with its own `customer_ref`; the partner whose request made the
+    change (`actor`: its id and what only it may read, such as its transaction id) gets those
+    fields too. The ids of those written."""
     tx = Tx.of(db)
-    subscribed = _subscriptions.get(tx)
-    listening = [p for p, types in subscribed.items() if type in types]
+    listening = [p for p, types in _subscriptions.get(tx).items() if type in types]
     if not listening:
         return []
     partners = tx.all(
@@ -328,7 +344,14 @@ def emit_to_linked(
         " ORDER BY partner_id",
         (member_id, listening),
     )
-    return emit_all(tx, [Event(row.partner_id, type, data, member_id, once) for row in partners])
+    own = {} if actor is None else {actor[0]: actor[1]}
+    return emit_all(
+        tx,
+        [
+            Event(row.partner_id, type, {**data, **own.get(row.partner_id, {})}, member_id, once)
+            for row in partners
+        ],
+    )
 
 
 _DELIVERY = (
