@@ -92,6 +92,10 @@ LABELS = {
     "approver": N_("approver"),
     "auditor": N_("auditor"),
     "operator": N_("operator"),
+    "pending": N_("pending"),
+    "delivered": N_("delivered"),
+    "active": N_("active"),
+    "disabled": N_("disabled"),
 }
 
 

@@ -1,6 +1,6 @@
 """The console's pages: settlement dates, one settlement with its approval, the liability,
-reconciliation results and the fraud review queue. Routes stay thin; the settlement, reports
-and fraud modules do the work."""
+reconciliation results, the fraud review queue and partners' webhooks. Routes stay thin; the
+settlement, reports, fraud and webhooks modules do the work."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ from clearinghouse.console.i18n import gettext as _
 from clearinghouse.errors import NotFound
 from clearinghouse.fraud import service as fraud
 from clearinghouse.points import review
+from clearinghouse.webhooks import overview
+from clearinghouse.webhooks import service as webhooks
 from settlement import approval, categories, reconciliation, reports, runs
 from settlement.liability import liability_history
 
@@ -49,6 +51,7 @@ NOTICES = {
     "resolved": N_("The breaks are marked resolved."),
     "case_approved": N_("The case is approved: what it held back is released."),
     "case_rejected": N_("The case is rejected: what it held back is reversed."),
+    "redelivered": N_("The event is due again now, with a fresh round of retries."),
 }
 
 
@@ -308,6 +311,31 @@ def decide_case(
     decide, done = DECISIONS[decision]
     decide(session, case_id, me.user, note.strip() or None)
     return _after(f"/cases/{case_id}", done)
+
+
+@router.get("/webhooks")
+def webhooks_page(
+    request: Request, session: ReadSession, me: OperatorViewer, done: str | None = None
+) -> Response:
+    return render.page(
+        request,
+        "webhooks.html",
+        endpoints=overview.endpoints(session),
+        failures=overview.failures(session),
+        redeliveries=overview.redeliveries(session),
+        notice=_notice(done),
+    )
+
+
+@router.post("/webhooks/redeliver")
+def redeliver_webhook(
+    endpoint_id: Annotated[str, Form(max_length=100)],
+    event_id: Annotated[str, Form(max_length=100)],
+    session: WriteSession,
+    me: OperatorActor,
+) -> Response:
+    webhooks.redeliver(session, None, endpoint_id, event_id)
+    return _after("/webhooks", "redelivered")
 
 
 @router.get("/{path:path}")
