@@ -19,6 +19,7 @@ from clearinghouse.webhooks.schemas import (
     EndpointIn,
     EndpointOut,
     EndpointUpdateIn,
+    KeyRetiringWebhook,
     RotateIn,
     SecretOut,
 )
@@ -137,3 +138,9 @@ async def redeliver(endpoint_id: str, event_id: str, call: Partner) -> Response:
             service.redeliver(tx, call.partner_id, endpoint_id, event_id)
         )
     )
+
+
+@webhooks.post("key.retiring", summary="An API key of the partner stops working within 7 days")
+def key_retiring(body: KeyRetiringWebhook) -> None:
+    """Posted to the partner's endpoints subscribed to `key.retiring`, once per key and
+    deadline."""

@@ -110,3 +110,32 @@ class WebhookBody(ResponseModel):
         description="Increasing in the order events were written: a member's events follow "
         "the order of the member's changes, so order them by it."
     )
+
+
+class RemainingKey(ResponseModel):
+    """A key of the partner that keeps working after another's deadline."""
+
+    key_id: str
+    store_id: str | None = Field(description="The store the key acts for; null: all stores.")
+    terminal_id: str | None
+
+
+class KeyRetiringData(ResponseModel):
+    """What a `key.retiring` event tells the partner of one of its API keys near its deadline."""
+
+    key_id: str
+    store_id: str | None = Field(description="The store the key acts for; null: all stores.")
+    terminal_id: str | None = Field(description="The terminal of the store that holds the key.")
+    retires_at: datetime = Field(description="When the key stops working.")
+    remaining_keys: list[RemainingKey] = Field(
+        description="The partner's keys that keep working after that: active, and not expiring "
+        "before it."
+    )
+
+
+class KeyRetiringWebhook(WebhookBody):
+    """The body of a `key.retiring` webhook, signed the Standard Webhooks way
+    (docs/webhooks.md)."""
+
+    type: Literal["key.retiring"]
+    data: KeyRetiringData
