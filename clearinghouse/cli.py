@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -113,6 +114,9 @@ def demo() -> None:
     from clearinghouse.points import lots
     from settlement.cli import print_run
 
+    # A development run: the tea house's webhook receiver is plain http on 127.0.0.1.
+    os.environ.setdefault("CLEARINGHOUSE_WEBHOOKS_DEV_HTTP", "true")
+    get_settings.cache_clear()
     settings = get_settings()
     url = resolve_url(settings)
     migrate.upgrade(url)
@@ -151,6 +155,13 @@ def demo() -> None:
     typer.echo("")
     print_run(day.settlement)
     typer.echo(f"settlement report written to {day.report}")
+    reminder = day.reminder.body["data"]
+    typer.echo(
+        f"\nteahouse's webhook receiver got {day.reminder.body['type']} {day.reminder.event_id}"
+        f"{' (sent again)' if day.reminder.redelivered else ''}: "
+        f"{points(reminder['points'])} points of {reminder['customer_ref']} expire "
+        f"{reminder['expires_at']}; signature verified with the Standard Webhooks library"
+    )
     typer.echo(
         f"\njournal sealed; its digest is {day.digest}\n"
         f"  keep it: `clearinghouse audit verify --digest {day.digest}` fails if any entry "

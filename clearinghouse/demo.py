@@ -1,7 +1,10 @@
 """A small coalition day, through the real signed API: a tea-house chain and a book chain share
 the coalition's points; Alice earns at the tea house and spends at the book chain; the day is
 settled, as the server's job settles a day once its cut-off has passed, and its report written as
-CSV.
+CSV. Then the tea house hears by webhook, on a receiver of its own on 127.0.0.1, that Alice's
+points will expire: the reminders job runs with the clock moved to a week before her lot's
+expiry, the worker delivers the `points.expiring` event, and the demo checks its signature with
+the Standard Webhooks library, as a partner does.
 
 The demo sets the partners up (rates, issuance limits, keys kept in CLEARINGHOUSE_HOME/demo-keys),
 serves the API on 127.0.0.1 and calls it with the partner client. Every request carries a fixed
@@ -9,22 +12,29 @@ idempotency key or transaction id for the day, so running it again the same day 
 
 from __future__ import annotations
 
+import hmac
+import json
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
+from standardwebhooks import Webhook
 
 from clearinghouse import clock
 from clearinghouse.app import create_app
 from clearinghouse.audit import sealing
 from clearinghouse.errors import NotFound
+from clearinghouse.points.reminders import remind_expiring
+from clearinghouse.webhooks import service as webhooks
+from clearinghouse.webhooks.worker import process_webhooks
 from partners import directory, keys, limits, rates
 from partners.client import PartnerClient
 from partners.signing import load_private_key_pem
@@ -48,6 +58,41 @@ class DemoDay:
     report: Path
     digest: str
     """The newest block's hash once the day is sealed: what an auditor keeps."""
+    reminder: Reminder
+
+
+@dataclass(frozen=True)
+class Reminder:
+    """The `points.expiring` event the tea house's receiver got, its signature checked."""
+
+    event_id: str
+    body: dict[str, Any]
+    redelivered: bool
+    """Whether it was sent again: a day's demo run again finds the reminder written already."""
+
+
+class _Receiver(ThreadingHTTPServer):
+    """The tea house's webhook receiver on a free port of 127.0.0.1: keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hooks"
 
 
 def _key_file(home: Path, partner_id: str) -> Path:
@@ -192,6 +237,60 @@ def run(sessions: sessionmaker[Session], home: Path) -> DemoDay:
     with sessions() as session:
         newest = sealing.newest_block(session)
     assert newest is not None, "the day has entries, so the chain has a block"
+    expires_at = datetime.fromisoformat(accrual["lot_expires_at"])
+    reminder = remind(sessions, member_id, expires_at)
     return DemoDay(
-        member_id, accrual, redemption, member, lots, run, report, newest.block_hash.hex()
+        member_id,
+        accrual,
+        redemption,
+        member,
+        lots,
+        run,
+        report,
+        newest.block_hash.hex(),
+        reminder,
     )
+
+
+def remind(sessions: sessionmaker[Session], member_id: str, expires_at: datetime) -> Reminder:
+    """The tea house's endpoint (made, or on a later run pointed at this run's receiver with a
+    fresh secret) hears of the member's points expiring: the reminders job and the worker run as
+    the server runs them, on a clock a week before the expiry. The delivery's signature is
+    checked with the Standard Webhooks library."""
+    receiver = _Receiver()
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        with sessions() as session, session.begin():
+            known = webhooks.list_endpoints(session, "teahouse")
+            if known:
+                endpoint = webhooks.update_endpoint(
+                    session, "teahouse", known[0].id, url=receiver.url
+                )
+                secret, _ = webhooks.rotate_secret(session, "teahouse", endpoint.id, timedelta(0))
+            else:
+                endpoint, secret = webhooks.create_endpoint(
+                    session, "teahouse", receiver.url, ["points.expiring"]
+                )
+        with clock.use(clock.Manual(expires_at - timedelta(days=7))):
+            redelivered = remind_expiring(sessions) == 0
+            if redelivered:
+                with sessions() as session, session.begin():
+                    [sent] = webhooks.deliveries(session, "teahouse", endpoint.id, limit=1)
+                    webhooks.redeliver(session, "teahouse", endpoint.id, sent.event_id)
+            process_webhooks(sessions)
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+    # Other members of the tea house may be reminded too: Alice's is the one shown.
+    [(headers, body)] = [
+        (headers, body)
+        for headers, body in receiver.received
+        if json.loads(body)["data"]["member_id"] == member_id
+    ][:1]
+    # The clock of the delivery is a week before the expiry, so the library's check of the
+    # time would refuse it: the signature is checked by signing with the library and comparing.
+    at = datetime.fromtimestamp(int(headers["webhook-timestamp"]), UTC)
+    expected = Webhook(secret).sign(headers["webhook-id"], at, body.decode())
+    if not hmac.compare_digest(headers["webhook-signature"], expected):
+        raise RuntimeError("the reminder's signature does not verify")
+    return Reminder(headers["webhook-id"], json.loads(body), redelivered)

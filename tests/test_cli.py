@@ -110,6 +110,13 @@ def test_demo_on_embedded_database_earns_spends_and_replays(home: Path) -> None:
     reports = list((home / "reports").glob("settlement-*.csv"))
     assert len(reports) == 1
     assert "COALITION_REVENUE" in reports[0].read_text()
+    # The tea house's receiver got the reminder of Alice's points left, signed.
+    reminded = re.search(
+        r"webhook receiver got points.expiring (msg_\w+): 540 points of alice expire "
+        r"\S+; signature verified",
+        first.stdout,
+    )
+    assert reminded is not None, first.stdout
     # The day is sealed, and its digest verifies.
     digest = first.stdout.split("its digest is ")[1].split()[0]
     verified = run("audit", "verify", "--digest", digest, env=env)
@@ -120,6 +127,8 @@ def test_demo_on_embedded_database_earns_spends_and_replays(home: Path) -> None:
     assert second.returncode == 0, second.stderr
     assert "Alice: 540 points available" in second.stdout
     assert "PTS           3          1,540          1,540        0" in second.stdout
+    # The reminder was written once: the second run has it sent again, with the same id.
+    assert f"points.expiring {reminded[1]} (sent again)" in second.stdout
     assert not (home / "pgdata" / "postmaster.pid").exists()
 
 
