@@ -29,6 +29,8 @@ from clearinghouse.batches.worker import process_batches
 from clearinghouse.database import libpq_url
 from clearinghouse.points import holds
 from clearinghouse.points.expiry import expire_lots
+from clearinghouse.points.reminders import remind_expiring
+from clearinghouse.webhooks.notices import notify_retiring_keys
 from clearinghouse.webhooks.worker import process_webhooks
 from partners import auth as partner_auth
 from partners import keys
@@ -66,6 +68,19 @@ def release_holds(sessions: sessionmaker[Session]) -> int:
 
 
 @dataclass(frozen=True)
+class Reminders:
+    expiring: int
+    retiring: int
+
+
+def send_reminders(sessions: sessionmaker[Session]) -> Reminders:
+    """Write the notices partners hear of ahead of time: members' points about to expire, at
+    each partner's horizon (points.expiring), and keys about to retire (key.retiring). Each is
+    written once, however often this runs."""
+    return Reminders(remind_expiring(sessions), notify_retiring_keys(sessions))
+
+
+@dataclass(frozen=True)
 class Job:
     name: str
     every_seconds: float
@@ -81,6 +96,9 @@ JOBS = (
     Job("expire-lots", 900.0, expire_lots),
     Job("batches", 2.0, process_batches),
     Job("webhooks", 2.0, process_webhooks),
+    # Hourly, though each notice is daily news: a key retired with a deadline hours away still
+    # gets its notice, and a run that finds nothing new writes nothing.
+    Job("reminders", 3600.0, send_reminders),
 )
 
 

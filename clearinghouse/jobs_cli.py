@@ -51,6 +51,15 @@ def webhooks() -> None:
     typer.echo(f"delivered {process_webhooks(sessions()):,} webhooks")
 
 
+@jobs_app.command("reminders")
+def reminders() -> None:
+    """Write the notices due now: members' points about to expire, keys about to retire."""
+    from clearinghouse.jobs import send_reminders
+
+    sent = send_reminders(sessions())
+    typer.echo(f"{sent.expiring:,} expiring-points reminders, {sent.retiring:,} key notices")
+
+
 @jobs_app.command("purge")
 def purge() -> None:
     """Forget request nonces and idempotency records past their retention."""
@@ -63,7 +72,7 @@ def purge() -> None:
 @jobs_app.command("run")
 def run() -> None:
     """Run the periodic jobs (purge, seal, settle, liability snapshots, release holds, expire
-    lots, batches, webhooks) until stopped, where the web processes run
+    lots, batches, webhooks, reminders) until stopped, where the web processes run
     with `serve --no-jobs`. Several may run: one leads at a time."""
     import asyncio
     import contextlib

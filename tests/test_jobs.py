@@ -23,6 +23,7 @@ def test_every_periodic_job_runs_in_the_service() -> None:
         "expire-lots",
         "batches",
         "webhooks",
+        "reminders",
     ]
 
 
