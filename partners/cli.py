@@ -85,6 +85,19 @@ def partner_activate(partner_id: str) -> None:
     _set_status(partner_id, "active")
 
 
+@partner_app.command("expiring-notice")
+def partner_expiring_notice(
+    partner_id: str,
+    days: Annotated[int, typer.Argument(help="1 to 90.")],
+) -> None:
+    """Set how many days ahead the partner hears of its members' points expiring."""
+    with transaction() as session:
+        partner = directory.set_expiring_notice_days(session, partner_id, days)
+    typer.echo(
+        f"partner {partner.id} hears of points expiring {partner.expiring_notice_days} days ahead"
+    )
+
+
 @store_app.command("add")
 def store_add(
     partner_id: str,

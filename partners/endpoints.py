@@ -1,15 +1,23 @@
-"""Partner API routes about the calling partner itself: its profile, rates and stores (and a
-store's offline allowance)."""
+"""Partner API routes about the calling partner itself: its profile (and how far ahead it hears
+of points expiring), rates and stores (and a store's offline allowance)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 
 from clearinghouse.database import Tx
 from partners import directory, rates
 from partners.gate import Partner
+from partners.key_endpoints import for_all_stores
 from partners.rates import RatesNotFound
-from partners.schemas import OfflineAllowanceIn, PartnerOut, RatesOut, RatesResponse, StoreOut
+from partners.schemas import (
+    ExpiringNoticeIn,
+    OfflineAllowanceIn,
+    PartnerOut,
+    RatesOut,
+    RatesResponse,
+    StoreOut,
+)
 
 router = APIRouter(prefix="/v1", tags=["partner"])
 
@@ -18,6 +26,20 @@ router = APIRouter(prefix="/v1", tags=["partner"])
 async def get_partner(call: Partner) -> Response:
     return await call.answer(
         lambda tx: PartnerOut.model_validate(directory.get_partner(tx, call.partner_id))
+    )
+
+
+@router.put(
+    "/partner/expiring-notice",
+    summary="Set how many days ahead the partner hears of its members' points expiring",
+    response_model=PartnerOut,
+    dependencies=[Depends(for_all_stores)],
+)
+async def set_expiring_notice(body: ExpiringNoticeIn, call: Partner) -> Response:
+    return await call.answer(
+        lambda tx: PartnerOut.model_validate(
+            directory.set_expiring_notice_days(tx.session, call.partner_id, body.days)
+        )
     )
 
 

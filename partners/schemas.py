@@ -22,6 +22,18 @@ class PartnerOut(ResponseModel):
     kind: str
     status: str
     programme_asset: str | None
+    expiring_notice_days: int = Field(
+        description="How many days ahead the partner hears of its members' points expiring "
+        "(the `points.expiring` webhook)."
+    )
+
+
+class ExpiringNoticeIn(RequestBody):
+    days: int = Field(
+        ge=1,
+        le=90,
+        description="How many days ahead to hear of members' points expiring (1 to 90).",
+    )
 
 
 class RatesOut(ResponseModel):

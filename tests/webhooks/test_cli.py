@@ -30,3 +30,13 @@ def test_an_operator_adds_rotates_lists_and_disables_an_endpoint(world: World) -
         "webhook", "add", partner.id, "https://hooks.example.com/ch", "--event", "points.sold"
     )
     assert "no webhook endpoint WNOPE" in cli.refused("webhook", "rotate", "WNOPE")
+
+
+def test_an_operator_sets_how_far_ahead_a_partner_hears_of_points_expiring(world: World) -> None:
+    partner = world.merchant()
+    cli = Cli(world.url)
+    assert "hears of points expiring 30 days ahead" in cli.ok(
+        "partner", "expiring-notice", partner.id, "30"
+    )
+    assert "1 to 90" in cli.refused("partner", "expiring-notice", partner.id, "91")
+

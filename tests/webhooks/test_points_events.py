@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from clearinghouse import clock
-from clearinghouse.database import unit_of_work
 from clearinghouse.points.expiry import expire_lots
 from clearinghouse.points.reminders import remind_expiring
 from clearinghouse.points.schemas import (
@@ -24,7 +23,6 @@ from clearinghouse.points.schemas import (
 )
 from clearinghouse.webhooks.worker import process_webhooks
 from partners.client import PartnerClient
-from partners.directory import set_expiring_notice_days
 from tests.builders.calls import buy, purchase_body, redeem, refund
 from tests.builders.databases import World
 from tests.builders.webhooks import Receiver, add_endpoint, receiver, verified
@@ -141,8 +139,9 @@ def test_each_partner_is_reminded_at_its_own_horizon_once_then_hears_of_the_expi
     as_shop, as_cafe = world.client(shop), world.client(cafe)
     member = _linked(as_shop, "shop-ann")
     _linked(as_cafe, "cafe-ann", member)
-    with unit_of_work(world.sessions) as session:
-        set_expiring_notice_days(session, cafe.id, 3)
+    # The cafe hears 3 days ahead; the shop keeps the default, 14.
+    assert as_cafe.put("/v1/partner/expiring-notice", {"days": 3})["expiring_notice_days"] == 3
+    assert as_shop.get("/v1/partner")["expiring_notice_days"] == 14
     accrual = buy(as_shop, member, 52_000, occurred_at=manual_clock())
     expires_at = datetime.fromisoformat(accrual["lot_expires_at"])
     with receiver() as shop_hooks, receiver() as cafe_hooks:
