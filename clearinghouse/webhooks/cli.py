@@ -100,3 +100,14 @@ def disable(
 
     with transaction() as session:
         _print(service.disable_endpoint(session, None, endpoint_id, reason))
+
+
+@webhook_app.command("redeliver")
+def redeliver(endpoint_id: str, event_id: str) -> None:
+    """Send an event to an active endpoint again, now, with the same webhook-id and a fresh
+    round of retries (as the console's button and the partner's API do)."""
+    from clearinghouse.webhooks import service
+
+    with transaction() as session:
+        delivery = service.redeliver(session, None, endpoint_id, event_id)
+    typer.echo(f"{delivery.event_id} ({delivery.type}) to {endpoint_id}: {delivery.state}")

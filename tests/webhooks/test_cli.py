@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from clearinghouse.webhooks import service
 from tests.builders.databases import World
+from tests.builders.webhooks import emit
 from tests.cli_fixtures import Cli
 
 
@@ -22,6 +23,11 @@ def test_an_operator_adds_rotates_lists_and_disables_an_endpoint(world: World) -
     assert f"{endpoint_id} active: https://hooks.example.com/ch" in cli.ok(
         "webhook", "list", "--partner", partner.id
     )
+    event_id = emit(world.sessions, partner.id, "settlement.paid")
+    assert f"{event_id} (settlement.paid) to {endpoint_id}: pending" in cli.ok(
+        "webhook", "redeliver", endpoint_id, event_id
+    )
+    assert "no event msg_NOPE" in cli.refused("webhook", "redeliver", endpoint_id, "msg_NOPE")
     assert f"{endpoint_id} disabled (moved away)" in cli.ok(
         "webhook", "disable", endpoint_id, "--reason", "moved away"
     )
@@ -39,4 +45,3 @@ def test_an_operator_sets_how_far_ahead_a_partner_hears_of_points_expiring(world
         "partner", "expiring-notice", partner.id, "30"
     )
     assert "1 to 90" in cli.refused("partner", "expiring-notice", partner.id, "91")
-
