@@ -29,6 +29,7 @@ from clearinghouse.jobs import JOBS, Scheduler
 from clearinghouse.members import endpoints as member_endpoints
 from clearinghouse.points import endpoints as points_endpoints
 from clearinghouse.points import review
+from clearinghouse.rewards import endpoints as reward_endpoints
 from clearinghouse.webhooks import endpoints as webhook_endpoints
 from partners import endpoints as partner_endpoints
 from partners import key_endpoints as partner_key_endpoints
@@ -93,6 +94,8 @@ def create_app(
     app.add_middleware(Guard)
     # Routes are matched in order: the partners' busiest first.
     app.include_router(points_endpoints.router)
+    app.include_router(reward_endpoints.supplier)
+    app.include_router(reward_endpoints.router)
     app.include_router(batch_endpoints.router)
     app.include_router(member_endpoints.router)
     app.include_router(partner_endpoints.router)

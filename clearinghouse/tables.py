@@ -8,6 +8,7 @@ from clearinghouse.fraud import tables as fraud_tables
 from clearinghouse.ledger import tables as ledger_tables
 from clearinghouse.members import tables as member_tables
 from clearinghouse.points import tables as points_tables
+from clearinghouse.rewards import tables as reward_tables
 from clearinghouse.rules import tables as rules_tables
 from clearinghouse.users import tables as user_tables
 from clearinghouse.webhooks import tables as webhook_tables
@@ -24,6 +25,7 @@ __all__ = [
     "partner_tables",
     "points_tables",
     "reference",
+    "reward_tables",
     "rules_tables",
     "settlement_tables",
     "user_tables",

@@ -38,6 +38,7 @@ DOMAINS = (
     "clearinghouse.members",
     "clearinghouse.fraud",
     "clearinghouse.points",
+    "clearinghouse.rewards",
     "clearinghouse.batches",
     "clearinghouse.audit",
     "settlement",

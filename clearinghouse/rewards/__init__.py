@@ -1,0 +1,1 @@
+"""The coalition's rewards catalogue: rewards partners supply, priced in points."""

@@ -1,0 +1,113 @@
+"""The rewards API's bodies and answers: a supplier's rewards, prices, stock and codes, and the
+catalogue a front end browses."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from clearinghouse.api.schemas import JsonInstant, RequestBody, ResponseModel
+
+Kind = Literal["coupon", "voucher", "goods", "membership", "charity"]
+TITLE = Field(min_length=1, max_length=200)
+DESCRIPTION = Field(default="", max_length=4000)
+LIMIT = Field(default=None, ge=1, le=10**6, description="Units; none: no limit.")
+LISTED = Field(default=None, max_length=100, description="None: open to every one.")
+
+
+class RewardIn(RequestBody):
+    kind: Kind
+    title_zh: str = TITLE
+    title_en: str = TITLE
+    description_zh: str = DESCRIPTION
+    description_en: str = DESCRIPTION
+    points: int = Field(ge=1, le=10**9, description="The price in points of one unit.")
+    unit_value_fen: int = Field(
+        ge=0, le=10**10, description="What the supplier is paid for each unit delivered, in fen."
+    )
+    stock: int | None = Field(
+        default=None,
+        ge=0,
+        le=10**9,
+        description="Units to order; none: unlimited. A coupon's stock is its uploaded codes.",
+    )
+    per_member_daily_limit: int | None = LIMIT
+    per_member_limit: int | None = Field(
+        default=None, ge=1, le=10**6, description="Units a member may order while it is valid."
+    )
+    tiers: list[str] | None = LISTED
+    channels: list[str] | None = LISTED
+    cities: list[str] | None = LISTED
+    valid_from: JsonInstant | None = None
+    valid_until: JsonInstant | None = None
+
+
+class RewardUpdateIn(RequestBody):
+    """The fields to change; a field sent as null removes a limit or an eligibility list."""
+
+    title_zh: str | None = Field(default=None, min_length=1, max_length=200)
+    title_en: str | None = Field(default=None, min_length=1, max_length=200)
+    description_zh: str | None = Field(default=None, max_length=4000)
+    description_en: str | None = Field(default=None, max_length=4000)
+    unit_value_fen: int | None = Field(default=None, ge=0, le=10**10)
+    per_member_daily_limit: int | None = LIMIT
+    per_member_limit: int | None = LIMIT
+    tiers: list[str] | None = LISTED
+    channels: list[str] | None = LISTED
+    cities: list[str] | None = LISTED
+    valid_until: JsonInstant | None = None
+
+
+class PriceIn(RequestBody):
+    points: int = Field(ge=1, le=10**9)
+    effective_from: JsonInstant | None = Field(
+        default=None, description="Now if left out; never in the past."
+    )
+
+
+class PriceOut(ResponseModel):
+    version: int
+    points: int
+    effective_from: datetime
+
+
+class StockIn(RequestBody):
+    add: int = Field(
+        ge=-(10**9), le=10**9, description="Units to add (negative: to take away, not below 0)."
+    )
+
+
+class CodesIn(RequestBody):
+    codes: list[str] = Field(min_length=1, max_length=10_000)
+
+
+class RewardOut(ResponseModel):
+    reward_id: str = Field(validation_alias="id")
+    supplier_id: str
+    kind: str
+    title_zh: str
+    title_en: str
+    description_zh: str
+    description_en: str
+    points: int | None = Field(description="The price in points in effect now.")
+    price_version: int | None
+    unit_value_fen: int
+    stock_left: int | None = Field(description="Units left to order; none: unlimited.")
+    per_member_daily_limit: int | None
+    per_member_limit: int | None
+    tiers: list[str] | None
+    channels: list[str] | None
+    cities: list[str] | None
+    valid_from: datetime
+    valid_until: datetime | None
+    status: str = Field(description="`active` or `withdrawn`.")
+
+
+class CatalogueOut(ResponseModel):
+    rewards: list[RewardOut]
+    member_points: int | None = Field(
+        description="The member's points available, when the catalogue was asked for a member: "
+        "only rewards they can afford and may order (their tier) are listed."
+    )
