@@ -147,7 +147,10 @@ holds = Table(
     Column("close_entry_id", BigInteger, ForeignKey("journal_entries.id")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("closed_at", DateTime(timezone=True)),
+    # What else the hold is for: 'reward_order', a catalogue order's, which the order closes.
+    Column("purpose", Text),
     CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("purpose IN ('reward_order')", name="purpose_known"),
     CheckConstraint("captured BETWEEN 0 AND amount", name="captured_range"),
     CheckConstraint("refunded BETWEEN 0 AND captured", name="refunded_range"),
     CheckConstraint("state IN ('held', 'captured', 'voided', 'expired')", name="state_known"),

@@ -4,6 +4,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Identity,
@@ -76,8 +77,52 @@ reward_codes = Table(
     Column("reward_id", Text, ForeignKey("rewards.id"), nullable=False),
     Column("code", Text, nullable=False),
     # The order it was drawn for; none while it waits in the pool.
-    Column("order_id", Text),
+    Column("order_id", Text, ForeignKey("reward_orders.id")),
     Column("uploaded_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("reward_id", "code"),
     Index("ix_reward_codes_pool", "reward_id", "id", postgresql_where=text("order_id IS NULL")),
+)
+
+ORDER_STATES = ("reserved", "confirmed", "cancelled", "expired", "returned")
+FULFILMENT = ("placed", "shipped", "ready", "delivered", "collected", "returned")
+
+reward_orders = Table(
+    "reward_orders",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("reward_id", Text, ForeignKey("rewards.id"), nullable=False),
+    # The partner whose front end the member ordered through.
+    Column("partner_id", Text, ForeignKey("partners.id"), nullable=False),
+    Column("member_id", Text, ForeignKey("members.id"), nullable=False),
+    Column("store_id", Text, ForeignKey("stores.id")),
+    Column("idempotency_key", Text, nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("price_version", Integer, nullable=False),
+    Column("unit_value_fen", BigInteger, nullable=False),
+    Column("value_fen", BigInteger, nullable=False),
+    # The hold of the member's points (holds.purpose 'reward_order').
+    Column("hold_id", Text, ForeignKey("holds.id"), nullable=False),
+    Column("state", Text, nullable=False),
+    # Goods only: where the parcel or the pick-up is.
+    Column("fulfilment", Text),
+    # The coalition's business day it was ordered on (the per-member daily limit's day).
+    Column("business_date", Date, nullable=False),
+    Column("entry_id", BigInteger, ForeignKey("journal_entries.id")),
+    Column("return_entry_id", BigInteger, ForeignKey("journal_entries.id")),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("confirmed_at", DateTime(timezone=True)),
+    Column("closed_at", DateTime(timezone=True)),
+    UniqueConstraint("partner_id", "idempotency_key"),
+    CheckConstraint("quantity > 0", name="quantity_positive"),
+    CheckConstraint(
+        "state IN ('reserved', 'confirmed', 'cancelled', 'expired', 'returned')",
+        name="state_known",
+    ),
+    CheckConstraint(
+        "fulfilment IN ('placed', 'shipped', 'ready', 'delivered', 'collected', 'returned')",
+        name="fulfilment_known",
+    ),
+    Index("ix_reward_orders_reward_id_member_id", "reward_id", "member_id"),
+    Index("ix_reward_orders_reserved", "created_at", postgresql_where=text("state = 'reserved'")),
 )
