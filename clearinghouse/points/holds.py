@@ -60,7 +60,7 @@ class Hold:
 
 def _hold(row: Any, review_case_id: str | None) -> Hold:
     values = row._asdict()
-    for internal in ("hold_entry_id", "close_entry_id", "open_case_id"):
+    for internal in ("hold_entry_id", "close_entry_id", "open_case_id", "purpose"):
         values.pop(internal, None)
     return Hold(**values, review_case_id=review_case_id)
 
@@ -270,30 +270,57 @@ def lock_hold(
     return _locked(Tx.of(db), partner_id, hold_id, scope)
 
 
-def _close(tx: Tx, hold: Any, captured: int, state: str, now: datetime) -> Hold:
-    """Capture `captured` points of an open hold and give the rest back."""
+@dataclass(frozen=True)
+class OrderSettlement:
+    """Where a reward order's captured points go: its supplier's `redeemed` account, settled
+    with the supplier at the order's value (not the redeeming partner's rates)."""
+
+    order_id: str
+    supplier_id: str
+    value_fen: int
+
+
+def _close(
+    tx: Tx,
+    hold: Any,
+    captured: int,
+    state: str,
+    now: datetime,
+    order: OrderSettlement | None = None,
+) -> Hold:
+    """Capture `captured` points of an open hold and give the rest back: to the partner that
+    placed it, or to the supplier of the order it is for."""
     member_id, partner_id = hold.member_id, hold.partner_id
+    recipient = partner_id if order is None else order.supplier_id
     released = hold.amount - captured
     legs = [ledger.Posting(wallet.held_account(member_id), -hold.amount)]
     if captured:
-        legs.append(ledger.Posting(str(ledger.Address.partner(partner_id, "redeemed")), captured))
+        legs.append(ledger.Posting(str(ledger.Address.partner(recipient, "redeemed")), captured))
     if released:
         legs.append(ledger.Posting(wallet.available_account(member_id), released))
-    value = _value(
-        captured, rates.rates_version(tx, partner_id, hold.rates_version).redemption_value
-    )
+    if order is None:
+        value = _value(
+            captured, rates.rates_version(tx, partner_id, hold.rates_version).redemption_value
+        )
+    else:
+        value = order.value_fen if captured else 0
+    kind = {"captured": "capture", "voided": "void", "expired": "hold_expiry"}[state]
+    metadata: dict[str, object] = {
+        **Settleable(recipient, value).to_metadata(),
+        "hold_id": hold.id,
+        "member_id": member_id,
+        "captured": captured,
+    }
+    if order is not None:
+        kind = "reward_order" if captured else kind
+        metadata["order_id"] = order.order_id
     entry = ledger.Entry(
-        kind={"captured": "capture", "voided": "void", "expired": "hold_expiry"}[state],
+        kind=kind,
         origin=f"partner:{partner_id}",
         idempotency_key=f"close:{hold.id}",
         postings=legs,
         occurred_at=now,
-        metadata={
-            **Settleable(partner_id, value).to_metadata(),
-            "hold_id": hold.id,
-            "member_id": member_id,
-            "captured": captured,
-        },
+        metadata=metadata,
     )
     with ledger.refused_as_domain_errors():
         row = tx.one(
@@ -312,7 +339,7 @@ def _close(tx: Tx, hold: Any, captured: int, state: str, now: datetime) -> Hold:
         events.redeemed(
             tx,
             member_id=member_id,
-            partner_id=partner_id,
+            partner_id=recipient,
             points=captured,
             entry_id=row.close_entry_id,
             hold_id=hold.id,
@@ -330,7 +357,18 @@ def _open(hold: Any, now: datetime) -> None:
         raise HoldClosed(f"hold {hold.id} expired at {hold.expires_at.isoformat()}")
 
 
-def _capture(tx: Tx, hold: Any, points: int | None) -> Hold:
+class HoldOfAnOrder(Conflict):
+    code = "hold_of_an_order"
+    title = "The hold is a reward order's"
+
+
+def _partners_own(hold: Any) -> None:
+    """A hold taken for a reward order is closed by the order alone."""
+    if hold.purpose is not None:
+        raise HoldOfAnOrder(f"hold {hold.id} is a reward order's: confirm or cancel the order")
+
+
+def _capture(tx: Tx, hold: Any, points: int | None, order: OrderSettlement | None = None) -> Hold:
     now = clock.now()
     _open(hold, now)
     case_id = getattr(hold, "open_case_id", None)
@@ -341,7 +379,7 @@ def _capture(tx: Tx, hold: Any, points: int | None) -> Hold:
     amount = hold.amount if points is None else points
     if not 1 <= amount <= hold.amount:
         raise InvalidRequest(f"capture 1 to {hold.amount} points of hold {hold.id}")
-    return _close(tx, hold, amount, "captured", now)
+    return _close(tx, hold, amount, "captured", now, order)
 
 
 def capture(
@@ -353,15 +391,53 @@ def capture(
 ) -> Hold:
     """Capture all of the hold, or `points` of it (the rest returns to the member)."""
     tx = Tx.of(db)
-    return _capture(tx, _locked(tx, partner_id, hold_id, scope), points)
+    hold = _locked(tx, partner_id, hold_id, scope)
+    _partners_own(hold)
+    return _capture(tx, hold, points)
 
 
 def void(db: Session | Tx, partner_id: str, hold_id: str, scope: KeyScope = PARTNER_WIDE) -> Hold:
     tx = Tx.of(db)
     hold = _locked(tx, partner_id, hold_id, scope)
+    _partners_own(hold)
+    return _void(tx, hold)
+
+
+def _void(tx: Tx, hold: Any) -> Hold:
     if hold.state != "held":
-        raise HoldClosed(f"hold {hold_id} is {hold.state}")
+        raise HoldClosed(f"hold {hold.id} is {hold.state}")
     return _close(tx, hold, 0, "voided", clock.now())
+
+
+def place_order_hold(
+    db: Session | Tx,
+    partner_id: str,
+    member_id: str,
+    points: int,
+    *,
+    key: str,
+    order_id: str,
+    store_id: str | None = None,
+) -> Hold:
+    """Reserve the member's points for a reward order through this partner's front end: a hold
+    screened like any other, marked as the order's (`order_id` its reference), which only
+    `close_order_hold` closes. The same `key` finds the same hold again."""
+    tx = Tx.of(db)
+    placed = operation.run(
+        tx, _HoldRequest(partner_id, member_id, points, key, store_id, order_id, None)
+    )
+    tx.execute("UPDATE holds SET purpose = 'reward_order' WHERE id = %s", (placed.row.id,))
+    return _hold(placed.row, placed.review_case_id)
+
+
+def close_order_hold(db: Session | Tx, hold_id: str, order: OrderSettlement | None) -> Hold:
+    """Close a reward order's hold: capture all of it to the order's supplier (`order`), or,
+    for None, void it (the points go back to the member)."""
+    tx = Tx.of(db)
+    hold = _locked(tx, None, hold_id)
+    if order is None:
+        return _void(tx, hold)
+    return _capture(tx, hold, None, order)
 
 
 def get_hold(

@@ -21,8 +21,40 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+HOLD_FOR_UPDATE = """
+CREATE FUNCTION hold_for_update(p_partner_id text, p_hold_id text)
+RETURNS TABLE (
+    id text, partner_id text, member_id text, store_id text, partner_ref text, amount bigint,
+    captured bigint, refunded bigint, state text, value_fen bigint, rates_version integer,
+    expires_at timestamptz, hold_entry_id bigint, close_entry_id bigint,
+    created_at timestamptz, closed_at timestamptz, {purpose}open_case_id text
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_member text;
+BEGIN
+    SELECT h.member_id INTO v_member FROM holds h
+     WHERE h.id = p_hold_id AND (p_partner_id IS NULL OR h.partner_id = p_partner_id);
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM FROM members m WHERE m.id = v_member FOR NO KEY UPDATE;
+    PERFORM FROM holds h WHERE h.id = p_hold_id FOR NO KEY UPDATE;
+    RETURN QUERY
+    SELECT h.id, h.partner_id, h.member_id, h.store_id, h.partner_ref, h.amount, h.captured,
+           h.refunded, h.state, h.value_fen, h.rates_version, h.expires_at, h.hold_entry_id,
+           h.close_entry_id, h.created_at, h.closed_at, {purpose_value}
+           (SELECT c.id FROM fraud_cases c WHERE c.hold_id = h.id AND c.state = 'open')
+      FROM holds h WHERE h.id = p_hold_id;
+END
+$$;
+"""
+"""The member's lock, then the hold's, and the hold as it is: now with its purpose."""
+
+
 def upgrade() -> None:
     op.add_column("holds", sa.Column("purpose", sa.Text()))
+    op.execute("DROP FUNCTION hold_for_update(text, text)")
+    op.execute(HOLD_FOR_UPDATE.format(purpose="purpose text, ", purpose_value="h.purpose,"))
     op.create_check_constraint(
         op.f("holds_purpose_known_check"), "holds", "purpose IN ('reward_order')"
     )
@@ -80,4 +112,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_constraint(op.f("reward_codes_order_id_fkey"), "reward_codes")
     op.drop_table("reward_orders")
+    op.execute("DROP FUNCTION hold_for_update(text, text)")
+    op.execute(HOLD_FOR_UPDATE.format(purpose="", purpose_value=""))
     op.drop_column("holds", "purpose")
