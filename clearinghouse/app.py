@@ -96,6 +96,7 @@ def create_app(
     app.include_router(points_endpoints.router)
     app.include_router(reward_endpoints.supplier)
     app.include_router(reward_endpoints.router)
+    app.include_router(reward_endpoints.orders_router)
     app.include_router(batch_endpoints.router)
     app.include_router(member_endpoints.router)
     app.include_router(partner_endpoints.router)

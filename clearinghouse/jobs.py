@@ -30,6 +30,7 @@ from clearinghouse.database import libpq_url
 from clearinghouse.points import holds
 from clearinghouse.points.expiry import expire_lots
 from clearinghouse.points.reminders import remind_expiring
+from clearinghouse.rewards.orders import expire_orders
 from clearinghouse.webhooks.notices import notify_retiring_keys
 from clearinghouse.webhooks.worker import process_webhooks
 from partners import auth as partner_auth
@@ -94,6 +95,7 @@ JOBS = (
     Job("liability", 300.0, snapshot_closed_days),
     Job("release-holds", 60.0, release_holds),
     Job("expire-lots", 900.0, expire_lots),
+    Job("expire-orders", 60.0, expire_orders),
     Job("batches", 2.0, process_batches),
     Job("webhooks", 2.0, process_webhooks),
     # Hourly, though each notice is daily news: a key retired with a deadline hours away still

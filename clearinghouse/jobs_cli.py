@@ -35,6 +35,14 @@ def release_holds() -> None:
     typer.echo(f"released {released} expired holds")
 
 
+@jobs_app.command("expire-orders")
+def expire_orders() -> None:
+    """Give back the points, stock and codes of reward orders whose reservation expired."""
+    from clearinghouse.rewards.orders import expire_orders as expire
+
+    typer.echo(f"expired {expire(sessions())} reward orders")
+
+
 @jobs_app.command("batches")
 def batches() -> None:
     """Apply the pending lines of every open batch file."""
@@ -72,7 +80,7 @@ def purge() -> None:
 @jobs_app.command("run")
 def run() -> None:
     """Run the periodic jobs (purge, seal, settle, liability snapshots, release holds, expire
-    lots, batches, webhooks, reminders) until stopped, where the web processes run
+    lots and reward orders, batches, webhooks, reminders) until stopped, where the web processes run
     with `serve --no-jobs`. Several may run: one leads at a time."""
     import asyncio
     import contextlib

@@ -21,6 +21,7 @@ def test_every_periodic_job_runs_in_the_service() -> None:
         "liability",
         "release-holds",
         "expire-lots",
+        "expire-orders",
         "batches",
         "webhooks",
         "reminders",

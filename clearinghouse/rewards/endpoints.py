@@ -13,11 +13,14 @@ from clearinghouse.database import Tx
 from clearinghouse.members.schemas import MEMBER_ID
 from clearinghouse.members.service import linked_member
 from clearinghouse.points import wallet
-from clearinghouse.rewards import service
+from clearinghouse.rewards import orders, service
 from clearinghouse.rewards.schemas import (
     CatalogueOut,
     CodesIn,
+    FulfilmentIn,
     Kind,
+    OrderIn,
+    OrderOut,
     PriceIn,
     PriceOut,
     RewardIn,
@@ -30,6 +33,9 @@ from partners.key_endpoints import for_all_stores
 
 router = APIRouter(prefix="/v1", tags=["rewards"])
 supplier = APIRouter(prefix="/v1/rewards", tags=["rewards"], dependencies=[Depends(for_all_stores)])
+
+
+orders_router = APIRouter(prefix="/v1/reward-orders", tags=["rewards"])
 
 
 def _out(reward: service.Reward) -> RewardOut:
@@ -141,3 +147,71 @@ async def catalogue(
         )
 
     return await call.answer(browsed)
+
+
+def _order(order: orders.Order) -> OrderOut:
+    return OrderOut.model_validate(asdict(order))
+
+
+@orders_router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Order a reward for a member: reserve it, or confirm at once",
+    response_model=OrderOut,
+)
+async def place_order(body: OrderIn, call: Partner) -> Response:
+    def placed(tx: Tx) -> OrderOut:
+        return _order(
+            orders.place_order(
+                tx,
+                call.partner_id,
+                body.member_id,
+                body.reward_id,
+                body.quantity,
+                key=call.idempotency_key,
+                store_id=call.scope.store_for(body.store_id),
+                confirm=body.confirm,
+                scope=call.scope,
+            )
+        )
+
+    return await call.answer(placed)
+
+
+@orders_router.get(
+    "/{order_id}",
+    summary="An order the partner took, or of a reward it supplies",
+    response_model=OrderOut,
+)
+async def get_order(order_id: str, call: Partner) -> Response:
+    return await call.answer(lambda tx: _order(orders.get_order(tx, call.partner_id, order_id)))
+
+
+@orders_router.post(
+    "/{order_id}/confirm",
+    summary="Confirm a reserved order: its points go to the supplier",
+    response_model=OrderOut,
+)
+async def confirm_order(order_id: str, call: Partner) -> Response:
+    return await call.answer(lambda tx: _order(orders.confirm_order(tx, call.partner_id, order_id)))
+
+
+@orders_router.post(
+    "/{order_id}/cancel",
+    summary="Cancel a reserved order, or goods not yet shipped: points and stock come back",
+    response_model=OrderOut,
+)
+async def cancel_order(order_id: str, call: Partner) -> Response:
+    return await call.answer(lambda tx: _order(orders.cancel_order(tx, call.partner_id, order_id)))
+
+
+@orders_router.post(
+    "/{order_id}/fulfilment",
+    summary="The supplier moves a goods order on: shipped or ready, delivered or collected, "
+    "returned",
+    response_model=OrderOut,
+)
+async def fulfil(order_id: str, body: FulfilmentIn, call: Partner) -> Response:
+    return await call.answer(
+        lambda tx: _order(orders.fulfil(tx, call.partner_id, order_id, body.state))
+    )

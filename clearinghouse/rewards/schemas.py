@@ -111,3 +111,50 @@ class CatalogueOut(ResponseModel):
         description="The member's points available, when the catalogue was asked for a member: "
         "only rewards they can afford and may order (their tier) are listed."
     )
+
+
+class OrderIn(RequestBody):
+    reward_id: str = Field(min_length=1, max_length=40)
+    member_id: str = Field(pattern=r"^M[0-9A-Z]{12}$")
+    quantity: int = Field(default=1, ge=1, le=100)
+    store_id: str | None = Field(
+        default=None, description="Your store the member orders at (its channel and city)."
+    )
+    confirm: bool = Field(
+        default=False,
+        description="Confirm at once (one step); otherwise the order is reserved until "
+        "confirmed, cancelled or expired.",
+    )
+
+
+class FulfilmentIn(RequestBody):
+    state: Literal["shipped", "ready", "delivered", "collected", "returned"]
+
+
+class OrderOut(ResponseModel):
+    order_id: str = Field(validation_alias="id")
+    reward_id: str
+    supplier_id: str
+    kind: str
+    partner_id: str = Field(description="The partner whose front end took the order.")
+    member_id: str
+    store_id: str | None
+    quantity: int
+    points: int = Field(description="The points the order costs (price x quantity).")
+    price_version: int
+    unit_value_fen: int
+    value_fen: int = Field(description="What the supplier is paid for the order, in fen.")
+    hold_id: str
+    state: str = Field(description="`reserved`, `confirmed`, `cancelled`, `expired` or `returned`.")
+    fulfilment: str | None = Field(
+        description="Goods only: `placed`, `shipped`, `ready`, `delivered`, `collected`, "
+        "`returned`."
+    )
+    codes: list[str] = Field(description="A coupon's codes, drawn for this order.")
+    expires_at: datetime = Field(description="Until when a reserved order holds its units.")
+    review_case_id: str | None = Field(
+        description="An open risk case on its points: confirmation waits for it."
+    )
+    created_at: datetime
+    confirmed_at: datetime | None
+    closed_at: datetime | None
