@@ -150,7 +150,7 @@ async def catalogue(
 
 
 def _order(order: orders.Order) -> OrderOut:
-    return OrderOut.model_validate(asdict(order))
+    return OrderOut.model_validate({**asdict(order), "receipt_reference": order.receipt_reference})
 
 
 @orders_router.post(

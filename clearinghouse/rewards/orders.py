@@ -105,6 +105,12 @@ class Order:
     entry_id: int | None
     idempotency_key: str
 
+    @property
+    def receipt_reference(self) -> str | None:
+        """A confirmed donation's receipt reference, for the member and the charity: the
+        order's id."""
+        return self.id if self.kind == "charity" and self.entry_id is not None else None
+
 
 _ORDER = (
     "SELECT o.*, r.supplier_id, r.kind, h.expires_at,"

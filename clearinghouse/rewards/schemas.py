@@ -151,6 +151,9 @@ class OrderOut(ResponseModel):
         "`returned`."
     )
     codes: list[str] = Field(description="A coupon's codes, drawn for this order.")
+    receipt_reference: str | None = Field(
+        description="A confirmed donation's receipt reference (to a charity)."
+    )
     expires_at: datetime = Field(description="Until when a reserved order holds its units.")
     review_case_id: str | None = Field(
         description="An open risk case on its points: confirmation waits for it."

@@ -154,9 +154,11 @@ def _check(spec: RewardSpec, now: datetime) -> None:
 def create_reward(db: Session | Tx, supplier_id: str, spec: RewardSpec) -> Reward:
     """A new active reward of the supplier, with its first price in effect from `valid_from`."""
     tx = Tx.of(db)
-    get_partner(tx, supplier_id)
+    supplier = get_partner(tx, supplier_id)
     now = clock.now()
     _check(spec, now)
+    if (spec.kind == "charity") != (supplier.kind == "charity"):
+        raise InvalidRequest("a charity supplies donations (kind charity), and only a charity")
     reward_id = new_id("R", 12)
     valid_from = spec.valid_from or now
     tx.execute(
