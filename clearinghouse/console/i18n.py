@@ -42,6 +42,12 @@ def html_lang() -> str:
     return language.replace("_", "-")
 
 
+def in_chinese() -> bool:
+    """Whether the console is shown in Chinese: data written in both languages (a reward's
+    title) is then shown in Chinese, and in English otherwise."""
+    return html_lang().startswith("zh")
+
+
 @lru_cache(maxsize=8)
 def translations(language: str | None) -> _gettext.NullTranslations:
     """The catalogue for `language`, or English (the source strings) when there is none."""
@@ -96,6 +102,21 @@ LABELS = {
     "delivered": N_("delivered"),
     "active": N_("active"),
     "disabled": N_("disabled"),
+    "withdrawn": N_("withdrawn"),
+    "coupon": N_("coupon"),
+    "voucher": N_("voucher"),
+    "goods": N_("goods"),
+    "membership": N_("membership"),
+    "charity": N_("donation"),
+    "reserved": N_("reserved"),
+    "confirmed": N_("confirmed"),
+    "cancelled": N_("cancelled"),
+    "expired": N_("expired"),
+    "returned": N_("returned"),
+    "placed": N_("placed"),
+    "shipped": N_("shipped"),
+    "ready": N_("ready for pick-up"),
+    "collected": N_("collected"),
 }
 
 

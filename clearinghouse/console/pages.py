@@ -1,6 +1,6 @@
 """The console's pages: settlement dates, one settlement with its approval, the liability,
-reconciliation results, the fraud review queue and partners' webhooks. Routes stay thin; the
-settlement, reports, fraud and webhooks modules do the work."""
+reconciliation results, the fraud review queue, partners' webhooks and the rewards catalogue.
+Routes stay thin; the settlement, reports, fraud, webhooks and rewards modules do the work."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from clearinghouse import clock
 from clearinghouse.api.deps import ReadSession, WriteSession
 from clearinghouse.api.schemas import BIGINT_MAX
 from clearinghouse.config import get_settings
-from clearinghouse.console import charts, formatting, pdf, render
+from clearinghouse.console import charts, formatting, i18n, pdf, render
 from clearinghouse.console.auth import (
     FINANCE_ACTORS,
     PREFIX,
@@ -31,6 +31,8 @@ from clearinghouse.console.i18n import gettext as _
 from clearinghouse.errors import NotFound
 from clearinghouse.fraud import service as fraud
 from clearinghouse.points import review
+from clearinghouse.rewards import overview as rewards_overview
+from clearinghouse.rewards import service as rewards
 from clearinghouse.webhooks import overview
 from clearinghouse.webhooks import service as webhooks
 from settlement import approval, categories, reconciliation, reports, runs
@@ -52,6 +54,8 @@ NOTICES = {
     "case_approved": N_("The case is approved: what it held back is released."),
     "case_rejected": N_("The case is rejected: what it held back is reversed."),
     "redelivered": N_("The event is due again now, with a fresh round of retries."),
+    "stock_moved": N_("The reward's stock is changed."),
+    "withdrawn": N_("The reward is withdrawn: it can no longer be ordered."),
 }
 
 
@@ -336,6 +340,39 @@ def redeliver_webhook(
 ) -> Response:
     webhooks.redeliver(session, None, endpoint_id, event_id)
     return _after("/webhooks", "redelivered")
+
+
+RewardId = Annotated[str, Form(max_length=100)]
+# As many units as a supplier may add or take away at once through the API.
+StockUnits = Annotated[int, Form(ge=-(10**9), le=10**9)]
+
+
+@router.get("/rewards")
+def rewards_page(
+    request: Request, session: ReadSession, me: OperatorViewer, done: str | None = None
+) -> Response:
+    return render.page(
+        request,
+        "rewards.html",
+        rewards=rewards_overview.catalogue(session),
+        orders=rewards_overview.latest_orders(session),
+        chinese=i18n.in_chinese(),
+        notice=_notice(done),
+    )
+
+
+@router.post("/rewards/stock")
+def move_stock(
+    reward_id: RewardId, units: StockUnits, session: WriteSession, me: OperatorActor
+) -> Response:
+    rewards.add_stock(session, None, reward_id, units)
+    return _after("/rewards", "stock_moved")
+
+
+@router.post("/rewards/withdraw")
+def withdraw_reward(reward_id: RewardId, session: WriteSession, me: OperatorActor) -> Response:
+    rewards.withdraw(session, None, reward_id)
+    return _after("/rewards", "withdrawn")
 
 
 @router.get("/{path:path}")
