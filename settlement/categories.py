@@ -3,8 +3,9 @@ it names, the sign of its value in that partner's net, the partner account whose
 its points, and how people see it. The netting's statements, the stored lines' columns, the CSV,
 the PDF, the command line and the console all read this list, in its order.
 
-The trigger that queues settleable entries (migration 0011_settlement_in_sql) keeps its own
-frozen copy of the kinds, as a migration must; a test checks that it names the same kinds."""
+The trigger that queues settleable entries keeps its own frozen copy of the kinds, as a migration
+must (written by 0011_settlement_in_sql, recreated by 0024_catalogue_settlement when the
+catalogue's kinds came); a test checks that it names the same kinds."""
 
 from __future__ import annotations
 
@@ -56,6 +57,15 @@ CATEGORIES: tuple[Category, ...] = (
     ),
     Category("exchange_in", ("exchange_in",), 1, "issued", "Exchange in", "exch in"),
     Category("exchange_out", ("exchange_out",), -1, "redeemed", "Exchange out", "exch out"),
+    Category("catalogue", ("reward_order",), -1, "redeemed", "Catalogue orders", "catalogue"),
+    Category(
+        "catalogue_returned",
+        ("reward_order_return",),
+        1,
+        "redeemed",
+        "Catalogue returns",
+        "cat ret",
+    ),
 )
 
 BY_NAME: dict[str, Category] = {category.name: category for category in CATEGORIES}
@@ -67,7 +77,7 @@ BY_KIND: dict[str, Category] = {
 LINE_COLUMNS: tuple[str, ...] = tuple(
     category.column(measure) for category in CATEGORIES for measure in MEASURES
 )
-"""A settlement line's amounts, in the order of the `settlement_lines` table: each category's
+"""A settlement line's amounts, in the order of the `settlement_lines` model: each category's
 points, then its value in fen."""
 
 FEN_COLUMNS: tuple[str, ...] = tuple(category.fen_column for category in CATEGORIES)

@@ -56,6 +56,10 @@ class Line:
     exchange_in_fen: int = 0
     exchange_out_points: int = 0
     exchange_out_fen: int = 0
+    catalogue_points: int = 0
+    catalogue_fen: int = 0
+    catalogue_returned_points: int = 0
+    catalogue_returned_fen: int = 0
 
     @property
     def net_fen(self) -> int:

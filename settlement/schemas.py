@@ -86,6 +86,10 @@ class LineOut(ResponseModel):
     exchange_in_fen: int
     exchange_out_points: int
     exchange_out_fen: int
+    catalogue_points: int
+    catalogue_fen: int
+    catalogue_returned_points: int
+    catalogue_returned_fen: int
     net_fen: int
 
 

@@ -90,7 +90,8 @@ settlement_lines = Table(
     Column("run_id", BigInteger, ForeignKey("settlement_runs.id"), nullable=False),
     Column("partner_id", Text, ForeignKey("partners.id"), nullable=False),
     # A points and a fen column per category, in the categories' order (the migration that made
-    # the table wrote them out, as they were then).
+    # the table wrote them out, as they were then; a later category's migration adds its own,
+    # which the database keeps after net_fen).
     *(Column(column, BigInteger, nullable=False) for column in categories.LINE_COLUMNS),
     Column("net_fen", BigInteger, nullable=False),
     PrimaryKeyConstraint("run_id", "partner_id"),

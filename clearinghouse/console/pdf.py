@@ -34,8 +34,11 @@ FONT = "Helvetica"
 HEADINGS = FontFace(emphasis="BOLD", fill_color=(228, 232, 238))
 TOTALS = FontFace(emphasis="BOLD", fill_color=(244, 246, 249))
 OK, BAD = (29, 122, 70), (179, 38, 30)  # the console's --ok and --bad
-# A category's column is this wide (mm: a money amount fits), or wider if its heading needs it.
-MONEY_WIDTH = 29
+# The partner table's type size: smaller than the rest, so that every category's column fits the
+# page's width. A category's column is this wide (mm: ¥123,456,789.00 fits), or wider if its
+# heading's longest word needs it (a heading wraps at its spaces).
+TABLE_SIZE = 8
+MONEY_WIDTH = 25
 
 
 def _text(value: object) -> str:
@@ -109,13 +112,20 @@ class _SettlementPdf(FPDF):
 
 
 def _category_widths(pdf: _SettlementPdf) -> list[int]:
-    """Each category's column width: its heading on one line, bold, with the cell's padding."""
-    pdf.set_font(FONT, style="B", size=9)
+    """Each category's column width: its heading's longest word, bold, with the cell's
+    padding."""
+    pdf.set_font(FONT, style="B", size=TABLE_SIZE)
     widths = [
-        max(MONEY_WIDTH, math.ceil(pdf.get_string_width(_text(_(category.label))) + 6))
+        max(
+            MONEY_WIDTH,
+            *(
+                math.ceil(pdf.get_string_width(word) + 6)
+                for word in _text(_(category.label)).split()
+            ),
+        )
         for category in CATEGORIES
     ]
-    pdf.set_font(FONT, size=9)
+    pdf.set_font(FONT, size=TABLE_SIZE)
     return widths
 
 
@@ -125,8 +135,8 @@ def _partner_table(pdf: _SettlementPdf, report: dict[str, Any]) -> None:
         *(_(category.label) for category in CATEGORIES),
         _("Net: pays / receives"),
     ]
-    widths = (44, *_category_widths(pdf), 47)
-    pdf.set_font(FONT, size=9)
+    widths = (37, *_category_widths(pdf), 36)
+    pdf.set_font(FONT, size=TABLE_SIZE)
     with pdf.table(
         col_widths=widths,
         text_align=("LEFT", *("RIGHT",) * (len(widths) - 1)),

@@ -109,20 +109,26 @@ def test_the_report_reads_back_with_its_lines_totals_and_verdict() -> None:
     assert re.search(r"Cut-off\s+2026-03-10 00:00 CST", text)
     assert re.search(r"Entries\s+1,234", text)
     assert re.search(r"Bank reference\s+none yet", text)
+    # A heading too long for its column wraps at its spaces.
+    words = " ".join(text.split())
     for heading in ("Partner", "Issued", "Reversals", "Redeemed", "Redemption refunds"):
-        assert heading in text
+        assert heading in words
     assert "Net: pays / receives" in text
 
     # payer-1: issued 1,234.56, reversed 10.00, net 1,224.56 owed to the coalition.
     assert re.search(
-        r"payer-1 ¥1,234\.56 ¥10\.00 ¥0\.00 ¥0\.00 ¥0\.00 ¥0\.00 pays ¥1,224\.56", text
+        r"payer-1 ¥1,234\.56 ¥10\.00 ¥0\.00 ¥0\.00 ¥0\.00 ¥0\.00 ¥0\.00 ¥0\.00 pays ¥1,224\.56",
+        text,
     )
     # receiver-2: redeemed 500.00, 25.00 of it refunded, 70.00 exchanged out: it receives 545.00.
     assert re.search(
-        r"receiver-2 ¥0\.00 ¥0\.00 ¥500\.00 ¥25\.00 ¥0\.00 ¥70\.00 receives ¥545\.00", text
+        r"receiver-2 ¥0\.00 ¥0\.00 ¥500\.00 ¥25\.00 ¥0\.00 ¥70\.00 ¥0\.00 ¥0\.00"
+        r" receives ¥545\.00",
+        text,
     )
     assert re.search(
-        r"Total ¥1,234\.56 ¥10\.00 ¥500\.00 ¥25\.00 ¥0\.00 ¥70\.00 pays ¥679\.56", text
+        r"Total ¥1,234\.56 ¥10\.00 ¥500\.00 ¥25\.00 ¥0\.00 ¥70\.00 ¥0\.00 ¥0\.00 pays ¥679\.56",
+        text,
     )
     assert re.search(r"Partners pay\s+¥1,224\.56", text)
     assert re.search(r"Partners receive\s+¥545\.00", text)
@@ -192,7 +198,7 @@ def test_eighty_partners_run_over_pages_with_the_header_row_on_each() -> None:
     table_pages = [t for t in texts if re.search(r"partner-\d{3}", t)]
     assert len(table_pages) >= 3
     for text in table_pages:
-        assert re.search(r"Partner Issued Reversals Redeemed Redemption refunds", text)
+        assert re.search(r"Partner\s+Issued\s+Reversals\s+Redeemed\s+Redemption\s+refunds", text)
     for number, text in enumerate(texts, start=1):
         assert f"Page {number} of {len(texts)}" in text
         assert "Generated 2026-03-10 11:15 CST" in text

@@ -212,6 +212,8 @@ def test_the_settlement_report_as_json_and_csv(world: World) -> None:
             + line["redemption_refunded_fen"]
             + line["exchange_in_fen"]
             - line["exchange_out_fen"]
+            - line["catalogue_fen"]
+            + line["catalogue_returned_fen"]
         )
     assert body["totals"] == {c: sum(line[c] for line in lines) for c in LINE_COLUMNS[1:]}
     assert body["coalition_fen"] == body["totals"]["net_fen"] == run.coalition_fen

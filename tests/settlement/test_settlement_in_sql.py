@@ -43,6 +43,8 @@ KINDS = (
     "redemption_refund",
     "exchange_in",
     "exchange_out",
+    "reward_order",
+    "reward_order_return",
 )
 
 _DAY = """
@@ -53,11 +55,13 @@ WITH plan AS (
            LATERAL (SELECT %(partners)s::text[] AS ps, %(kinds)s::text[] AS ks) AS names
 ), shaped AS (
     SELECT plan.*, 'partner:' || partner AS p,
-           CASE WHEN kind IN ('capture', 'redemption_refund', 'exchange_out')
+           CASE WHEN kind IN ('capture', 'redemption_refund', 'exchange_out', 'reward_order',
+                              'reward_order_return')
                 THEN points * 9 / 10 ELSE points * 12 / 10 END AS value,
            CASE WHEN kind IN ('accrual', 'referral_bonus', 'exchange_in', 'refund',
                               'fraud_reversal') THEN 'issued' ELSE 'redeemed' END AS side,
-           CASE WHEN kind IN ('refund', 'fraud_reversal', 'redemption_refund') THEN -1
+           CASE WHEN kind IN ('refund', 'fraud_reversal', 'redemption_refund',
+                              'reward_order_return') THEN -1
                 ELSE 1 END AS sign
       FROM plan
 )

@@ -50,6 +50,8 @@ CATEGORY_NAMES = (
     "redemption_refunded",
     "exchange_in",
     "exchange_out",
+    "catalogue",
+    "catalogue_returned",
 )
 SIGN = {
     "issued": 1,
@@ -58,6 +60,8 @@ SIGN = {
     "redemption_refunded": 1,
     "exchange_in": 1,
     "exchange_out": -1,
+    "catalogue": -1,
+    "catalogue_returned": 1,
 }
 
 
@@ -344,6 +348,8 @@ def _check(sessions: sessionmaker[Session], model: Model) -> None:
             + line.redemption_refunded_fen
             + line.exchange_in_fen
             - line.exchange_out_fen
+            - line.catalogue_fen
+            + line.catalogue_returned_fen
         )
         assert line.net_fen == model.net(partner_id)
 
