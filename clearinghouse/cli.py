@@ -136,6 +136,13 @@ def demo() -> None:
         f"{yuan_text(redemption['value_fen'], grouped=True)} yuan (hold {redemption['hold_id']}, "
         f"{redemption['state']})"
     )
+    order = day.order
+    typer.echo(
+        f"\nteahouse app: ordered bookchain's book token from the catalogue for "
+        f"{points(order['points'])} points, code {', '.join(order['codes'])} "
+        f"(order {order['order_id']}, {order['state']}; bookchain is owed "
+        f"{yuan_text(order['value_fen'], grouped=True)} yuan)"
+    )
     typer.echo(
         f"\nAlice: {points(member['available_points'])} points available, tier "
         f"{member['tier']['tier']}, {points(member['tier']['points_to_next_tier'] or 0)} "

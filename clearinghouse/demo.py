@@ -7,8 +7,10 @@ expiry, the worker delivers the `points.expiring` event, and the demo checks its
 the Standard Webhooks library, as a partner does.
 
 The demo sets the partners up (rates, issuance limits, keys kept in CLEARINGHOUSE_HOME/demo-keys),
-serves the API on 127.0.0.1 and calls it with the partner client. Every request carries a fixed
-idempotency key or transaction id for the day, so running it again the same day changes nothing."""
+serves the API on 127.0.0.1 and calls it with the partner client. Alice also orders the book
+chain's book token from the coalition's catalogue through the tea house's app. Every request
+carries a fixed idempotency key or transaction id for the day, so running it again the same day
+changes nothing."""
 
 from __future__ import annotations
 
@@ -52,6 +54,8 @@ class DemoDay:
     member_id: str
     accrual: dict[str, Any]
     redemption: dict[str, Any]
+    order: dict[str, Any]
+    """Alice's order of the book chain's book token, through the tea house's front end."""
     member: dict[str, Any]
     lots: list[dict[str, Any]]
     settlement: runs.Run
@@ -215,6 +219,11 @@ def run(sessions: sessionmaker[Session], home: Path) -> DemoDay:
                 {"member_id": member_id, "points": 1_000, "store_id": "bookchain-sh-001"},
                 idempotency_key=f"demo-redemption-{today}",
             )
+            order = tea.post(
+                "/v1/reward-orders",
+                {"reward_id": _book_token(books), "member_id": member_id, "confirm": True},
+                idempotency_key=f"demo-order-{today}",
+            )
             member = tea.get(f"/v1/members/{member_id}")
             lots = tea.get(f"/v1/members/{member_id}/lots")
         finally:
@@ -243,6 +252,7 @@ def run(sessions: sessionmaker[Session], home: Path) -> DemoDay:
         member_id,
         accrual,
         redemption,
+        order,
         member,
         lots,
         run,
@@ -250,6 +260,29 @@ def run(sessions: sessionmaker[Session], home: Path) -> DemoDay:
         newest.block_hash.hex(),
         reminder,
     )
+
+
+BOOK_TOKEN = {
+    "kind": "coupon",
+    "title_zh": "书店购书券",
+    "title_en": "Book token",
+    "points": 200,
+    "unit_value_fen": 150,
+}
+BOOK_TOKEN_CODES = 1_000
+
+
+def _book_token(books: PartnerClient) -> str:
+    """The book chain's book token in the catalogue, supplied with a pool of codes on the first
+    run (a code a day for the demo's orders)."""
+    supplied = books.get("/v1/rewards")
+    if supplied:
+        reward_id: str = supplied[0]["reward_id"]
+        return reward_id
+    reward_id = books.post("/v1/rewards", BOOK_TOKEN, idempotency_key="book-token")["reward_id"]
+    codes = [f"BOOK-{n:04d}" for n in range(1, BOOK_TOKEN_CODES + 1)]
+    books.post(f"/v1/rewards/{reward_id}/codes", {"codes": codes}, idempotency_key="book-codes")
+    return reward_id
 
 
 def remind(sessions: sessionmaker[Session], member_id: str, expires_at: datetime) -> Reminder:

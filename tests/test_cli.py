@@ -100,19 +100,23 @@ def test_demo_on_embedded_database_earns_spends_and_replays(home: Path) -> None:
     # 520 yuan reach the 2 % bracket: 1,040 points, plus the first-purchase bonus.
     assert "earned 1,540 points" in first.stdout
     assert "redeemed 1,000 points as 10.00 yuan" in first.stdout
-    assert "Alice: 540 points available" in first.stdout
+    assert "ordered bookchain's book token from the catalogue for 200 points, code BOOK-" in (
+        first.stdout
+    )
+    assert "Alice: 340 points available" in first.stdout
     assert "PTS           3          1,540          1,540        0" in first.stdout
     assert "every balance equals the sum of its postings" in first.stdout
-    # The day is settled: the tea house pays 15.40 yuan, the book chain receives 10.00.
+    # The day is settled: the tea house pays 15.40 yuan, the book chain receives 10.00 for the
+    # redemption and 1.50 for the book token.
     assert "teahouse                15.40" in first.stdout
-    assert "-10.00" in first.stdout
+    assert "-11.50" in first.stdout
     assert "coalition's revenue cancel to the fen" in first.stdout
     reports = list((home / "reports").glob("settlement-*.csv"))
     assert len(reports) == 1
     assert "COALITION_REVENUE" in reports[0].read_text()
     # The tea house's receiver got the reminder of Alice's points left, signed.
     reminded = re.search(
-        r"webhook receiver got points.expiring (msg_\w+): 540 points of alice expire "
+        r"webhook receiver got points.expiring (msg_\w+): 340 points of alice expire "
         r"\S+; signature verified",
         first.stdout,
     )
@@ -125,7 +129,7 @@ def test_demo_on_embedded_database_earns_spends_and_replays(home: Path) -> None:
     # same day's requests are answered again without posting anything twice.
     second = run("demo", env=env)
     assert second.returncode == 0, second.stderr
-    assert "Alice: 540 points available" in second.stdout
+    assert "Alice: 340 points available" in second.stdout
     assert "PTS           3          1,540          1,540        0" in second.stdout
     # The reminder was written once: the second run has it sent again, with the same id.
     assert f"points.expiring {reminded[1]} (sent again)" in second.stdout
@@ -148,7 +152,7 @@ def test_demo_runs_on_any_databases_in_any_order(databases: Databases, tmp_path:
         if datetime.now(UTC).date() != day:
             continue
         if fresh:
-            assert found[1] == "540"
+            assert found[1] == "340"
         # Running it again the same day, from any home, changes nothing.
         assert shown.setdefault((url, day), found[1]) == found[1]
 

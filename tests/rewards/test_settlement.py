@@ -1,0 +1,74 @@
+"""A member who earned at one partner redeems catalogue rewards supplied by others: a coupon
+(two steps), a voucher (one step) and a donation to a charity, all through the first partner's
+front end. The day's settlement pays each supplier exactly its unit values, charges the issuing
+partner its issue price, and is zero-sum to the fen."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from partners.client import PartnerClient
+from tests.builders.calls import buy, enrol
+from tests.builders.databases import World
+from tests.builders.dates import business_today
+from tests.builders.http import refused
+from tests.builders.partners import make_partner
+from tests.builders.settlement import settle_after_cutoff
+
+ORDERS = "/v1/reward-orders"
+
+
+def _supply(client: PartnerClient, **fields: Any) -> str:
+    reward_id: str = client.post(
+        "/v1/rewards", {"title_zh": "奖励", "title_en": "Reward", **fields}
+    )["reward_id"]
+    return reward_id
+
+
+def test_suppliers_are_paid_their_unit_values_and_the_issuer_its_issue_price(
+    world: World,
+) -> None:
+    shop = world.merchant(issue_price="1.2")
+    cinema, cafe = world.merchant(), world.merchant()
+    charity = make_partner(world.sessions, kind="charity")
+    as_shop, as_cinema, as_cafe = world.client(shop), world.client(cinema), world.client(cafe)
+    as_charity = world.client(charity)
+    member = enrol(as_shop)
+    accrual = buy(as_shop, member, 52_000)
+
+    coupon = _supply(as_cinema, kind="coupon", points=400, unit_value_fen=350)
+    as_cinema.post(f"/v1/rewards/{coupon}/codes", {"codes": ["FILM-1"]})
+    voucher = _supply(as_cafe, kind="voucher", points=300, unit_value_fen=250, stock=9)
+    donation = _supply(as_charity, kind="charity", points=100, unit_value_fen=100)
+    # Only a charity supplies donations, and a charity only donations.
+    refused(
+        422,
+        "validation_error",
+        as_cafe.post,
+        "/v1/rewards",
+        {"kind": "charity", "title_zh": "捐", "title_en": "Give", "points": 1, "unit_value_fen": 1},
+    )
+
+    reserved = as_shop.post(ORDERS, {"reward_id": coupon, "member_id": member})
+    as_shop.post(f"{ORDERS}/{reserved['order_id']}/confirm", None)
+    as_shop.post(
+        ORDERS, {"reward_id": voucher, "member_id": member, "quantity": 2, "confirm": True}
+    )
+    given = as_shop.post(ORDERS, {"reward_id": donation, "member_id": member, "confirm": True})
+    assert given["receipt_reference"] == given["order_id"]
+    assert reserved["receipt_reference"] is None
+
+    [run] = settle_after_cutoff(world.sessions, business_today())
+    lines = {line.partner_id: line for line in run.lines}
+    assert (lines[cinema.id].catalogue_points, lines[cinema.id].catalogue_fen) == (400, 350)
+    assert (lines[cafe.id].catalogue_points, lines[cafe.id].catalogue_fen) == (600, 500)
+    assert (lines[charity.id].catalogue_points, lines[charity.id].catalogue_fen) == (100, 100)
+    for supplier in (cinema, cafe, charity):
+        assert lines[supplier.id].net_fen == -lines[supplier.id].catalogue_fen
+    issued = lines[shop.id]
+    assert issued.issued_points == accrual["points"]
+    assert issued.issued_fen == accrual["issue_value_fen"]
+    assert issued.net_fen == accrual["issue_value_fen"]
+    assert issued.catalogue_fen == 0  # the front end is neither paid nor charged
+    assert run.zero_sum
+    assert run.coalition_fen == issued.issued_fen - 350 - 500 - 100
