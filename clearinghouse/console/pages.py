@@ -344,7 +344,7 @@ def redeliver_webhook(
 
 RewardId = Annotated[str, Form(max_length=100)]
 # As many units as a supplier may add or take away at once through the API.
-StockUnits = Annotated[int, Form(ge=-(10**9), le=10**9)]
+StockUnits = Annotated[int, Form(ge=-rewards.MAX_STOCK_CHANGE, le=rewards.MAX_STOCK_CHANGE)]
 
 
 @router.get("/rewards")

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from clearinghouse.api.schemas import JsonInstant, RequestBody, ResponseModel
+from clearinghouse.rewards.service import MAX_STOCK_CHANGE
 
 Kind = Literal["coupon", "voucher", "goods", "membership", "charity"]
 TITLE = Field(min_length=1, max_length=200)
@@ -75,7 +76,9 @@ class PriceOut(ResponseModel):
 
 class StockIn(RequestBody):
     add: int = Field(
-        ge=-(10**9), le=10**9, description="Units to add (negative: to take away, not below 0)."
+        ge=-MAX_STOCK_CHANGE,
+        le=MAX_STOCK_CHANGE,
+        description="Units to add (negative: to take away, not below 0).",
     )
 
 

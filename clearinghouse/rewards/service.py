@@ -23,6 +23,8 @@ from clearinghouse.rewards.tables import REWARD_KINDS
 from partners.directory import get_partner
 
 MAX_CODES_PER_UPLOAD = 10_000
+MAX_STOCK_CHANGE = 10**9
+"""The most units one stock change adds or takes away."""
 CODE_LENGTH = 64
 
 
@@ -304,6 +306,8 @@ def add_stock(db: Session | Tx, supplier_id: str | None, reward_id: str, units: 
     moves only with its codes; an unlimited stock has no count to move."""
     tx = Tx.of(db)
     reward = get_reward(tx, reward_id, supplier_id)
+    if not -MAX_STOCK_CHANGE <= units <= MAX_STOCK_CHANGE:
+        raise InvalidRequest(f"a stock change is at most {MAX_STOCK_CHANGE:,} units")
     if reward.kind == "coupon":
         raise InvalidRequest("a coupon's stock is its codes: upload more")
     if reward.stock_left is None:
