@@ -1394,6 +1394,34 @@ def run_floor(
     return floor
 
 
+def server_env(url: str, workdir: Path) -> dict[str, str]:
+    """The environment of the server and the commands: the scratch database, a home in
+    `workdir`, and a partner rate limit the bench never reaches."""
+    (workdir / "home").mkdir(exist_ok=True)
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "CLEARINGHOUSE_HOME": str(workdir / "home"),
+        # One partner sends everything: its rate limit must not be what is measured (the
+        # limit is still counted on every request, as in service).
+        "CLEARINGHOUSE_RATE_PARTNER_REQUESTS": str(10**9),
+    }
+
+
+def ledger_check(cli: Cli) -> tuple[bool, str]:
+    """`clearinghouse ledger check`: whether the books hold, and what it said."""
+    _progress("clearinghouse ledger check")
+    check = subprocess.run(
+        cli.command("ledger", "check"),
+        env=cli.env,
+        cwd=cli.workdir,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return check.returncode == 0, (check.stdout + check.stderr).strip()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     began = time.perf_counter()
     args = parse_args(argv)
@@ -1413,15 +1441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         migrate.upgrade(url)
         facts = server_facts(url)
         pgbench = find_pgbench(int(facts["server_version_num"]) // 10000)
-        (workdir / "home").mkdir()
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "CLEARINGHOUSE_HOME": str(workdir / "home"),
-            # One partner sends everything: its rate limit must not be what is measured (the
-            # limit is still counted on every request, as in service).
-            "CLEARINGHOUSE_RATE_PARTNER_REQUESTS": str(10**9),
-        }
+        env = server_env(url, workdir)
         cli = Cli(executable, env, workdir)
         members, setup_seconds, loop_name, started = run_cases(args, cli, env, postmaster, cases)
         accruals = [c for c in cases if c.scenario == "accrual"]
@@ -1430,15 +1450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if members is not None and accruals
             else {}
         )
-        _progress("clearinghouse ledger check")
-        check = subprocess.run(
-            cli.command("ledger", "check"),
-            env=env,
-            cwd=workdir,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        books, verdict_text = ledger_check(cli)
 
         print(f"## HTTP API benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
         print(
@@ -1480,8 +1492,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if floor:
             print_floor(floor, accruals)
         print_aims(cases, args.server_workers, args.connections)
-        books = check.returncode == 0
-        verdict_text = (check.stdout + check.stderr).strip()
         state = "holds" if books else "DOES NOT HOLD"
         print(f"`clearinghouse ledger check`: {state}: {verdict_text}\n")
         if not started:
