@@ -32,6 +32,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "rules": ("clearinghouse.jobs_cli:rules_app", "Earning rules and points policy, versioned."),
     "batch": ("clearinghouse.batches.cli:batch_app", "Partners' batch files of operations."),
     "reward": ("clearinghouse.rewards.cli:reward_app", "The coalition's rewards catalogue."),
+    "campaign": (
+        "clearinghouse.rewards.campaign_cli:campaign_app",
+        "Campaigns of engagement points and their budgets.",
+    ),
     "webhook": (
         "clearinghouse.webhooks.cli:webhook_app",
         "Partners' webhook endpoints and their signing secrets.",

@@ -5,7 +5,8 @@ the PDF, the command line and the console all read this list, in its order.
 
 The trigger that queues settleable entries keeps its own frozen copy of the kinds, as a migration
 must (written by 0011_settlement_in_sql, recreated by 0024_catalogue_settlement when the
-catalogue's kinds came); a test checks that it names the same kinds."""
+catalogue's kinds came and by 0025_campaigns for `engagement`); a test checks that it names the
+same kinds."""
 
 from __future__ import annotations
 
@@ -44,7 +45,9 @@ class Category:
 
 
 CATEGORIES: tuple[Category, ...] = (
-    Category("issued", ("accrual", "referral_bonus"), 1, "issued", "Issued", "issued"),
+    Category(
+        "issued", ("accrual", "referral_bonus", "engagement"), 1, "issued", "Issued", "issued"
+    ),
     Category("reversed", ("refund", "fraud_reversal"), -1, "issued", "Reversals", "reversed"),
     Category("redeemed", ("capture",), -1, "redeemed", "Redeemed", "redeemed"),
     Category(

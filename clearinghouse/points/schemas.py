@@ -226,7 +226,7 @@ class MemberEventData(ResponseModel):
 class PointsEarnedData(MemberEventData):
     """What a `points.earned` event tells each partner the member is linked to."""
 
-    reason: Literal["purchase", "referral_bonus"]
+    reason: Literal["purchase", "referral_bonus", "engagement"]
     partner_id: str | None = Field(
         description="Where the points were earned: the partner of the purchase, or the partner "
         "funding a referral bonus (none when the coalition funds it)."

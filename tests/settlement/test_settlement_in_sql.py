@@ -45,6 +45,7 @@ KINDS = (
     "exchange_out",
     "reward_order",
     "reward_order_return",
+    "engagement",
 )
 
 _DAY = """
@@ -59,7 +60,8 @@ WITH plan AS (
                               'reward_order_return')
                 THEN points * 9 / 10 ELSE points * 12 / 10 END AS value,
            CASE WHEN kind IN ('accrual', 'referral_bonus', 'exchange_in', 'refund',
-                              'fraud_reversal') THEN 'issued' ELSE 'redeemed' END AS side,
+                              'fraud_reversal', 'engagement') THEN 'issued'
+                ELSE 'redeemed' END AS side,
            CASE WHEN kind IN ('refund', 'fraud_reversal', 'redemption_refund',
                               'reward_order_return') THEN -1
                 ELSE 1 END AS sign
