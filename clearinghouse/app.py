@@ -29,6 +29,7 @@ from clearinghouse.jobs import JOBS, Scheduler
 from clearinghouse.members import endpoints as member_endpoints
 from clearinghouse.points import endpoints as points_endpoints
 from clearinghouse.points import review
+from clearinghouse.rewards import campaign_endpoints
 from clearinghouse.rewards import endpoints as reward_endpoints
 from clearinghouse.webhooks import endpoints as webhook_endpoints
 from partners import endpoints as partner_endpoints
@@ -97,6 +98,7 @@ def create_app(
     app.include_router(reward_endpoints.supplier)
     app.include_router(reward_endpoints.router)
     app.include_router(reward_endpoints.orders_router)
+    app.include_router(campaign_endpoints.router)
     app.include_router(batch_endpoints.router)
     app.include_router(member_endpoints.router)
     app.include_router(partner_endpoints.router)

@@ -8,6 +8,7 @@ from clearinghouse.fraud import tables as fraud_tables
 from clearinghouse.ledger import tables as ledger_tables
 from clearinghouse.members import tables as member_tables
 from clearinghouse.points import tables as points_tables
+from clearinghouse.rewards import campaign_tables
 from clearinghouse.rewards import tables as reward_tables
 from clearinghouse.rules import tables as rules_tables
 from clearinghouse.users import tables as user_tables
@@ -19,6 +20,7 @@ __all__ = [
     "api_tables",
     "audit_tables",
     "batch_tables",
+    "campaign_tables",
     "fraud_tables",
     "ledger_tables",
     "member_tables",
