@@ -93,6 +93,14 @@ webhook_deliveries = Table(
         "next_attempt_at",
         postgresql_where=text("state = 'pending'"),
     ),
+    # A claim's reads: each endpoint's earliest due deliveries.
+    Index(
+        "ix_webhook_deliveries_endpoint_due",
+        "endpoint_id",
+        "next_attempt_at",
+        "id",
+        postgresql_where=text("state = 'pending'"),
+    ),
 )
 
 webhook_attempts = Table(

@@ -22,11 +22,13 @@ from __future__ import annotations
 import json
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import httpx
@@ -43,6 +45,8 @@ CLAIM_LIMIT = 50
 DELIVERY_THREADS = 8
 PER_ENDPOINT = 4
 TIMEOUT_SECONDS = 5.0
+ROUNDS_SECONDS = 10.0
+"""How long one run of the worker goes on claiming while deliveries are due."""
 MAX_RESPONSE_BYTES = 64 * 1024
 EXCERPT_BYTES = 1024
 LEASE = timedelta(minutes=2)
@@ -102,14 +106,16 @@ def claim(sessions: sessionmaker[Session], limit: int = CLAIM_LIMIT) -> list[Cla
     now = clock.now()
     with unit_of_work(sessions) as session:
         tx = Tx.of(session)
+        # Each active endpoint's earliest due deliveries, from its own index range, then the
+        # earliest of those.
         rows = tx.all(
-            "WITH ranked AS (SELECT d.id, d.next_attempt_at, row_number() OVER"
-            " (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS n"
-            " FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id"
-            " WHERE d.state = 'pending' AND d.next_attempt_at <= %(now)s"
-            " AND e.status = 'active'),"
-            " due AS (SELECT d.id FROM webhook_deliveries d WHERE d.id IN (SELECT id FROM ranked"
-            " WHERE n <= %(per_endpoint)s ORDER BY next_attempt_at, id LIMIT %(limit)s)"
+            "WITH firsts AS (SELECT x.id, x.next_attempt_at FROM webhook_endpoints e"
+            " CROSS JOIN LATERAL (SELECT d.id, d.next_attempt_at FROM webhook_deliveries d"
+            " WHERE d.endpoint_id = e.id AND d.state = 'pending'"
+            " AND d.next_attempt_at <= %(now)s ORDER BY d.next_attempt_at, d.id"
+            " LIMIT %(per_endpoint)s) x WHERE e.status = 'active'),"
+            " due AS (SELECT d.id FROM webhook_deliveries d WHERE d.id IN (SELECT id FROM firsts"
+            " ORDER BY next_attempt_at, id LIMIT %(limit)s)"
             " AND d.state = 'pending' AND d.next_attempt_at <= %(now)s"
             " FOR UPDATE SKIP LOCKED)"
             " UPDATE webhook_deliveries d SET next_attempt_at = %(lease)s"
@@ -215,8 +221,11 @@ def record(sessions: sessionmaker[Session], claimed: Claimed, attempt: Attempt) 
                 "UPDATE webhook_deliveries SET state = 'delivered', attempts = %s WHERE id = %s",
                 (attempts, claimed.delivery_id),
             )
+            # Only a failing endpoint's row is written: deliveries to a healthy one never wait
+            # on each other for it.
             tx.execute(
-                "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = %s",
+                "UPDATE webhook_endpoints SET failing_since = NULL"
+                " WHERE id = %s AND failing_since IS NOT NULL",
                 (claimed.endpoint_id,),
             )
             return
@@ -258,20 +267,35 @@ def _deliver(
     return deliver
 
 
+@cache
+def _tls() -> ssl.SSLContext:
+    """The certificate authorities, loaded once per process (loading them costs more than a
+    delivery)."""
+    return ssl.create_default_context()
+
+
 def process_webhooks(
     sessions: sessionmaker[Session],
     *,
     limit: int = CLAIM_LIMIT,
     timeout: float = TIMEOUT_SECONDS,
+    budget: float = ROUNDS_SECONDS,
 ) -> int:
-    """Claim the due deliveries (up to `limit`) and post them, DELIVERY_THREADS at once, each
-    recorded as soon as it is answered; return how many were delivered. Safe to run twice or
-    at once."""
-    claimed = claim(sessions, limit)
-    if not claimed:
-        return 0
+    """Claim due deliveries (up to `limit` a round, PER_ENDPOINT of each endpoint) and post
+    them, DELIVERY_THREADS at once, each recorded as soon as it is answered; claim again while
+    rounds find deliveries due, for up to `budget` seconds, so that a busy endpoint is not held
+    to PER_ENDPOINT deliveries a run. Return how many were delivered. Safe to run twice or at
+    once."""
+    deadline = time.monotonic() + budget
+    delivered = 0
     with (
-        httpx.Client(follow_redirects=False, trust_env=False) as client,
+        httpx.Client(follow_redirects=False, trust_env=False, verify=_tls()) as client,
         ThreadPoolExecutor(DELIVERY_THREADS, thread_name_prefix="webhook") as pool,
     ):
-        return sum(pool.map(_deliver(sessions, client, timeout), claimed))
+        while True:
+            claimed = claim(sessions, limit)
+            if not claimed:
+                return delivered
+            delivered += sum(pool.map(_deliver(sessions, client, timeout), claimed))
+            if time.monotonic() >= deadline:
+                return delivered

@@ -152,6 +152,17 @@ def test_a_claim_takes_a_few_deliveries_of_one_endpoint_and_leaves_room_for_othe
         assert len(worker.claim(world.sessions)) == 3
 
 
+def test_a_run_claims_again_while_deliveries_are_due(world: World) -> None:
+    """A busy endpoint gets its whole backlog in one run of the worker, PER_ENDPOINT a claim,
+    not PER_ENDPOINT a run."""
+    busy = world.merchant()
+    with receiver() as hooks:
+        add_endpoint(world.sessions, busy.id, hooks.url)
+        events = [emit(world.sessions, busy.id) for _ in range(worker.PER_ENDPOINT * 3 + 1)]
+        assert process_webhooks(world.sessions) == len(events)
+    assert sorted(hooks.ids()) == sorted(events)
+
+
 def test_a_huge_answer_is_read_no_further_than_the_cap(world: World) -> None:
     partner = world.merchant()
     with receiver(answer=b"x" * (5 * 1024 * 1024)) as hooks:
