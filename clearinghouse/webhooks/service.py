@@ -211,34 +211,47 @@ def signing_secrets(db: Session | Tx, endpoint_ids: Sequence[str]) -> dict[str, 
 
 @dataclass(frozen=True)
 class Event:
-    """An event for a partner: its type, its `data` (JSON), for an event about a member the
-    member (the body's `data` then carries `member_id` and the partner's own `customer_ref` for
-    the member), and for an event sent once (a reminder, a notice) the key that makes emitting
-    it again a no-op."""
+    """An event: its type and `data` (JSON), for a partner, or, with `partner_id` None, for
+    every partner the member is linked to. For an event about a `member_id`, each partner's
+    `data` carries the member and the partner's own `customer_ref` for them, and the partner
+    whose request made the change (`actor`) reads `own` too (its own references). `once` is the
+    key that makes an event sent once (a reminder, a notice) a no-op when emitted again."""
 
-    partner_id: str
+    partner_id: str | None
     type: str
     data: Mapping[str, Any]
     member_id: str | None = None
     once: str | None = None
+    actor: str | None = None
+    own: Mapping[str, Any] | None = None
 
 
 _EMIT = """
 WITH input AS (
-    SELECT * FROM unnest(%(ids)s::text[], %(partners)s::text[], %(types)s::text[],
-        %(data)s::jsonb[], %(members)s::text[], %(once)s::text[])
-        WITH ORDINALITY AS i(id, partner_id, type, data, member_id, dedupe_key, n)
+    SELECT * FROM unnest(%(partners)s::text[], %(types)s::text[], %(data)s::jsonb[],
+        %(members)s::text[], %(once)s::text[], %(actors)s::text[], %(own)s::jsonb[])
+        WITH ORDINALITY AS i(partner_id, type, data, member_id, dedupe_key, actor, own, n)
+), targets AS (
+    SELECT i.n, i.type, i.data, i.member_id, i.dedupe_key, i.actor, i.own, i.partner_id
+    FROM input i WHERE i.partner_id IS NOT NULL
+    UNION ALL
+    SELECT i.n, i.type, i.data, i.member_id, i.dedupe_key, i.actor, i.own, l.partner_id
+    FROM input i JOIN member_links l ON l.member_id = i.member_id WHERE i.partner_id IS NULL
 ), subscribed AS (
-    SELECT i.*, nextval('webhook_event_sequence') AS sequence FROM input i
-    WHERE EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.partner_id = i.partner_id
-        AND e.status = 'active' AND i.type = ANY(e.event_types))
-    ORDER BY i.n
+    SELECT t.*, nextval('webhook_event_sequence') AS sequence,
+        'msg_' || upper(substr(replace(gen_random_uuid()::text, '-', ''), 1, 26)) AS id
+    FROM targets t
+    WHERE EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.partner_id = t.partner_id
+        AND e.status = 'active' AND t.type = ANY(e.event_types))
+    ORDER BY t.n, t.partner_id
 ), written AS (
     INSERT INTO webhook_events (id, partner_id, type, payload, created_at, sequence, dedupe_key)
     SELECT s.id, s.partner_id, s.type, jsonb_build_object('type', s.type,
         'version', %(version)s::int, 'timestamp', %(timestamp)s::text, 'sequence', s.sequence,
-        'data', CASE WHEN s.member_id IS NULL THEN s.data ELSE s.data || jsonb_build_object(
-            'member_id', s.member_id, 'customer_ref', l.customer_ref) END),
+        'data', s.data
+            || CASE WHEN s.partner_id = s.actor THEN coalesce(s.own, '{}') ELSE '{}' END
+            || CASE WHEN s.member_id IS NULL THEN '{}' ELSE jsonb_build_object(
+                'member_id', s.member_id, 'customer_ref', l.customer_ref) END),
         %(now)s, s.sequence, s.dedupe_key
     FROM subscribed s
     LEFT JOIN member_links l ON l.partner_id = s.partner_id AND l.member_id = s.member_id
@@ -251,6 +264,9 @@ WITH input AS (
 )
 SELECT id FROM written
 """
+"""One statement for all the events of a change: each partner's copy (those linked to the
+member, for an event for all of them) with its sequence and id (`msg_` and 26 random hex
+digits, all of them Crockford base-32 characters), and a delivery to each endpoint."""
 
 
 def _load_subscriptions(tx: Tx) -> dict[str, frozenset[str]]:
@@ -270,7 +286,10 @@ _subscriptions: Reference[dict[str, frozenset[str]]] = Reference(
 def heard(db: Session | Tx, type: str, partner_id: str | None = None) -> bool:
     """Whether an active endpoint of the partner (of any partner, for None) receives the type:
     when none does, the caller need not even build the event. From each process's copy."""
-    subscribed = _subscriptions.get(Tx.of(db))
+    return _hears(_subscriptions.get(Tx.of(db)), type, partner_id)
+
+
+def _hears(subscribed: dict[str, frozenset[str]], type: str, partner_id: str | None) -> bool:
     if partner_id is not None:
         return type in subscribed.get(partner_id, ())
     return any(type in types for types in subscribed.values())
@@ -287,19 +306,20 @@ def emit_all(db: Session | Tx, events: Sequence[Event]) -> list[str]:
     tx = Tx.of(db)
     if events:
         subscribed = _subscriptions.get(tx)
-        events = [e for e in events if e.type in subscribed.get(e.partner_id, ())]
+        events = [e for e in events if _hears(subscribed, e.type, e.partner_id)]
     if not events:
         return []
     now = clock.now()
     rows = tx.all(
         _EMIT,
         {
-            "ids": [new_id("msg_", 26) for _ in events],
             "partners": [event.partner_id for event in events],
             "types": [event.type for event in events],
             "data": [json.dumps(event.data) for event in events],
             "members": [event.member_id for event in events],
             "once": [event.once for event in events],
+            "actors": [event.actor for event in events],
+            "own": [None if event.own is None else json.dumps(event.own) for event in events],
             "version": PAYLOAD_VERSION,
             "timestamp": now.isoformat(),
             "now": now,
@@ -317,7 +337,7 @@ def emit(
     member_id: str | None = None,
     once: str | None = None,
 ) -> str | None:
-    """Record one event (see `emit_all`); its id, or None when it was not written."""
+    """Record one event for the partner (see `emit_all`); its id, or None when not written."""
     written = emit_all(db, [Event(partner_id, type, data, member_id, once)])
     return written[0] if written else None
 
@@ -334,24 +354,9 @@ def emit_to_linked(
     """Record an event about the member for every partner the member is linked to that
     receives its type, each with its own `customer_ref`; the partner whose request made the
     change (`actor`: its id and what only it may read, such as its transaction id) gets those
-    fields too. The ids of those written."""
-    tx = Tx.of(db)
-    listening = [p for p, types in _subscriptions.get(tx).items() if type in types]
-    if not listening:
-        return []
-    partners = tx.all(
-        "SELECT partner_id FROM member_links WHERE member_id = %s AND partner_id = ANY(%s)"
-        " ORDER BY partner_id",
-        (member_id, listening),
-    )
-    own = {} if actor is None else {actor[0]: actor[1]}
-    return emit_all(
-        tx,
-        [
-            Event(row.partner_id, type, {**data, **own.get(row.partner_id, {})}, member_id, once)
-            for row in partners
-        ],
-    )
+    fields too. One statement, and none when no partner receives the type. The ids written."""
+    partner, own = actor if actor is not None else (None, None)
+    return emit_all(db, [Event(None, type, data, member_id, once, partner, own)])
 
 
 _DELIVERY = (
