@@ -1,7 +1,8 @@
 """Reconciliation: a partner uploads its own record of a business day and we compare it, line by
 line, with ours. The partner's CSV has the columns `txn_id,type,amount_fen,points`, one row per
 transaction, type one of `purchase` (txn_id: the partner's transaction id), `refund`
-(`<transaction id>/<refund id>`) and `redemption` (the hold's partner_ref, or the hold id).
+(`<transaction id>/<refund id>`), `redemption` (the hold's partner_ref, or the hold id), and
+for a supplier of the rewards catalogue `reward_order` and `reward_return` (the order id).
 
 A file of a million lines is never held as lines: it is read row by row into a temporary table
 (COPY), matched against the day's records in one set-based statement, and its breaks are kept one
@@ -32,7 +33,7 @@ from settlement.schemas import BreakCounts, ReconciliationWebhookData
 from settlement.tables import reconciliation_breaks, reconciliations
 
 COLUMNS = ("txn_id", "type", "amount_fen", "points")
-TYPES = ("purchase", "refund", "redemption")
+TYPES = ("purchase", "refund", "redemption", "reward_order", "reward_return")
 KINDS = ("missing_ours", "missing_theirs", "amount_differs", "points_differ")
 """The kinds of break, as `_MATCH` tells them apart (a line of theirs we lack, one of ours they
 lack, and a line on both sides whose amount or points differ)."""
@@ -108,8 +109,20 @@ WITH ours (type, txn_id, amount_fen, points) AS (
     UNION ALL
     SELECT 'redemption', coalesce(partner_ref, id), value_fen, captured
     FROM holds
-    WHERE partner_id = %(partner)s AND state = 'captured'
+    WHERE partner_id = %(partner)s AND state = 'captured' AND purpose IS NULL
       AND closed_at >= %(start)s AND closed_at < %(end)s
+    UNION ALL
+    -- A supplier's catalogue orders, by order id: confirmed (owed to it), and returned or
+    -- cancelled after confirmation (owed back).
+    SELECT 'reward_order', o.id, o.value_fen, o.points
+    FROM reward_orders o JOIN rewards w ON w.id = o.reward_id
+    WHERE w.supplier_id = %(partner)s AND o.entry_id IS NOT NULL
+      AND o.confirmed_at >= %(start)s AND o.confirmed_at < %(end)s
+    UNION ALL
+    SELECT 'reward_return', o.id, o.value_fen, o.points
+    FROM reward_orders o JOIN rewards w ON w.id = o.reward_id
+    WHERE w.supplier_id = %(partner)s AND o.return_entry_id IS NOT NULL
+      AND o.closed_at >= %(start)s AND o.closed_at < %(end)s
 ), joined AS (
     SELECT coalesce(o.type, t.type) AS type, coalesce(o.txn_id, t.txn_id) AS txn_id,
            CASE WHEN o.type IS NULL THEN 'missing_ours'

@@ -72,3 +72,31 @@ def test_suppliers_are_paid_their_unit_values_and_the_issuer_its_issue_price(
     assert issued.catalogue_fen == 0  # the front end is neither paid nor charged
     assert run.zero_sum
     assert run.coalition_fen == issued.issued_fen - 350 - 500 - 100
+
+
+def _reconciled(client: PartnerClient, day: str, *lines: str) -> tuple[int, int, int]:
+    csv = "\n".join(["txn_id,type,amount_fen,points", *lines]) + "\n"
+    result = client.post("/v1/reconciliations", {"business_date": day, "csv": csv})
+    return result["lines"], result["matched"], result["breaks"]
+
+
+def test_a_supplier_reconciles_its_orders_and_the_front_end_its_own_day(world: World) -> None:
+    shop, mall = world.merchant(), world.merchant()
+    as_shop, as_mall = world.client(shop), world.client(mall)
+    member = enrol(as_shop)
+    bought = buy(as_shop, member, 52_000, txn="T-1")
+    mug = _supply(as_mall, kind="goods", points=500, unit_value_fen=420, stock=5)
+    kept = as_shop.post(ORDERS, {"reward_id": mug, "member_id": member, "confirm": True})
+    sent_back = as_shop.post(ORDERS, {"reward_id": mug, "member_id": member, "confirm": True})
+    as_shop.post(f"{ORDERS}/{sent_back['order_id']}/cancel", None)
+    today = business_today().isoformat()
+    # The supplier's day: two orders confirmed, one of them given back.
+    assert _reconciled(
+        as_mall,
+        today,
+        f"{kept['order_id']},reward_order,420,500",
+        f"{sent_back['order_id']},reward_order,420,500",
+        f"{sent_back['order_id']},reward_return,420,500",
+    ) == (3, 3, 0)
+    # The front end's day holds its purchase alone: an order's hold is not its redemption.
+    assert _reconciled(as_shop, today, f"T-1,purchase,52000,{bought['points']}") == (1, 1, 0)
