@@ -196,3 +196,23 @@ def test_fifty_members_racing_for_the_last_ten_units_get_exactly_ten(world: Worl
     for member in members:
         spent = 100 if member in winners else 0
         assert available(world.sessions, member) == earned[member] - spent
+
+
+def test_a_reward_past_its_validity_cannot_be_ordered(
+    world: World, manual_clock: clock.Manual
+) -> None:
+    shop, mall = world.merchant(), world.merchant()
+    member = new_member(world.sessions, [shop.id])
+    accrue(world.sessions, shop.id, member, 52_000, occurred_at=manual_clock())
+    with unit_of_work(world.sessions) as session:
+        spec = service.RewardSpec(
+            "goods", "杯子", "Mug", 100, 100, valid_until=clock.now() + timedelta(days=1)
+        )
+        reward = service.create_reward(session, mall.id, spec)
+    manual_clock.set(clock.now() + timedelta(days=2))
+    with unit_of_work(world.sessions) as session, pytest.raises(orders.RewardUnavailable):
+        orders.place_order(session, shop.id, member, reward.id, 1, key=str(uuid.uuid4()))
+    assert available(world.sessions, member) > 0
+    with unit_of_work(world.sessions) as session:
+        assert service.get_reward(session, reward.id).stock_left is None
+        assert service.browse(session, service.Browse(supplier_id=mall.id)) == []
