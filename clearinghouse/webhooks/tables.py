@@ -88,11 +88,6 @@ webhook_deliveries = Table(
     UniqueConstraint("event_id", "endpoint_id"),
     CheckConstraint("state IN ('pending', 'delivered', 'failed')", name="state_known"),
     Index("ix_webhook_deliveries_endpoint_id", "endpoint_id", "created_at"),
-    Index(
-        "ix_webhook_deliveries_due",
-        "next_attempt_at",
-        postgresql_where=text("state = 'pending'"),
-    ),
     # A claim's reads: each endpoint's earliest due deliveries.
     Index(
         "ix_webhook_deliveries_endpoint_due",

@@ -1,5 +1,6 @@
 """Webhook claims read each endpoint's due deliveries from an index of their own, so a claim
-costs a few index reads an endpoint however long a backlog is.
+costs a few index reads an endpoint however long a backlog is; the index of all due deliveries
+by time, which only the claim read, goes (one index fewer to write with every event).
 
 Revision ID: 0026_webhook_claims
 Revises: 0025_campaigns
@@ -18,6 +19,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.drop_index("ix_webhook_deliveries_due", "webhook_deliveries")
     op.create_index(
         "ix_webhook_deliveries_endpoint_due",
         "webhook_deliveries",
@@ -28,3 +30,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_webhook_deliveries_endpoint_due", "webhook_deliveries")
+    op.create_index(
+        "ix_webhook_deliveries_due",
+        "webhook_deliveries",
+        ["next_attempt_at"],
+        postgresql_where=sa.text("state = 'pending'"),
+    )
