@@ -14,9 +14,10 @@ from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse import migrate
+from clearinghouse import metrics, migrate
 from clearinghouse.api import health, openapi, problems, schemas
 from clearinghouse.api.guard import Guard
+from clearinghouse.api.metrics import RequestMetrics, watch_pool
 from clearinghouse.api.throttle import Throttle
 from clearinghouse.audit import endpoints as audit_endpoints
 from clearinghouse.batches import endpoints as batch_endpoints
@@ -63,6 +64,7 @@ def create_app(
         if sessions is None:
             url = resolve_url(get_settings())
             engine = make_engine(url, pool_size=limits.connections, max_overflow=2)
+            watch_pool(engine)
             migrate.require_current_schema(engine)
             app.state.sessions = session_factory(engine)
             if run_jobs:
@@ -93,6 +95,8 @@ def create_app(
     app.add_middleware(PartnerGate, throttle=throttle, limits=limits)
     # Added last, so the outermost: every request and answer passes it.
     app.add_middleware(Guard)
+    # Outside everything else, so that every refusal is counted and timed too.
+    app.add_middleware(RequestMetrics)
     # Routes are matched in order: the partners' busiest first.
     app.include_router(points_endpoints.router)
     app.include_router(reward_endpoints.supplier)
@@ -111,6 +115,7 @@ def create_app(
     app.include_router(audit_endpoints.router)
     app.include_router(fraud_endpoints.operator)
     app.include_router(review.operator)
+    app.include_router(metrics.router)
     # The stylesheet's mount comes before the console's routes, whose last one answers every
     # other /console path with a page saying it does not exist.
     app.mount(

@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from clearinghouse.api import idempotency, throttle
+from clearinghouse.api import idempotency, metrics, throttle
 from clearinghouse.audit.sealing import SEAL_INTERVAL, seal_all
 from clearinghouse.batches.worker import process_batches
 from clearinghouse.database import libpq_url
@@ -109,10 +109,12 @@ async def _every(job: Job, sessions: sessionmaker[Session]) -> None:
     log and go on when it fails. At start, so that a server started in the morning shows
     yesterday's settlement at once."""
     while True:
+        metrics.job_runs.labels(job.name).inc()
         try:
             result = await run_in_threadpool(job.run, sessions)
             log.info(job.name, extra={"result": repr(result)})
         except Exception:
+            metrics.job_failures.labels(job.name).inc()
             log.exception("%s failed; will retry", job.name)
         await asyncio.sleep(job.every_seconds)
 

@@ -12,8 +12,12 @@ head and body, the head's size, connections per process).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -22,6 +26,8 @@ from uvicorn.supervisors import Multiprocess
 from clearinghouse.http_limits import PROTOCOLS, ConnectionLimits, ServerConfig
 
 APP = "clearinghouse.app:create_app"
+# prometheus_client's own setting, read when it is first imported: named here, not imported.
+METRICS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -31,6 +37,25 @@ def listening_socket(host: str, port: int) -> socket.socket:
     sock.bind((host, port))
     sock.set_inheritable(True)
     return sock
+
+
+@contextlib.contextmanager
+def metrics_directory() -> Iterator[None]:
+    """Where the workers write their metrics for any one of them to expose
+    (clearinghouse.api.metrics): PROMETHEUS_MULTIPROC_DIR if set, emptied of a previous
+    server's, else a temporary directory removed when the server stops."""
+    given = os.environ.get(METRICS_DIRECTORY)
+    if given:
+        shutil.rmtree(given, ignore_errors=True)
+        Path(given).mkdir(parents=True)
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="clearinghouse-metrics-") as directory:
+        os.environ[METRICS_DIRECTORY] = directory
+        try:
+            yield
+        finally:
+            del os.environ[METRICS_DIRECTORY]
 
 
 def serve(
@@ -67,7 +92,8 @@ def serve(
         ssl_keyfile=ssl_keyfile,
     )
     sock = listening_socket(host, port)
-    if workers > 1:
-        Multiprocess(config, sockets=[sock]).run()
-    else:
-        uvicorn.Server(config).run(sockets=[sock])
+    with metrics_directory():
+        if workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            uvicorn.Server(config).run(sockets=[sock])

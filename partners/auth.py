@@ -19,6 +19,7 @@ from sqlalchemy import delete, func
 from sqlalchemy.orm import Session
 
 from clearinghouse import clock
+from clearinghouse.api import metrics
 from clearinghouse.database import Tx
 from clearinghouse.errors import DomainError
 from clearinghouse.reference import Reference
@@ -187,6 +188,7 @@ def verify(
         if exc.reason == "unknown_keyid" and not current:
             raise UnknownKey from exc
         log.info("signature refused", extra={"reason": exc.reason, "path": request.path})
+        metrics.signature_failures.labels(exc.reason).inc()
         raise Unauthorized() from exc
     return Verified(found[0], verified.nonce)
 
@@ -202,6 +204,7 @@ def confirm(tx: Tx, verified: Verified, now: datetime | None = None) -> None:
         or current.partner_id != verified.key.partner_id
     ):
         log.info("signature refused", extra={"reason": "key_no_longer_usable"})
+        metrics.signature_failures.labels("key_no_longer_usable").inc()
         raise Unauthorized()
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, delete, func
 from sqlalchemy.orm import Session
 from starlette.types import Scope
 
+from clearinghouse.api import metrics
 from clearinghouse.api.tables import rate_counters
 from clearinghouse.config import get_settings
 from clearinghouse.database import Tx, run_in_transaction
@@ -54,6 +55,7 @@ class RateLimited(DomainError):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"too many requests; try again in {retry_after} s")
         self.headers["Retry-After"] = str(retry_after)
+        metrics.rate_limited.inc()
 
 
 def source_of(scope: Scope) -> str:

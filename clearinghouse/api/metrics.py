@@ -1,0 +1,162 @@
+"""The series each process records as things happen (requests, refused signatures, rate
+limits, replays, job runs, the database pool), and their exposition.
+
+Under `clearinghouse serve` every worker writes its values to files in
+PROMETHEUS_MULTIPROC_DIR (set before the workers start, see clearinghouse.server), and a scrape
+answered by any one of them reads all the files; without it (tests, one process) the values
+live in this process. What is read from the database at scrape time is a collector of the top
+floor's (clearinghouse.metrics), passed to `exposition`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any
+
+from fastapi.routing import iter_route_contexts
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, event
+from sqlalchemy.pool import QueuePool
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+http_requests = Histogram(
+    "clearinghouse_http_request_duration_seconds",
+    "Requests answered, by route template, method and status class, and how long they took",
+    ["route", "method", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+signature_failures = Counter(
+    "clearinghouse_signature_failures",
+    "Partner requests refused for their signature, by reason",
+    ["reason"],
+)
+idempotent_replays = Counter(
+    "clearinghouse_idempotent_replays", "Answers replayed for a repeated Idempotency-Key"
+)
+rate_limited = Counter("clearinghouse_rate_limited", "Requests refused with 429 rate_limited")
+job_runs = Counter("clearinghouse_job_runs", "Periodic job runs started, by job", ["job"])
+job_failures = Counter("clearinghouse_job_failures", "Periodic job runs that failed", ["job"])
+pool_in_use = Gauge(
+    "clearinghouse_db_pool_in_use",
+    "Connections checked out of the request pools",
+    multiprocess_mode="livesum",
+)
+pool_overflow = Gauge(
+    "clearinghouse_db_pool_overflow",
+    "Connections open beyond the request pools' size",
+    multiprocess_mode="livesum",
+)
+pool_exhausted = Counter(
+    "clearinghouse_db_pool_exhausted",
+    "Checkouts that took a request pool's last connection: the next one waits for a return",
+)
+
+
+def _status_class(status: int) -> str:
+    return f"{str(status)[0]}xx"
+
+
+def route_templates(app: Any) -> list[tuple[re.Pattern[str], str]]:
+    """Each route's path template with the pattern of the paths it matches, in the app's order."""
+    templates = []
+    for route in iter_route_contexts(app.routes):
+        if route.path_format is not None:
+            pattern, _, _ = compile_path(route.path_format)
+            templates.append((pattern, route.path_format))
+    return templates
+
+
+class RequestMetrics:
+    """Times every HTTP request from its arrival to the end of its answer, and counts the
+    answers replayed for an idempotency key."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._templates: list[tuple[re.Pattern[str], str]] | None = None
+
+    def _route_of(self, scope: Scope) -> str:
+        """The template of the route the path matches (the gate, outside the router, may have
+        answered before any route was chosen)."""
+        if self._templates is None:
+            self._templates = route_templates(scope["app"])
+        path = scope["path"]
+        return next((t for pattern, t in self._templates if pattern.match(path)), "unmatched")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if (b"idempotent-replayed", b"true") in message.get("headers", ()):
+                    idempotent_replays.inc()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            http_requests.labels(
+                self._route_of(scope), scope["method"], _status_class(status)
+            ).observe(time.perf_counter() - started)
+
+
+def watch_pool(engine: Engine) -> None:
+    """Keep the pool gauges of `engine`'s pool as connections are checked out and returned."""
+    pool = engine.pool
+    if not isinstance(pool, QueuePool):
+        return
+
+    most = pool.size() + pool._max_overflow
+
+    def checked_out(*_: Any) -> None:
+        pool_in_use.inc()
+        pool_overflow.set(max(0, pool.overflow()))
+        if pool.checkedout() >= most:
+            pool_exhausted.inc()
+
+    def checked_in(*_: Any) -> None:
+        pool_in_use.dec()
+        pool_overflow.set(max(0, pool.overflow()))
+
+    event.listen(pool, "checkout", checked_out)
+    event.listen(pool, "checkin", checked_in)
+
+
+def exposition(database: Collector) -> bytes:
+    """Every series in the text format: every process's (or this process's alone) and those
+    `database` reads at scrape time."""
+    registry = CollectorRegistry()
+    if os.environ.get(MULTIPROCESS_DIR):
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry.register(_Process())
+    registry.register(database)
+    return generate_latest(registry)
+
+
+class _Process(Collector):
+    """This process's own series, when they are not shared through files."""
+
+    def collect(self) -> Any:
+        return REGISTRY.collect()
