@@ -23,6 +23,19 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "CLEARINGHOUSE_DATABASE_URL"),
         description="PostgreSQL to use; when unset, an embedded server is started in `home`.",
     )
+    database_replica_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_REPLICA_URL", "CLEARINGHOUSE_DATABASE_REPLICA_URL"),
+        description="A streaming replica of the database: the auditors' and finance's reads go "
+        "there while it is no more than `replica_max_lag_seconds` behind, to the primary "
+        "otherwise.",
+    )
+    replica_max_lag_seconds: float = Field(
+        default=10,
+        gt=0,
+        validation_alias=AliasChoices("CLEARINGHOUSE_REPLICA_MAX_LAG_SECONDS"),
+        description="How far behind the primary the replica may be for a read to go there.",
+    )
     home: Path = Field(
         default_factory=_default_home,
         validation_alias=AliasChoices("CLEARINGHOUSE_HOME"),
@@ -96,14 +109,14 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_replica_url")
     @classmethod
     def _postgres_only(cls, value: str | None) -> str | None:
         if value in (None, ""):
             return None
         assert value is not None
         if not value.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
-            raise ValueError("DATABASE_URL must be a postgresql:// URL")
+            raise ValueError("a database URL must be a postgresql:// URL")
         return value
 
     @property

@@ -13,17 +13,20 @@ import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, LiteralString, TypeVar
+from typing import Any, Literal, LiteralString, TypeVar
 
 import psycopg
 from psycopg import errors, sql
 from psycopg.rows import namedtuple_row
-from sqlalchemy import Connection, Engine, create_engine, exc
+from sqlalchemy import Connection, Engine, create_engine, exc, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
+from clearinghouse import clock
 from clearinghouse.config import Settings
 
 log = logging.getLogger(__name__)
@@ -102,18 +105,27 @@ RECYCLE_SECONDS = 1800
 
 
 def make_engine(
-    url: str, *, pool_size: int = 10, max_overflow: int | None = None, name: str = "clearinghouse"
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int | None = None,
+    name: str = "clearinghouse",
+    connect_timeout: int | None = None,
 ) -> Engine:
     """An engine whose pool hands out the most recently used connection first (its prepared
     statements are warm) and never pings: a unit of work that finds its connection dropped is
-    retried on a new one (`run_in_transaction`). `name` shows in pg_stat_activity."""
+    retried on a new one (`run_in_transaction`). `name` shows in pg_stat_activity;
+    `connect_timeout` (seconds) bounds the wait for a new connection."""
+    connect_args: dict[str, Any] = {"application_name": f"{name} {os.getpid()}"}
+    if connect_timeout is not None:
+        connect_args["connect_timeout"] = connect_timeout
     return create_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_recycle=RECYCLE_SECONDS,
         pool_use_lifo=True,
-        connect_args={"application_name": f"{name} {os.getpid()}"},
+        connect_args=connect_args,
     )
 
 
@@ -126,6 +138,118 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One transaction: committed when the block ends normally, rolled back otherwise."""
     with factory() as session, session.begin():
         yield session
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """Which server answered a read, and the instant through which it saw the primary's
+    commits (the primary's answers are current: as of the moment they were read)."""
+
+    source: Literal["primary", "replica"]
+    as_of: datetime
+
+
+# Caught up: it has replayed all the WAL it received, and its WAL receiver is running (a
+# replica cut off from the primary has replayed all it received too).
+_REPLAYED = text(
+    """
+    SELECT pg_is_in_recovery() AS standby,
+           pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn()
+               AND EXISTS (SELECT FROM pg_stat_wal_receiver) AS caught_up,
+           pg_last_xact_replay_timestamp() AS replayed_at
+    """
+)
+
+# How long a read waits for a new connection to the replica before it goes to the primary.
+REPLICA_CONNECT_SECONDS = 2
+
+
+class Replica:
+    """A streaming replica (a hot standby) of the database, for reads that may be a little
+    behind the primary: used while it has replayed the primary's commits up to no more than
+    `max_lag` ago, by the clock (clearinghouse.clock)."""
+
+    def __init__(self, engine: Engine, max_lag: timedelta) -> None:
+        self.engine = engine
+        self.max_lag = max_lag
+        self.sessions = session_factory(engine)
+
+    def replayed_through(self, session: Session) -> datetime | None:
+        """The instant through which this replica has replayed the primary's commits: now when
+        it is caught up, else the time of the last commit it replayed. None when it is no
+        standby (it was promoted) or has replayed no commit since it started."""
+        row = session.execute(_REPLAYED).one()
+        if not row.standby:
+            return None
+        if row.caught_up:
+            return clock.now()
+        replayed_at: datetime | None = row.replayed_at
+        return replayed_at
+
+
+def configured_replica(settings: Settings, *, pool_size: int = 10) -> Replica | None:
+    """The replica DATABASE_REPLICA_URL names, within CLEARINGHOUSE_REPLICA_MAX_LAG_SECONDS;
+    None when there is none."""
+    if not settings.database_replica_url:
+        return None
+    engine = make_engine(
+        settings.database_replica_url,
+        pool_size=pool_size,
+        name="clearinghouse replica",
+        connect_timeout=REPLICA_CONNECT_SECONDS,
+    )
+    return Replica(engine, timedelta(seconds=settings.replica_max_lag_seconds))
+
+
+def _begin_read(session: Session, isolation: str) -> SessionTransaction:
+    """Begin a read-only transaction at `isolation` (both are part of its BEGIN)."""
+    transaction = session.begin()
+    session.connection(
+        execution_options={"isolation_level": isolation, "postgresql_readonly": True}
+    )
+    return transaction
+
+
+def _on_replica(
+    replica: Replica, isolation: str
+) -> tuple[Session, SessionTransaction, Freshness] | None:
+    """A read-only transaction begun on the replica, if it can be reached and is within its
+    bound; None otherwise (with nothing left open)."""
+    session = replica.sessions()
+    try:
+        transaction = _begin_read(session, isolation)
+        replayed = replica.replayed_through(session)
+    except Exception as error:
+        session.close()
+        if not unavailable(error):
+            raise
+        log.warning("the replica cannot be reached (%s); reading from the primary", error)
+        return None
+    if replayed is None or clock.now() - replayed > replica.max_lag:
+        session.close()
+        log.info("the replica is behind by more than %s; reading from the primary", replica.max_lag)
+        return None
+    return session, transaction, Freshness("replica", replayed)
+
+
+@contextmanager
+def read_transaction(
+    primary: sessionmaker[Session],
+    replica: Replica | None = None,
+    *,
+    isolation: str = "READ COMMITTED",
+) -> Iterator[tuple[Session, Freshness]]:
+    """One read-only transaction at `isolation`: on `replica` when there is one, it can be
+    reached and it is within its bound; on the primary otherwise. Committed when the block
+    ends normally, rolled back otherwise."""
+    begun = None if replica is None else _on_replica(replica, isolation)
+    if begun is None:
+        with primary() as session, _begin_read(session, isolation):
+            yield session, Freshness("primary", clock.now())
+        return
+    session, transaction, freshness = begun
+    with session, transaction:
+        yield session, freshness
 
 
 Params = Sequence[Any] | Mapping[str, Any] | None

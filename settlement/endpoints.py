@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 from sqlalchemy.orm import Session
 
-from clearinghouse.api.deps import ReadSession, WriteSession
+from clearinghouse.api.deps import ReportSession, WriteSession, freshness_headers
 from clearinghouse.api.schemas import BIGINT_MAX, Day, RowId
 from clearinghouse.audit import sealing
 from clearinghouse.database import Tx
@@ -52,7 +52,7 @@ BusinessDate = Annotated[Day, Path(description="Business date, in the coalition'
 
 @finance.get("/settlements", summary="Settlement dates with their state and totals, newest first")
 def list_settlements(
-    session: ReadSession,
+    session: ReportSession,
     user: FinanceUser,
     before: Annotated[
         Day | None, Query(description="The cursor of the previous page: dates before it.")
@@ -88,7 +88,7 @@ def _detail(session: Session, business_date: date) -> SettlementDetailOut:
 
 @finance.get("/settlements/{business_date}", summary="One settlement: lines, totals, history")
 def get_settlement(
-    business_date: BusinessDate, session: ReadSession, user: FinanceUser
+    business_date: BusinessDate, session: ReportSession, user: FinanceUser
 ) -> SettlementDetailOut:
     return _detail(session, business_date)
 
@@ -100,13 +100,16 @@ def get_settlement(
     responses={200: {"content": {"text/csv": {}}}},
 )
 def settlement_csv(
-    business_date: BusinessDate, session: ReadSession, user: FinanceUser
+    business_date: BusinessDate, session: ReportSession, user: FinanceUser
 ) -> Response:
     run = runs.load_run(session, business_date)
     return Response(
         reports.settlement_csv(run, reports.late_arrivals(session, run)),
         media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="settlement-{business_date}.csv"'},
+        headers={
+            "Content-Disposition": f'attachment; filename="settlement-{business_date}.csv"',
+            **freshness_headers(session),
+        },
     )
 
 
@@ -135,7 +138,7 @@ def mark_paid(
 
 
 @finance.get("/liability", summary="Outstanding points by issuer, breakage, expiring soon")
-def liability(session: ReadSession, user: FinanceUser) -> LiabilityOut:
+def liability(session: ReportSession, user: FinanceUser) -> LiabilityOut:
     return LiabilityOut.model_validate(reports.liability_report(session))
 
 

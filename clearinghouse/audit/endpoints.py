@@ -1,5 +1,5 @@
 """Auditors' routes (bearer token, role auditor). Every one runs in a read-only transaction
-under the read-only database role."""
+under the read-only database role, on the replica when there is one fresh enough."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from clearinghouse import ledger
-from clearinghouse.api.deps import AuditSession
+from clearinghouse.api.deps import AuditSession, freshness_headers
 from clearinghouse.api.schemas import BIGINT_MAX, Instant, RowId
 from clearinghouse.audit import queries, sealing
 from clearinghouse.audit.queries import EntryFilter, EntryNotFound
@@ -195,5 +195,8 @@ def export(
     return StreamingResponse(
         _zipped(tmp / "export", tmp),
         media_type="application/zip",
-        headers={"Content-Disposition": 'attachment; filename="journal-export.zip"'},
+        headers={
+            "Content-Disposition": 'attachment; filename="journal-export.zip"',
+            **freshness_headers(session),
+        },
     )
