@@ -18,6 +18,7 @@ from clearinghouse import metrics, migrate
 from clearinghouse.api import health, openapi, problems, schemas
 from clearinghouse.api.guard import Guard
 from clearinghouse.api.metrics import RequestMetrics, watch_pool
+from clearinghouse.api.request_ids import RequestIds
 from clearinghouse.api.throttle import Throttle
 from clearinghouse.audit import endpoints as audit_endpoints
 from clearinghouse.batches import endpoints as batch_endpoints
@@ -95,6 +96,7 @@ def create_app(
     app.add_middleware(PartnerGate, throttle=throttle, limits=limits)
     # Added last, so the outermost: every request and answer passes it.
     app.add_middleware(Guard)
+    app.add_middleware(RequestIds)
     # Outside everything else, so that every refusal is counted and timed too.
     app.add_middleware(RequestMetrics)
     # Routes are matched in order: the partners' busiest first.

@@ -9,13 +9,13 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from clearinghouse import logs
 from clearinghouse.cli_support import close_engines, fail, points
 
 # name: (module:attribute, help). The attribute is a Typer (a group of commands) or a function
@@ -98,11 +98,7 @@ def main(
     ctx: typer.Context, verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False
 ) -> None:
     ctx.call_on_close(close_engines)
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(logging.INFO if verbose else logging.WARNING)
 
 
 @app.command()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import platformdirs
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_home() -> Path:
@@ -99,6 +101,28 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("CLEARINGHOUSE_LANGUAGE"),
         description="The console's language (a gettext catalogue such as zh_CN); English if unset.",
     )
+
+    trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = Field(
+        default=(),
+        validation_alias=AliasChoices("CLEARINGHOUSE_TRUSTED_PROXIES"),
+        description="Addresses or networks (CIDR), comma-separated, of the proxies in front of "
+        "the server whose Request-Id header is kept as the request's id; from anyone else, "
+        "the server makes its own.",
+    )
+
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        validation_alias=AliasChoices("CLEARINGHOUSE_LOG_FORMAT"),
+        description="Logs as one JSON object a line (json) or as text; auto: text in a "
+        "terminal, JSON otherwise.",
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(ip_network(part.strip()) for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("timezone")
     @classmethod

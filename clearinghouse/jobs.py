@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from clearinghouse import logs
 from clearinghouse.api import idempotency, metrics, throttle
 from clearinghouse.audit.sealing import SEAL_INTERVAL, seal_all
 from clearinghouse.batches.worker import process_batches
@@ -107,8 +109,10 @@ JOBS = (
 async def _every(job: Job, sessions: sessionmaker[Session]) -> None:
     """Run a job in a worker thread at start and then at its interval, off the request path;
     log and go on when it fails. At start, so that a server started in the morning shows
-    yesterday's settlement at once."""
+    yesterday's settlement at once. Every record a run writes names the job and the run (the
+    task is the job's alone)."""
     while True:
+        logs.bind(job=job.name, run_id=secrets.token_hex(8))
         metrics.job_runs.labels(job.name).inc()
         try:
             result = await run_in_threadpool(job.run, sessions)

@@ -23,6 +23,7 @@ from pathlib import Path
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
+from clearinghouse import logs
 from clearinghouse.http_limits import PROTOCOLS, ConnectionLimits, ServerConfig
 
 APP = "clearinghouse.app:create_app"
@@ -90,6 +91,10 @@ def serve(
         forwarded_allow_ips=forwarded_allow_ips,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
+        # Every worker writes its records (uvicorn's too) as the command line does, and the
+        # app's access log (clearinghouse.api.request_ids) stands in for uvicorn's.
+        log_config=logs.server_config(),
+        access_log=False,
     )
     sock = listening_socket(host, port)
     with metrics_directory():

@@ -40,7 +40,7 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from clearinghouse.api import idempotency
+from clearinghouse.api import idempotency, request_ids
 from clearinghouse.api.guard import PARTNER_PREFIX, STAFF_PREFIXES, upload_of
 from clearinghouse.api.problems import from_domain_error, http_problem
 from clearinghouse.api.throttle import RateLimited, RateLimits, Throttle, source_of
@@ -162,6 +162,9 @@ class Outcome:
         headers = dict(self.answer.headers)
         if self.replayed:
             headers["idempotent-replayed"] = "true"
+            request = request_ids.current()
+            if request is not None:
+                request.replayed = True
         return Response(self.answer.body, self.answer.status, headers=headers)
 
 
@@ -524,9 +527,13 @@ class PartnerGate:
                 run_in_transaction, engine, lambda tx: self.throttle.failed(tx, source)
             )
             raise
-        return PartnerCall(
+        call = PartnerCall(
             engine, self.throttle, verified, key, digest, instance, upload, request.body_sha256
         )
+        logged = request_ids.current()
+        if logged is not None:
+            logged.signed(call.partner_id, call.key_id, key)
+        return call
 
     async def _serve(self, call: PartnerCall, scope: Scope, receive: Receive, send: Send) -> None:
         unanswered = _Unanswered(send, call)

@@ -25,6 +25,7 @@ GROUND = (
     "clearinghouse.reference",
     "clearinghouse.migrate",
     "clearinghouse.cli_support",
+    "clearinghouse.logs",
     "clearinghouse.settleable",
     "clearinghouse.ledger",
 )

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from clearinghouse.api import request_ids
 from clearinghouse.errors import PROBLEM_BASE, DomainError
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ def problem_body(
     errors: list[dict[str, Any]] | None = None,
     **extensions: Any,
 ) -> dict[str, Any]:
-    """A problem's JSON object (the body of `problem`; a batch line's result)."""
+    """A problem's JSON object (the body of `problem`; a batch line's result), with the id of
+    the request it answers."""
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + code.replace("_", "-"),
         "title": title,
@@ -54,6 +56,9 @@ def problem_body(
         body["instance"] = instance
     if errors is not None:
         body["errors"] = errors
+    request_id = request_ids.current_id()
+    if request_id is not None:
+        body["request_id"] = request_id
     body.update(extensions)
     return body
 
@@ -130,10 +135,13 @@ def install(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         # The server closes the connection after an error it did not expect: saying so lets
-        # the client open another for its next request instead of losing that one.
-        return http_problem(
-            500, "an internal error occurred; it has been logged", headers={"Connection": "close"}
-        )
+        # the client open another for its next request instead of losing that one. This
+        # handler answers outside the middleware that adds the request's id to the others.
+        headers = {"Connection": "close"}
+        request_id = request_ids.current_id()
+        if request_id is not None:
+            headers[request_ids.HEADER] = request_id
+        return http_problem(500, "an internal error occurred; it has been logged", headers=headers)
 
     app.add_exception_handler(DomainError, domain_error)
     app.add_exception_handler(RequestValidationError, validation_error)
