@@ -72,7 +72,7 @@ def _status_class(status: int) -> str:
     return f"{str(status)[0]}xx"
 
 
-def route_templates(app: Any) -> list[tuple[re.Pattern[str], str]]:
+def _route_templates(app: Any) -> list[tuple[re.Pattern[str], str]]:
     """Each route's path template with the pattern of the paths it matches, in the app's order."""
     templates = []
     for route in iter_route_contexts(app.routes):
@@ -94,7 +94,7 @@ class RequestMetrics:
         """The template of the route the path matches (the gate, outside the router, may have
         answered before any route was chosen)."""
         if self._templates is None:
-            self._templates = route_templates(scope["app"])
+            self._templates = _route_templates(scope["app"])
         path = scope["path"]
         return next((t for pattern, t in self._templates if pattern.match(path)), "unmatched")
 

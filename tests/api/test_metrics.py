@@ -1,6 +1,7 @@
 """/operator/metrics: refused to anyone but an operator, out of the OpenAPI document, and after
 real signed requests (a purchase, its replay, a bad signature) it shows every series the
-dashboard and the alert rules read."""
+dashboard and the alert rules read; served by several workers, any one of them answers for
+all."""
 
 from __future__ import annotations
 
@@ -8,17 +9,21 @@ import json
 import re
 from pathlib import Path
 
+import httpx
 import yaml
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session, sessionmaker
 
+from clearinghouse.database import make_engine, session_factory
 from partners.client import PartnerClient
+from tests.api.test_server import free_port, serve, stop, wait_until_up
 from tests.builders.calls import enrol, purchase_body
 from tests.builders.http import altered, assert_problem, assert_unauthorized
 from tests.builders.ids import unique_id
 from tests.builders.partners import ApiPartner, set_limit
 from tests.builders.users import staff
+from tests.conftest import Databases
 
 DOCS = Path(__file__).parents[2] / "docs"
 SERIES = re.compile(r"\bclearinghouse_[a-z_]+")
@@ -111,3 +116,47 @@ def test_the_dashboard_and_alerts_name_only_series_the_scrape_shows(
     named = {name for expression in expressions for name in SERIES.findall(expression)}
     assert named
     assert named <= scrape(http, sessions).keys(), named - scrape(http, sessions).keys()
+
+
+def healthz_answered(text: str) -> float:
+    """How many GET /healthz a scrape counts as answered."""
+    (family,) = (
+        f
+        for f in text_string_to_metric_families(text)
+        if f.name == "clearinghouse_http_request_duration_seconds"
+    )
+    return sum(
+        sample.value
+        for sample in family.samples
+        if sample.name.endswith("_count") and sample.labels["route"] == "/healthz"
+    )
+
+
+def test_each_scrape_of_a_served_app_counts_the_requests_of_every_worker(
+    databases: Databases, tmp_path: Path
+) -> None:
+    url = databases.create()
+    engine = make_engine(url, pool_size=1)
+    operator = staff(session_factory(engine), "operator").headers
+    engine.dispose()
+    port, log = free_port(), tmp_path / "serve.log"
+    base_url = f"http://127.0.0.1:{port}"
+    process = serve(port, url, log, "--workers", "2")
+    try:
+        wait_until_up(process, base_url, log)
+
+        def scrape_served() -> str:
+            # A connection of its own each time, so that either worker may answer.
+            response = httpx.get(f"{base_url}/operator/metrics", headers=operator)
+            assert response.status_code == 200, response.text
+            return response.text
+
+        before = healthz_answered(scrape_served())
+        for _ in range(40):
+            assert httpx.get(f"{base_url}/healthz").status_code == 200
+        for _ in range(6):
+            text = scrape_served()
+            assert healthz_answered(text) == before + 40
+        assert "clearinghouse_job_runs_total{" in text
+    finally:
+        stop(process)
