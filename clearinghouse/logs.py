@@ -20,9 +20,11 @@ LogFormat = Literal["auto", "json", "text"]
 
 _bound: ContextVar[Mapping[str, Any]] = ContextVar("log_fields", default=MappingProxyType({}))
 
-# What every LogRecord has; anything else on a record came with `extra`.
+# What every LogRecord has; anything else on a record came with `extra` (but uvicorn's copy of
+# its message with terminal colours).
 _RECORD_ATTRIBUTES = frozenset(
-    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
+    | {"message", "asctime", "color_message"}
 )
 
 
@@ -120,4 +122,6 @@ def server_config(level: int = logging.INFO) -> dict[str, Any]:
             }
         },
         "root": {"handlers": ["stderr"], "level": logging.getLevelName(level)},
+        # Each worker checks the schema's revision at start; alembic's notes on it are noise.
+        "loggers": {"alembic": {"level": "WARNING"}},
     }

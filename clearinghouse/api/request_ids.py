@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -23,7 +24,6 @@ from ipaddress import IPv4Network, IPv6Network, ip_address
 
 from fastapi.routing import iter_route_contexts
 from starlette.applications import Starlette
-from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clearinghouse import logs
@@ -85,24 +85,45 @@ def trusted(scope: Scope, proxies: Sequence[Network]) -> bool:
     return any(peer in network for network in proxies)
 
 
-def routes_of(app: Starlette) -> tuple[BaseRoute, ...]:
+@dataclass(frozen=True)
+class RouteTemplate:
+    """A route's path template, and what the router matches it by."""
+
+    path: str
+    pattern: re.Pattern[str]
+    methods: frozenset[str] | None
+
+
+def templates_of(app: Starlette) -> tuple[RouteTemplate, ...]:
     """The app's routes in the order they are matched, those of included routers with their
     full paths."""
-    return tuple(context.route for context in iter_route_contexts(app.routes))
+    found = []
+    for context in iter_route_contexts(app.routes):
+        route = context.route
+        path, pattern = getattr(route, "path", None), getattr(route, "path_regex", None)
+        if path is not None and pattern is not None:
+            methods = getattr(route, "methods", None)
+            found.append(RouteTemplate(path, pattern, frozenset(methods) if methods else None))
+    return tuple(found)
 
 
-def route_of(scope: Scope, routes: Sequence[BaseRoute]) -> str | None:
+def route_of(scope: Scope, templates: Sequence[RouteTemplate]) -> str | None:
     """The template of the route that answers the request (`/v1/members/{member_id}`), None
-    when none does."""
-    for route in routes:
-        match, _ = route.matches(scope)
-        if match is not Match.NONE:
-            return str(getattr(route, "path", scope["path"]))
-    return None
+    when none does. As the router matches, by the path's pattern and then the method, but
+    without converting the path's parameters: the access line is written on every request."""
+    path, method = scope["path"], scope["method"]
+    other_method = None
+    for template in templates:
+        if template.pattern.match(path):
+            if template.methods is None or method in template.methods:
+                return template.path
+            other_method = other_method or template.path
+    return other_method
 
 
 class RequestIds:
-    """Pure ASGI middleware, outermost but for the server error handler."""
+    """Pure ASGI middleware, outside the guard and the partner gate, whose answers carry the
+    request's id too."""
 
     def __init__(self, app: ASGIApp, trusted_proxies: Sequence[Network] | None = None) -> None:
         self.app = app
@@ -110,7 +131,7 @@ class RequestIds:
             get_settings().trusted_proxies if trusted_proxies is None else trusted_proxies
         )
         # Read at the first request, when the app has all its routes.
-        self.routes: tuple[BaseRoute, ...] | None = None
+        self.templates: tuple[RouteTemplate, ...] | None = None
 
     def id_of(self, scope: Scope) -> str:
         if trusted(scope, self.proxies):
@@ -150,9 +171,9 @@ class RequestIds:
                 self._log(scope, request, status, time.perf_counter() - started)
 
     def _log(self, scope: Scope, request: RequestLog, status: int, seconds: float) -> None:
-        if self.routes is None:
-            self.routes = routes_of(scope["app"])
-        route = route_of(scope, self.routes)
+        if self.templates is None:
+            self.templates = templates_of(scope["app"])
+        route = route_of(scope, self.templates)
         access.info(
             "%s %s %s",
             scope["method"],
