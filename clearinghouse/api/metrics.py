@@ -11,11 +11,9 @@ floor's (clearinghouse.metrics), passed to `exposition`.
 from __future__ import annotations
 
 import os
-import re
 import time
 from typing import Any
 
-from fastapi.routing import iter_route_contexts
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -29,8 +27,9 @@ from prometheus_client import (
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, event
 from sqlalchemy.pool import QueuePool
-from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from clearinghouse.api.request_ids import RouteTemplate, route_of, templates_of
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -72,31 +71,21 @@ def _status_class(status: int) -> str:
     return f"{str(status)[0]}xx"
 
 
-def _route_templates(app: Any) -> list[tuple[re.Pattern[str], str]]:
-    """Each route's path template with the pattern of the paths it matches, in the app's order."""
-    templates = []
-    for route in iter_route_contexts(app.routes):
-        if route.path_format is not None:
-            pattern, _, _ = compile_path(route.path_format)
-            templates.append((pattern, route.path_format))
-    return templates
-
-
 class RequestMetrics:
     """Times every HTTP request from its arrival to the end of its answer, and counts the
     answers replayed for an idempotency key."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._templates: list[tuple[re.Pattern[str], str]] | None = None
+        # Read at the first request, when the app has all its routes.
+        self.templates: tuple[RouteTemplate, ...] | None = None
 
     def _route_of(self, scope: Scope) -> str:
-        """The template of the route the path matches (the gate, outside the router, may have
-        answered before any route was chosen)."""
-        if self._templates is None:
-            self._templates = _route_templates(scope["app"])
-        path = scope["path"]
-        return next((t for pattern, t in self._templates if pattern.match(path)), "unmatched")
+        """The template of the route the request is for (the gate, outside the router, may
+        have answered before any route was chosen)."""
+        if self.templates is None:
+            self.templates = templates_of(scope["app"])
+        return route_of(scope, self.templates) or "unmatched"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
