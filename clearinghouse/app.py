@@ -14,18 +14,19 @@ from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse import metrics, migrate
+from clearinghouse import metrics, migrate, tracing
 from clearinghouse.api import health, openapi, problems, schemas
 from clearinghouse.api.guard import Guard
-from clearinghouse.api.metrics import RequestMetrics, watch_pool
+from clearinghouse.api.metrics import watch_pool
 from clearinghouse.api.request_ids import RequestIds
+from clearinghouse.api.request_metrics import RequestMetrics
 from clearinghouse.api.throttle import Throttle
 from clearinghouse.audit import endpoints as audit_endpoints
 from clearinghouse.batches import endpoints as batch_endpoints
 from clearinghouse.config import get_settings
 from clearinghouse.console import auth as console_auth
 from clearinghouse.console import pages as console_pages
-from clearinghouse.database import make_engine, resolve_url, session_factory
+from clearinghouse.database import configured_replica, make_engine, resolve_url, session_factory
 from clearinghouse.fraud import endpoints as fraud_endpoints
 from clearinghouse.jobs import JOBS, Scheduler
 from clearinghouse.members import endpoints as member_endpoints
@@ -58,6 +59,7 @@ def create_app(
     `clock` is the rate limits' (seconds since the epoch)."""
     limits = limits or Limits()
     run_jobs = get_settings().jobs if jobs is None else jobs
+    traces = tracing.configured()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,12 +68,17 @@ def create_app(
             url = resolve_url(get_settings())
             engine = make_engine(url, pool_size=limits.connections, max_overflow=2)
             watch_pool(engine)
+            if traces is not None:
+                tracing.instrument_engine(engine, traces)
             migrate.require_current_schema(engine)
             app.state.sessions = session_factory(engine)
+            app.state.replica = configured_replica(get_settings(), pool_size=limits.connections)
             if run_jobs:
                 job_engine = make_engine(
                     url, pool_size=JOB_CONNECTIONS, max_overflow=0, name="clearinghouse jobs"
                 )
+                if traces is not None:
+                    tracing.instrument_engine(job_engine, traces)
                 job_sessions = session_factory(job_engine)
         scheduler = None
         if run_jobs:
@@ -94,11 +101,14 @@ def create_app(
     problems.install(app)
     app.state.throttle = throttle = Throttle(limits.rates, clock)
     app.add_middleware(PartnerGate, throttle=throttle, limits=limits)
-    # Added last, so the outermost: every request and answer passes it.
+    # Each added outside the ones before: the guard refuses what no route may read, the request
+    # ids mark its refusals too, and the metrics count and time every answer, refusals
+    # included.
     app.add_middleware(Guard)
     app.add_middleware(RequestIds)
-    # Outside everything else, so that every refusal is counted and timed too.
     app.add_middleware(RequestMetrics)
+    if traces is not None:
+        tracing.instrument_app(app, traces)
     # Routes are matched in order: the partners' busiest first.
     app.include_router(points_endpoints.router)
     app.include_router(reward_endpoints.supplier)

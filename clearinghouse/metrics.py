@@ -1,4 +1,4 @@
-"""`/operator/metrics`: the Prometheus exposition, to an operator's token alone and outside the
+"""`/metrics`: the Prometheus exposition, to an operator's token alone and outside the
 OpenAPI document. What each process records is in clearinghouse.api.metrics; what the
 database knows (ledger entries, points per partner, open holds, seal lag, settlement, fraud
 cases, reconciliation breaks) is read here at scrape time, in one read-only transaction."""
@@ -127,6 +127,6 @@ class DatabaseSeries(Collector):
         )
 
 
-@router.get("/operator/metrics")
+@router.get("/metrics")
 def scrape(session: ReadSession, _: Operator) -> Response:
     return Response(metrics.exposition(DatabaseSeries(session)), media_type=metrics.CONTENT_TYPE)

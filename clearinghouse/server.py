@@ -24,6 +24,7 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from clearinghouse import logs
+from clearinghouse.config import get_settings
 from clearinghouse.http_limits import PROTOCOLS, ConnectionLimits, ServerConfig
 
 APP = "clearinghouse.app:create_app"
@@ -75,6 +76,9 @@ def serve(
     """Serve until stopped. The workers build the app themselves (each its own pool and
     caches); with `jobs`, they take turns at the periodic jobs, one at a time."""
     os.environ["CLEARINGHOUSE_JOBS"] = "true" if jobs else "false"
+    # The command read the settings before: the workers, and a single worker in this process,
+    # must see this one.
+    get_settings.cache_clear()
     config = ServerConfig(
         APP,
         limits,

@@ -40,7 +40,7 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from clearinghouse.api import idempotency, request_ids
+from clearinghouse.api import idempotency, metrics, request_ids
 from clearinghouse.api.guard import PARTNER_PREFIX, STAFF_PREFIXES, upload_of
 from clearinghouse.api.problems import from_domain_error, http_problem
 from clearinghouse.api.throttle import RateLimited, RateLimits, Throttle, source_of
@@ -311,6 +311,7 @@ class PartnerCall:
         )
         if opened.outcome == "nonce_replayed":
             log.info("signature refused", extra={"reason": "nonce_replayed"})
+            metrics.signature_failures.labels("nonce_replayed").inc()
             raise auth.Unauthorized()
         tx.reference_versions = opened.versions
         auth.confirm(tx, self.verified)

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 PARTNER_PREFIX = "/v1/"
 """The signed partner API's routes (partners.gate)."""
-STAFF_PREFIXES = ("/finance/", "/audit/", "/operator/")
+STAFF_PREFIXES = ("/finance/", "/audit/", "/operator/", "/metrics")
 """Routes for people with a bearer token, authenticated before their body is read."""
 MAX_BODY_BYTES = 1 << 20
 """The largest request body of any route but a file upload."""

@@ -11,7 +11,6 @@ floor's (clearinghouse.metrics), passed to `exposition`.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 from prometheus_client import (
@@ -27,9 +26,6 @@ from prometheus_client import (
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, event
 from sqlalchemy.pool import QueuePool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from clearinghouse.api.request_ids import RouteTemplate, route_of, templates_of
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -65,49 +61,6 @@ pool_exhausted = Counter(
     "clearinghouse_db_pool_exhausted",
     "Checkouts that took a request pool's last connection: the next one waits for a return",
 )
-
-
-def _status_class(status: int) -> str:
-    return f"{str(status)[0]}xx"
-
-
-class RequestMetrics:
-    """Times every HTTP request from its arrival to the end of its answer, and counts the
-    answers replayed for an idempotency key."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        # Read at the first request, when the app has all its routes.
-        self.templates: tuple[RouteTemplate, ...] | None = None
-
-    def _route_of(self, scope: Scope) -> str:
-        """The template of the route the request is for (the gate, outside the router, may
-        have answered before any route was chosen)."""
-        if self.templates is None:
-            self.templates = templates_of(scope["app"])
-        return route_of(scope, self.templates) or "unmatched"
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if (b"idempotent-replayed", b"true") in message.get("headers", ()):
-                    idempotent_replays.inc()
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            http_requests.labels(
-                self._route_of(scope), scope["method"], _status_class(status)
-            ).observe(time.perf_counter() - started)
 
 
 def watch_pool(engine: Engine) -> None:

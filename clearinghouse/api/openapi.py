@@ -124,6 +124,11 @@ def _problem_schema(types: list[dict[str, Any]]) -> dict[str, Any]:
             "status": {"type": "integer"},
             "detail": {"type": "string"},
             "instance": {"type": "string"},
+            "request_id": {
+                "type": "string",
+                "description": "The request's id, as in its Request-Id header: quote it to "
+                "the operator.",
+            },
             "code": {"type": "string", "enum": [t["code"] for t in types]},
             "errors": {
                 "type": "array",

@@ -1,4 +1,4 @@
-"""/operator/metrics: refused to anyone but an operator, out of the OpenAPI document, and after
+"""/metrics: refused to anyone but an operator, out of the OpenAPI document, and after
 real signed requests (a purchase, its replay, a bad signature) it shows every series the
 dashboard and the alert rules read; served by several workers, any one of them answers for
 all."""
@@ -31,7 +31,7 @@ SERIES = re.compile(r"\bclearinghouse_[a-z_]+")
 
 def scrape(http: TestClient, sessions: sessionmaker[Session]) -> dict[str, list[str]]:
     """Each series name in an operator's scrape, with its samples' lines."""
-    response = http.get("/operator/metrics", headers=staff(sessions, "operator").headers)
+    response = http.get("/metrics", headers=staff(sessions, "operator").headers)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     series: dict[str, list[str]] = {}
@@ -47,15 +47,15 @@ def scrape(http: TestClient, sessions: sessionmaker[Session]) -> dict[str, list[
 def test_anonymous_callers_and_other_roles_are_refused(
     http: TestClient, sessions: sessionmaker[Session], client: PartnerClient
 ) -> None:
-    assert_problem(http.get("/operator/metrics"), 401, "not_signed_in")
+    assert_problem(http.get("/metrics"), 401, "not_signed_in")
     finance = staff(sessions, "finance").headers
-    assert_problem(http.get("/operator/metrics", headers=finance), 403, "forbidden")
+    assert_problem(http.get("/metrics", headers=finance), 403, "forbidden")
     # A partner's signature is no operator's token either.
-    assert_problem(http.send(client.build("GET", "/operator/metrics")), 401, "not_signed_in")
+    assert_problem(http.send(client.build("GET", "/metrics")), 401, "not_signed_in")
 
 
 def test_the_route_is_not_in_the_openapi_document(http: TestClient) -> None:
-    assert "/operator/metrics" not in http.get("/openapi.json").json()["paths"]
+    assert "/metrics" not in http.get("/openapi.json").json()["paths"]
 
 
 def test_a_scrape_shows_requests_replays_and_refused_signatures(
@@ -147,7 +147,7 @@ def test_each_scrape_of_a_served_app_counts_the_requests_of_every_worker(
 
         def scrape_served() -> str:
             # A connection of its own each time, so that either worker may answer.
-            response = httpx.get(f"{base_url}/operator/metrics", headers=operator)
+            response = httpx.get(f"{base_url}/metrics", headers=operator)
             assert response.status_code == 200, response.text
             return response.text
 
