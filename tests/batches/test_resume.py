@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from clearinghouse.batches.tables import batch_lines, batches
 from clearinghouse.batches.worker import process_batches
@@ -33,6 +33,18 @@ def _applied(world: World, batch_id: str) -> int:
         return session.execute(
             select(batches.c.applied).where(batches.c.id == batch_id)
         ).scalar_one()
+
+
+def _advisory_locks(world: World) -> int:
+    """Advisory locks held in the test's database: the batch lanes of a live worker."""
+    with world.sessions() as session:
+        held: int = session.execute(
+            text(
+                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+                " WHERE l.locktype = 'advisory' AND d.datname = current_database()"
+            )
+        ).scalar_one()
+    return held
 
 
 def test_a_worker_killed_mid_batch_resumes_with_nothing_lost_or_doubled(
@@ -63,6 +75,12 @@ def test_a_worker_killed_mid_batch_resumes_with_nothing_lost_or_doubled(
         worker.wait()
     stopped_at = _applied(world, batch["batch_id"])
     assert 0 < stopped_at < LINES, "killed part of the way through"
+    # The killed worker's backend lets its lanes' locks go once PostgreSQL sees the connection
+    # gone; until then a lane is someone else's and the next run would pass it by.
+    deadline = time.monotonic() + PROGRESS_SECONDS
+    while _advisory_locks(world):
+        assert time.monotonic() < deadline, "the killed worker's locks were never released"
+        time.sleep(0.05)
 
     assert process_batches(world.sessions) == LINES - stopped_at
     done = client.get(f"/v1/batches/{batch['batch_id']}")
