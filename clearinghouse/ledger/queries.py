@@ -27,7 +27,13 @@ from sqlalchemy.orm import Session
 
 from clearinghouse.ledger.accounts import Address, get_account
 from clearinghouse.ledger.errors import InvalidEntry
-from clearinghouse.ledger.tables import account_balances, accounts, journal_entries, postings
+from clearinghouse.ledger.tables import (
+    account_balances,
+    accounts,
+    journal_entries,
+    journal_keys,
+    postings,
+)
 
 
 def balance(session: Session, address: str | Address, as_of: datetime | None = None) -> int:
@@ -252,9 +258,9 @@ def entry_postings(session: Session, entry_id: int) -> list[EntryPosting]:
 def find_entry(session: Session, origin: str, idempotency_key: str) -> int | None:
     """The entry written under this origin and idempotency key, if any."""
     found: int | None = session.execute(
-        select(journal_entries.c.id).where(
-            journal_entries.c.origin == origin,
-            journal_entries.c.idempotency_key == idempotency_key,
+        select(journal_keys.c.entry_id).where(
+            journal_keys.c.origin == origin,
+            journal_keys.c.idempotency_key == idempotency_key,
         )
     ).scalar_one_or_none()
     return found
