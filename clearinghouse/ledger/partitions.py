@@ -14,6 +14,8 @@ still verifies and a replay still answers with the entry it made.
 from __future__ import annotations
 
 import hashlib
+import json
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -100,17 +102,72 @@ def archived_until(session: Session) -> datetime | None:
     return until
 
 
+_closed_counts: dict[tuple[str, int], Counter[str]] = {}
+"""Entries by kind of each month over and still attached, by (database, partition's oid): a
+month over takes no more entries, so it is counted once per process."""
+
+
+def _counted(session: Session, table: str, where: str = "", **bound: object) -> Counter[str]:
+    rows = session.execute(
+        text(f"SELECT kind, count(*) FROM {table} {where} GROUP BY kind"), bound
+    ).all()
+    return Counter({str(kind): int(count) for kind, count in rows})
+
+
+def entries_by_kind(session: Session) -> Counter[str]:
+    """Every entry the journal has taken, by kind, archived months included, reading entries
+    only of the months not over (and the default partition's before them): what the metrics
+    count, without counting the whole journal at every scrape."""
+    totals: Counter[str] = Counter()
+    for (kinds,) in session.execute(
+        text("SELECT entry_kinds FROM journal_partitions WHERE archived_at IS NOT NULL")
+    ):
+        totals.update(kinds)
+    database: str = session.execute(text("SELECT current_database()")).scalar_one()
+    closed = session.execute(
+        text(
+            "SELECT p.month, c.oid FROM journal_partitions p"
+            " JOIN pg_class c ON c.relname = 'journal_entries_' || to_char(p.month,"
+            ' \'"y"YYYY"m"MM\') AND c.relispartition'
+            " WHERE p.archived_at IS NULL AND p.ends_at <= now()"
+        )
+    ).all()
+    open_from: datetime | None = session.execute(
+        text("SELECT max(ends_at) FROM journal_partitions WHERE ends_at <= now()")
+    ).scalar_one()
+    for month, oid in closed:
+        key = (database, int(oid))
+        if key not in _closed_counts:
+            _closed_counts[key] = _counted(session, f"journal_entries_{suffix(month)}")
+        totals.update(_closed_counts[key])
+    if open_from is None:
+        totals.update(_counted(session, "journal_entries"))
+    else:
+        totals.update(_counted(session, "journal_entries", "WHERE recorded_at >= :t", t=open_from))
+        totals.update(
+            _counted(session, "journal_entries_default", "WHERE recorded_at < :t", t=open_from)
+        )
+    return totals
+
+
 def detach(session: Session, month: date, folder: Path, manifest: bytes) -> Partition:
     """Detach `month`'s partitions (postings first, then the entries), and record the month as
     archived in `folder`, with the SHA-256 of its `manifest`; with the entries and postings
-    counted before. What was detached stays as two tables of their own, read-only, for the
-    operator to move to cheaper storage or drop (`drop_detached`)."""
+    counted before, and what its postings add to each account kept in `archived_balances`.
+    What was detached stays as two tables of their own, read-only, for the operator to move to
+    cheaper storage or drop (`drop_detached`)."""
     name = suffix(month)
     session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-    entries: int = session.execute(
-        text(f"SELECT count(*) FROM journal_entries_{name}")
-    ).scalar_one()
+    kinds = _counted(session, f"journal_entries_{name}")
     postings: int = session.execute(text(f"SELECT count(*) FROM postings_{name}")).scalar_one()
+    session.execute(
+        text(
+            "INSERT INTO archived_balances (account_id, amount)"
+            f" SELECT account_id, sum(amount)::bigint FROM postings_{name} GROUP BY account_id"
+            " ON CONFLICT (account_id)"
+            " DO UPDATE SET amount = archived_balances.amount + EXCLUDED.amount"
+        )
+    )
     session.execute(
         text(
             f"ALTER TABLE postings DETACH PARTITION postings_{name};"
@@ -126,7 +183,8 @@ def detach(session: Session, month: date, folder: Path, manifest: bytes) -> Part
     row = session.execute(
         text(
             "UPDATE journal_partitions SET archived_at = :now, archive_folder = :folder,"
-            " archive_digest = :digest, entries = :entries, postings = :postings"
+            " archive_digest = :digest, entries = :entries, postings = :postings,"
+            " entry_kinds = :kinds"
             " WHERE month = :month AND archived_at IS NULL"
             " RETURNING month, starts_at, ends_at, archived_at, archive_folder, archive_digest,"
             " entries, postings"
@@ -135,8 +193,9 @@ def detach(session: Session, month: date, folder: Path, manifest: bytes) -> Part
             "now": clock.now(),
             "folder": str(folder),
             "digest": hashlib.sha256(manifest).hexdigest(),
-            "entries": entries,
+            "entries": kinds.total(),
             "postings": postings,
+            "kinds": json.dumps(kinds),
             "month": month,
         },
     ).one()

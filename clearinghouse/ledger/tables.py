@@ -105,6 +105,15 @@ journal_keys = Table(
     Column("request_hash", LargeBinary, nullable=False),
 )
 
+archived_balances = Table(
+    "archived_balances",
+    metadata,
+    # What the postings of archived months add up to, per account: balances as of an instant,
+    # statements and the consistency check start from it.
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), primary_key=True),
+    Column("amount", BigInteger, nullable=False),
+)
+
 journal_partitions = Table(
     "journal_partitions",
     metadata,
@@ -117,11 +126,14 @@ journal_partitions = Table(
     Column("archive_digest", Text),
     Column("entries", BigInteger),
     Column("postings", BigInteger),
+    # Entries by kind, when archived: the metrics' count of entries written goes on.
+    Column("entry_kinds", JSONB),
     CheckConstraint("extract(day FROM month) = 1", name="month_first_day"),
     CheckConstraint(
         "(archived_at IS NULL) = (archive_digest IS NULL)"
         " AND (archived_at IS NULL) = (entries IS NULL)"
-        " AND (archived_at IS NULL) = (postings IS NULL)",
+        " AND (archived_at IS NULL) = (postings IS NULL)"
+        " AND (archived_at IS NULL) = (entry_kinds IS NULL)",
         name="archived_whole",
     ),
 )

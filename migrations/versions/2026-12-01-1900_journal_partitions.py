@@ -16,6 +16,8 @@ long sealed, exported and settled can leave the database for archive storage.
   entries by id without a foreign key: an archived month's entries leave the database while the
   rows naming them stay. The ledger's functions write an entry and what names it in one
   transaction.
+- `archived_balances`: what an account's postings in archived months add up to, which balances
+  as of an instant, statements and the consistency check add to the postings still in.
 - `journal_partitions` lists the months: made ahead by `ledger_add_partitions` (the
   `partitions` job), archived by `clearinghouse ledger archive`. TRUNCATE of a month's
   partition is refused like TRUNCATE of the journal (statement triggers are not inherited).
@@ -102,6 +104,13 @@ CREATE TABLE journal_keys (
     CONSTRAINT journal_keys_pkey PRIMARY KEY (origin, idempotency_key)
 );
 
+CREATE TABLE archived_balances (
+    account_id bigint NOT NULL,
+    amount bigint NOT NULL,
+    CONSTRAINT archived_balances_pkey PRIMARY KEY (account_id),
+    CONSTRAINT archived_balances_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts (id)
+);
+
 CREATE TABLE journal_partitions (
     month date NOT NULL,
     starts_at timestamptz NOT NULL,
@@ -112,13 +121,15 @@ CREATE TABLE journal_partitions (
     archive_digest text,
     entries bigint,
     postings bigint,
+    entry_kinds jsonb,
     CONSTRAINT journal_partitions_pkey PRIMARY KEY (month),
     CONSTRAINT journal_partitions_month_first_day_check
         CHECK (extract(day FROM month) = 1),
     CONSTRAINT journal_partitions_archived_whole_check
         CHECK ((archived_at IS NULL) = (archive_digest IS NULL)
                AND (archived_at IS NULL) = (entries IS NULL)
-               AND (archived_at IS NULL) = (postings IS NULL))
+               AND (archived_at IS NULL) = (postings IS NULL)
+               AND (archived_at IS NULL) = (entry_kinds IS NULL))
 );
 """
 
@@ -494,6 +505,7 @@ def downgrade() -> None:
         DROP TABLE journal_entries_partitioned;
         DROP TABLE journal_keys;
         DROP TABLE journal_partitions;
+        DROP TABLE archived_balances;
         DROP FUNCTION ledger_add_partitions(timestamptz, timestamptz);
         DROP FUNCTION ledger_refuse_truncate(text);
         DROP FUNCTION ledger_take_entry_key();

@@ -149,12 +149,13 @@ def test_a_month_is_archived_once_over_sealed_and_the_chain_still_verifies(
     books: Books, no_seal_delay: None, tmp_path: Path
 ) -> None:
     with books.sessions() as session, session.begin():
+        member = member_account(session)
         kept = ledger.transfer(
             kind="accrual",
             origin="test",
             idempotency_key="kept",
             source=partner_account(session),
-            destination=member_account(session),
+            destination=member,
             amount=7,
             occurred_at=clock.now(),
         )
@@ -163,6 +164,7 @@ def test_a_month_is_archived_once_over_sealed_and_the_chain_still_verifies(
     with books.sessions() as session:
         month = _month_now(session)
         balances = ledger.trial_balance(session)
+        posted_balances = ledger.trial_balance(session, as_of=clock.now())
 
     with pytest.raises(archive.ArchiveRefused, match="is not over"):
         _archive(books, month, tmp_path / "early")
@@ -188,6 +190,14 @@ def test_a_month_is_archived_once_over_sealed_and_the_chain_still_verifies(
             assert partitions.archived_until(session) == done.partition.ends_at
             # The books are the same, and every sealed block still checks.
             assert ledger.trial_balance(session) == balances
+            assert ledger.trial_balance(session, as_of=clock.now()) == posted_balances
+            assert ledger.check_consistency(session) == []
+            assert ledger.balance(session, member, as_of=clock.now()) == 7
+            with pytest.raises(ledger.InvalidEntry, match="are archived"):
+                ledger.balance(session, member, as_of=done.partition.starts_at)
+            # The statement opens with what the archived month left the account.
+            page = ledger.statement(session, member)
+            assert (page.opening_balance, page.lines) == (7, [])
             assert verify.verify_database(session).problems == []
             # The detached rows stay read-only until dropped.
             with pytest.raises(DBAPIError, match="append-only"):
