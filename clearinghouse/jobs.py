@@ -29,6 +29,7 @@ from clearinghouse.api import idempotency, metrics, throttle
 from clearinghouse.audit.sealing import SEAL_INTERVAL, seal_all
 from clearinghouse.batches.worker import process_batches
 from clearinghouse.database import libpq_url
+from clearinghouse.ledger import partitions
 from clearinghouse.points import holds
 from clearinghouse.points.expiry import expire_lots
 from clearinghouse.points.reminders import remind_expiring
@@ -83,6 +84,12 @@ def send_reminders(sessions: sessionmaker[Session]) -> Reminders:
     return Reminders(remind_expiring(sessions), notify_retiring_keys(sessions))
 
 
+def add_partitions(sessions: sessionmaker[Session]) -> int:
+    """Make the journal's month partitions ahead of time (those missing); return how many."""
+    with sessions() as session, session.begin():
+        return partitions.add_ahead(session)
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
@@ -103,6 +110,7 @@ JOBS = (
     # Hourly, though each notice is daily news: a key retired with a deadline hours away still
     # gets its notice, and a run that finds nothing new writes nothing.
     Job("reminders", 3600.0, send_reminders),
+    Job("partitions", 86400.0, add_partitions),
 )
 
 

@@ -77,6 +77,7 @@ def late_arrivals(session: Session, run: Run) -> list[LateArrival]:
         .join(accounts, accounts.c.id == postings.c.account_id)
         .where(
             postings.c.entry_id == journal_entries.c.id,
+            postings.c.recorded_at == journal_entries.c.recorded_at,
             accounts.c.address == func.concat("partner:", partner, ":", points_account),
         )
         .scalar_subquery()

@@ -31,7 +31,7 @@ settlement_runs = Table(
     Column("attempt", Integer, nullable=False),
     Column("cutoff", DateTime(timezone=True), nullable=False),
     Column("state", Text, nullable=False),
-    Column("entry_id", BigInteger, ForeignKey("journal_entries.id")),
+    Column("entry_id", BigInteger),
     Column("bank_reference", Text),
     Column("computed_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     # How many entries the run covers (its settlement_items), kept so listings need not count.
@@ -51,7 +51,7 @@ settlement_runs = Table(
 settlement_items = Table(
     "settlement_items",
     metadata,
-    Column("entry_id", BigInteger, ForeignKey("journal_entries.id"), nullable=False),
+    Column("entry_id", BigInteger, nullable=False),
     Column("run_id", BigInteger, ForeignKey("settlement_runs.id"), nullable=False),
     PrimaryKeyConstraint("entry_id", "run_id"),
     Index("ix_settlement_items_run_id", "run_id"),

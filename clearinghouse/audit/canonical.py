@@ -181,7 +181,11 @@ def _load(session: Session, condition: Any, limit: int | None = None) -> list[En
             gathered(postings.c.amount, "amounts"),
         )
         .select_from(postings.join(accounts, accounts.c.id == postings.c.account_id))
-        .where(postings.c.entry_id == journal_entries.c.id)
+        # The entry's month's partition alone: its postings share its recorded_at.
+        .where(
+            postings.c.entry_id == journal_entries.c.id,
+            postings.c.recorded_at == journal_entries.c.recorded_at,
+        )
         .lateral("legs")
     )
     rows = session.execute(

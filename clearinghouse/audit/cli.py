@@ -1,20 +1,21 @@
 """`clearinghouse audit ...`: seal, verify (the database or an export folder), prove an entry's
-inclusion offline, export a date range."""
+inclusion offline, export a date range, archive a month."""
 
 from __future__ import annotations
 
 import json
 import os
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from sqlalchemy import text
 
-from clearinghouse.audit import sealing, verify
+from clearinghouse.audit import archive, sealing, verify
 from clearinghouse.audit.exports import ExportError, Progress
 from clearinghouse.cli_support import fail, sessions, transaction
+from clearinghouse.ledger.partitions import suffix
 
 audit_app = typer.Typer(no_args_is_help=True)
 
@@ -148,4 +149,40 @@ def export(
         return
     typer.echo(
         f"exported {done.counts.entries} entries to {out}; digests in {out / 'manifest.json'}"
+    )
+
+
+def _month(value: str) -> date:
+    try:
+        return datetime.strptime(value, "%Y-%m").date()
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not a month such as 2026-10") from exc
+
+
+@audit_app.command("archive")
+def archive_command(
+    month: Annotated[date, typer.Argument(help="The month, e.g. 2026-10.", parser=_month)],
+    out: Annotated[Path, typer.Option(help="A new folder for the month's export.")],
+    drop: Annotated[
+        bool, typer.Option(help="Drop the detached tables too (the folder holds their rows).")
+    ] = False,
+) -> None:
+    """Move a month of the journal out of the database: write its export (entries, postings,
+    beancount, seals, manifest), verify it alone, detach the month's partitions. Refused while
+    the month is not over, not sealed or not settled, or an earlier month is still in."""
+    with transaction() as session:
+        session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+        try:
+            done = archive.archive_month(session, month, out, drop=drop)
+        except (ExportError, FileExistsError) as exc:
+            raise fail(str(exc)) from exc
+    part = done.partition
+    kept = (
+        "dropped"
+        if done.dropped
+        else f"detached as journal_entries_{suffix(month)} and postings_{suffix(month)}"
+    )
+    typer.echo(
+        f"archived {month:%Y-%m}: {part.entries} entries, {part.postings} postings in {out}"
+        f" (manifest sha256 {part.archive_digest}); the tables were {kept}"
     )

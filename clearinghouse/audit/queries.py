@@ -35,6 +35,7 @@ def _touching(condition: Any) -> Any:
     """Entries with a posting on an account matching `condition`."""
     return exists().where(
         postings.c.entry_id == journal_entries.c.id,
+        postings.c.recorded_at == journal_entries.c.recorded_at,
         postings.c.account_id == accounts.c.id,
         condition,
     )

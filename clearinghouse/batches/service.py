@@ -153,9 +153,9 @@ def _members(tx: Tx, partner_id: str, read: list[batch_lines.Line]) -> dict[int,
         rows = tx.all(
             "SELECT partner_txn_id, member_id FROM purchases"
             " WHERE partner_id = %s AND partner_txn_id = ANY(%s)"
-            " UNION ALL SELECT substr(e.idempotency_key, 6), h.member_id"
-            " FROM journal_entries e JOIN holds h ON h.hold_entry_id = e.id"
-            " WHERE e.origin = %s AND e.idempotency_key = ANY(%s)",
+            " UNION ALL SELECT substr(k.idempotency_key, 6), h.member_id"
+            " FROM journal_keys k JOIN holds h ON h.hold_entry_id = k.entry_id"
+            " WHERE k.origin = %s AND k.idempotency_key = ANY(%s)",
             (partner_id, unknown, f"partner:{partner_id}", [f"hold:{t}" for t in unknown]),
         )
         for row in rows:

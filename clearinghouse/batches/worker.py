@@ -102,7 +102,7 @@ class _Known:
             " WHERE p.partner_id = %s AND p.partner_txn_id = ANY(%s)"
             " AND r.partner_refund_id = ANY(%s)"
             " UNION ALL SELECT 'redemption', substr(idempotency_key, 6), NULL"
-            " FROM journal_entries WHERE origin = %s AND idempotency_key = ANY(%s)",
+            " FROM journal_keys WHERE origin = %s AND idempotency_key = ANY(%s)",
             (
                 partner_id,
                 purchases,
@@ -146,8 +146,8 @@ def _void(tx: Tx, partner_id: str, scope: KeyScope, line: VoidLine) -> tuple[Bas
         )
         return RefundOut.model_validate(refund), earlier is not None
     hold_id = tx.scalar(
-        "SELECT h.id FROM holds h JOIN journal_entries e ON e.id = h.hold_entry_id"
-        " WHERE e.origin = %s AND e.idempotency_key = %s",
+        "SELECT h.id FROM holds h JOIN journal_keys k ON k.entry_id = h.hold_entry_id"
+        " WHERE k.origin = %s AND k.idempotency_key = %s",
         (f"partner:{partner_id}", f"hold:{line.voids}"),
     )
     if hold_id is None:

@@ -41,7 +41,7 @@ fraud_cases = Table(
     Column("state", Text, nullable=False),
     Column("verdicts", JSONB, nullable=False),
     Column("attempt", JSONB, nullable=False),
-    Column("entry_id", BigInteger, ForeignKey("journal_entries.id")),
+    Column("entry_id", BigInteger),
     Column("hold_id", Text, ForeignKey("holds.id")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("decided_at", DateTime(timezone=True)),

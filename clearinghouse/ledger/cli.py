@@ -10,6 +10,7 @@ import typer
 from clearinghouse import ledger
 from clearinghouse.cli_support import fail, points, transaction
 from clearinghouse.config import get_settings
+from clearinghouse.ledger import partitions
 
 ledger_app = typer.Typer(no_args_is_help=True)
 
@@ -84,3 +85,28 @@ def ledger_check() -> None:
     if mismatches or any(line.net != 0 for line in lines):
         raise typer.Exit(code=1)
     typer.echo("ledger consistent: balances equal postings, every asset nets to zero")
+
+
+@ledger_app.command("partitions")
+def ledger_partitions(
+    add: Annotated[
+        bool,
+        typer.Option(help="First make the months ahead that are missing, as the daily job does."),
+    ] = False,
+) -> None:
+    """The journal's month partitions: rows (counted for archived months; for the others, the
+    planner's estimate as of the last ANALYZE), size, and where archived months went."""
+    with transaction() as session:
+        made = partitions.add_ahead(session) if add else None
+        found = partitions.list_partitions(session)
+    if made is not None:
+        typer.echo(f"made {made} months")
+    typer.echo(f"{'month':<8} {'state':<9} {'entries':>12} {'postings':>12} {'MB':>8}  archive")
+    for p in found.months:
+        state = "archived" if p.archived_at else "attached"
+        size = "" if p.size_bytes is None else f"{p.size_bytes / 1_048_576:.1f}"
+        typer.echo(
+            f"{p.month:%Y-%m}  {state:<9} {points(p.entries or 0):>12} "
+            f"{points(p.postings or 0):>12} {size:>8}  {p.archive_folder or ''}"
+        )
+    typer.echo(f"default partition: {found.default_entries} entries")

@@ -8,6 +8,7 @@ import binascii
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -21,27 +22,77 @@ from sqlalchemy import (
     or_,
     select,
     tuple_,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from clearinghouse.ledger.accounts import Address, get_account
 from clearinghouse.ledger.errors import InvalidEntry
-from clearinghouse.ledger.tables import account_balances, accounts, journal_entries, postings
+from clearinghouse.ledger.tables import (
+    account_balances,
+    accounts,
+    archived_balances,
+    journal_entries,
+    journal_keys,
+    journal_partitions,
+    postings,
+)
+
+
+def _archived(account_id: Any) -> Any:
+    """What the account's postings in archived months add up to (0 when none were archived)."""
+    return func.coalesce(
+        select(archived_balances.c.amount)
+        .where(archived_balances.c.account_id == account_id)
+        .scalar_subquery(),
+        0,
+    )
+
+
+def _not_archived(session: Session, as_of: datetime) -> None:
+    """Refuse an instant whose postings have left the database with an archived month."""
+    until = session.execute(
+        select(func.max(journal_partitions.c.ends_at)).where(
+            journal_partitions.c.archived_at.is_not(None)
+        )
+    ).scalar_one()
+    if until is not None and as_of < until:
+        raise InvalidEntry(
+            f"postings recorded before {until.isoformat()} are archived: "
+            "read balances before then from the month's archive"
+        )
 
 
 def balance(session: Session, address: str | Address, as_of: datetime | None = None) -> int:
-    """The account's balance now, or as recorded at `as_of` (postings recorded at or before it)."""
+    """The account's balance now, or as recorded at `as_of` (postings recorded at or before it,
+    with those of archived months, which must all be before it)."""
     account = get_account(session, address)
     if as_of is None:
         query = select(func.coalesce(func.sum(account_balances.c.balance), 0)).where(
             account_balances.c.account_id == account.id
         )
     else:
-        query = select(func.coalesce(func.sum(postings.c.amount), 0)).where(
-            postings.c.account_id == account.id, postings.c.recorded_at <= as_of
+        _not_archived(session, as_of)
+        query = select(
+            _archived(account.id)
+            + select(func.coalesce(func.sum(postings.c.amount), 0))
+            .where(postings.c.account_id == account.id, postings.c.recorded_at <= as_of)
+            .scalar_subquery()
         )
     return int(session.execute(query).scalar_one())
+
+
+def _derived(where: Any = None) -> Select[tuple[int, int]]:
+    """Each account's postings with what its archived months added (`where`: of the postings)."""
+    moved = select(postings.c.account_id, postings.c.amount)
+    if where is not None:
+        moved = moved.where(where)
+    kept = select(archived_balances.c.account_id, archived_balances.c.amount)
+    both = union_all(moved, kept).subquery()
+    return select(both.c.account_id, func.sum(both.c.amount).label("total")).group_by(
+        both.c.account_id
+    )
 
 
 @dataclass(frozen=True)
@@ -70,10 +121,10 @@ def trial_balance(session: Session, as_of: datetime | None = None) -> list[Trial
             .group_by(accounts.c.asset, accounts.c.id)
         )
     else:
-        per_account = (
-            select(postings.c.asset, postings.c.account_id, func.sum(postings.c.amount))
-            .where(postings.c.recorded_at <= as_of)
-            .group_by(postings.c.asset, postings.c.account_id)
+        _not_archived(session, as_of)
+        derived = _derived(postings.c.recorded_at <= as_of).subquery()
+        per_account = select(accounts.c.asset, accounts.c.id, derived.c.total).join(
+            derived, derived.c.account_id == accounts.c.id
         )
     sub = per_account.subquery()
     asset, bal = sub.c[0], sub.c[2]
@@ -141,15 +192,16 @@ def statement(
     position = tuple_(postings.c.recorded_at, postings.c.id)
     after = _decode_cursor(cursor) if cursor else None
     this_account = postings.c.account_id == account.id
-    opening = 0
+    # The first page opens with what archived months left the account.
+    opening_query = select(_archived(account.id))
     if after is not None:
-        opening = int(
-            session.execute(
-                select(func.coalesce(func.sum(postings.c.amount), 0)).where(
-                    this_account, position <= tuple_(literal(after[0]), literal(after[1]))
-                )
-            ).scalar_one()
+        opening_query = select(
+            _archived(account.id)
+            + select(func.coalesce(func.sum(postings.c.amount), 0))
+            .where(this_account, position <= tuple_(literal(after[0]), literal(after[1])))
+            .scalar_subquery()
         )
+    opening = int(session.execute(opening_query).scalar_one())
     page = (
         select(
             postings.c.id,
@@ -159,7 +211,13 @@ def statement(
             journal_entries.c.occurred_at,
             postings.c.amount,
         )
-        .join(journal_entries, journal_entries.c.id == postings.c.entry_id)
+        .join(
+            journal_entries,
+            and_(
+                journal_entries.c.id == postings.c.entry_id,
+                journal_entries.c.recorded_at == postings.c.recorded_at,
+            ),
+        )
         .where(this_account)
         .order_by(postings.c.recorded_at, postings.c.id)
         .limit(limit + 1)
@@ -203,20 +261,19 @@ class BalanceMismatch:
 def check_consistency(
     session: Session, account_ids: Collection[int] | None = None
 ) -> list[BalanceMismatch]:
-    """Every account whose materialised balance differs from the sum of its postings; only
-    among `account_ids` when given (each is summed through the postings' account index)."""
+    """Every account whose materialised balance differs from the sum of its postings (and of
+    its archived months'); only among `account_ids` when given (each is summed through the
+    postings' account index)."""
     kept_query = select(
         account_balances.c.account_id.label("account_id"),
         func.sum(account_balances.c.balance).label("total"),
     ).group_by(account_balances.c.account_id)
-    derived_query = select(
-        postings.c.account_id.label("account_id"), func.sum(postings.c.amount).label("total")
-    ).group_by(postings.c.account_id)
+    derived_query = _derived()
     query = select(accounts.c.address)
     if account_ids is not None:
         wanted = bindparam("account_ids", sorted(account_ids), type_=ARRAY(BigInteger))
         kept_query = kept_query.where(account_balances.c.account_id == any_(wanted))
-        derived_query = derived_query.where(postings.c.account_id == any_(wanted))
+        derived_query = _derived(postings.c.account_id == any_(wanted))
         query = query.where(accounts.c.id == any_(wanted))
     kept, derived = kept_query.subquery(), derived_query.subquery()
     kept_total = func.coalesce(kept.c.total, 0)
@@ -252,9 +309,9 @@ def entry_postings(session: Session, entry_id: int) -> list[EntryPosting]:
 def find_entry(session: Session, origin: str, idempotency_key: str) -> int | None:
     """The entry written under this origin and idempotency key, if any."""
     found: int | None = session.execute(
-        select(journal_entries.c.id).where(
-            journal_entries.c.origin == origin,
-            journal_entries.c.idempotency_key == idempotency_key,
+        select(journal_keys.c.entry_id).where(
+            journal_keys.c.origin == origin,
+            journal_keys.c.idempotency_key == idempotency_key,
         )
     ).scalar_one_or_none()
     return found

@@ -5,6 +5,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     ForeignKeyConstraint,
@@ -66,6 +67,10 @@ account_balances = Table(
     CheckConstraint("NOT non_negative OR balance >= 0", name="floor"),
 )
 
+# The journal is partitioned by month of recorded_at (partitions are made by
+# ledger_add_partitions, not listed here; see clearinghouse.ledger.partitions). A partitioned
+# table's keys include the partition key: an entry is (id, recorded_at), its idempotency key is
+# unique in journal_keys, and other tables name entries by id without a foreign key.
 journal_entries = Table(
     "journal_entries",
     metadata,
@@ -80,25 +85,73 @@ journal_entries = Table(
         DateTime(timezone=True),
         nullable=False,
         server_default=text("clock_timestamp()"),
+        primary_key=True,
     ),
     Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     # The entry this one corrects, if any; the original is never changed.
-    Column("reverses_id", BigInteger, ForeignKey("journal_entries.id")),
-    UniqueConstraint("origin", "idempotency_key"),
+    Column("reverses_id", BigInteger),
     Index("ix_journal_entries_reverses_id", "reverses_id"),
     CheckConstraint("length(idempotency_key) BETWEEN 1 AND 200", name="idempotency_key_length"),
+    postgresql_partition_by="RANGE (recorded_at)",
+)
+
+journal_keys = Table(
+    "journal_keys",
+    metadata,
+    Column("origin", Text, primary_key=True),
+    Column("idempotency_key", Text, primary_key=True),
+    Column("entry_id", BigInteger, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("request_hash", LargeBinary, nullable=False),
+)
+
+archived_balances = Table(
+    "archived_balances",
+    metadata,
+    # What the postings of archived months add up to, per account: balances as of an instant,
+    # statements and the consistency check start from it.
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), primary_key=True),
+    Column("amount", BigInteger, nullable=False),
+)
+
+journal_partitions = Table(
+    "journal_partitions",
+    metadata,
+    Column("month", Date, primary_key=True),
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("ends_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("archived_at", DateTime(timezone=True)),
+    Column("archive_folder", Text),
+    Column("archive_digest", Text),
+    Column("entries", BigInteger),
+    Column("postings", BigInteger),
+    # Entries by kind, when archived: the metrics' count of entries written goes on.
+    Column("entry_kinds", JSONB),
+    CheckConstraint("extract(day FROM month) = 1", name="month_first_day"),
+    CheckConstraint(
+        "(archived_at IS NULL) = (archive_digest IS NULL)"
+        " AND (archived_at IS NULL) = (entries IS NULL)"
+        " AND (archived_at IS NULL) = (postings IS NULL)"
+        " AND (archived_at IS NULL) = (entry_kinds IS NULL)",
+        name="archived_whole",
+    ),
 )
 
 postings = Table(
     "postings",
     metadata,
     Column("id", BigInteger, Identity(always=True), primary_key=True),
-    Column("entry_id", BigInteger, ForeignKey("journal_entries.id"), nullable=False),
+    Column("entry_id", BigInteger, nullable=False),
     Column("account_id", BigInteger, nullable=False),
     Column("asset", Text, nullable=False),
     Column("amount", BigInteger, nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    # The entry's recorded_at: an entry and its postings are in one month's partition.
+    Column("recorded_at", DateTime(timezone=True), nullable=False, primary_key=True),
     ForeignKeyConstraint(["account_id", "asset"], ["accounts.id", "accounts.asset"]),
+    ForeignKeyConstraint(
+        ["entry_id", "recorded_at"], ["journal_entries.id", "journal_entries.recorded_at"]
+    ),
     CheckConstraint("amount <> 0", name="amount_nonzero"),
     Index("ix_postings_entry_id", "entry_id"),
     # Serves balances as of an instant and statements in one index.
@@ -109,4 +162,5 @@ postings = Table(
         "id",
         postgresql_include=["amount"],
     ),
+    postgresql_partition_by="RANGE (recorded_at)",
 )

@@ -55,7 +55,7 @@ campaign_awards = Table(
     Column("reason", Text, nullable=False),
     # The partner's own id of the award: the same one again answers the first award.
     Column("reference", Text, nullable=False),
-    Column("entry_id", BigInteger, ForeignKey("journal_entries.id"), nullable=False),
+    Column("entry_id", BigInteger, nullable=False),
     # The coalition's business day of the award (the daily cap's and the sign-in's day).
     Column("business_date", Date, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),

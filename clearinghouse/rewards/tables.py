@@ -108,8 +108,8 @@ reward_orders = Table(
     Column("fulfilment", Text),
     # The coalition's business day it was ordered on (the per-member daily limit's day).
     Column("business_date", Date, nullable=False),
-    Column("entry_id", BigInteger, ForeignKey("journal_entries.id")),
-    Column("return_entry_id", BigInteger, ForeignKey("journal_entries.id")),
+    Column("entry_id", BigInteger),
+    Column("return_entry_id", BigInteger),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("confirmed_at", DateTime(timezone=True)),
     Column("closed_at", DateTime(timezone=True)),

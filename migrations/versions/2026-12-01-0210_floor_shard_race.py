@@ -19,11 +19,11 @@ Revises: 0011_settlement_in_sql
 Create Date: 2026-12-01 02:10:00
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
 
 from alembic import op
+
+from migrations.earlier import load
 
 revision: str = "0014_floor_shard_race"
 down_revision: str | None = "0011_settlement_in_sql"
@@ -112,10 +112,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # The function as the request-path migration wrote it.
-    path = Path(__file__).with_name("2026-11-30-1700_request_path.py")
-    spec = importlib.util.spec_from_file_location("request_path_migration", path)
-    assert spec is not None
-    assert spec.loader is not None
-    before = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(before)
-    op.execute(before.APPLY_POSTING)
+    op.execute(load("2026-11-30-1700_request_path.py").APPLY_POSTING)

@@ -14,13 +14,13 @@ Revises: 0017_batches
 Create Date: 2026-12-01 12:30:00
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
 from types import ModuleType
 
 import sqlalchemy as sa
 from alembic import op
+
+from migrations.earlier import load
 
 revision: str = "0018_offline_allowance"
 down_revision: str | None = "0017_batches"
@@ -30,13 +30,7 @@ depends_on: str | Sequence[str] | None = None
 
 def _request_path() -> ModuleType:
     """The request-path migration, whose entry parameters record_hold keeps."""
-    path = Path(__file__).with_name("2026-11-30-1700_request_path.py")
-    spec = importlib.util.spec_from_file_location("request_path_migration", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("2026-11-30-1700_request_path.py")
 
 
 _OLD_SIGNATURE = """record_hold(text, text, text, bytea, timestamptz, jsonb, bigint, text[], text[],

@@ -155,7 +155,10 @@ def test_a_changed_posting_names_its_block_and_entry(books: Books, no_seal_delay
     [
         'UPDATE journal_entries SET metadata = \'{"note": "later"}\' WHERE id = :id',
         "UPDATE journal_entries SET occurred_at = occurred_at - interval '1 day' WHERE id = :id",
-        "UPDATE journal_entries SET recorded_at = recorded_at + interval '1 second' WHERE id = :id",
+        # With its postings, in one statement: their key to the entry includes the time.
+        "WITH moved AS (UPDATE postings SET recorded_at = recorded_at + interval '1 second'"
+        " WHERE entry_id = :id) UPDATE journal_entries"
+        " SET recorded_at = recorded_at + interval '1 second' WHERE id = :id",
         "UPDATE journal_entries SET kind = 'refund' WHERE id = :id",
         "UPDATE postings SET account_id = (SELECT id FROM accounts"
         " WHERE address = 'coalition:breakage') WHERE entry_id = :id AND amount < 0",

@@ -61,14 +61,16 @@ def recorded_earlier(sessions: sessionmaker[Session], entry_ids: list[int], by: 
     """Move these unsealed entries and their postings `by` (an SQL interval) into the past, as
     if they had been recorded that long ago: a journal older than its seals, with no waiting."""
     with triggers_off(sessions) as session:
-        for table, column in (("journal_entries", "id"), ("postings", "entry_id")):
-            session.execute(
-                text(
-                    f"UPDATE {table} SET recorded_at = recorded_at - CAST(:by AS interval)"
-                    f" WHERE {column} = ANY(:ids)"
-                ),
-                {"ids": entry_ids, "by": by},
-            )
+        # One statement, so that the postings' key to their entry holds once both have moved.
+        session.execute(
+            text(
+                "WITH moved AS (UPDATE postings SET recorded_at = recorded_at - CAST(:by AS"
+                " interval) WHERE entry_id = ANY(:ids))"
+                " UPDATE journal_entries SET recorded_at = recorded_at - CAST(:by AS interval)"
+                " WHERE id = ANY(:ids)"
+            ),
+            {"ids": entry_ids, "by": by},
+        )
 
 
 def block_of(session: Session, entry_id: int) -> int:
