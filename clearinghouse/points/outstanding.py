@@ -122,6 +122,17 @@ def expiring_within(session: Session, at: datetime, days: int) -> int:
     return int(points)
 
 
+def lapsed(session: Session, at: datetime) -> int:
+    """Points left in lots that expired by `at` and that the expiry job has not yet moved to
+    breakage: no longer outstanding, still in their members' available balances."""
+    points: int = session.execute(
+        select(func.coalesce(func.sum(point_lots.c.remaining), 0)).where(
+            point_lots.c.remaining > 0, point_lots.c.expires_at <= at
+        )
+    ).scalar_one()
+    return int(points)
+
+
 def first_earning(session: Session) -> datetime | None:
     """When the first lot was earned, if any was."""
     first: datetime | None = session.execute(select(func.min(point_lots.c.earned_at))).scalar()
