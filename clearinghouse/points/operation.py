@@ -40,14 +40,14 @@ class IssuanceLimitExceeded(ledger.LedgerError):
 
 
 @contextmanager
-def within_issuance_limit(partner_id: str, what: str) -> Iterator[None]:
+def within_issuance_limit(partner_id: str | None, what: str) -> Iterator[None]:
     """The ledger's refusal to take issue value from `partner_id`'s headroom, raised as
     `IssuanceLimitExceeded` saying that `what` would exceed the limit; any other refusal as it
-    is."""
+    is. With no partner (the coalition issues), every refusal is as it is."""
     try:
         yield
     except ledger.InsufficientFunds as exc:
-        if exc.account != headroom_account(partner_id):
+        if partner_id is None or exc.account != headroom_account(partner_id):
             raise
         raise IssuanceLimitExceeded(
             f"{what} would exceed partner {partner_id}'s issuance limit"

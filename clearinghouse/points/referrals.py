@@ -104,11 +104,9 @@ def pay_referral_bonus(session: Session, member_id: str, rules: RuleSet) -> int 
         return None
     inviter = wallet.lock_member(session, referral.inviter_member_id).id
     funder = rules.policy.referral_funder
-    source = (
-        "coalition:bonus"
-        if funder == "coalition"
-        else str(ledger.Address.partner(funder, "issued"))
-    )
+    # The partner that issues the bonus, or None when the coalition does.
+    issuer = None if funder == "coalition" else funder
+    source = "coalition:bonus" if issuer is None else str(ledger.Address.partner(issuer, "issued"))
     now = clock.now()
     metadata: dict[str, object] = {
         "invitee": member_id,
@@ -119,12 +117,12 @@ def pay_referral_bonus(session: Session, member_id: str, rules: RuleSet) -> int 
         ledger.Posting(source, -bonus),
         ledger.Posting(wallet.available_account(inviter), bonus),
     ]
-    if funder != "coalition":
+    if issuer is not None:
         # A partner that pays for referrals issues the bonus: it is settled like an accrual, and
         # its issue value moves from the partner's headroom to its exposure, within its limit.
-        value = money(rates.rates_at(session, funder, now).issue_price * bonus)
-        metadata |= Settleable(funder, value).to_metadata()
-        legs += [leg for leg in issuance_legs(funder, value) if leg.amount]
+        value = money(rates.rates_at(session, issuer, now).issue_price * bonus)
+        metadata |= Settleable(issuer, value).to_metadata()
+        legs += [leg for leg in issuance_legs(issuer, value) if leg.amount]
     entry = ledger.Entry(
         kind="referral_bonus",
         origin="coalition",
@@ -138,7 +136,7 @@ def pay_referral_bonus(session: Session, member_id: str, rules: RuleSet) -> int 
     # limit is refused alone, back to this savepoint, and the referral stays unpaid.
     tx.execute("SAVEPOINT referral_bonus")
     try:
-        with within_issuance_limit(funder, f"the referral bonus of {bonus} points"):
+        with within_issuance_limit(issuer, f"the referral bonus of {bonus} points"):
             posted = ledger.post(tx, entry)
     except IssuanceLimitExceeded as refused:
         tx.execute("ROLLBACK TO SAVEPOINT referral_bonus")
@@ -153,7 +151,7 @@ def pay_referral_bonus(session: Session, member_id: str, rules: RuleSet) -> int 
         session,
         member_id=inviter,
         source="referral",
-        issuer_partner_id=None if funder == "coalition" else funder,
+        issuer_partner_id=issuer,
         entry_id=posted.id,
         earned_at=now,
         expires_at=expires_at,
@@ -167,7 +165,7 @@ def pay_referral_bonus(session: Session, member_id: str, rules: RuleSet) -> int 
     events.earned(
         session,
         member_id=inviter,
-        partner_id=None if funder == "coalition" else funder,
+        partner_id=issuer,
         reason="referral_bonus",
         points=bonus,
         debt_repaid=0,
