@@ -1,9 +1,11 @@
 """The liability day by day: outstanding points by issuer at the end of each business day.
 
-A closed day's figure is taken once, by `snapshot_closed_days`, and read from then on: a purchase
-recorded later, even one that occurred on that day, counts from the day it is recorded on and
-never rewrites a closed day. Only today's figure (and a closed day not yet taken) is computed
-from the lots."""
+A day is the day points were *recorded* on, as for settlement: a lot counts from the instant it
+was written (clearinghouse.points.outstanding), so a purchase reported late, even one that
+occurred on a closed day, counts from the day it arrives and never rewrites a closed day, whether
+that day is read from its snapshot or computed. A closed day's figure is taken once, by
+`snapshot_closed_days`, and read from then on, so that a long history reads no lots; only today's
+figure (and a closed day not yet taken) is computed from the lots."""
 
 from __future__ import annotations
 
@@ -37,10 +39,10 @@ def liability_history(
     so a day's liability and its settlement draw the same line.
 
     A closed day reads its snapshot. Before the first snapshot nothing was outstanding (the
-    first snapshot is of the first lot's day); a closed day after the last one, not taken yet,
-    is computed like today. At `now` this is `liability_report`'s outstanding, provided no
-    movement is recorded after `now` and no lot is earned after it (accrual accepts purchases up
-    to a few minutes in the future)."""
+    first snapshot is of the day the first lot was recorded on); a closed day after the last
+    one, not taken yet, is computed like today, with the same figure its snapshot will hold.
+    At `now` this is `liability_report`'s outstanding, provided nothing is recorded after
+    `now`."""
     if days < 1:
         raise ValueError("days must be at least 1")
     moment = now or clock.now()
@@ -95,8 +97,9 @@ def snapshot_closed_days(
     sessions: sessionmaker[Session], now: datetime | None = None
 ) -> list[date]:
     """Take the liability of every closed business day not taken yet, in one pass over the lots;
-    on the first run, every day since the first lot's. Return the days taken. Safe to run twice
-    or at once: runs are serialised by an advisory lock, and a day is taken only once."""
+    on the first run, every day since the first lot was recorded. Return the days taken. Safe
+    to run twice or at once: runs are serialised by an advisory lock, and a day is taken only
+    once."""
     moment = now or clock.now()
     last_closed = business_date_of(moment) - timedelta(days=1)
     with sessions() as session, session.begin():
@@ -105,10 +108,10 @@ def snapshot_closed_days(
         if last_taken is not None:
             first = last_taken + timedelta(days=1)
         else:
-            first_earned = outstanding.first_earning(session)
-            if first_earned is None:
+            first_recorded = outstanding.first_recording(session)
+            if first_recorded is None:
                 return []
-            first = business_date_of(first_earned)
+            first = business_date_of(first_recorded)
         days = [first + timedelta(days=n) for n in range((last_closed - first).days + 1)]
         if not days:
             return []

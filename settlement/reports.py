@@ -202,9 +202,27 @@ def settlement_csv(run: Run, late: Sequence[LateArrival]) -> str:
     return out.getvalue()
 
 
+# Where each points account (owner type, kind) stands in the liability: the members' holdings,
+# and the three sides of issued - redeemed - expired. Every PTS account is one of these; the
+# report refuses to add up books with an account it cannot place.
+HOLDINGS = ("available", "held", "pending", "debt")
+ISSUING = (("partner", "issued"), ("coalition", "bonus"))
+"""The sources of points: a partner's issue, the coalition's bonuses (credit balances)."""
+REDEEMING = (("partner", "redeemed"), ("coalition", "fees"), ("coalition", "rounding"))
+"""Where spent points go: redeemed at a partner (and the catalogue), exchange fees, rounding."""
+EXPIRING = (("coalition", "breakage"),)
+
+
+class UnplacedAccount(RuntimeError):
+    """A points account kind the liability report does not know where to put."""
+
+
 def liability_report(session: Session, now: datetime | None = None) -> dict[str, Any]:
-    """Outstanding points by issuing partner, valued at that partner's redemption value now;
-    breakage to date; points expiring in the next 30, 60 and 90 days."""
+    """The points the coalition still owes, line by line: outstanding points by issuing partner
+    (available to members in lots not expired), valued at that partner's redemption value now;
+    points in open holds; points pending a risk review; less the points members owe. Their total
+    reconciles to issued - redeemed - expired, read from the ledger. Also breakage to date and
+    points expiring in the next 30, 60 and 90 days."""
     moment = now or clock.now()
     figures = outstanding.at_instant(session, moment)
     by_issuer = []
@@ -220,14 +238,34 @@ def liability_report(session: Session, now: datetime | None = None) -> dict[str,
             # Coalition bonuses: 100 points = 1 yuan.
             value = fen_half_even(Decimal(points))
         by_issuer.append({"issuer": issuer or "coalition", "points": points, "value_fen": value})
+    books = ledger.balances_by_kind(session, "PTS")
+    placed: set[tuple[str, str]] = {*ISSUING, *REDEEMING, *EXPIRING}
+    placed.update(("member", kind) for kind in HOLDINGS)
+    unplaced = sorted(set(books) - placed)
+    if unplaced:
+        raise UnplacedAccount(f"the liability report cannot place points accounts {unplaced}")
+    available = sum(figures.values())
+    held = books.get(("member", "held"), 0)
+    pending = books.get(("member", "pending"), 0)
+    owed = -books.get(("member", "debt"), 0)
+    breakage = books.get(("coalition", "breakage"), 0)
+    lapsed = outstanding.lapsed(session, moment)
     expiring = {
         f"{days}_days": outstanding.expiring_within(session, moment, days) for days in (30, 60, 90)
     }
     return {
         "as_of": moment.isoformat(),
         "outstanding": by_issuer,
-        "total_points": sum(item["points"] for item in by_issuer),
+        "available_points": available,
+        "held_points": held,
+        "pending_review_points": pending,
+        "owed_points": owed,
+        "total_points": available + held + pending - owed,
         "total_value_fen": sum(item["value_fen"] or 0 for item in by_issuer),
-        "breakage_points": ledger.balance(session, "coalition:breakage"),
+        "issued_points": -sum(books.get(account, 0) for account in ISSUING),
+        "redeemed_points": sum(books.get(account, 0) for account in REDEEMING),
+        "expired_points": breakage + lapsed,
+        "breakage_points": breakage,
+        "lapsed_points": lapsed,
         "expiring_points": expiring,
     }

@@ -199,11 +199,39 @@ class IssuerLiabilityOut(ResponseModel):
 
 
 class LiabilityOut(ResponseModel):
+    """The points the coalition still owes, by line; `total_points` = `available_points` +
+    `held_points` + `pending_review_points` - `owed_points` = `issued_points` -
+    `redeemed_points` - `expired_points`."""
+
     as_of: datetime
-    outstanding: list[IssuerLiabilityOut]
-    total_points: int
-    total_value_fen: int
-    breakage_points: int
+    outstanding: list[IssuerLiabilityOut] = Field(
+        description="Points available to members, in lots not expired, by issuer."
+    )
+    available_points: int = Field(description="The sum of `outstanding`.")
+    held_points: int = Field(description="Points reserved by open redemption holds.")
+    pending_review_points: int = Field(
+        description="Points earned but waiting for a risk review, not yet spendable."
+    )
+    owed_points: int = Field(
+        description="Points members owe (after refunds of points spent, or offline redemptions "
+        "beyond their points), which their next earnings repay."
+    )
+    total_points: int = Field(description="What the coalition still owes members, in points.")
+    total_value_fen: int = Field(
+        description="The redemption value of `outstanding` (held and pending points not valued)."
+    )
+    issued_points: int = Field(
+        description="Points issued by partners and the coalition, net of refunds and reversals."
+    )
+    redeemed_points: int = Field(
+        description="Points spent: redeemed at partners (the catalogue too), exchange fees and "
+        "rounding, net of redemption refunds."
+    )
+    expired_points: int = Field(description="`breakage_points` + `lapsed_points`.")
+    breakage_points: int = Field(description="Expired points moved to coalition:breakage.")
+    lapsed_points: int = Field(
+        description="Points in lots past their expiry that the expiry job has not moved yet."
+    )
     expiring_points: dict[str, int] = Field(
         description="Points expiring within 30, 60 and 90 days: `30_days`, `60_days`, `90_days`."
     )

@@ -141,6 +141,18 @@ def trial_balance(session: Session, as_of: datetime | None = None) -> list[Trial
     return [TrialBalanceLine(row[0], int(row[1]), int(row[2]), int(row[3])) for row in rows]
 
 
+def balances_by_kind(session: Session, asset: str) -> dict[tuple[str, str], int]:
+    """The balances of the asset's accounts, summed by owner type and kind: ("member", "held"),
+    ("partner", "issued"), ("coalition", "breakage")..."""
+    rows = session.execute(
+        select(accounts.c.owner_type, accounts.c.kind, func.sum(account_balances.c.balance))
+        .join(account_balances, account_balances.c.account_id == accounts.c.id)
+        .where(accounts.c.asset == asset)
+        .group_by(accounts.c.owner_type, accounts.c.kind)
+    ).all()
+    return {(owner_type, kind): int(total) for owner_type, kind, total in rows}
+
+
 @dataclass(frozen=True)
 class StatementLine:
     posting_id: int

@@ -18,7 +18,8 @@ order, and each operation supplies only its own parts (an `Operation`, and the `
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -36,6 +37,21 @@ class IssuanceLimitExceeded(ledger.LedgerError):
     code = "issuance_limit_exceeded"
     status = 422
     title = "Issuance limit exceeded"
+
+
+@contextmanager
+def within_issuance_limit(partner_id: str | None, what: str) -> Iterator[None]:
+    """The ledger's refusal to take issue value from `partner_id`'s headroom, raised as
+    `IssuanceLimitExceeded` saying that `what` would exceed the limit; any other refusal as it
+    is. With no partner (the coalition issues), every refusal is as it is."""
+    try:
+        yield
+    except ledger.InsufficientFunds as exc:
+        if partner_id is None or exc.account != headroom_account(partner_id):
+            raise
+        raise IssuanceLimitExceeded(
+            f"{what} would exceed partner {partner_id}'s issuance limit"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -91,16 +107,12 @@ def run(tx: Tx, operation: Operation[Context, Answer]) -> Answer:
         return earlier
     plan = operation.plan(tx, context)
     decision = fraud.screen(screening, plan.attempt, plan.history)
-    try:
-        with ledger.refused_as_domain_errors():
-            posted = plan.post(tx, decision)
-    except ledger.InsufficientFunds as exc:
-        if exc.account != headroom_account(operation.partner_id):
-            raise
-        raise IssuanceLimitExceeded(
-            f"the {plan.attempt.operation} of {plan.attempt.points} points would exceed "
-            f"partner {operation.partner_id}'s issuance limit"
-        ) from exc
+    what = f"the {plan.attempt.operation} of {plan.attempt.points} points"
+    with (
+        within_issuance_limit(operation.partner_id, what),
+        ledger.refused_as_domain_errors(),
+    ):
+        posted = plan.post(tx, decision)
     case_id = None
     # Nothing posted (no points moved): nothing to hold back, so no case.
     if decision.action == "review" and (posted.entry_id is not None or posted.hold_id is not None):

@@ -17,26 +17,29 @@ from clearinghouse.members.service import partner_links
 from clearinghouse.points.tables import point_lots
 
 # Outstanding points by issuer at each of the ascending `instants`, in one pass over the lots and
-# their movements rather than one per instant. A lot counts at instant t from its earning until
-# its expiry (earned_at <= t < expires_at), with what it held then: its amount plus its movements
-# recorded up to t. So each lot and each movement is a piece that starts counting at one instant
-# (the lot's earning, or the movement's recording if later) and stops at the lot's expiry; a
-# piece counts from the first instant at or after its start (width_bucket finds it: the
-# thresholds are inclusive below, hence the microsecond, PostgreSQL's resolution) and is taken
-# back from the first at or after its expiry. Per issuer, a running sum over the instants adds up
-# the pieces. Pieces gone before the first instant or starting after the last never count.
+# their movements rather than one per instant. A lot counts at instant t from its recording
+# until its expiry (recorded_at <= t < expires_at), with what it held then: its amount plus its
+# movements recorded up to t. A lot counts from when it was recorded, not from when its points
+# were earned: a purchase reported days late earns as of the day it occurred but was not owed
+# before it arrived, so no day that had ended before it arrived ever counts it. So each lot and
+# each movement is a piece that starts counting at one instant (the lot's recording, or the
+# movement's recording if later) and stops at the lot's expiry; a piece counts from the first
+# instant at or after its start (width_bucket finds it: the thresholds are inclusive below,
+# hence the microsecond, PostgreSQL's resolution) and is taken back from the first at or after
+# its expiry. Per issuer, a running sum over the instants adds up the pieces. Pieces gone before
+# the first instant or starting after the last never count.
 _AT_INSTANTS = text(
     """
     WITH pieces AS (
-        SELECT l.issuer_partner_id AS issuer, l.earned_at AS starts, l.expires_at AS ends,
+        SELECT l.issuer_partner_id AS issuer, l.recorded_at AS starts, l.expires_at AS ends,
                l.amount AS points
         FROM point_lots l
-        WHERE l.expires_at > :first AND l.earned_at <= :last
+        WHERE l.expires_at > :first AND l.recorded_at <= :last AND l.recorded_at < l.expires_at
         UNION ALL
-        SELECT l.issuer_partner_id, greatest(m.recorded_at, l.earned_at), l.expires_at, m.amount
+        SELECT l.issuer_partner_id, greatest(m.recorded_at, l.recorded_at), l.expires_at, m.amount
         FROM point_lots l JOIN lot_movements m ON m.lot_id = l.id
-        WHERE l.expires_at > :first AND greatest(m.recorded_at, l.earned_at) <= :last
-          AND greatest(m.recorded_at, l.earned_at) < l.expires_at
+        WHERE l.expires_at > :first AND greatest(m.recorded_at, l.recorded_at) <= :last
+          AND greatest(m.recorded_at, l.recorded_at) < l.expires_at
     ), changes AS (
         SELECT coalesce(issuer, '') AS issuer,
                width_bucket(starts - interval '1 microsecond', :instants) + 1 AS n,
@@ -65,7 +68,7 @@ _AT_INSTANTS = text(
 
 
 # Outstanding points by issuer at :at from what each lot holds now, without its history: a lot
-# alive at :at (earned_at <= :at < expires_at) counts its remaining points less its movements
+# alive at :at (recorded_at <= :at < expires_at) counts its remaining points less its movements
 # recorded after :at, so the figure is _AT_INSTANTS's at that instant. When :at is now, no movement
 # comes after it and the query reads only the open lots, whatever the journal's length.
 _AT_INSTANT = text(
@@ -73,11 +76,11 @@ _AT_INSTANT = text(
     SELECT nullif(issuer, '') AS issuer, sum(points) AS points FROM (
         SELECT coalesce(issuer_partner_id, '') AS issuer, remaining AS points
         FROM point_lots
-        WHERE remaining > 0 AND expires_at > :at AND earned_at <= :at
+        WHERE remaining > 0 AND expires_at > :at AND recorded_at <= :at
         UNION ALL
         SELECT coalesce(l.issuer_partner_id, ''), -m.amount
         FROM lot_movements m JOIN point_lots l ON l.id = m.lot_id
-        WHERE m.recorded_at > :at AND l.expires_at > :at AND l.earned_at <= :at
+        WHERE m.recorded_at > :at AND l.expires_at > :at AND l.recorded_at <= :at
     ) AS pieces
     GROUP BY issuer
     HAVING sum(points) > 0
@@ -122,9 +125,20 @@ def expiring_within(session: Session, at: datetime, days: int) -> int:
     return int(points)
 
 
-def first_earning(session: Session) -> datetime | None:
-    """When the first lot was earned, if any was."""
-    first: datetime | None = session.execute(select(func.min(point_lots.c.earned_at))).scalar()
+def lapsed(session: Session, at: datetime) -> int:
+    """Points left in lots that expired by `at` and that the expiry job has not yet moved to
+    breakage: no longer outstanding, still in their members' available balances."""
+    points: int = session.execute(
+        select(func.coalesce(func.sum(point_lots.c.remaining), 0)).where(
+            point_lots.c.remaining > 0, point_lots.c.expires_at <= at
+        )
+    ).scalar_one()
+    return int(points)
+
+
+def first_recording(session: Session) -> datetime | None:
+    """When the first lot was recorded, if any was."""
+    first: datetime | None = session.execute(select(func.min(point_lots.c.recorded_at))).scalar()
     return first
 
 

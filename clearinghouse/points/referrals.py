@@ -4,6 +4,7 @@ funded by the configured partner or the coalition."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,15 +14,20 @@ from sqlalchemy.orm import Session
 
 from clearinghouse import clock, ledger
 from clearinghouse.config import get_settings
+from clearinghouse.database import Tx
 from clearinghouse.errors import Conflict, InvalidRequest
 from clearinghouse.fraud import service as fraud
 from clearinghouse.members.service import linked_member
 from clearinghouse.numbers import money
 from clearinghouse.points import events, lots, wallet
+from clearinghouse.points.operation import IssuanceLimitExceeded, within_issuance_limit
 from clearinghouse.points.tables import purchases, referrals
 from clearinghouse.rules.policy import RuleSet
 from clearinghouse.settleable import Settleable
 from partners import rates
+from partners.limits import issuance_legs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -98,40 +104,54 @@ def pay_referral_bonus(session: Session, member_id: str, rules: RuleSet) -> int 
         return None
     inviter = wallet.lock_member(session, referral.inviter_member_id).id
     funder = rules.policy.referral_funder
-    source = (
-        "coalition:bonus"
-        if funder == "coalition"
-        else str(ledger.Address.partner(funder, "issued"))
-    )
+    # The partner that issues the bonus, or None when the coalition does.
+    issuer = None if funder == "coalition" else funder
+    source = "coalition:bonus" if issuer is None else str(ledger.Address.partner(issuer, "issued"))
     now = clock.now()
     metadata: dict[str, object] = {
         "invitee": member_id,
         "inviter": inviter,
         "rules_version": rules.version,
     }
-    if funder != "coalition":
-        # A partner that pays for referrals issues the bonus: it is settled like an accrual.
-        issue_price = rates.rates_at(session, funder, now).issue_price
-        metadata |= Settleable(funder, money(issue_price * bonus)).to_metadata()
-    posted = ledger.post(
-        session,
-        ledger.transfer(
-            kind="referral_bonus",
-            origin="coalition",
-            idempotency_key=f"referral:{member_id}",
-            source=source,
-            destination=wallet.available_account(inviter),
-            amount=bonus,
-            occurred_at=now,
-            metadata=metadata,
-        ),
+    legs = [
+        ledger.Posting(source, -bonus),
+        ledger.Posting(wallet.available_account(inviter), bonus),
+    ]
+    if issuer is not None:
+        # A partner that pays for referrals issues the bonus: it is settled like an accrual, and
+        # its issue value moves from the partner's headroom to its exposure, within its limit.
+        value = money(rates.rates_at(session, issuer, now).issue_price * bonus)
+        metadata |= Settleable(issuer, value).to_metadata()
+        legs += [leg for leg in issuance_legs(issuer, value) if leg.amount]
+    entry = ledger.Entry(
+        kind="referral_bonus",
+        origin="coalition",
+        idempotency_key=f"referral:{member_id}",
+        postings=legs,
+        occurred_at=now,
+        metadata=metadata,
     )
+    tx = Tx.of(session)
+    # The invitee's purchase stands whatever becomes of the bonus: a bonus beyond its funder's
+    # limit is refused alone, back to this savepoint, and the referral stays unpaid.
+    tx.execute("SAVEPOINT referral_bonus")
+    try:
+        with within_issuance_limit(issuer, f"the referral bonus of {bonus} points"):
+            posted = ledger.post(tx, entry)
+    except IssuanceLimitExceeded as refused:
+        tx.execute("ROLLBACK TO SAVEPOINT referral_bonus")
+        log.warning(
+            "referral bonus refused",
+            extra={"invitee": member_id, "inviter": inviter, "reason": refused.detail},
+        )
+        return None
+    tx.execute("RELEASE SAVEPOINT referral_bonus")
     expires_at = lots.expiry_for(now, rules.policy.expiry_months, get_settings().zone)
     lots.create_lot(
         session,
         member_id=inviter,
         source="referral",
-        issuer_partner_id=None if funder == "coalition" else funder,
+        issuer_partner_id=issuer,
         entry_id=posted.id,
         earned_at=now,
         expires_at=expires_at,
@@ -145,7 +165,7 @@ def pay_referral_bonus(session: Session, member_id: str, rules: RuleSet) -> int 
     events.earned(
         session,
         member_id=inviter,
-        partner_id=None if funder == "coalition" else funder,
+        partner_id=issuer,
         reason="referral_bonus",
         points=bonus,
         debt_repaid=0,

@@ -99,6 +99,13 @@ point_lots = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("remaining", BigInteger, nullable=False),
+    # When the lot was written (the database's clock): the liability counts it from then.
+    Column(
+        "recorded_at",
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=text("clock_timestamp()"),
+    ),
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint("remaining BETWEEN 0 AND amount", name="remaining_range"),
     CheckConstraint("expires_at > earned_at", name="expiry_after_earning"),

@@ -28,12 +28,12 @@ from clearinghouse.ids import new_id
 from clearinghouse.members.service import linked_member
 from clearinghouse.numbers import fen_half_even
 from clearinghouse.points import events, lots, wallet
-from clearinghouse.points.operation import IssuanceLimitExceeded
+from clearinghouse.points.operation import within_issuance_limit
 from clearinghouse.rewards.campaign_tables import AWARD_REASONS
 from clearinghouse.rules.policy import rule_set_at
 from clearinghouse.settleable import Settleable
 from partners import rates
-from partners.directory import get_partner, headroom_account
+from partners.directory import get_partner
 from partners.limits import issuance_legs
 
 
@@ -341,11 +341,5 @@ def _post(tx: Tx, partner_id: str, campaign: Campaign, request: AwardRequest, no
         occurred_at=now,
         metadata=metadata,
     )
-    try:
+    with within_issuance_limit(funder, f"the award of {request.points} points"):
         return ledger.post(tx, entry).id
-    except ledger.InsufficientFunds as exc:
-        if funder is None or exc.account != headroom_account(funder):
-            raise
-        raise IssuanceLimitExceeded(
-            f"the award of {request.points} points would exceed partner {funder}'s issuance limit"
-        ) from exc

@@ -332,6 +332,9 @@ def test_the_liability_page_shows_outstanding_points_and_a_chart(
     assert traffic.payer.id in page.text
     assert "<svg" in page.text
     assert "Expiring soon" in page.text
+    for line in ("In open holds", "Pending a risk review", "Owed by members", "Issued", "Redeemed"):
+        assert f'<th scope="row">{line}</th>' in page.text
+    assert "a purchase reported late counts from the day it arrived" in page.text
 
 
 def test_reconciliation_breaks_are_listed_and_resolved(world: World, browser: Browser) -> None:

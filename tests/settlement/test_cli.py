@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import uuid
 from pathlib import Path
 
 from typer.testing import Result
 
+from clearinghouse.points import holds
 from clearinghouse.users import signin
 from clearinghouse.users.service import user_by_token
 from settlement.reports import LINE_COLUMNS
 from tests.builders.databases import World
 from tests.builders.dates import business_today
+from tests.builders.points import accrue, new_member
 from tests.builders.settlement import a_day_of_traffic, after_cutoff
 from tests.cli_fixtures import run_cli
 
@@ -75,3 +79,18 @@ def test_create_a_user_settle_a_date_and_export_its_report(world: World, tmp_pat
     approved = run(world, "settlement", "approve", day, "--token", token)
     assert approved.exit_code == 0, approved.stderr
     assert f"fin1 approved; settlement {day} is computed" in approved.stdout
+
+
+def test_the_liability_command_prints_the_lines_and_their_reconciliation(world: World) -> None:
+    partner = world.merchant()
+    member = new_member(world.sessions, [partner.id])
+    earned = accrue(world.sessions, partner.id, member, 30_000).points
+    with world.sessions() as session, session.begin():
+        holds.place_hold(session, partner.id, member, 120, key=str(uuid.uuid4()))
+
+    printed = run(world, "settlement", "liability")
+    assert printed.exit_code == 0, printed.stderr
+    report = json.loads(printed.stdout)
+    assert (report["available_points"], report["held_points"]) == (earned - 120, 120)
+    assert report["total_points"] == earned == report["issued_points"]
+    assert (report["redeemed_points"], report["expired_points"]) == (0, 0)

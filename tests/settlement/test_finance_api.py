@@ -1,6 +1,7 @@
 """The finance routes with bearer tokens: computed -> approved (two different people) -> paid,
 rejection (the CNY entry reversed, attempt 2 computed anew), the history of every change, who may
-call them; the settlement report as JSON and CSV; the liability report and breakage."""
+call them; the settlement report as JSON and CSV; the liability report, its lines (held, pending
+review, owed) and breakage, reconciled to issued - redeemed - expired."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import csv
 import io
 from collections import Counter
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -16,16 +17,19 @@ from sqlalchemy import select, text
 
 from clearinghouse import ledger
 from clearinghouse.ledger.tables import journal_entries
+from clearinghouse.points import accrual, holds
 from clearinghouse.points.expiry import expire_lots
 from partners import limits
 from settlement import approval, runs
-from settlement.reports import LINE_COLUMNS
+from settlement.reports import LINE_COLUMNS, liability_report
 from settlement.tables import settlement_approvals, settlement_runs
 from tests.builders.databases import World
 from tests.builders.dates import business_today
+from tests.builders.fraud import publish
 from tests.builders.http import PROBLEM_JSON, assert_problem, own_client
+from tests.builders.ids import unique_id
 from tests.builders.ledger import balance
-from tests.builders.points import accrue, hold_and_capture, new_member
+from tests.builders.points import accrue, hold_and_capture, new_member, refund_purchase
 from tests.builders.settlement import a_day_of_traffic, count, settle_after_cutoff
 
 
@@ -334,3 +338,81 @@ def test_a_settlement_can_be_rejected_after_the_partner_issued_again_on_its_free
     with world.sessions() as session:
         assert limits.issuance_limit(session, shop.id) == (first.issue_value_fen, 0)
         assert ledger.check_consistency(session) == []
+
+
+def _reconciles(report: dict[str, Any]) -> None:
+    lines = (
+        report["available_points"]
+        + report["held_points"]
+        + report["pending_review_points"]
+        - report["owed_points"]
+    )
+    assert report["available_points"] == sum(item["points"] for item in report["outstanding"])
+    assert report["total_points"] == lines
+    assert lines == report["issued_points"] - report["redeemed_points"] - report["expired_points"]
+    assert report["expired_points"] == report["breakage_points"] + report["lapsed_points"]
+
+
+def test_held_pending_and_owed_points_are_lines_of_the_liability_and_it_reconciles(
+    world: World,
+) -> None:
+    issuer = world.merchant()
+    redeemer = world.merchant(redemption_value="0.9")
+    # Every purchase at the issuer's till waits for a risk review.
+    publish(world.sessions, issuer.id, max_accrual_fen_offline=10_000, amount_cap_action="review")
+    alice = new_member(world.sessions, [issuer.id, redeemer.id])
+    bob = new_member(world.sessions, [issuer.id, redeemer.id])
+    earned = accrue(world.sessions, issuer.id, alice, 52_000).points
+    hold_and_capture(world.sessions, redeemer.id, alice, 300, 300)
+    with world.sessions() as session, session.begin():
+        holds.place_hold(session, redeemer.id, alice, 200, key=unique_id("k"))
+        under_review = accrual.accrue(
+            session,
+            issuer.id,
+            accrual.PurchaseReport(
+                partner_txn_id=unique_id("t"),
+                member_id=alice,
+                amount_fen=30_000,
+                occurred_at=datetime.now(UTC),
+                store_id=issuer.store_id,
+            ),
+        )
+    assert under_review.review_case_id is not None
+    pending = under_review.points
+    # Bob spends all he earned, then the purchase is refunded: he owes its points.
+    bought = accrue(world.sessions, issuer.id, bob, 10_000)
+    hold_and_capture(world.sessions, redeemer.id, bob, bought.points, bought.points)
+    refund_purchase(world.sessions, issuer.id, bought.partner_txn_id, 10_000)
+    _, as_finance = world.finance()
+
+    answer = world.http.get("/finance/liability", headers=as_finance)
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert report["outstanding"] == [
+        {"issuer": issuer.id, "points": earned - 500, "value_fen": earned - 500}
+    ]
+    assert (
+        report["held_points"],
+        report["pending_review_points"],
+        report["owed_points"],
+        report["lapsed_points"],
+        report["breakage_points"],
+    ) == (200, pending, bought.points, 0, 0)
+    assert report["total_points"] == earned - 500 + 200 + pending - bought.points
+    assert report["issued_points"] == earned + pending
+    assert report["redeemed_points"] == 300 + bought.points
+    _reconciles(report)
+
+    # Past the lots' expiry, before the expiry job: the points have lapsed, not yet broken.
+    with world.sessions() as session:
+        later = datetime.now(UTC) + timedelta(days=3 * 366)
+        lapsed = liability_report(session, later)
+    assert lapsed["outstanding"] == []
+    assert lapsed["lapsed_points"] == earned - 500
+    _reconciles(lapsed)
+    expire_lots(world.sessions, later)
+    with world.sessions() as session:
+        expired = liability_report(session, later)
+    assert (expired["lapsed_points"], expired["breakage_points"]) == (0, earned - 500)
+    assert expired["total_points"] == 200 + pending - bought.points
+    _reconciles(expired)

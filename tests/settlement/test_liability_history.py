@@ -1,5 +1,6 @@
 """The liability history: outstanding points by issuer at the end of each business day, from
-the lots and their movements; its last point is the liability report's outstanding."""
+the lots and their movements, each counted from when it was recorded; its last point is the
+liability report's outstanding. A purchase reported late never changes a day that had ended."""
 
 from __future__ import annotations
 
@@ -13,15 +14,16 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse.points import referrals
+from clearinghouse.points.accrual import AccrualResult
 from clearinghouse.points.expiry import expire_lots
 from clearinghouse.points.lots import check_lots
 from clearinghouse.points.tables import lot_movements, point_lots
 from settlement.liability import liability_history, snapshot_closed_days
-from settlement.reports import liability_report
+from settlement.reports import late_arrivals, liability_report
 from settlement.tables import liability_snapshot_issuers
 from tests.builders.databases import World
 from tests.builders.points import (
@@ -33,6 +35,7 @@ from tests.builders.points import (
     refund_purchase,
     refund_redemption,
 )
+from tests.builders.settlement import settle_after_cutoff
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -56,6 +59,26 @@ def last_movement_date(sessions: sessionmaker[Session]) -> date:
         recorded = session.execute(select(func.max(lot_movements.c.recorded_at))).scalar_one()
     assert isinstance(recorded, datetime)
     return recorded.astimezone(SHANGHAI).date()
+
+
+def accrue_on_time(
+    sessions: sessionmaker[Session],
+    partner_id: str,
+    member_id: str,
+    amount_fen: int,
+    occurred_at: datetime,
+) -> AccrualResult:
+    """A purchase that occurred at `occurred_at` as if it had been reported then: its lot is
+    recorded at its earning. (The database stamps a lot with its own clock, which a test cannot
+    turn back; lots are working rows, not journal entries.)"""
+    result = accrue(sessions, partner_id, member_id, amount_fen, occurred_at)
+    with sessions() as session, session.begin():
+        session.execute(
+            update(point_lots)
+            .where(point_lots.c.entry_id == result.entry_id)
+            .values(recorded_at=point_lots.c.earned_at)
+        )
+    return result
 
 
 def end_of(day: date) -> datetime:
@@ -92,8 +115,8 @@ def test_history_follows_earning_spending_and_refunds_day_by_day(world: World) -
     member = new_member(world.sessions, [payer.id, other.id])
     start = datetime.now(UTC)
     today = start.astimezone(SHANGHAI).date()
-    earned = accrue(world.sessions, payer.id, member, 52_000, start - timedelta(days=3))
-    second = accrue(world.sessions, other.id, member, 20_000, start - timedelta(days=1))
+    earned = accrue_on_time(world.sessions, payer.id, member, 52_000, start - timedelta(days=3))
+    second = accrue_on_time(world.sessions, other.id, member, 20_000, start - timedelta(days=1))
     assert earned.points > 300
     assert second.points > 0
     # The oldest-expiring lot (the payer's) pays; 100 of the 300 held go back to it.
@@ -209,7 +232,7 @@ def test_random_traffic_matches_the_model_and_the_liability_report(world: World)
             if kind == "accrue":
                 occurred_at = datetime.now(UTC) - timedelta(days=days_ago)
                 amount_fen = 1_000 + 400 * size
-                result = accrue(world.sessions, partner, member, amount_fen, occurred_at)
+                result = accrue_on_time(world.sessions, partner, member, amount_fen, occurred_at)
                 assert result.review_case_id is None
                 if result.points - result.debt_repaid:
                     lots.append((partner, occurred_at, result.points - result.debt_repaid))
@@ -254,14 +277,14 @@ def test_random_traffic_matches_the_model_and_the_liability_report(world: World)
 
 
 def recomputed(sessions: sessionmaker[Session], as_of: datetime) -> dict[str, int]:
-    """Outstanding points by issuer at `as_of`, straight from the definition: every lot earned
+    """Outstanding points by issuer at `as_of`, straight from the definition: every lot recorded
     by then and not expired, with its amount and its movements recorded by then."""
     with sessions() as session:
         lots = session.execute(select(point_lots)).all()
         movements = session.execute(select(lot_movements)).all()
     outstanding: dict[str, int] = defaultdict(int)
     for lot in lots:
-        if lot.earned_at <= as_of < lot.expires_at:
+        if lot.recorded_at <= as_of < lot.expires_at:
             held = lot.amount + sum(
                 m.amount for m in movements if m.lot_id == lot.id and m.recorded_at <= as_of
             )
@@ -285,7 +308,7 @@ def some_traffic(world: World) -> tuple[list[str], datetime]:
     member = new_member(world.sessions, partners)
     start = datetime.now(UTC)
     for days_ago, which, amount_fen in [(6, 0, 30_000), (4, 1, 12_000), (2, 0, 8_000)]:
-        accrue(
+        accrue_on_time(
             world.sessions, partners[which], member, amount_fen, start - timedelta(days=days_ago)
         )
     bought = accrue(world.sessions, partners[1], member, 9_000, start)
@@ -322,24 +345,54 @@ def test_a_late_purchase_does_not_rewrite_a_closed_day(world: World) -> None:
     partner = world.merchant()
     member = new_member(world.sessions, [partner.id])
     now = datetime.now(UTC)
-    first = accrue(world.sessions, partner.id, member, 20_000, now - timedelta(days=3))
+    first = accrue_on_time(world.sessions, partner.id, member, 20_000, now - timedelta(days=3))
     assert snapshot_closed_days(world.sessions, now)
     taken = snapshot_rows(world.sessions)
     before = history(world.sessions, 5, now)
 
     late = accrue(world.sessions, partner.id, member, 10_000, now - timedelta(days=2))
-    after = history(world.sessions, 5, now)
+    after = history(world.sessions, 5, datetime.now(UTC))
 
     yesterday = after[-2]
-    # Computed afresh, yesterday would now include the late purchase; its snapshot does not.
-    assert recomputed(world.sessions, yesterday["as_of"]) == {
-        partner.id: first.points + late.points
-    }
+    # Computed afresh or read from its snapshot, yesterday is what it was.
+    assert recomputed(world.sessions, yesterday["as_of"]) == {partner.id: first.points}
     assert after[:-1] == before[:-1]
     assert yesterday["by_issuer"] == {partner.id: first.points}
     assert after[-1]["by_issuer"] == {partner.id: first.points + late.points}
     assert snapshot_closed_days(world.sessions, now) == []
     assert snapshot_rows(world.sessions) == taken
+
+
+def test_a_closed_day_not_taken_yet_keeps_its_figure_when_a_late_purchase_arrives(
+    world: World,
+) -> None:
+    """Just after midnight, before the snapshot job has run (or with no job running at all),
+    closed days are computed from the lots: a purchase that occurred on one of them and arrives
+    now counts from today, in the history and in the snapshot taken afterwards."""
+    partner = world.merchant()
+    member = new_member(world.sessions, [partner.id])
+    now = datetime.now(UTC)
+    first = accrue_on_time(world.sessions, partner.id, member, 20_000, now - timedelta(days=3))
+    before = history(world.sessions, 5, now)
+    assert before[-2]["by_issuer"] == {partner.id: first.points}
+
+    late = accrue(world.sessions, partner.id, member, 10_000, now - timedelta(days=1))
+    after = history(world.sessions, 5, datetime.now(UTC))
+
+    assert after[:-1] == before[:-1]
+    assert after[-1]["by_issuer"] == {partner.id: first.points + late.points}
+    snapshot_closed_days(world.sessions, now)
+    assert history(world.sessions, 5, datetime.now(UTC))[:-1] == before[:-1]
+
+    # Settled with the day it arrived on, whose report names it a late arrival of the day before.
+    today = after[-1]["business_date"]
+    run = settle_after_cutoff(world.sessions, today)[-1]
+    with world.sessions() as session:
+        arrivals = late_arrivals(session, run)
+    assert run.business_date == today
+    assert (late.partner_txn_id, today - timedelta(days=1)) in [
+        (arrival.partner_txn_id, arrival.occurred_date) for arrival in arrivals
+    ]
 
 
 def test_the_snapshot_job_takes_each_day_once_when_run_twice_or_at_once(world: World) -> None:
