@@ -34,6 +34,7 @@ from clearinghouse.ledger.posting import (
     unbalanced,
 )
 from clearinghouse.ledger.queries import (
+    AccountBalanceLine,
     BalanceMismatch,
     EntryPosting,
     StatementLine,
@@ -45,6 +46,7 @@ from clearinghouse.ledger.queries import (
     find_entry,
     statement,
     trial_balance,
+    trial_balance_accounts,
 )
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "ENTRY_PARAMETERS",
     "OPEN_ACCOUNTS",
     "Account",
+    "AccountBalanceLine",
     "AccountSpec",
     "Address",
     "AppendOnly",
@@ -85,5 +88,6 @@ __all__ = [
     "statement",
     "transfer",
     "trial_balance",
+    "trial_balance_accounts",
     "unbalanced",
 ]
