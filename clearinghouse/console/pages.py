@@ -273,16 +273,20 @@ def ledger_page(
     request: Request,
     session: ReadSession,
     me: FinanceViewer,
+    at: Annotated[datetime | None, Query(description="In the coalition's time zone.")] = None,
     after: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
-    lines = ledger.trial_balance_accounts(session, after=after, limit=ACCOUNTS_PER_PAGE + 1)
+    # A time picked in the page has no offset: it is the coalition's local time.
+    as_of = None if at is None else at.replace(tzinfo=at.tzinfo or get_settings().zone)
+    lines = ledger.trial_balance_accounts(session, as_of, after=after, limit=ACCOUNTS_PER_PAGE + 1)
     return render.page(
         request,
         "ledger.html",
         accounts=lines[:ACCOUNTS_PER_PAGE],
-        totals=ledger.trial_balance(session),
+        totals=ledger.trial_balance(session, as_of),
         next_after=lines[ACCOUNTS_PER_PAGE - 1].address if len(lines) > ACCOUNTS_PER_PAGE else None,
-        as_of=clock.now(),
+        as_of=as_of or clock.now(),
+        at=at,
     )
 
 

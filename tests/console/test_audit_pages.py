@@ -11,12 +11,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
+
 from clearinghouse import ledger
 from clearinghouse.audit import sealing
 from clearinghouse.console import pages
 from clearinghouse.console.formatting import local_time
 from clearinghouse.fraud import service as fraud
 from clearinghouse.fraud.rules import Attempt
+from clearinghouse.ledger.tables import journal_entries
 from tests.builders.console import Console
 from tests.builders.databases import World
 from tests.builders.dates import business_today
@@ -60,6 +63,15 @@ def test_an_auditor_reads_the_ledger_an_accounts_entries_and_the_seals(
     assert f"{member} available PTS {first.points + second.points:,}" in shown
     assert f"partner:{partner.id}:issued issued PTS {-issued:,}" in shown
     assert 'href="/console/ledger"' in page.text  # in the navigation
+    # As it stood when the first purchase was recorded, picked in the coalition's local time.
+    with world.sessions() as session:
+        recorded = session.execute(
+            select(journal_entries.c.recorded_at).where(journal_entries.c.id == first.entry_id)
+        ).scalar_one()
+    local = recorded.astimezone(ZoneInfo("Asia/Shanghai")).replace(tzinfo=None)
+    then = text_of(auditor.get(f"/console/ledger?at={local.isoformat()}").text)
+    assert f"{member} available PTS {first.points:,} " in then
+    assert f"The trial balance at {local_time(recorded)}" in then
 
     statement = auditor.get(f"/console/ledger/{member}")
     assert statement.status_code == 200
