@@ -15,7 +15,8 @@ from fastapi.responses import RedirectResponse
 
 from clearinghouse import clock, ledger
 from clearinghouse.api.deps import ReadSession, WriteSession
-from clearinghouse.api.schemas import BIGINT_MAX
+from clearinghouse.api.schemas import BIGINT_MAX, RowId
+from clearinghouse.audit import queries as audit_queries
 from clearinghouse.audit import sealing
 from clearinghouse.config import get_settings
 from clearinghouse.console import charts, formatting, i18n, pdf, render
@@ -306,6 +307,21 @@ def account_page(
         account=account,
         page=page,
         balance=ledger.balance(session, address),
+    )
+
+
+@router.get("/entries/{entry_id}")
+def entry_page(
+    request: Request, entry_id: RowId, session: ReadSession, me: FinanceViewer
+) -> Response:
+    detail = audit_queries.entry_detail(session, entry_id)
+    proof = sealing.prove(session, entry_id)
+    return render.page(
+        request,
+        "entry.html",
+        entry=detail.entry,
+        reversed_by=detail.reversed_by,
+        block=None if proof is None else proof.block,
     )
 
 

@@ -97,6 +97,16 @@ def test_an_auditor_reads_the_ledger_an_accounts_entries_and_the_seals(
     assert f"Sealed up to entry {second.entry_id}" in seals
     assert "Every entry written is sealed." in seals
     assert f"{newest.number} {local_time(newest.sealed_at)}" in seals
+    # An entry: its postings, what was recorded with it, and the block that seals it.
+    assert f'href="/console/entries/{first.entry_id}"' in statement.text
+    entry = auditor.get(f"/console/entries/{first.entry_id}")
+    assert entry.status_code == 200
+    shown = text_of(entry.text)
+    assert f"{member} PTS {first.points:,}" in shown
+    assert f"partner:{partner.id}:issued PTS -{first.points:,}" in shown
+    assert "amount_fen 52000" in shown
+    assert "Sealed block 1" in shown  # the first block sealed all there was
+    assert auditor.get("/console/entries/999999999").status_code == 404
     # Finance people may look too; operators may not.
     assert signed_in(browser, world, "finance").get("/console/seals").status_code == 200
     assert signed_in(browser, world, "operator").get("/console/ledger").status_code == 403
