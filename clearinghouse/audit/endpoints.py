@@ -20,6 +20,7 @@ from clearinghouse.api.schemas import BIGINT_MAX, Instant, RowId
 from clearinghouse.audit import queries, sealing
 from clearinghouse.audit.queries import EntryFilter, EntryNotFound
 from clearinghouse.audit.schemas import (
+    AccountBalanceOut,
     BalanceOut,
     BlockOut,
     DigestOut,
@@ -29,6 +30,7 @@ from clearinghouse.audit.schemas import (
     ProofOut,
     StatementPageOut,
     TrialBalanceLineOut,
+    TrialBalanceOut,
 )
 from clearinghouse.audit.verify import export_sealed
 from clearinghouse.errors import InvalidRequest
@@ -92,12 +94,27 @@ def balance(
     )
 
 
-@router.get("/trial-balance", summary="Per asset, debit and credit totals (net zero)")
+@router.get(
+    "/trial-balance",
+    summary="Every account's balance as a debit or credit, and per asset totals that net to zero",
+)
 def trial_balance(
-    session: AuditSession, auditor: Auditor, as_of: InstantQuery = None
-) -> list[TrialBalanceLineOut]:
-    lines = ledger.trial_balance(session, as_of)
-    return [TrialBalanceLineOut.model_validate(line) for line in lines]
+    session: AuditSession,
+    auditor: Auditor,
+    as_of: InstantQuery = None,
+    after: Annotated[
+        str | None, Query(max_length=200, description="The cursor of the previous page.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+) -> TrialBalanceOut:
+    lines = ledger.trial_balance_accounts(session, as_of, after=after, limit=limit + 1)
+    totals = None if after is not None else ledger.trial_balance(session, as_of)
+    return TrialBalanceOut(
+        as_of=as_of,
+        accounts=[AccountBalanceOut.model_validate(line) for line in lines[:limit]],
+        totals=None if totals is None else [TrialBalanceLineOut.model_validate(t) for t in totals],
+        next=lines[limit - 1].address if len(lines) > limit else None,
+    )
 
 
 @router.get("/accounts/{address}/statement", summary="Postings with the running balance")

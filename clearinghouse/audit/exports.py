@@ -25,13 +25,22 @@ bytes again (`_encoded_by_workers`).
 
 The beancount ledger
 --------------------
-Every account lives under `Assets` (our balances are signed) and is opened on the start date
-with its asset as the only commodity allowed and its address as `address` metadata. Each entry
-is one transaction, dated by its `recorded_at` in the coalition's time zone, with payee its
-origin, narration its kind, and metadata `entry_id`, `kind`, `origin`, `idempotency_key`,
-`occurred_at`, `recorded_at`, `metadata` (compact JSON) and `reverses_id` when set. Amounts are
-the ledger's integers in each asset's unit (PTS: points; CNY: fen), without cost, so booking
-never comes into play.
+Signs are the ledger's: a positive balance is a debit, as in beancount. Each account goes under
+the beancount type that names what it is in the coalition's books and whose usual sign its
+balance has (`ACCOUNT_TYPES`, the table in docs/audit.md): what people and the coalition hold
+(members' points, stores', the coalition's breakage, fees and rounding, the programme points it
+holds, the bank, partners' settlement balances) is `Assets`; points issued and owed (partners'
+`issued`, the `redeemed` that come back against them, programmes' points, coalition bonuses)
+are `Liabilities`; the settlement clearing account, where the coalition's net revenue from
+settlement collects, is `Income`; issuance limits (`headroom`, `exposure` and
+`coalition:credit_lines`, which sum to zero) are `Equity`: a limit is not money. No kind is an
+expense. Each account is opened on the start date with its asset as the only commodity allowed
+and its address as `address` metadata. Each entry is one transaction, dated by its
+`recorded_at` in the coalition's time zone, with payee its origin, narration its kind, and
+metadata `entry_id`, `kind`, `origin`, `idempotency_key`, `occurred_at`, `recorded_at`,
+`metadata` (compact JSON) and `reverses_id` when set. CNY amounts are written in yuan with two
+decimals (`amount_text`; exact, from the integer fen), every other asset in its own whole
+units, without cost, so booking never comes into play.
 
 The transactions come first, in id order; then, asset by asset, the commodity, each account's
 `open` and closing `balance` assertion, and the asset's opening transaction (beancount orders
@@ -45,24 +54,22 @@ compares.
 
 Account names
 -------------
-`address_to_account` maps an address to `Assets:` followed by its `:`-separated components,
-each encoded on its own; `account_to_address` is the inverse. A component (letters, digits,
-`_`, `.`, `-`) is encoded in two steps:
-
-1. `-` becomes `--`, `_` becomes `-U`, `.` becomes `-D`: every `-` in the result starts a
-   two-character escape.
-2. The first character must be an upper-case letter or a digit. A component is *plain* when it
-   starts with a digit, or with a letter whose case is the expected one: lower case if a later
-   letter of the component is lower case, upper case otherwise. A plain component gets its first
-   letter upper-cased; any other one (including those starting with `_`, `.` or `-`) is kept as
-   escaped behind the marker `0-X`, which no plain component can start with.
+`address_to_account` maps an address to its type followed by its `:`-separated components,
+each written to read as it is; `account_to_address` is the inverse. A component with a
+lower-case letter has its first letter upper-cased and each `_` followed by a letter turned into
+`-` and that letter upper-cased (`credit_lines` is `Credit-Lines`, `bookchain-sh-001` is
+`Bookchain-sh-001`); one without is kept as it is (`M0123456789AB`). When that would not read
+back as the same component (a capital in a lower-case id, a `.`, a `_` before a digit, ...) or
+is no valid beancount component, the component is escaped behind the marker `X--`, which no
+readable component holds: `-` becomes `--`, `_` becomes `-U`, `.` becomes `-D`.
 
 So `member:M123ABC:available` is `Assets:Member:M123ABC:Available`, `partner:teahouse:issued`
-is `Assets:Partner:Teahouse:Issued`, `store:bookchain-sh-001:till` is
-`Assets:Store:Bookchain--sh--001:Till`, `member:m_1.x:available` is
-`Assets:Member:M-U1-Dx:Available`, and `partner:Teahouse:issued` (an unexpected capital) is
-`Assets:Partner:0-XTeahouse:Issued`. To decode: drop a leading `0-X` (and then leave the case
-alone) or else lower-case the first letter if a later letter is lower case; undo the escapes.
+is `Liabilities:Partner:Teahouse:Issued`, `store:bookchain-sh-001:till` is
+`Assets:Store:Bookchain-sh-001:Till`, `coalition:credit_lines` is
+`Equity:Coalition:Credit-Lines`, and `partner:tea_house.sh:issued` is
+`Liabilities:Partner:X--tea-Uhouse-Dsh:Issued`. To decode: unescape after a leading `X--`;
+else, if the name has a lower-case letter, lower-case its first letter and turn each `-` before
+a capital into `_` and the capital into its lower case.
 
 Commodities are the asset codes, except that a code ending in `_`, which beancount refuses, gets
 `-X` appended (asset codes never contain `-`).
@@ -109,7 +116,9 @@ from clearinghouse.audit.canonical import (
 )
 from clearinghouse.config import get_settings
 from clearinghouse.database import make_engine
+from clearinghouse.ledger import Address
 from clearinghouse.ledger.tables import ADDRESS_PATTERN, accounts, journal_entries, postings
+from clearinghouse.numbers import yuan_text
 
 ENTRIES_FILE = "entries.jsonl"
 CSV_FILE = "journal.csv"
@@ -136,15 +145,31 @@ CSV_COLUMNS = (
 BATCH_SIZE = 5000
 _CHUNK = 1 << 20
 
-ROOT = "Assets"
 OPENING_ACCOUNT = "Equity:Opening-Balances"
-OPERATING_CURRENCY = "CNY"
+MONEY = "CNY"
+
+# The beancount type of each account, by its owner and the first word of its kind; any other
+# account is a holding (`Assets`). Why each is what it is: the module doc.
+ACCOUNT_TYPES: dict[tuple[str, str], str] = {
+    ("partner", "issued"): "Liabilities",
+    ("partner", "redeemed"): "Liabilities",
+    ("partner", "programme"): "Liabilities",
+    ("coalition", "bonus"): "Liabilities",
+    ("coalition", "clearing"): "Income",
+    ("partner", "headroom"): "Equity",
+    ("partner", "exposure"): "Equity",
+    ("coalition", "credit_lines"): "Equity",
+}
+ROOTS = ("Assets", "Liabilities", "Equity", "Income", "Expenses")
 
 _ADDRESS = re.compile(ADDRESS_PATTERN)
 _ASSET = re.compile(r"^[A-Z][A-Z0-9_]{1,15}$")
+_COMPONENT = re.compile(r"^[A-Z0-9][A-Za-z0-9-]*$")
+_SNAKE = re.compile(r"_([a-z])")
+_TITLED = re.compile(r"-([A-Z])")
 _ESCAPES = {"-": "--", "_": "-U", ".": "-D"}
 _UNESCAPES = {"-": "-", "U": "_", "D": "."}
-_MARK = "0-X"
+_MARK = "X--"
 _COMMODITY_SUFFIX = "-X"
 
 
@@ -159,36 +184,34 @@ class ExportInconsistent(ExportError):
 # Account names and commodities
 
 
-def _is_lower(ch: str) -> bool:
-    return "a" <= ch <= "z"
+def _readable(component: str) -> str:
+    """`credit_lines` → `Credit-Lines`, `bookchain-sh-001` → `Bookchain-sh-001`, an id in
+    capitals and digits as it is (see the module doc)."""
+    if any("a" <= ch <= "z" for ch in component):
+        titled = _SNAKE.sub(lambda m: "-" + m.group(1).upper(), component)
+        return titled[:1].upper() + titled[1:]
+    return component
 
 
-def _is_upper(ch: str) -> bool:
-    return "A" <= ch <= "Z"
-
-
-def _is_digit(ch: str) -> bool:
-    return "0" <= ch <= "9"
-
-
-def _expects_lower(component: str) -> bool:
-    return any(_is_lower(ch) for ch in component[1:])
+def _read_back(name: str) -> str:
+    """The component a readable name was made from (the inverse of `_readable`)."""
+    if any("a" <= ch <= "z" for ch in name):
+        snake = _TITLED.sub(lambda m: "_" + m.group(1).lower(), name)
+        return snake[:1].lower() + snake[1:]
+    return name
 
 
 def _encode_component(component: str) -> str:
-    escaped = "".join(_ESCAPES.get(ch, ch) for ch in component)
-    first = component[0]
-    plain = _is_digit(first) or (
-        (_is_lower(first) or _is_upper(first)) and _is_lower(first) == _expects_lower(component)
-    )
-    if plain:
-        return first.upper() + escaped[1:]
-    return _MARK + escaped
+    readable = _readable(component)
+    if _COMPONENT.match(readable) and "--" not in readable and _read_back(readable) == component:
+        return readable
+    return _MARK + "".join(_ESCAPES.get(ch, ch) for ch in component)
 
 
 def _decode_component(name: str) -> str:
-    marked = name.startswith(_MARK)
-    body = name[len(_MARK) :] if marked else name
+    if not name.startswith(_MARK):
+        return _read_back(name)
+    body = name[len(_MARK) :]
     out: list[str] = []
     i = 0
     while i < len(body):
@@ -202,12 +225,15 @@ def _decode_component(name: str) -> str:
         else:
             out.append(ch)
             i += 1
-    text = "".join(out)
-    if not text:
+    if not out:
         raise ValueError(f"empty account component {name!r}")
-    if not marked and _is_upper(text[0]) and _expects_lower(text):
-        text = text[0].lower() + text[1:]
-    return text
+    return "".join(out)
+
+
+def account_type(address: str) -> str:
+    """The beancount type (root) of a ledger address's account (see `ACCOUNT_TYPES`)."""
+    parsed = Address.parse(address)
+    return ACCOUNT_TYPES.get((parsed.owner_type, parsed.kind.split(":")[0]), "Assets")
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -216,13 +242,13 @@ def address_to_account(address: str) -> str:
     export names the same accounts over and over."""
     if not _ADDRESS.match(address):
         raise ValueError(f"malformed account address {address!r}")
-    return ":".join([ROOT, *(_encode_component(part) for part in address.split(":"))])
+    return ":".join([account_type(address), *map(_encode_component, address.split(":"))])
 
 
 def account_to_address(account: str) -> str:
     """The ledger address a beancount account name was made from."""
     root, _, rest = account.partition(":")
-    if root != ROOT or not rest:
+    if root not in ROOTS or not rest:
         raise ValueError(f"not an exported account name: {account!r}")
     address = ":".join(_decode_component(part) for part in rest.split(":"))
     if not _ADDRESS.match(address) or address_to_account(address) != account:
@@ -761,8 +787,14 @@ def _quote(text: str) -> str:
     return f'"{escaped}"'
 
 
-def _posting(account: str, amount: int, commodity: str) -> str:
-    return f"  {account}  {amount} {commodity}\n"
+def amount_text(amount: int, asset: str) -> str:
+    """An amount as the beancount file writes it: CNY in yuan with two decimals (the ledger
+    keeps fen), any other asset in its own whole units."""
+    return yuan_text(amount) if asset == MONEY else str(amount)
+
+
+def _posting(account: str, amount: int, asset: str) -> str:
+    return f"  {account}  {amount_text(amount, asset)} {asset_to_commodity(asset)}\n"
 
 
 def _day(instant: datetime, zone: ZoneInfo) -> date:
@@ -773,13 +805,13 @@ def _beancount_head(start: datetime, end: datetime, zone: ZoneInfo) -> bytes:
     lines = [
         "; Journal export of the coalition clearing house.",
         f"; Entries recorded in [{instant_text(start)}, {instant_text(end)}), dated in {zone.key}.",
-        "; Amounts are integers in each asset's unit (PTS: points, CNY: fen). Account names and",
-        "; commodities map to ledger addresses and assets as documented in",
-        "; clearinghouse/audit/exports.py; each account's `address` metadata gives it too.",
+        "; CNY amounts are in yuan (the ledger keeps fen); points and every other asset are",
+        "; whole units. Account types, names and commodities map to ledger addresses and assets",
+        "; as documented in docs/audit.md; each account's `address` metadata gives it too.",
         "; The transactions come first; each asset's accounts, opening balances and closing",
         "; balance assertions follow them.",
         f'option "title" {_quote("Clearing house journal " + instant_text(start))}',
-        f'option "operating_currency" "{OPERATING_CURRENCY}"',
+        f'option "operating_currency" "{MONEY}"',
         "",
     ]
     return "".join(line + "\n" for line in lines).encode()
@@ -800,7 +832,7 @@ def _beancount_entry(entry: EntryRecord, zone: ZoneInfo) -> str:
     if entry.reverses_id is not None:
         lines.append(f"  reverses_id: {entry.reverses_id}")
     text = "".join(line + "\n" for line in lines) + "".join(
-        _posting(address_to_account(address), amount, asset_to_commodity(asset))
+        _posting(address_to_account(address), amount, asset)
         for address, asset, amount in entry.postings
     )
     return text + "\n"
@@ -826,10 +858,11 @@ def _write_accounts(
                 name = address_to_account(row.address)
                 out.write(
                     f"{first_day} open {name} {commodity}\n  address: {_quote(row.address)}\n"
-                    f"{closing_day} balance {name}  {int(row.closing)} {commodity}\n".encode()
+                    f"{closing_day} balance {name}  {amount_text(int(row.closing), asset)} "
+                    f"{commodity}\n".encode()
                 )
                 if row.opening:
-                    legs.write(_posting(name, int(row.opening), commodity).encode())
+                    legs.write(_posting(name, int(row.opening), asset).encode())
                     total += int(row.opening)
                 count += 1
                 moved += int(row.moves)
@@ -841,7 +874,7 @@ def _write_accounts(
                 legs.seek(0)
                 shutil.copyfileobj(legs, out)
                 if total:
-                    out.write(_posting(OPENING_ACCOUNT, -total, commodity).encode())
+                    out.write(_posting(OPENING_ACCOUNT, -total, asset).encode())
                 out.write(b"\n")
     if opened_any:
         out.write(f"{first_day} open {OPENING_ACCOUNT}\n".encode())

@@ -53,6 +53,29 @@ class TrialBalanceLineOut(ResponseModel):
     net: int = Field(description="Always zero in balanced books.")
 
 
+class AccountBalanceOut(ResponseModel):
+    """One account of the trial balance."""
+
+    address: str
+    owner_type: str
+    kind: str
+    asset: str
+    debit: int = Field(description="The balance when positive, else 0.")
+    credit: int = Field(description="Minus the balance when negative, else 0.")
+    balance: int = Field(description="Debit minus credit, in the asset's unit (CNY: fen).")
+
+
+class TrialBalanceOut(ResponseModel):
+    as_of: datetime | None = Field(description="None: now.")
+    accounts: list[AccountBalanceOut] = Field(
+        description="Every account with a non-zero balance, in address order, a page at a time."
+    )
+    totals: list[TrialBalanceLineOut] | None = Field(
+        description="Per asset, over all accounts: on the first page (no `after`) only."
+    )
+    next: str | None = Field(description="The cursor of the next page (`after`), if any.")
+
+
 class StatementLineOut(ResponseModel):
     posting_id: int
     entry_id: int

@@ -160,6 +160,60 @@ def newest_block(session: Session) -> Block | None:
     return None if row is None else _block(row)
 
 
+@dataclass(frozen=True)
+class SealedSpan:
+    """A block with the first and last entries it seals (its entries are in id order)."""
+
+    block: Block
+    first_entry: int
+    last_entry: int
+
+
+def recent_blocks(session: Session, before: int | None = None, limit: int = 50) -> list[SealedSpan]:
+    """Blocks newest first, `limit` of them numbered below `before` (a keyset), each with its
+    first and last entry: read at positions 0 and count - 1, never a block's every item."""
+    first, last = seal_items.alias("first_item"), seal_items.alias("last_item")
+    query = (
+        select(seal_blocks, first.c.entry_id.label("first_entry"), last.c.entry_id.label("last"))
+        .join(
+            first,
+            (first.c.block_number == seal_blocks.c.number) & (first.c.position == 0),
+        )
+        .join(
+            last,
+            (last.c.block_number == seal_blocks.c.number)
+            & (last.c.position == seal_blocks.c.entry_count - 1),
+        )
+        .order_by(seal_blocks.c.number.desc())
+        .limit(limit)
+    )
+    if before is not None:
+        query = query.where(seal_blocks.c.number < before)
+    return [SealedSpan(_block(row), row.first_entry, row.last) for row in session.execute(query)]
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """The entries written and not sealed yet (`seal_queue`), and the oldest of them."""
+
+    count: int
+    oldest_id: int | None
+    oldest_recorded_at: datetime | None
+
+
+def waiting(session: Session) -> Waiting:
+    oldest = session.execute(
+        select(journal_entries.c.id, journal_entries.c.recorded_at)
+        .join(seal_queue, seal_queue.c.entry_id == journal_entries.c.id)
+        .order_by(seal_queue.c.entry_id)
+        .limit(1)
+    ).first()
+    count: int = session.execute(select(func.count()).select_from(seal_queue)).scalar_one()
+    if oldest is None:
+        return Waiting(count, None, None)
+    return Waiting(count, oldest.id, oldest.recorded_at)
+
+
 def _first_unsound(session: Session, entries: list[EntryRecord]) -> tuple[int, str] | None:
     """The position of the first entry that does not balance, or that touches an account whose
     balance differs from the sum of its postings, and why; None when all are sound. Only the

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 
 from clearinghouse.api.throttle import RateLimited, Throttle, source_of
 from clearinghouse.console import render
+from clearinghouse.console.i18n import N_
 from clearinghouse.console.i18n import gettext as _
 from clearinghouse.database import Tx
 from clearinghouse.errors import DomainError
@@ -49,6 +50,44 @@ def _back(request: Request) -> str:
     return PREFIX + "/"
 
 
+# What a value that failed validation should have been, by the start of pydantic's error type.
+EXPECTED = (
+    ("date", N_("a date written YYYY-MM-DD, such as 2026-11-30")),
+    ("int", N_("a whole number")),
+    ("greater_than", N_("a larger number")),
+    ("less_than", N_("a smaller number")),
+    ("string_too_short", N_("filled in")),
+    ("string_too_long", N_("shorter")),
+    ("missing", N_("given")),
+)
+
+
+def _refused(request: Request, errors: Sequence[Any]) -> tuple[int, str]:
+    """A page's address that names nothing is not found (404); a bad query is a bad request
+    (400); a form is sent back to be checked (422)."""
+    if request.method != "GET":
+        return 422, _("Check the form")
+    if any(error["loc"][0] == "path" for error in errors):
+        return 404, _("Not found")
+    return 400, _("Check the address")
+
+
+def _in_words(error: Any) -> str:
+    """One refused value in words a person reads, never pydantic's own message."""
+    field = str(error["loc"][-1]).replace("_", " ")
+    expected = next(
+        (_(words) for prefix, words in EXPECTED if error["type"].startswith(prefix)),
+        _("one of the values the page offers"),
+    )
+    if "input" in error and isinstance(error["input"], str | int):
+        return _("The %(field)s “%(value)s” is not valid: it must be %(expected)s.") % {
+            "field": field,
+            "value": error["input"],
+            "expected": expected,
+        }
+    return _("The %(field)s must be %(expected)s.") % {"field": field, "expected": expected}
+
+
 class ConsoleRoute(APIRoute):
     """Errors become pages a person can read, with a way back; no session means the sign-in
     page. The request's unit of work has rolled back by the time the error reaches here."""
@@ -73,16 +112,13 @@ class ConsoleRoute(APIRoute):
                     back=_back(request),
                 )
             except RequestValidationError as exc:
-                detail = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors()
-                )
-                status = 404 if request.method == "GET" else 422
+                status, title = _refused(request, exc.errors())
                 return render.page(
                     request,
                     "error.html",
                     status,
-                    title=_("Not found") if status == 404 else _("Check the form"),
-                    detail=detail,
+                    title=title,
+                    detail=" ".join(_in_words(error) for error in exc.errors()),
                     back=_back(request),
                 )
 

@@ -20,6 +20,12 @@ def points(amount: int) -> str:
     return f"{amount:,}"
 
 
+def amount(value: int, asset: str) -> str:
+    """An amount of the ledger in its asset: CNY (kept in fen) as yuan, anything else (points
+    of the coalition or of a programme) as grouped whole units."""
+    return yuan(value) if asset == "CNY" else points(value)
+
+
 def local_time(instant: datetime | None) -> str:
     """The instant in the coalition's time zone, to the minute, with the zone's abbreviation."""
     if instant is None:

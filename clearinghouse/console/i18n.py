@@ -117,6 +117,13 @@ LABELS = {
     "shipped": N_("shipped"),
     "ready": N_("ready for pick-up"),
     "collected": N_("collected"),
+    "accrual": N_("accrual"),
+    "hold": N_("hold"),
+    "redemption": N_("redemption"),
+    "refund": N_("refund"),
+    "exchange": N_("exchange"),
+    "in": N_("in (programme points to coalition points)"),
+    "out": N_("out (coalition points to programme points)"),
 }
 
 

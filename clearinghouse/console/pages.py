@@ -1,19 +1,23 @@
 """The console's pages: settlement dates, one settlement with its approval, the liability,
-reconciliation results, the fraud review queue, partners' webhooks and the rewards catalogue.
-Routes stay thin; the settlement, reports, fraud, webhooks and rewards modules do the work."""
+reconciliation results, the ledger's accounts and seals, the fraud review queue, partners'
+webhooks and the rewards catalogue. Routes stay thin; the settlement, reports, ledger, sealing,
+fraud, webhooks and rewards modules do the work."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
 from pathlib import Path as FsPath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Form, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from clearinghouse import clock
+from clearinghouse import clock, ledger
 from clearinghouse.api.deps import ReadSession, WriteSession
-from clearinghouse.api.schemas import BIGINT_MAX
+from clearinghouse.api.schemas import BIGINT_MAX, RowId
+from clearinghouse.audit import queries as audit_queries
+from clearinghouse.audit import sealing
 from clearinghouse.config import get_settings
 from clearinghouse.console import charts, formatting, i18n, pdf, render
 from clearinghouse.console.auth import (
@@ -260,6 +264,86 @@ def resolve(reconciliation_id: int, session: WriteSession, me: FinanceActor) -> 
     return _after(f"/reconciliations/{reconciliation_id}", "resolved")
 
 
+ACCOUNTS_PER_PAGE = 200
+STATEMENT_LINES_PER_PAGE = 100
+BLOCKS_PER_PAGE = 50
+
+
+@router.get("/ledger")
+def ledger_page(
+    request: Request,
+    session: ReadSession,
+    me: FinanceViewer,
+    at: Annotated[datetime | None, Query(description="In the coalition's time zone.")] = None,
+    after: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    # A time picked in the page has no offset: it is the coalition's local time.
+    as_of = None if at is None else at.replace(tzinfo=at.tzinfo or get_settings().zone)
+    lines = ledger.trial_balance_accounts(session, as_of, after=after, limit=ACCOUNTS_PER_PAGE + 1)
+    return render.page(
+        request,
+        "ledger.html",
+        accounts=lines[:ACCOUNTS_PER_PAGE],
+        totals=ledger.trial_balance(session, as_of),
+        next_after=lines[ACCOUNTS_PER_PAGE - 1].address if len(lines) > ACCOUNTS_PER_PAGE else None,
+        as_of=as_of or clock.now(),
+        at=at,
+    )
+
+
+@router.get("/ledger/{address}")
+def account_page(
+    request: Request,
+    address: Annotated[str, Path(max_length=200)],
+    session: ReadSession,
+    me: FinanceViewer,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    account = ledger.get_account(session, address)
+    page = ledger.statement(session, address, limit=STATEMENT_LINES_PER_PAGE, cursor=cursor)
+    return render.page(
+        request,
+        "account.html",
+        account=account,
+        page=page,
+        balance=ledger.balance(session, address),
+    )
+
+
+@router.get("/entries/{entry_id}")
+def entry_page(
+    request: Request, entry_id: RowId, session: ReadSession, me: FinanceViewer
+) -> Response:
+    detail = audit_queries.entry_detail(session, entry_id)
+    proof = sealing.prove(session, entry_id)
+    return render.page(
+        request,
+        "entry.html",
+        entry=detail.entry,
+        reversed_by=detail.reversed_by,
+        block=None if proof is None else proof.block,
+    )
+
+
+@router.get("/seals")
+def seals_page(
+    request: Request,
+    session: ReadSession,
+    me: FinanceViewer,
+    before: Annotated[int | None, Query(ge=1, le=BIGINT_MAX)] = None,
+) -> Response:
+    blocks = sealing.recent_blocks(session, before, BLOCKS_PER_PAGE + 1)
+    shown = blocks[:BLOCKS_PER_PAGE]
+    return render.page(
+        request,
+        "seals.html",
+        newest=next(iter(sealing.recent_blocks(session, limit=1)), None),
+        blocks=shown,
+        waiting=sealing.waiting(session),
+        next_before=shown[-1].block.number if len(blocks) > BLOCKS_PER_PAGE else None,
+    )
+
+
 CASE_STATES = ("open", "approved", "rejected", "blocked")
 
 
@@ -279,6 +363,47 @@ def cases(
     )
 
 
+def _yes_no(value: object) -> str:
+    return _("yes") if value else _("no")
+
+
+def _instant(value: object) -> str:
+    return formatting.local_time(datetime.fromisoformat(str(value)))
+
+
+# The fields of a fraud case's attempt (clearinghouse.fraud.rules.Attempt, as the case keeps
+# it), in words, each with how its value is shown: times in the console's zone, money in yuan.
+ATTEMPT_FIELDS: dict[str, tuple[str, Callable[[Any], str]]] = {
+    "operation": (N_("Operation"), i18n.label),
+    "partner_id": (N_("Partner"), str),
+    "member_id": (N_("Member"), str),
+    "store_id": (N_("Store"), str),
+    "occurred_at": (N_("Occurred"), _instant),
+    "points": (N_("Points"), formatting.points),
+    "amount_fen": (N_("Amount"), formatting.yuan),
+    "points_already_spent": (N_("Points already spent"), _yes_no),
+    "direction": (N_("Exchange direction"), i18n.label),
+    "offline": (N_("Approved at an offline till"), _yes_no),
+    "debt_after": (N_("Points owed afterwards"), formatting.points),
+}
+
+
+def attempt_rows(attempt: dict[str, Any]) -> list[tuple[str, str]]:
+    """The attempt as (label, value) rows in the order above; a field the console has no words
+    for yet is shown under its own name, and an empty one is left out."""
+    known = [
+        (_(label), show(attempt[key]))
+        for key, (label, show) in ATTEMPT_FIELDS.items()
+        if attempt.get(key) is not None
+    ]
+    unknown = [
+        (key, str(value))
+        for key, value in sorted(attempt.items())
+        if key not in ATTEMPT_FIELDS and value is not None
+    ]
+    return known + unknown
+
+
 @router.get("/cases/{case_id}")
 def case(
     request: Request,
@@ -292,6 +417,7 @@ def case(
         request,
         "case.html",
         case=found,
+        attempt=attempt_rows(found.attempt),
         actions=fraud.case_actions(session, case_id),
         notice=_notice(done),
     )

@@ -31,6 +31,7 @@ def environment() -> Environment:
     env.filters["label"] = i18n.label
     env.filters["yuan"] = formatting.yuan
     env.filters["points"] = formatting.points
+    env.filters["amount"] = formatting.amount
     env.filters["local_time"] = formatting.local_time
     env.globals["time_zone"] = get_settings().timezone
     env.globals["html_lang"] = i18n.html_lang()

@@ -34,6 +34,7 @@ from clearinghouse.ledger.posting import (
     unbalanced,
 )
 from clearinghouse.ledger.queries import (
+    AccountBalanceLine,
     BalanceMismatch,
     EntryPosting,
     StatementLine,
@@ -46,6 +47,7 @@ from clearinghouse.ledger.queries import (
     find_entry,
     statement,
     trial_balance,
+    trial_balance_accounts,
 )
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "ENTRY_PARAMETERS",
     "OPEN_ACCOUNTS",
     "Account",
+    "AccountBalanceLine",
     "AccountSpec",
     "Address",
     "AppendOnly",
@@ -87,5 +90,6 @@ __all__ = [
     "statement",
     "transfer",
     "trial_balance",
+    "trial_balance_accounts",
     "unbalanced",
 ]

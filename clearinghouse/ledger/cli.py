@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 import typer
+from sqlalchemy.orm import Session
 
 from clearinghouse import ledger
 from clearinghouse.cli_support import fail, points, transaction
@@ -40,13 +41,42 @@ def ledger_balance(
     typer.echo(f"{account.address} {points(amount)} {account.asset}")
 
 
+# Accounts read at a time by `trial-balance --accounts`.
+_ACCOUNTS_PAGE = 5000
+
+
 @ledger_app.command("trial-balance")
 def ledger_trial_balance(
     as_of: Annotated[datetime | None, typer.Option(help="An ISO 8601 instant.")] = None,
+    accounts: Annotated[
+        bool,
+        typer.Option(
+            "--accounts", help="First every account with a balance, as a debit or a credit."
+        ),
+    ] = False,
 ) -> None:
-    """Per asset, the sum of debit and credit balances; the net is always zero."""
+    """Per asset, the sum of debit and credit balances; the net is always zero. With
+    --accounts, one line per account before the totals."""
     with transaction() as session:
+        if accounts:
+            _print_accounts(session, as_of)
         print_trial_balance(ledger.trial_balance(session, as_of))
+
+
+def _print_accounts(session: Session, as_of: datetime | None) -> None:
+    typer.echo(f"{'account':<48} {'asset':<6} {'debit':>14} {'credit':>14}")
+    after: str | None = None
+    while True:
+        page = ledger.trial_balance_accounts(session, as_of, after=after, limit=_ACCOUNTS_PAGE)
+        for line in page:
+            typer.echo(
+                f"{line.address:<48} {line.asset:<6} {points(line.debit):>14} "
+                f"{points(line.credit):>14}"
+            )
+        if len(page) < _ACCOUNTS_PAGE:
+            typer.echo("")
+            return
+        after = page[-1].address
 
 
 @ledger_app.command("statement")

@@ -154,6 +154,61 @@ def balances_by_kind(session: Session, asset: str) -> dict[tuple[str, str], int]
 
 
 @dataclass(frozen=True)
+class AccountBalanceLine:
+    """One account of the trial balance: its balance, shown as a debit (positive) or a credit."""
+
+    address: str
+    owner_type: str
+    kind: str
+    asset: str
+    balance: int
+
+    @property
+    def debit(self) -> int:
+        return max(self.balance, 0)
+
+    @property
+    def credit(self) -> int:
+        return max(-self.balance, 0)
+
+
+def trial_balance_accounts(
+    session: Session,
+    as_of: datetime | None = None,
+    *,
+    after: str | None = None,
+    limit: int = 100,
+) -> list[AccountBalanceLine]:
+    """The trial balance account by account: each account with a non-zero balance, now or as
+    recorded at `as_of`, in address order, `limit` of them after the address `after` (a keyset:
+    pages stay stable however many accounts there are). `trial_balance` gives the totals."""
+    if as_of is None:
+        summed: Select[tuple[int, int]] = select(
+            account_balances.c.account_id.label("account_id"),
+            func.sum(account_balances.c.balance).label("balance"),
+        ).group_by(account_balances.c.account_id)
+    else:
+        _not_archived(session, as_of)
+        summed = _derived(postings.c.recorded_at <= as_of)
+    sub = summed.subquery()
+    balance = sub.c[1].label("balance")
+    query = (
+        select(accounts.c.address, accounts.c.owner_type, accounts.c.kind, accounts.c.asset)
+        .add_columns(balance)
+        .join(sub, sub.c[0] == accounts.c.id)
+        .where(sub.c[1] != 0)
+        .order_by(accounts.c.address)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(accounts.c.address > after)
+    return [
+        AccountBalanceLine(row.address, row.owner_type, row.kind, row.asset, int(row.balance))
+        for row in session.execute(query)
+    ]
+
+
+@dataclass(frozen=True)
 class StatementLine:
     posting_id: int
     entry_id: int

@@ -333,22 +333,50 @@ def test_balance_now_and_as_of_an_instant(world: World) -> None:
     assert unknown.status_code == 404, unknown.text
 
 
-def test_trial_balance_sums_to_zero_per_asset(world: World) -> None:
-    def lines(**params: Any) -> list[Json]:
-        response = world.http.get("/audit/trial-balance", params=params, headers=world.auditor)
-        assert response.status_code == 200, response.text
-        body: list[Json] = response.json()
-        return body
+def _trial_balance(world: World, **params: Any) -> tuple[list[Json], list[Json]]:
+    """Every account line of /audit/trial-balance, page after page, and the totals of the
+    first page."""
+    first = world.get("/audit/trial-balance", **params)
+    lines, after = list(first["accounts"]), first["next"]
+    while after is not None:
+        page = world.get("/audit/trial-balance", **params, after=after)
+        assert page["totals"] is None  # on the first page only
+        lines += page["accounts"]
+        after = page["next"]
+    totals: list[Json] = first["totals"]
+    return lines, totals
 
-    now = lines()
-    assert {line["asset"] for line in now} == {"PTS", "CNY"}
-    at_spend = lines(as_of=world.spend.recorded_at.isoformat())
-    for line in [*now, *at_spend]:
-        assert line["net"] == 0
-        assert line["debit"] == line["credit"] > 0
-    pts = next(line for line in at_spend if line["asset"] == "PTS")
-    assert pts["debit"] < next(line for line in now if line["asset"] == "PTS")["debit"]
-    assert lines(as_of="2000-01-01T00:00:00Z") == []
+
+def test_trial_balance_lists_every_account_and_nets_to_zero_per_asset(world: World) -> None:
+    now, totals = _trial_balance(world)
+    assert {line["asset"] for line in totals} == {"PTS", "CNY"}
+    with world.books.sessions() as session:
+        for line in now:
+            assert line["balance"] == ledger.balance(session, line["address"]) != 0
+            assert line["debit"] - line["credit"] == line["balance"]
+            assert 0 in (line["debit"], line["credit"])
+            parsed = ledger.Address.parse(line["address"])
+            assert (line["owner_type"], line["kind"]) == (parsed.owner_type, parsed.kind)
+    assert [line["address"] for line in now] == sorted(line["address"] for line in now)
+    assert {world.member, world.partner} <= {line["address"] for line in now}
+    for total in totals:
+        mine = [line for line in now if line["asset"] == total["asset"]]
+        assert sum(line["debit"] for line in mine) == total["debit"] > 0
+        assert sum(line["credit"] for line in mine) == total["credit"] == total["debit"]
+        assert total["accounts"] == len(mine)
+        assert total["net"] == 0
+    # A page at a time, without gap or repeat.
+    assert _trial_balance(world, limit=2)[0] == now
+
+    at_spend, at_spend_totals = _trial_balance(world, as_of=world.spend.recorded_at.isoformat())
+    with world.books.sessions() as session:
+        for line in at_spend:
+            assert line["balance"] == ledger.balance(
+                session, line["address"], world.spend.recorded_at
+            )
+    pts = next(t for t in at_spend_totals if t["asset"] == "PTS")
+    assert pts["debit"] < next(t for t in totals if t["asset"] == "PTS")["debit"]
+    assert _trial_balance(world, as_of="2000-01-01T00:00:00Z") == ([], [])
 
 
 def test_statement_pages_carry_the_running_balance(world: World) -> None:

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from beancount import loader
 from beancount.core import account as bc_account
+from beancount.core import account_types, realization
 from beancount.core import data as bc_data
 from beancount.core.amount import Amount
 from hypothesis import given
@@ -44,8 +45,10 @@ TEA_ISSUED = "partner:tea_house.sh:issued"
 BOOK_ISSUED = "partner:bookchain:issued"
 TEA_PAYABLE = "partner:tea_house.sh:payable"
 STORE_TILL = "store:Book.Chain_01:till"  # a capital that must survive the round trip
-TEA_PROGRAMME = "partner:Tea.House:programme_points"
+TEA_PROGRAMME = "partner:Tea.House:programme"
 MEMBER_TEA = "member:M000000000001:tea_points"
+CREDIT_LINES = "coalition:credit_lines"
+BOOK_HEADROOM = "partner:bookchain:headroom"
 ACCOUNTS = {
     MEMBER: "PTS",
     MEMBER_2: "PTS",
@@ -56,6 +59,8 @@ ACCOUNTS = {
     STORE_TILL: "CNY",
     TEA_PROGRAMME: "TEA_",  # beancount refuses a commodity ending in '_': escaped
     MEMBER_TEA: "TEA_",
+    CREDIT_LINES: "CNY",
+    BOOK_HEADROOM: "CNY",
 }
 
 
@@ -118,6 +123,14 @@ def journal(databases: Databases) -> Iterator[Journal]:
             _entry((TEA_ISSUED, -120), (ODD_MEMBER, 120), key="a3"),
             _entry((TEA_PAYABLE, -8_800), (STORE_TILL, 8_800), kind="settlement", key="c1"),
             _entry((TEA_PROGRAMME, -40), (MEMBER_TEA, 40), key="t1"),
+            # A ¥1,000,000 issuance limit.
+            _entry(
+                (CREDIT_LINES, -100_000_000),
+                (BOOK_HEADROOM, 100_000_000),
+                kind="issuance_limit",
+                origin="operator",
+                key="l1",
+            ),
         )
         t1 = _now(s)
         (redeem,) = _post(
@@ -182,9 +195,12 @@ def _assert_checks(path: Path) -> None:
 
 
 def _units(amount: Amount | None) -> int:
+    """An amount of the beancount file in the ledger's units: CNY back to fen (exactly)."""
     assert amount is not None
     assert amount.number is not None
-    return int(amount.number)
+    units = amount.number * 100 if amount.currency == "CNY" else amount.number
+    assert units == units.to_integral_value()
+    return int(units)
 
 
 def _balance_assertions(path: Path) -> dict[str, tuple[int, str]]:
@@ -214,7 +230,54 @@ def test_full_export_passes_bean_check_and_asserts_every_balance(
     with journal.sessions() as s:
         expected = {a: (ledger.balance(s, a), asset) for a, asset in ACCOUNTS.items()}
     assert _balance_assertions(path) == expected
-    assert manifest.counts == exports.Counts(entries=10, postings=22, accounts=len(ACCOUNTS))
+    assert manifest.counts == exports.Counts(entries=11, postings=24, accounts=len(ACCOUNTS))
+
+
+# What each account is in the coalition's books (docs/audit.md), and so its beancount type.
+ACCOUNT_TYPES = {
+    MEMBER: "Assets",
+    MEMBER_2: "Assets",
+    ODD_MEMBER: "Assets",
+    TEA_ISSUED: "Liabilities",
+    BOOK_ISSUED: "Liabilities",
+    TEA_PAYABLE: "Assets",
+    STORE_TILL: "Assets",
+    TEA_PROGRAMME: "Liabilities",
+    MEMBER_TEA: "Assets",
+    CREDIT_LINES: "Equity",
+    BOOK_HEADROOM: "Equity",
+}
+
+
+def test_beancount_loads_the_export_with_typed_accounts_and_the_ledgers_balances(
+    journal: Journal, tmp_path: Path
+) -> None:
+    _export(journal, journal.t0, journal.t3, tmp_path / "typed")
+    path = tmp_path / "typed" / exports.BEANCOUNT_FILE
+    entries, errors, options = loader.load_file(str(path))
+    assert errors == []
+    opened = {
+        e.meta["address"]: e.account for e in entries if isinstance(e, bc_data.Open) and e.meta
+    }
+    assert {
+        address: account_types.get_account_type(name) for address, name in opened.items()
+    } == ACCOUNT_TYPES
+    assert opened[CREDIT_LINES] == "Equity:Coalition:Credit-Lines"
+    assert opened[STORE_TILL] == "Assets:Store:X--Book-DChain-U01:Till"
+    # Balances recomputed by beancount from the transactions, in the ledger's units.
+    realized = realization.realize(entries)
+    balances: dict[str, int] = {}
+    for address, name in opened.items():
+        (position,) = realization.get(realized, name).balance
+        balances[address] = _units(position.units)
+    with journal.sessions() as s:
+        assert balances == {a: ledger.balance(s, a) for a in ACCOUNTS}
+    # Money in yuan: the ¥1,000,000 limit is 1,000,000 CNY, not 100,000,000.
+    text_ = path.read_text()
+    assert "  Equity:Partner:Bookchain:Headroom  1000000.00 CNY\n" in text_
+    assert "  Assets:Store:X--Book-DChain-U01:Till  88.00 CNY\n" in text_
+    assert "  Liabilities:Partner:X--tea-Uhouse-Dsh:Issued  -500 PTS\n" in text_
+    assert options["operating_currency"] == ["CNY"]
 
 
 def test_bean_check_catches_a_wrong_balance(journal: Journal, tmp_path: Path) -> None:
@@ -387,13 +450,21 @@ def test_a_range_ending_mid_day_asserts_balances_after_its_last_entry(
     ("address", "account"),
     [
         ("member:M123ABC:available", "Assets:Member:M123ABC:Available"),
-        ("partner:teahouse:issued", "Assets:Partner:Teahouse:Issued"),
-        ("store:bookchain-sh-001:till", "Assets:Store:Bookchain--sh--001:Till"),
-        ("member:m_1.x:available", "Assets:Member:M-U1-Dx:Available"),
-        ("partner:Teahouse:issued", "Assets:Partner:0-XTeahouse:Issued"),
-        ("partner:_x:a", "Assets:Partner:0-X-Ux:0-Xa"),
+        ("partner:teahouse:issued", "Liabilities:Partner:Teahouse:Issued"),
+        ("partner:teahouse:redeemed", "Liabilities:Partner:Teahouse:Redeemed"),
+        ("partner:teahouse:payable", "Assets:Partner:Teahouse:Payable"),
+        ("partner:teahouse:headroom", "Equity:Partner:Teahouse:Headroom"),
+        ("coalition:credit_lines", "Equity:Coalition:Credit-Lines"),
+        ("coalition:clearing", "Income:Coalition:Clearing"),
+        ("coalition:bonus", "Liabilities:Coalition:Bonus"),
+        ("coalition:exchange:tea", "Assets:Coalition:Exchange:Tea"),
+        ("store:bookchain-sh-001:till", "Assets:Store:Bookchain-sh-001:Till"),
+        ("member:m_1.x:available", "Assets:Member:X--m-U1-Dx:Available"),
+        ("partner:Teahouse:issued", "Liabilities:Partner:X--Teahouse:Issued"),
+        ("partner:a_b:issued", "Liabilities:Partner:X--a-Ub:Issued"),  # would read as A-B
+        ("partner:_x:a", "Assets:Partner:X---Ux:X--a"),
         ("coalition:breakage", "Assets:Coalition:Breakage"),
-        ("member:M000000000001:points_debt", "Assets:Member:M000000000001:Points-Udebt"),
+        ("member:M000000000001:points_debt", "Assets:Member:M000000000001:Points-Debt"),
     ],
 )
 def test_account_names(address: str, account: str) -> None:
@@ -425,7 +496,13 @@ def test_account_names_are_injective_on_case() -> None:
 
 
 def test_stray_names_are_not_addresses() -> None:
-    for name in ["Equity:Opening-Balances", "Assets:Member:M-Q:Available", "Assets:Member:Mx"]:
+    for name in [
+        "Equity:Opening-Balances",
+        "Assets:Member:X--m-Q:Available",
+        "Assets:Member:Mx",
+        "Assets:Partner:Teahouse:Issued",  # an issuer's account is a liability
+        "Expenses:Member:M1:Available",
+    ]:
         with pytest.raises(ValueError, match="not an exported account|bad escape"):
             exports.account_to_address(name)
 
@@ -450,7 +527,7 @@ def test_a_journal_moving_mid_export_is_refused(
             yield SimpleNamespace(**{**row._mapping, "moves": row.moves + late})
 
     monkeypatch.setattr(exports, "_accounts", late_entry)
-    with pytest.raises(exports.ExportInconsistent, match="22 postings written, 23 recorded"):
+    with pytest.raises(exports.ExportInconsistent, match="24 postings written, 25 recorded"):
         _export(journal, journal.t0, journal.t3, tmp_path / "moved")
     assert not (tmp_path / "moved").exists()
 

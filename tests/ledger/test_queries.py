@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clearinghouse import ledger
 from clearinghouse.database import make_engine, session_factory
 from tests.builders import ledger as b
+from tests.cli_fixtures import run_cli
 from tests.conftest import Databases
 
 MICROSECOND = timedelta(microseconds=1)
@@ -95,6 +96,45 @@ def test_trial_balance_per_asset_sums_to_zero(fresh_books: sessionmaker[Session]
             ]
             assert ledger.trial_balance(session, as_of=first.recorded_at - MICROSECOND) == []
             assert ledger.check_consistency(session) == []
+
+
+def test_trial_balance_account_by_account_and_its_command(databases: Databases) -> None:
+    url = databases.create()
+    engine = make_engine(url, pool_size=1)
+    try:
+        with session_factory(engine)() as session:
+            with session.begin():
+                partner, alice = b.partner_account(session), b.member_account(session)
+                bob, shop = b.member_account(session), b.store_account(session)
+            with session.begin():
+                first = b.post_transfer(session, partner, alice, 100)
+            with session.begin():
+                b.post_transfer(session, partner, bob, 50)
+                b.post_transfer(session, bob, shop, 50, kind="redemption")  # bob back to 0
+            with session.begin():
+                lines = ledger.trial_balance_accounts(session)
+                at_first = ledger.trial_balance_accounts(session, first.recorded_at)
+                paged = ledger.trial_balance_accounts(session, limit=1) + (
+                    ledger.trial_balance_accounts(session, after=alice, limit=5)
+                )
+    finally:
+        engine.dispose()
+    expected = sorted([(alice, 100, 0), (partner, 0, 150), (shop, 50, 0)])
+    assert [(line.address, line.debit, line.credit) for line in lines] == expected
+    assert [(line.address, line.balance) for line in at_first] == sorted(
+        [(alice, 100), (partner, -100)]
+    )
+    assert paged[0].address == expected[0][0] == alice  # members' addresses sort first
+    assert paged == lines
+
+    shown = run_cli("ledger", "trial-balance", "--accounts", env={"DATABASE_URL": url})
+    assert shown.exit_code == 0, shown.stderr
+    rows = [line.split() for line in shown.stdout.splitlines()]
+    assert [row for row in rows if row and row[0] in (alice, partner, shop)] == [
+        [address, "PTS", f"{debit:,}", f"{credit:,}"] for address, debit, credit in expected
+    ]
+    assert bob not in shown.stdout  # a zero balance is no line
+    assert ["PTS", "3", "150", "150", "0"] in rows  # the totals follow
 
 
 @pytest.fixture
