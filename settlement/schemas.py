@@ -253,7 +253,11 @@ class BreakOut(ResponseModel):
     txn_id: str
     kind: str = Field(
         serialization_alias="break",
-        description="`missing_ours`, `missing_theirs`, `amount_differs` or `points_differ`.",
+        description=(
+            "`missing_ours`, `missing_theirs`, `amount_differs`, `points_differ` or `duplicate`"
+            " (a later line of the file with the type and txn_id of an earlier one; `ours` is"
+            " null)."
+        ),
     )
     ours: list[int] | None
     theirs: list[int] | None
@@ -271,6 +275,9 @@ class BreakCounts(ResponseModel):
     missing_theirs: int = Field(description="Our records of the day missing from the file.")
     amount_differs: int = Field(description="Lines on both sides whose amount_fen differs.")
     points_differ: int = Field(description="Lines on both sides whose points differ (only).")
+    duplicate: int = Field(
+        description="Later lines of the file with the type and txn_id of an earlier one."
+    )
 
 
 class ReconciliationWebhookData(ResponseModel):
