@@ -269,7 +269,7 @@ def run(sessions: sessionmaker[Session], home: Path) -> DemoDay:
     report = home / "reports" / f"settlement-{business_date.isoformat()}.csv"
     report.parent.mkdir(parents=True, exist_ok=True)
     with sessions() as session:
-        report.write_text(reports.settlement_csv(run, reports.late_arrivals(session, run)))
+        report.write_text(reports.settlement_csv(reports.report_of(session, run)))
     # Seal the day, as the server's job does: entries are sealed once SEAL_DELAY old.
     time.sleep(sealing.SEAL_DELAY.total_seconds())
     sealing.seal_all(sessions)

@@ -15,12 +15,13 @@ from pypdf import PdfReader
 
 from clearinghouse.console.formatting import yuan
 from clearinghouse.fraud import service as fraud
+from clearinghouse.numbers import yuan_text
 from settlement import runs, schedule
-from settlement.reports import LINE_COLUMNS
 from tests.builders.console import Console
 from tests.builders.databases import World
 from tests.builders.dates import business_today
 from tests.builders.fraud import publish
+from tests.builders.partners import legal_name
 from tests.builders.points import accrue, new_member
 from tests.builders.settlement import Traffic, a_day_of_traffic, settle_after_cutoff
 from tests.builders.users import Person, person
@@ -277,10 +278,11 @@ def test_the_csv_and_pdf_downloads(world: World, browser: Browser) -> None:
     assert csv_response.status_code == 200
     assert csv_response.headers["content-type"].startswith("text/csv")
     assert f'filename="settlement-{day}.csv"' in csv_response.headers["content-disposition"]
-    rows = list(csv.reader(io.StringIO(csv_response.text)))
-    assert rows[0] == ["business_date", *LINE_COLUMNS]
-    payer = next(row for row in rows if row[1] == traffic.payer.id)
-    assert int(payer[-1]) == traffic.issued_fen
+    rows = list(csv.DictReader(io.StringIO(csv_response.text)))
+    payer = next(row for row in rows if row["partner_id"] == traffic.payer.id)
+    assert payer["legal_name"] == legal_name(traffic.payer.id)
+    assert int(payer["net_fen"]) == traffic.issued_fen
+    assert payer["net_yuan"] == yuan_text(traffic.issued_fen)
 
     pdf_response = alice.get(f"/console/settlements/{day}/report.pdf")
     assert pdf_response.status_code == 200
@@ -288,7 +290,7 @@ def test_the_csv_and_pdf_downloads(world: World, browser: Browser) -> None:
     text = "".join(
         page.extract_text() for page in PdfReader(io.BytesIO(pdf_response.content)).pages
     )
-    assert traffic.payer.id in text
+    assert legal_name(traffic.payer.id) in " ".join(text.split())
     assert yuan(traffic.issued_fen) in text
 
 
