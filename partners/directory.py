@@ -23,6 +23,8 @@ PartnerKind = Literal["online_merchant", "store_chain", "programme", "charity"]
 Channel = Literal["online", "offline", "terminal"]
 Status = Literal["active", "suspended"]
 
+ID_PATTERN = SLUG_PATTERN
+"""A partner's or store's id, as a route's path takes it."""
 _SLUG = re.compile(SLUG_PATTERN)
 _ASSET = re.compile(r"^[A-Z][A-Z0-9_]{1,15}$")
 

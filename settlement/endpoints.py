@@ -16,8 +16,8 @@ from clearinghouse.api.schemas import BIGINT_MAX, Day, RowId
 from clearinghouse.audit import sealing
 from clearinghouse.database import Tx
 from clearinghouse.users.deps import FinanceReader, FinanceUser
+from partners.directory import ID_PATTERN
 from partners.gate import Partner, Reply
-from partners.tables import SLUG_PATTERN
 from settlement import approval, reconciliation, reports, runs
 from settlement.schemas import (
     ApprovalOut,
@@ -51,7 +51,7 @@ webhooks = APIRouter(tags=["settlement"])
 document's webhooks section, never served."""
 
 BusinessDate = Annotated[Day, Path(description="Business date, in the coalition's time zone.")]
-PartnerId = Annotated[str, Path(pattern=SLUG_PATTERN, description="The partner's id.")]
+PartnerId = Annotated[str, Path(pattern=ID_PATTERN, description="The partner's id.")]
 Month = Annotated[str, Path(pattern=reports.MONTH_PATTERN, description="A month: YYYY-MM.")]
 
 

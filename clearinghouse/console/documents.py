@@ -16,12 +16,12 @@ from clearinghouse.api.schemas import Day
 from clearinghouse.config import get_settings
 from clearinghouse.console import pdf
 from clearinghouse.users.deps import FinanceReader
-from partners.tables import SLUG_PATTERN
+from partners.directory import ID_PATTERN
 from settlement import reports, runs
 
 finance = APIRouter(prefix="/finance", tags=["finance"])
 
-PartnerId = Annotated[str, Path(pattern=SLUG_PATTERN, description="The partner's id.")]
+PartnerId = Annotated[str, Path(pattern=ID_PATTERN, description="The partner's id.")]
 
 
 def advice_pdf(session: Session, business_date: date, partner_id: str) -> bytes:

@@ -36,7 +36,7 @@ from clearinghouse.rewards import overview as rewards_overview
 from clearinghouse.rewards import service as rewards
 from clearinghouse.webhooks import overview
 from clearinghouse.webhooks import service as webhooks
-from partners.tables import SLUG_PATTERN
+from partners.directory import ID_PATTERN
 from settlement import approval, categories, reconciliation, reports, runs
 from settlement.liability import liability_history
 
@@ -46,7 +46,7 @@ STATIC = FsPath(__file__).parent / "static"
 BREAKS_PER_PAGE = 200
 
 BusinessDate = Annotated[date, Path()]
-PartnerId = Annotated[str, Path(pattern=SLUG_PATTERN)]
+PartnerId = Annotated[str, Path(pattern=ID_PATTERN)]
 ENTRIES_PER_PAGE = 200
 
 # Outcomes of a form, shown on the page it returns to (a code in the URL, never free text).

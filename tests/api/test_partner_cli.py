@@ -119,6 +119,7 @@ def test_the_guide_s_onboarding_lets_the_first_signed_purchase_through(
     commands = _guide_commands()
     assert [c[1:3] for c in commands] == [
         ["partner", "create"],
+        ["partner", "details"],
         ["partner", "rates"],
         ["store", "add"],
         ["partner", "key"],
