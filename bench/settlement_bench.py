@@ -646,7 +646,7 @@ def _report(context: Context) -> tuple[int, str]:
 
     with _sessions(context)() as session:
         run = runs.load_run(session, context.day)
-        text = reports.settlement_csv(run, reports.late_arrivals(session, run))
+        text = reports.settlement_csv(reports.report_of(session, run))
     (context.workdir / "settlement.csv").write_text(text)
     return run.entries, f"{len(run.lines)} partner lines, {len(text):,} bytes"
 

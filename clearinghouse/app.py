@@ -25,6 +25,7 @@ from clearinghouse.audit import endpoints as audit_endpoints
 from clearinghouse.batches import endpoints as batch_endpoints
 from clearinghouse.config import get_settings
 from clearinghouse.console import auth as console_auth
+from clearinghouse.console import documents as console_documents
 from clearinghouse.console import pages as console_pages
 from clearinghouse.database import configured_replica, make_engine, resolve_url, session_factory
 from clearinghouse.fraud import endpoints as fraud_endpoints
@@ -124,6 +125,7 @@ def create_app(
     app.include_router(fraud_endpoints.partner)
     app.include_router(health.router)
     app.include_router(settlement_endpoints.finance)
+    app.include_router(console_documents.finance)
     app.include_router(audit_endpoints.router)
     app.include_router(fraud_endpoints.operator)
     app.include_router(review.operator)

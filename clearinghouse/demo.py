@@ -42,9 +42,31 @@ from partners.client import PartnerClient
 from partners.signing import load_private_key_pem
 from settlement import netting, reports, runs, schedule
 
+
+@dataclass(frozen=True)
+class DemoPartner:
+    name: str
+    kind: str
+    legal_name: str
+    bank_name: str
+    bank_account: str
+
+
 PARTNERS = {
-    "teahouse": ("Teahouse (online shop)", "online_merchant"),
-    "bookchain": ("Book chain (offline stores)", "store_chain"),
+    "teahouse": DemoPartner(
+        "Teahouse (online shop)",
+        "online_merchant",
+        "Shanghai Teahouse Trading Co., Ltd.",
+        "Bank of Shanghai, Jing'an Branch",
+        "3100 1234 5678 0001",
+    ),
+    "bookchain": DemoPartner(
+        "Book chain (offline stores)",
+        "store_chain",
+        "Bookchain Retail (Shanghai) Co., Ltd.",
+        "China Merchants Bank, Shanghai People's Square Branch",
+        "6214 8301 2345 0002",
+    ),
 }
 LIMIT_FEN = 10_000_000
 
@@ -107,17 +129,25 @@ def set_up_partners(sessions: sessionmaker[Session], home: Path) -> dict[str, st
     """Create the demo partners if they are missing; return each one's key id."""
     key_ids: dict[str, str] = {}
     (home / "demo-keys").mkdir(parents=True, exist_ok=True)
-    for partner_id, (name, kind) in PARTNERS.items():
+    for partner_id, partner in PARTNERS.items():
         with sessions() as session, session.begin():
             try:
                 directory.get_partner(session, partner_id)
             except NotFound:
-                directory.create_partner(session, partner_id, name, kind)  # type: ignore[arg-type]
+                directory.create_partner(
+                    session,
+                    partner_id,
+                    partner.name,
+                    partner.kind,  # type: ignore[arg-type]
+                    legal_name=partner.legal_name,
+                    bank_name=partner.bank_name,
+                    bank_account=partner.bank_account,
+                )
                 rates.set_rates(
                     session, partner_id, earn_rate="1", issue_price="1", redemption_value="1"
                 )
                 limits.set_issuance_limit(session, partner_id, LIMIT_FEN)
-                if kind == "store_chain":
+                if partner.kind == "store_chain":
                     directory.add_store(
                         session,
                         partner_id,
@@ -239,7 +269,7 @@ def run(sessions: sessionmaker[Session], home: Path) -> DemoDay:
     report = home / "reports" / f"settlement-{business_date.isoformat()}.csv"
     report.parent.mkdir(parents=True, exist_ok=True)
     with sessions() as session:
-        report.write_text(reports.settlement_csv(run, reports.late_arrivals(session, run)))
+        report.write_text(reports.settlement_csv(reports.report_of(session, run)))
     # Seal the day, as the server's job does: entries are sealed once SEAL_DELAY old.
     time.sleep(sealing.SEAL_DELAY.total_seconds())
     sealing.seal_all(sessions)

@@ -24,6 +24,14 @@ partner_app.add_typer(key_app, name="key")
 partner_app.add_typer(rates_app, name="rates")
 
 
+LegalName = Annotated[
+    str | None,
+    typer.Option(help="The name settlement reports and advices print (at creation: --name)."),
+]
+BankName = Annotated[str | None, typer.Option(help="The bank the partner is paid at.")]
+BankAccount = Annotated[str | None, typer.Option(help="The account the partner is paid to.")]
+
+
 @partner_app.command("create")
 def partner_create(
     partner_id: str,
@@ -41,6 +49,9 @@ def partner_create(
             "(default: CLEARINGHOUSE_ISSUANCE_LIMIT_FEN, 10,000,000)."
         ),
     ] = None,
+    legal_name: LegalName = None,
+    bank_name: BankName = None,
+    bank_account: BankAccount = None,
 ) -> None:
     """Register a partner, open its ledger accounts and set its issuance limit."""
     if limit_fen is None:
@@ -52,6 +63,9 @@ def partner_create(
             name,
             kind,  # type: ignore[arg-type]
             programme_asset=asset,
+            legal_name=legal_name,
+            bank_name=bank_name,
+            bank_account=bank_account,
         )
         limits.set_issuance_limit(session, partner_id, limit_fen)
     extra = f", points asset {partner.programme_asset}" if partner.programme_asset else ""
@@ -65,7 +79,29 @@ def partner_list() -> None:
     with transaction() as session:
         found = directory.list_partners(session)
     for p in found:
-        typer.echo(f"{p.id:<24} {p.status:<10} {p.kind:<16} {p.name}")
+        typer.echo(f"{p.id:<24} {p.status:<10} {p.kind:<16} {p.name} ({p.legal_name})")
+
+
+@partner_app.command("details")
+def partner_details(
+    partner_id: str,
+    legal_name: LegalName = None,
+    bank_name: BankName = None,
+    bank_account: BankAccount = None,
+) -> None:
+    """Set the partner's legal name and bank details (those given; the rest stay)."""
+    with transaction() as session:
+        partner = directory.set_partner_details(
+            session,
+            partner_id,
+            legal_name=legal_name,
+            bank_name=bank_name,
+            bank_account=bank_account,
+        )
+    typer.echo(
+        f"partner {partner.id}: {partner.legal_name}, paid to "
+        f"{partner.bank_name or '(no bank)'} {partner.bank_account or '(no account)'}"
+    )
 
 
 def _set_status(partner_id: str, status: directory.Status) -> None:

@@ -23,6 +23,8 @@ PartnerKind = Literal["online_merchant", "store_chain", "programme", "charity"]
 Channel = Literal["online", "offline", "terminal"]
 Status = Literal["active", "suspended"]
 
+ID_PATTERN = SLUG_PATTERN
+"""A partner's or store's id, as a route's path takes it."""
 _SLUG = re.compile(SLUG_PATTERN)
 _ASSET = re.compile(r"^[A-Z][A-Z0-9_]{1,15}$")
 
@@ -70,6 +72,11 @@ class Partner:
     programme_asset: str | None
     expiring_notice_days: int
     """How many days ahead the partner hears of its members' points expiring."""
+    legal_name: str
+    """The name settlement reports and advices print."""
+    bank_name: str | None
+    bank_account: str | None
+    """Where the partner's settlements are paid (its settlement advice prints them)."""
 
 
 @dataclass(frozen=True)
@@ -126,14 +133,21 @@ def create_partner(
     kind: PartnerKind,
     *,
     programme_asset: str | None = None,
+    legal_name: str | None = None,
+    bank_name: str | None = None,
+    bank_account: str | None = None,
 ) -> Partner:
     """Register a partner and open its ledger accounts. A partner programme's own points
-    become a ledger asset (`programme_asset`, derived from the id unless given)."""
+    become a ledger asset (`programme_asset`, derived from the id unless given). Its legal name
+    is `name` unless given; its bank details may come later (`set_partner_details`)."""
     _check_slug(partner_id, "partner id")
     if kind not in PARTNER_KINDS:
         raise InvalidRequest(f"partner kind must be one of {', '.join(PARTNER_KINDS)}")
     if not name.strip():
         raise InvalidRequest("a partner needs a name")
+    details = _details(
+        legal_name=legal_name or name, bank_name=bank_name, bank_account=bank_account
+    )
     asset = None
     if kind == "programme":
         asset = programme_asset or _default_asset(partner_id)
@@ -151,7 +165,7 @@ def create_partner(
         raise InvalidRequest("only partner programmes have an asset of their own")
     row = session.execute(
         insert(partners)
-        .values(id=partner_id, name=name.strip(), kind=kind, programme_asset=asset)
+        .values(id=partner_id, name=name.strip(), kind=kind, programme_asset=asset, **details)
         .on_conflict_do_nothing()
         .returning(*partners.c)
     ).first()
@@ -218,6 +232,44 @@ def set_partner_status(session: Session, partner_id: str, status: Status) -> Par
         .where(partners.c.id == partner_id)
         .values(status=status, status_changed_at=func.now())
         .returning(*partners.c)
+    ).first()
+    if row is None:
+        raise PartnerNotFound(f"no partner {partner_id}")
+    return _partner(row)
+
+
+DETAILS = ("legal_name", "bank_name", "bank_account")
+"""A partner's details for settlement: its legal name and where it is paid."""
+_DETAIL_LENGTH = 200
+
+
+def _details(**given: str | None) -> dict[str, str]:
+    """The details given (None: unchanged), stripped, each non-empty and at most 200
+    characters."""
+    details = {}
+    for field, value in given.items():
+        if value is None:
+            continue
+        if not value.strip() or len(value.strip()) > _DETAIL_LENGTH:
+            raise InvalidRequest(f"{field} is 1 to {_DETAIL_LENGTH} characters")
+        details[field] = value.strip()
+    return details
+
+
+def set_partner_details(
+    session: Session,
+    partner_id: str,
+    *,
+    legal_name: str | None = None,
+    bank_name: str | None = None,
+    bank_account: str | None = None,
+) -> Partner:
+    """Change the partner's legal name or bank details (those given; the rest stay)."""
+    details = _details(legal_name=legal_name, bank_name=bank_name, bank_account=bank_account)
+    if not details:
+        raise InvalidRequest(f"give at least one of {', '.join(DETAILS)}")
+    row = session.execute(
+        update(partners).where(partners.c.id == partner_id).values(**details).returning(*partners.c)
     ).first()
     if row is None:
         raise PartnerNotFound(f"no partner {partner_id}")

@@ -37,6 +37,10 @@ partners = Table(
     Column("programme_asset", Text, ForeignKey("assets.code"), unique=True),
     # How many days ahead the partner hears of its members' points expiring (points.expiring).
     Column("expiring_notice_days", SmallInteger, nullable=False, server_default=text("14")),
+    # The name settlement reports and advices print, and where the partner's settlements are paid.
+    Column("legal_name", Text, nullable=False),
+    Column("bank_name", Text),
+    Column("bank_account", Text),
     CheckConstraint(f"id ~ '{SLUG_PATTERN}'", name="id_format"),
     CheckConstraint("expiring_notice_days BETWEEN 1 AND 90", name="expiring_notice_days_range"),
     CheckConstraint(

@@ -103,10 +103,10 @@ def show(
 ) -> None:
     with transaction() as session:
         run = runs.load_run(session, date.fromisoformat(business_date))
-        late = reports.late_arrivals(session, run)
+        report = reports.report_of(session, run)
     print_run(run)
     if csv is not None:
-        csv.write_text(reports.settlement_csv(run, late))
+        csv.write_text(reports.settlement_csv(report))
         typer.echo(f"wrote {csv}")
 
 

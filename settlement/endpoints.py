@@ -15,7 +15,8 @@ from clearinghouse.api.deps import ReportSession, WriteSession, freshness_header
 from clearinghouse.api.schemas import BIGINT_MAX, Day, RowId
 from clearinghouse.audit import sealing
 from clearinghouse.database import Tx
-from clearinghouse.users.deps import FinanceUser
+from clearinghouse.users.deps import FinanceReader, FinanceUser
+from partners.directory import ID_PATTERN
 from partners.gate import Partner, Reply
 from settlement import approval, reconciliation, reports, runs
 from settlement.schemas import (
@@ -25,7 +26,9 @@ from settlement.schemas import (
     BreakPageOut,
     LiabilityOut,
     LineOut,
+    MonthOut,
     PaidIn,
+    PartnerEntriesOut,
     ReconcileIn,
     ReconciliationOut,
     ReconciliationSummaryOut,
@@ -48,12 +51,14 @@ webhooks = APIRouter(tags=["settlement"])
 document's webhooks section, never served."""
 
 BusinessDate = Annotated[Day, Path(description="Business date, in the coalition's time zone.")]
+PartnerId = Annotated[str, Path(pattern=ID_PATTERN, description="The partner's id.")]
+Month = Annotated[str, Path(pattern=reports.MONTH_PATTERN, description="A month: YYYY-MM.")]
 
 
 @finance.get("/settlements", summary="Settlement dates with their state and totals, newest first")
 def list_settlements(
     session: ReportSession,
-    user: FinanceUser,
+    user: FinanceReader,
     before: Annotated[
         Day | None, Query(description="The cursor of the previous page: dates before it.")
     ] = None,
@@ -73,7 +78,7 @@ def _detail(session: Session, business_date: date) -> SettlementDetailOut:
     """The date's live run with its history, approvals and reconciliations."""
     run = runs.load_run(session, business_date)
     return SettlementDetailOut(
-        **reports.settlement_report(run, reports.late_arrivals(session, run)),
+        **reports.report_of(session, run),
         history=[
             SettlementEventOut.model_validate(e) for e in runs.history(session, business_date)
         ],
@@ -88,7 +93,7 @@ def _detail(session: Session, business_date: date) -> SettlementDetailOut:
 
 @finance.get("/settlements/{business_date}", summary="One settlement: lines, totals, history")
 def get_settlement(
-    business_date: BusinessDate, session: ReportSession, user: FinanceUser
+    business_date: BusinessDate, session: ReportSession, user: FinanceReader
 ) -> SettlementDetailOut:
     return _detail(session, business_date)
 
@@ -100,14 +105,74 @@ def get_settlement(
     responses={200: {"content": {"text/csv": {}}}},
 )
 def settlement_csv(
-    business_date: BusinessDate, session: ReportSession, user: FinanceUser
+    business_date: BusinessDate, session: ReportSession, user: FinanceReader
 ) -> Response:
     run = runs.load_run(session, business_date)
     return Response(
-        reports.settlement_csv(run, reports.late_arrivals(session, run)),
+        reports.settlement_csv(reports.report_of(session, run)),
         media_type="text/csv",
         headers={
             "Content-Disposition": f'attachment; filename="settlement-{business_date}.csv"',
+            **freshness_headers(session),
+        },
+    )
+
+
+@finance.get(
+    "/settlements/months/{month}", summary="A month's runs and each partner's net over them"
+)
+def settlement_month(month: Month, session: ReportSession, user: FinanceReader) -> MonthOut:
+    return MonthOut.model_validate(reports.month_report(session, month))
+
+
+@finance.get(
+    "/settlements/{business_date}/partners/{partner_id}",
+    summary="A partner's line and, a page at a time, the entries that make it",
+)
+def partner_entries(
+    business_date: BusinessDate,
+    partner_id: PartnerId,
+    session: ReportSession,
+    user: FinanceReader,
+    after: Annotated[
+        int | None, Query(ge=0, le=BIGINT_MAX, description="The cursor of the previous page.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> PartnerEntriesOut:
+    run = runs.load_run(session, business_date)
+    line = reports.partner_report_line(session, run, partner_id)
+    entries, next_cursor = reports.partner_entries(session, run, partner_id, after, limit)
+    return PartnerEntriesOut.model_validate(
+        {
+            "business_date": run.business_date,
+            "attempt": run.attempt,
+            "state": run.state,
+            "line": line,
+            "entries": entries,
+            "next": next_cursor,
+        }
+    )
+
+
+@finance.get(
+    "/settlements/{business_date}/partners/{partner_id}/entries.csv",
+    summary="A partner's line entry by entry, as CSV (amounts in fen and in yuan)",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def partner_entries_csv(
+    business_date: BusinessDate, partner_id: PartnerId, session: ReportSession, user: FinanceReader
+) -> Response:
+    run = runs.load_run(session, business_date)
+    reports.partner_report_line(session, run, partner_id)
+    entries, _ = reports.partner_entries(session, run, partner_id, None, None)
+    return Response(
+        reports.entries_csv(run, partner_id, entries),
+        media_type="text/csv",
+        headers={
+            "Content-Disposition": (
+                f'attachment; filename="settlement-{business_date}-{partner_id}.csv"'
+            ),
             **freshness_headers(session),
         },
     )
@@ -124,9 +189,7 @@ def reject(
     business_date: BusinessDate, body: RejectIn, session: WriteSession, user: FinanceUser
 ) -> SettlementOut:
     run = approval.reject(session, business_date, user, body.reason)
-    return SettlementOut.model_validate(
-        reports.settlement_report(run, reports.late_arrivals(session, run))
-    )
+    return SettlementOut.model_validate(reports.report_of(session, run))
 
 
 @finance.post("/settlements/{business_date}/paid", summary="Record the bank transfer")
@@ -138,7 +201,7 @@ def mark_paid(
 
 
 @finance.get("/liability", summary="Outstanding points by issuer, breakage, expiring soon")
-def liability(session: ReportSession, user: FinanceUser) -> LiabilityOut:
+def liability(session: ReportSession, user: FinanceReader) -> LiabilityOut:
     return LiabilityOut.model_validate(reports.liability_report(session))
 
 

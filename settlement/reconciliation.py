@@ -34,9 +34,10 @@ from settlement.tables import reconciliation_breaks, reconciliations
 
 COLUMNS = ("txn_id", "type", "amount_fen", "points")
 TYPES = ("purchase", "refund", "redemption", "reward_order", "reward_return")
-KINDS = ("missing_ours", "missing_theirs", "amount_differs", "points_differ")
+KINDS = ("missing_ours", "missing_theirs", "amount_differs", "points_differ", "duplicate")
 """The kinds of break, as `_MATCH` tells them apart (a line of theirs we lack, one of ours they
-lack, and a line on both sides whose amount or points differ)."""
+lack, a line on both sides whose amount or points differ, and a line of theirs whose type and
+txn_id an earlier line of the file has already)."""
 MAX_LINES = 5_000_000
 # A file wrong throughout names its first bad lines only: the answer stays small.
 MAX_ERRORS = 100
@@ -64,8 +65,9 @@ class Reconciliation:
 @dataclass(frozen=True)
 class Break:
     """A line of either side not matched exactly: `kind` is `missing_ours`, `missing_theirs`,
-    `amount_differs` or `points_differ`; `ours` and `theirs` are [amount_fen, points], None on the
-    side without the line."""
+    `amount_differs`, `points_differ` or `duplicate` (a repeated line of theirs: the first of its
+    type and txn_id is matched, each later one is this break, with `ours` None); `ours` and
+    `theirs` are [amount_fen, points], None on the side without the line."""
 
     type: str
     txn_id: str
@@ -87,15 +89,11 @@ CREATE TEMPORARY TABLE {THEIRS} (
     points bigint NOT NULL
 ) ON COMMIT DROP
 """
-_REPEATED = f"""
-SELECT line FROM (
-    SELECT line, row_number() OVER (PARTITION BY type, txn_id ORDER BY line) AS nth FROM {THEIRS}
-) numbered
-WHERE nth > 1 ORDER BY line LIMIT %s
-"""
 # Our lines of the partner's day, each type keyed as the partner's file keys it; joined with
-# theirs, every line of either side that is not matched exactly is a break, numbered in the
-# order of (type, txn_id) by code point.
+# the first of their lines of each (type, txn_id), every line of either side that is not matched
+# exactly is a break, and so is each later line of theirs with the same type and txn_id (a
+# duplicate); the breaks are numbered in the order of (type, txn_id) by code point, then of the
+# file's lines.
 _MATCH = f"""
 WITH ours (type, txn_id, amount_fen, points) AS (
     SELECT 'purchase'::text, partner_txn_id, amount_fen, points
@@ -123,18 +121,25 @@ WITH ours (type, txn_id, amount_fen, points) AS (
     FROM reward_orders o JOIN rewards w ON w.id = o.reward_id
     WHERE w.supplier_id = %(partner)s AND o.return_entry_id IS NOT NULL
       AND o.closed_at >= %(start)s AND o.closed_at < %(end)s
+), theirs AS (
+    SELECT *, row_number() OVER (PARTITION BY type, txn_id ORDER BY line) AS nth FROM {THEIRS}
 ), joined AS (
-    SELECT coalesce(o.type, t.type) AS type, coalesce(o.txn_id, t.txn_id) AS txn_id,
+    SELECT coalesce(o.type, t.type) AS type, coalesce(o.txn_id, t.txn_id) AS txn_id, t.line,
            CASE WHEN o.type IS NULL THEN 'missing_ours'
                 WHEN t.type IS NULL THEN 'missing_theirs'
                 WHEN o.amount_fen <> t.amount_fen THEN 'amount_differs'
                 WHEN o.points <> t.points THEN 'points_differ' END AS break,
            o.amount_fen AS ours_amount_fen, o.points AS ours_points,
            t.amount_fen AS theirs_amount_fen, t.points AS theirs_points
-    FROM ours o FULL JOIN {THEIRS} t ON o.type = t.type AND o.txn_id = t.txn_id
+    FROM ours o
+    FULL JOIN (SELECT * FROM theirs WHERE nth = 1) t ON o.type = t.type AND o.txn_id = t.txn_id
+    UNION ALL
+    SELECT type, txn_id, line, 'duplicate', NULL, NULL, amount_fen, points
+    FROM theirs WHERE nth > 1
 ), kept AS (
     INSERT INTO reconciliation_breaks
-    SELECT %(id)s, row_number() OVER (ORDER BY type COLLATE "C", txn_id COLLATE "C"),
+    SELECT %(id)s,
+           row_number() OVER (ORDER BY type COLLATE "C", txn_id COLLATE "C", line NULLS FIRST),
            type, txn_id, break, ours_amount_fen, ours_points, theirs_amount_fen, theirs_points
     FROM joined WHERE break IS NOT NULL
 )
@@ -175,11 +180,7 @@ def _load(cursor: Cursor[Any], file: IO[bytes]) -> int:
         ) from exc
     finally:
         text.detach()  # the caller's file stays open
-    if len(errors) < MAX_ERRORS:
-        cursor.execute(_REPEATED, (MAX_ERRORS - len(errors),))
-        errors += [{"line": line, "message": "txn_id is repeated"} for (line,) in cursor]
     if errors:
-        errors.sort(key=lambda error: int(error["line"]))
         raise InvalidRequest(
             f"the file has bad lines; see errors (at most {MAX_ERRORS} are listed)",
             errors=errors,

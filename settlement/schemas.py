@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field
 
 from clearinghouse.api.schemas import JsonDay, RequestBody, ResponseModel
+from clearinghouse.numbers import PlainDecimal
 from clearinghouse.webhooks.schemas import WebhookBody
 from settlement.runs import FailedDate, Run
 
@@ -93,6 +94,79 @@ class LineOut(ResponseModel):
     net_fen: int
 
 
+class ReportLineOut(LineOut):
+    """A partner's line in a settlement report, with the partner's legal name."""
+
+    legal_name: str = Field(description="The partner's legal name, as its papers print it.")
+
+
+class SettledEntryOut(ResponseModel):
+    """One entry of a partner's line, as the line counts it, with the rates that valued it."""
+
+    entry_id: int
+    kind: str
+    category: str = Field(description="The line's category it falls in (docs/settlement.md).")
+    partner_txn_id: str | None = Field(description="The partner's transaction id, if it has one.")
+    points: int
+    value_fen: int
+    net_fen: int = Field(
+        description="Its part in the partner's net: its value with its category's sign."
+    )
+    rates_version: int | None = Field(
+        description=(
+            "The partner's rates version that valued it: the one the entry recorded (a refund:"
+            " its purchase's), else the one in force when it occurred; null if none was."
+        )
+    )
+    issue_price: PlainDecimal | None = Field(description="That version's fen per point issued.")
+    redemption_value: PlainDecimal | None = Field(
+        description="That version's fen per point redeemed."
+    )
+    occurred_at: datetime
+    recorded_at: datetime
+
+
+class PartnerEntriesOut(ResponseModel):
+    """A partner's line of a settlement and, a page at a time, the entries that make it."""
+
+    business_date: date
+    attempt: int
+    state: str
+    line: ReportLineOut
+    entries: list[SettledEntryOut] = Field(description="In the order of their ids.")
+    next: int | None = Field(description="The cursor of the next page (`after`), if any.")
+
+
+class MonthRunOut(ResponseModel):
+    business_date: date
+    state: str
+    attempt: int
+    entries: int
+    partners_pay_fen: int
+    partners_receive_fen: int
+    coalition_fen: int
+
+
+class MonthPartnerOut(ResponseModel):
+    partner_id: str
+    legal_name: str
+    days: int = Field(description="The month's runs in which the partner has a line.")
+    net_fen: int = Field(description="Its nets summed over the month's runs (negative: receives).")
+
+
+class MonthOut(ResponseModel):
+    """A month's live runs and each partner's net over them."""
+
+    month: str = Field(description="YYYY-MM.")
+    previous: str = Field(description="The month before, YYYY-MM.")
+    following: str = Field(description="The month after, YYYY-MM.")
+    runs: list[MonthRunOut] = Field(description="By business date.")
+    partners: list[MonthPartnerOut]
+    partners_pay_fen: int = Field(description="What partners with a positive month's net pay.")
+    partners_receive_fen: int = Field(description="What partners with a negative one receive.")
+    coalition_fen: int = Field(description="The coalition's revenue over the month's runs.")
+
+
 class SettlementWebhookData(ResponseModel):
     """What a `settlement.*` event tells one partner of a run."""
 
@@ -136,7 +210,7 @@ class SettlementOut(ResponseModel):
     state: str
     bank_reference: str | None
     entries: int
-    lines: list[LineOut]
+    lines: list[ReportLineOut]
     totals: dict[str, int] = Field(description="Each line column summed over the partners.")
     partners_pay_fen: int
     partners_receive_fen: int
@@ -281,7 +355,11 @@ class BreakOut(ResponseModel):
     txn_id: str
     kind: str = Field(
         serialization_alias="break",
-        description="`missing_ours`, `missing_theirs`, `amount_differs` or `points_differ`.",
+        description=(
+            "`missing_ours`, `missing_theirs`, `amount_differs`, `points_differ` or `duplicate`"
+            " (a later line of the file with the type and txn_id of an earlier one; `ours` is"
+            " null)."
+        ),
     )
     ours: list[int] | None
     theirs: list[int] | None
@@ -299,6 +377,9 @@ class BreakCounts(ResponseModel):
     missing_theirs: int = Field(description="Our records of the day missing from the file.")
     amount_differs: int = Field(description="Lines on both sides whose amount_fen differs.")
     points_differ: int = Field(description="Lines on both sides whose points differ (only).")
+    duplicate: int = Field(
+        description="Later lines of the file with the type and txn_id of an earlier one."
+    )
 
 
 class ReconciliationWebhookData(ResponseModel):

@@ -152,7 +152,8 @@ reconciliation_breaks = Table(
     Column("theirs_points", BigInteger),
     PrimaryKeyConstraint("reconciliation_id", "seq"),
     CheckConstraint(
-        "break IN ('missing_ours', 'missing_theirs', 'amount_differs', 'points_differ')",
+        "break IN ('missing_ours', 'missing_theirs', 'amount_differs', 'points_differ',"
+        " 'duplicate')",
         name="break_known",
     ),
 )

@@ -94,6 +94,7 @@ LABELS = {
     "missing_theirs": N_("not in the partner's file"),
     "amount_differs": N_("amount differs"),
     "points_differ": N_("points differ"),
+    "duplicate": N_("repeated in the partner's file"),
     "finance": N_("finance"),
     "approver": N_("approver"),
     "auditor": N_("auditor"),

@@ -30,6 +30,7 @@ from clearinghouse.console.auth import (
     Signed,
     console_router,
 )
+from clearinghouse.console.documents import advice_pdf
 from clearinghouse.console.i18n import N_
 from clearinghouse.console.i18n import gettext as _
 from clearinghouse.errors import NotFound
@@ -39,6 +40,7 @@ from clearinghouse.rewards import overview as rewards_overview
 from clearinghouse.rewards import service as rewards
 from clearinghouse.webhooks import overview
 from clearinghouse.webhooks import service as webhooks
+from partners.directory import ID_PATTERN
 from settlement import approval, categories, reconciliation, reports, runs
 from settlement.liability import liability_history
 
@@ -48,6 +50,8 @@ STATIC = FsPath(__file__).parent / "static"
 BREAKS_PER_PAGE = 200
 
 BusinessDate = Annotated[date, Path()]
+PartnerId = Annotated[str, Path(pattern=ID_PATTERN)]
+ENTRIES_PER_PAGE = 200
 
 # Outcomes of a form, shown on the page it returns to (a code in the URL, never free text).
 NOTICES = {
@@ -95,11 +99,12 @@ def settlement(
 ) -> Response:
     run = runs.load_run(session, business_date)
     late = reports.late_arrivals(session, run)
-    report = reports.settlement_report(run, late)
+    names = reports.legal_names(session, (line.partner_id for line in run.lines))
+    report = reports.settlement_report(run, late, names)
     approvals = runs.approvals(session, business_date)
     acting = me.user.role in FINANCE_ACTORS
     chart = charts.grouped_bars(
-        [line["partner_id"] for line in report["lines"]],
+        [line["legal_name"] for line in report["lines"]],
         [
             charts.Series(_(shown.label), [line[shown.fen_column] for line in report["lines"]])
             for shown in (categories.BY_NAME["issued"], categories.BY_NAME["redeemed"])
@@ -147,7 +152,7 @@ def settlement_csv(
 ) -> Response:
     run = runs.load_run(session, business_date)
     return _download(
-        reports.settlement_csv(run, reports.late_arrivals(session, run)),
+        reports.settlement_csv(reports.report_of(session, run)),
         "text/csv",
         f"settlement-{business_date}.csv",
     )
@@ -159,12 +164,75 @@ def settlement_pdf(
 ) -> Response:
     run = runs.load_run(session, business_date)
     content = pdf.settlement_pdf(
-        reports.settlement_report(run, reports.late_arrivals(session, run)),
+        reports.report_of(session, run),
         runs.history(session, business_date),
         runs.approvals(session, business_date),
         generated_at=clock.now().astimezone(get_settings().zone),
     )
     return _download(content, "application/pdf", f"settlement-{business_date}.pdf")
+
+
+@router.get("/settlements/months/{month}")
+def settlement_month(
+    request: Request,
+    month: Annotated[str, Path(pattern=reports.MONTH_PATTERN)],
+    session: ReadSession,
+    me: FinanceViewer,
+) -> Response:
+    return render.page(
+        request, "settlement_month.html", report=reports.month_report(session, month)
+    )
+
+
+@router.get("/settlements/{business_date}/partners/{partner_id}")
+def partner_entries(
+    request: Request,
+    business_date: BusinessDate,
+    partner_id: PartnerId,
+    session: ReadSession,
+    me: FinanceViewer,
+    after: Annotated[int | None, Query(ge=0, le=BIGINT_MAX)] = None,
+) -> Response:
+    run = runs.load_run(session, business_date)
+    line = reports.partner_report_line(session, run, partner_id)
+    entries, next_entries = reports.partner_entries(
+        session, run, partner_id, after, ENTRIES_PER_PAGE
+    )
+    return render.page(
+        request,
+        "settlement_partner.html",
+        run=run,
+        line=line,
+        entries=entries,
+        next_entries=next_entries,
+        categories=categories.CATEGORIES,
+        category_labels={category.name: category.label for category in categories.CATEGORIES},
+    )
+
+
+@router.get("/settlements/{business_date}/partners/{partner_id}/entries.csv")
+def partner_entries_csv(
+    business_date: BusinessDate, partner_id: PartnerId, session: ReadSession, me: FinanceViewer
+) -> Response:
+    run = runs.load_run(session, business_date)
+    reports.partner_report_line(session, run, partner_id)
+    entries, _next = reports.partner_entries(session, run, partner_id, None, None)
+    return _download(
+        reports.entries_csv(run, partner_id, entries),
+        "text/csv",
+        f"settlement-{business_date}-{partner_id}.csv",
+    )
+
+
+@router.get("/settlements/{business_date}/partners/{partner_id}/advice.pdf")
+def partner_advice(
+    business_date: BusinessDate, partner_id: PartnerId, session: ReadSession, me: FinanceViewer
+) -> Response:
+    return _download(
+        advice_pdf(session, business_date, partner_id),
+        "application/pdf",
+        f"settlement-advice-{business_date}-{partner_id}.pdf",
+    )
 
 
 @router.post("/settlements/{business_date}/approve")

@@ -21,6 +21,7 @@ from fpdf.fonts import FontFace
 from clearinghouse.console import i18n
 from clearinghouse.console.formatting import local_time, points, yuan
 from settlement.categories import CATEGORIES
+from settlement.reports import Advice
 from settlement.runs import Approval, Event
 
 # English labels whatever CLEARINGHOUSE_LANGUAGE says: the core font has no CJK glyphs, so Chinese
@@ -60,8 +61,8 @@ def _state(state: str | None) -> str:
 
 
 class _SettlementPdf(FPDF):
-    def __init__(self, footer_note: str) -> None:
-        super().__init__(orientation="landscape", unit="mm", format="A4")
+    def __init__(self, footer_note: str, orientation: str = "landscape") -> None:
+        super().__init__(orientation=orientation, unit="mm", format="A4")
         self.footer_note = footer_note
         self.core_fonts_encoding = ENCODING
         self.set_margins(12, 12, 12)
@@ -149,7 +150,7 @@ def _partner_table(pdf: _SettlementPdf, report: dict[str, Any]) -> None:
         for line in report["lines"]:
             table.row(
                 [
-                    _text(line["partner_id"]),
+                    _text(line["legal_name"]),
                     *(yuan(line[category.fen_column]) for category in CATEGORIES),
                     _text(_net(line["net_fen"])),
                 ]
@@ -188,6 +189,19 @@ def _simple_table(
             table.row([_text(cell) for cell in row])
 
 
+def _document(title: str, generated_at: datetime, orientation: str = "landscape") -> _SettlementPdf:
+    """A new document with its title, metadata, footer and first page."""
+    pdf = _SettlementPdf(_("Generated %(when)s") % {"when": local_time(generated_at)}, orientation)
+    pdf.set_title(title)  # document metadata is Unicode: no need to narrow it
+    pdf.set_creator("clearinghouse")
+    pdf.set_creation_date(generated_at)
+    pdf.alias_nb_pages()
+    pdf.add_page()
+    pdf.set_font(FONT, style="B", size=16)
+    pdf.cell(0, 10, _text(title), new_x="LMARGIN", new_y="NEXT")
+    return pdf
+
+
 def settlement_pdf(
     report: dict[str, Any],
     history: Sequence[Event],
@@ -198,15 +212,7 @@ def settlement_pdf(
     """`report` as `settlement.reports.settlement_report` gives it; `history` and `approvals`
     as `settlement.runs.history` and `approvals` give them."""
     title = _("Settlement report — %(date)s") % {"date": report["business_date"]}
-    pdf = _SettlementPdf(_("Generated %(when)s") % {"when": local_time(generated_at)})
-    pdf.set_title(title)  # document metadata is Unicode: no need to narrow it
-    pdf.set_creator("clearinghouse")
-    pdf.set_creation_date(generated_at)
-    pdf.alias_nb_pages()
-    pdf.add_page()
-
-    pdf.set_font(FONT, style="B", size=16)
-    pdf.cell(0, 10, _text(title), new_x="LMARGIN", new_y="NEXT")
+    pdf = _document(title, generated_at)
     pdf.facts(
         [
             (_("State"), _state(report["state"])),
@@ -316,4 +322,59 @@ def settlement_pdf(
         )
     else:
         pdf.paragraph(_("No state changes recorded."))
+    return bytes(pdf.output())
+
+
+def advice_pdf(advice: Advice, *, generated_at: datetime) -> bytes:
+    """A partner's settlement advice (A4 portrait), `advice` as `settlement.reports.advice`
+    gives it: who it is addressed to and its bank details, the run, the partner's line by
+    category, and what it pays or receives by the due date."""
+    run, line, partner = advice.run, advice.line, advice.partner
+    title = _("Settlement advice — %(date)s") % {"date": run.business_date.isoformat()}
+    pdf = _document(title, generated_at, "portrait")
+    pdf.facts(
+        [
+            (_("To"), partner.legal_name),
+            (_("Partner"), partner.id),
+            (_("Bank"), partner.bank_name or _("not on file")),
+            (_("Account"), partner.bank_account or _("not on file")),
+        ],
+        per_row=1,
+    )
+    pdf.ln(2)
+    pdf.facts(
+        [
+            (_("Business date"), run.business_date.isoformat()),
+            (_("Attempt"), str(run.attempt)),
+            (_("State"), _state(run.state)),
+            (_("Cut-off"), local_time(run.cutoff)),
+            (_("Due date"), advice.due_date.isoformat()),
+            (_("Bank reference"), run.bank_reference or _("none yet")),
+        ],
+        per_row=2,
+    )
+
+    pdf.heading(_("Your line"))
+    _simple_table(
+        pdf,
+        [_("Category"), _("Points"), _("Value")],
+        [
+            [
+                _(category.label),
+                points(line[category.points_column]),
+                yuan(line[category.fen_column]),
+            ]
+            for category in CATEGORIES
+        ],
+        (80, 45, 45),
+    )
+    net = line["net_fen"]
+    pdf.ln(2)
+    if net > 0:
+        owed = _("You pay the clearing house %(amount)s by %(due)s.")
+    elif net < 0:
+        owed = _("The clearing house pays you %(amount)s by %(due)s, to the account above.")
+    else:
+        owed = _("Nothing is owed either way (%(amount)s); due date %(due)s.")
+    pdf.paragraph(owed % {"amount": yuan(abs(net)), "due": advice.due_date.isoformat()}, bold=True)
     return bytes(pdf.output())

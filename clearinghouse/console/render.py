@@ -13,6 +13,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from clearinghouse.config import get_settings
 from clearinghouse.console import formatting, i18n
+from clearinghouse.numbers import plain_decimal
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -32,6 +33,7 @@ def environment() -> Environment:
     env.filters["yuan"] = formatting.yuan
     env.filters["points"] = formatting.points
     env.filters["amount"] = formatting.amount
+    env.filters["rate"] = plain_decimal
     env.filters["local_time"] = formatting.local_time
     env.globals["time_zone"] = get_settings().timezone
     env.globals["html_lang"] = i18n.html_lang()

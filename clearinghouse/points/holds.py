@@ -311,7 +311,10 @@ def _close(
         "member_id": member_id,
         "captured": captured,
     }
-    if order is not None:
+    if order is None:
+        # The rates that valued it, as an accrual records its own (a settlement's drill-down).
+        metadata["rates_version"] = hold.rates_version
+    else:
         kind = "reward_order" if captured else kind
         metadata["order_id"] = order.order_id
     entry = ledger.Entry(

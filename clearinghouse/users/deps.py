@@ -29,6 +29,17 @@ def _finance_user(request: Request) -> User:
 FinanceUser = Annotated[User, Depends(_finance_user)]
 
 
+def _finance_reader(request: Request) -> User:
+    """The person behind the bearer token; finance, approver and auditor roles: the finance
+    reports' readers (an auditor reads them, never changes them)."""
+    user = _bearer(request)
+    require_role(user, "finance", "approver", "auditor")
+    return user
+
+
+FinanceReader = Annotated[User, Depends(_finance_reader)]
+
+
 def _auditor(request: Request) -> User:
     """The auditor behind the bearer token."""
     user = _bearer(request)

@@ -32,7 +32,7 @@ def test_partner_create_list_suspend_activate(cli: Cli, sessions: sessionmaker[S
     )
 
     listed = [line.split() for line in cli.ok("partner", "list").splitlines()]
-    assert [partner_id, "active", "store_chain", "Tea", "House"] in listed
+    assert [partner_id, "active", "store_chain", "Tea", "House", "(Tea", "House)"] in listed
 
     assert cli.ok("partner", "suspend", partner_id).strip() == f"partner {partner_id} is suspended"
     with sessions() as session:
@@ -58,6 +58,51 @@ def test_partner_create_sets_the_issuance_limit_given_or_configured(
     )
 
 
+def test_partner_legal_name_and_bank_details_at_creation_and_later(
+    cli: Cli, sessions: sessionmaker[Session]
+) -> None:
+    partner_id = unique_id("p")
+    cli.ok(
+        "partner",
+        "create",
+        partner_id,
+        "--name",
+        "Tea House",
+        "--legal-name",
+        "Tea House Trading Co., Ltd.",
+        "--bank-name",
+        "Bank of Shanghai",
+    )
+    with sessions() as session:
+        created = directory.get_partner(session, partner_id)
+    assert (created.legal_name, created.bank_name, created.bank_account) == (
+        "Tea House Trading Co., Ltd.",
+        "Bank of Shanghai",
+        None,
+    )
+    listed = cli.ok("partner", "list")
+    assert "Tea House (Tea House Trading Co., Ltd.)" in listed
+
+    changed = cli.ok("partner", "details", partner_id, "--bank-account", "3100 0000 0001")
+    assert changed.strip() == (
+        f"partner {partner_id}: Tea House Trading Co., Ltd., paid to Bank of Shanghai"
+        " 3100 0000 0001"
+    )
+    with sessions() as session:
+        assert directory.get_partner(session, partner_id).bank_account == "3100 0000 0001"
+    assert "give at least one of" in cli.refused("partner", "details", partner_id)
+    assert "1 to 200 characters" in cli.refused(
+        "partner", "details", partner_id, "--legal-name", " "
+    )
+    assert "no partner" in cli.refused("partner", "details", "p-missing", "--bank-name", "B")
+
+    # Without --legal-name, the legal name is the name.
+    plain = unique_id("p")
+    cli.ok("partner", "create", plain, "--name", "Plain Shop")
+    with sessions() as session:
+        assert directory.get_partner(session, plain).legal_name == "Plain Shop"
+
+
 def _guide_commands() -> list[list[str]]:
     """The operator's commands in docs/partner-integration.md: the onboarding block and the
     one that generates the partner's key (the first two shell blocks)."""
@@ -74,6 +119,7 @@ def test_the_guide_s_onboarding_lets_the_first_signed_purchase_through(
     commands = _guide_commands()
     assert [c[1:3] for c in commands] == [
         ["partner", "create"],
+        ["partner", "details"],
         ["partner", "rates"],
         ["store", "add"],
         ["partner", "key"],

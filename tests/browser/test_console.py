@@ -14,6 +14,7 @@ from clearinghouse.console.formatting import yuan
 from settlement import runs
 from tests.builders.databases import World
 from tests.builders.dates import business_today
+from tests.builders.partners import legal_name
 from tests.builders.points import accrue, hold_and_capture, new_member
 from tests.builders.settlement import settle_after_cutoff
 from tests.builders.users import Person, person
@@ -65,7 +66,7 @@ def test_two_colleagues_approve_yesterdays_settlement_and_download_it(
     page.get_by_role("link", name=day.isoformat()).click()
     expect(page.get_by_role("heading", level=1)).to_contain_text(f"Settlement {day}")
     for line in run.lines:
-        row = page.get_by_role("row").filter(has_text=line.partner_id)
+        row = page.get_by_role("row").filter(has_text=legal_name(line.partner_id))
         side = "td.pays" if line.net_fen > 0 else "td.receives"
         expect(row.locator(side)).to_have_text(yuan(abs(line.net_fen)))
     expect(page.locator("#zero-sum")).to_contain_text("Zero-sum check passed")
@@ -82,8 +83,8 @@ def test_two_colleagues_approve_yesterdays_settlement_and_download_it(
     with page.expect_download() as download:
         page.get_by_role("link", name="Download CSV").click()
     assert download.value.suggested_filename == f"settlement-{day}.csv"
-    rows = list(csv.reader(io.StringIO(Path(download.value.path()).read_text())))
-    net_by_partner = {row[1]: int(row[-1]) for row in rows[1:]}
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    net_by_partner = {row["partner_id"]: int(row["net_fen"]) for row in rows}
     assert {line.partner_id: line.net_fen for line in run.lines}.items() <= net_by_partner.items()
 
     # Bob's browser runs no script at all: the console needs none.

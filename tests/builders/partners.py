@@ -44,6 +44,11 @@ class ApiPartner:
         return self.key.private_key
 
 
+def legal_name(partner_id: str) -> str:
+    """The legal name `make_partner` gives a partner."""
+    return f"{partner_id.upper()} Trading Co., Ltd."
+
+
 def make_partner(
     sessions: sessionmaker[Session],
     *,
@@ -71,7 +76,13 @@ def make_partner(
     private_key = Ed25519PrivateKey.generate()
     key_id = ""
     with sessions() as session, session.begin():
-        directory.create_partner(session, partner_id, f"Partner {partner_id}", kind)
+        directory.create_partner(
+            session,
+            partner_id,
+            f"Partner {partner_id}",
+            kind,
+            legal_name=legal_name(partner_id),
+        )
         if key:
             key_id = keys.register_key(session, partner_id, private_key.public_key()).id
         if rates:

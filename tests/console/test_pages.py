@@ -15,12 +15,13 @@ from pypdf import PdfReader
 
 from clearinghouse.console.formatting import yuan
 from clearinghouse.fraud import service as fraud
+from clearinghouse.numbers import yuan_text
 from settlement import runs, schedule
-from settlement.reports import LINE_COLUMNS
 from tests.builders.console import Console
 from tests.builders.databases import World
 from tests.builders.dates import business_today
 from tests.builders.fraud import publish
+from tests.builders.partners import legal_name
 from tests.builders.points import accrue, new_member
 from tests.builders.settlement import Traffic, a_day_of_traffic, settle_after_cutoff
 from tests.builders.users import Person, person
@@ -277,10 +278,11 @@ def test_the_csv_and_pdf_downloads(world: World, browser: Browser) -> None:
     assert csv_response.status_code == 200
     assert csv_response.headers["content-type"].startswith("text/csv")
     assert f'filename="settlement-{day}.csv"' in csv_response.headers["content-disposition"]
-    rows = list(csv.reader(io.StringIO(csv_response.text)))
-    assert rows[0] == ["business_date", *LINE_COLUMNS]
-    payer = next(row for row in rows if row[1] == traffic.payer.id)
-    assert int(payer[-1]) == traffic.issued_fen
+    rows = list(csv.DictReader(io.StringIO(csv_response.text)))
+    payer = next(row for row in rows if row["partner_id"] == traffic.payer.id)
+    assert payer["legal_name"] == legal_name(traffic.payer.id)
+    assert int(payer["net_fen"]) == traffic.issued_fen
+    assert payer["net_yuan"] == yuan_text(traffic.issued_fen)
 
     pdf_response = alice.get(f"/console/settlements/{day}/report.pdf")
     assert pdf_response.status_code == 200
@@ -288,7 +290,7 @@ def test_the_csv_and_pdf_downloads(world: World, browser: Browser) -> None:
     text = "".join(
         page.extract_text() for page in PdfReader(io.BytesIO(pdf_response.content)).pages
     )
-    assert traffic.payer.id in text
+    assert legal_name(traffic.payer.id) in " ".join(text.split())
     assert yuan(traffic.issued_fen) in text
 
 
@@ -319,6 +321,88 @@ def test_the_list_marks_yesterday(world: World, browser: Browser) -> None:
     assert "yesterday" in row
 
 
+# --- reports that explain themselves ------------------------------------------------------------
+
+
+def test_a_partners_line_drills_down_to_its_entries_with_its_advice(
+    world: World, browser: Browser
+) -> None:
+    traffic, day = settled_day(world)
+    auditor = signed_in(browser, person(world.sessions, "auditor"))
+    payer = traffic.payer.id
+    drill_down = f"/console/settlements/{day}/partners/{payer}"
+
+    page = auditor.get(f"/console/settlements/{day}")
+    assert f'<a href="{drill_down}">{legal_name(payer)}</a>' in page.text
+    assert f'href="{drill_down}/advice.pdf"' in page.text
+    assert f'href="/console/settlements/months/{day:%Y-%m}"' in page.text
+
+    lines = auditor.get(drill_down)
+    assert lines.status_code == 200, lines.text
+    text = text_of(lines.text)
+    assert legal_name(payer) in text
+    entries = lines.text.split('<table class="entries">', 1)[1].split("</table>", 1)[0]
+    [row] = re.findall(r"<tr>\s*<td.*?</tr>", entries, flags=re.DOTALL)
+    cells = [text_of(cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.DOTALL)]
+    # entry, kind, category, transaction, points, value, rates version, issue price, redemption
+    assert cells[1:3] == ["accrual", "Issued"]
+    assert cells[5:9] == [yuan(traffic.issued_fen), "1", "1.2", "1"]
+
+    csv_response = auditor.get(f"{drill_down}/entries.csv")
+    assert csv_response.status_code == 200
+    assert f'filename="settlement-{day}-{payer}.csv"' in csv_response.headers["content-disposition"]
+    [entry] = list(csv.DictReader(io.StringIO(csv_response.text)))
+    assert (entry["kind"], entry["value_fen"]) == ("accrual", str(traffic.issued_fen))
+    assert entry["value_yuan"] == yuan_text(traffic.issued_fen)
+
+    advice = auditor.get(f"{drill_down}/advice.pdf")
+    assert advice.status_code == 200
+    assert advice.headers["content-type"] == "application/pdf"
+    advice_text = " ".join(
+        " ".join(page.extract_text().split())
+        for page in PdfReader(io.BytesIO(advice.content)).pages
+    )
+    assert legal_name(payer) in advice_text
+    assert f"You pay the clearing house {yuan(traffic.issued_fen)} by" in advice_text
+
+    stranger = world.merchant().id
+    assert auditor.get(f"/console/settlements/{day}/partners/{stranger}").status_code == 404
+    assert (
+        auditor.get(f"/console/settlements/{day}/partners/{stranger}/advice.pdf").status_code == 404
+    )
+
+
+def test_the_month_view_shows_each_partners_net(world: World, browser: Browser) -> None:
+    traffic, day = settled_day(world)
+    alice = signed_in(browser, person(world.sessions, "finance"))
+    listing = alice.get("/console/settlements")
+    month = f"{business_today() - timedelta(days=1):%Y-%m}"
+    assert f'href="/console/settlements/months/{month}"' in listing.text
+
+    page = alice.get(f"/console/settlements/months/{day:%Y-%m}")
+    assert page.status_code == 200, page.text
+    partners = page.text.split('<table class="month-partners">', 1)[1].split("</table>", 1)[0]
+    rows = {
+        text_of(name).strip(): text_of(rest)
+        for name, rest in re.findall(
+            r'<th scope="row">(.*?)</th>(.*?)</tr>', partners.split("<tfoot>")[0], re.DOTALL
+        )
+    }
+    assert yuan(traffic.issued_fen) in rows[legal_name(traffic.payer.id)]
+    assert yuan(traffic.redeemed_fen) in rows[legal_name(traffic.receiver.id)]
+    assert f'href="/console/settlements/{day}"' in page.text
+    assert alice.get("/console/settlements/months/2026-13").status_code == 404
+
+
+def test_what_a_partner_pays_is_not_shown_as_an_alarm(world: World, browser: Browser) -> None:
+    """Paying is the normal course of a partner that issues points: not red, the colour of a
+    failed check."""
+    css = signed_in(browser, person(world.sessions, "finance")).get("/console/static/console.css")
+    rules = dict(re.findall(r"^([^{}\n]+?)\s*\{([^}]*)\}", css.text, flags=re.MULTILINE))
+    assert "var(--bad)" in rules["td.failure"]
+    assert "var(--bad)" not in rules["td.pays"]
+
+
 # --- liability, reconciliation, fraud ---------------------------------------------------------
 
 
@@ -343,7 +427,7 @@ def test_reconciliation_breaks_are_listed_and_resolved(world: World, browser: Br
         "/v1/reconciliations",
         {
             "business_date": day.isoformat(),
-            "csv": "txn_id,type,amount_fen,points\nghost,purchase,100,1\n",
+            "csv": "txn_id,type,amount_fen,points\nghost,purchase,100,1\nghost,purchase,100,1\n",
         },
     )
     alice = signed_in(browser, person(world.sessions, "finance"))
@@ -356,6 +440,7 @@ def test_reconciliation_breaks_are_listed_and_resolved(world: World, browser: Br
     detail = alice.get(f"/console/reconciliations/{upload['id']}")
     assert "ghost" in detail.text
     assert "not in our records" in detail.text
+    assert "repeated in the partner" in detail.text  # the second ghost line: a duplicate
     resolved = alice.follow(alice.post(f"/console/reconciliations/{upload['id']}/resolve"))
     assert "The breaks are marked resolved." in resolved.text
 

@@ -45,6 +45,7 @@ def report_of(
     return settlement_report(
         Run(**fields, lines=lines, clearing_fen=-net if clearing_fen is None else clearing_fen),
         late,
+        {},
     )
 
 

@@ -93,9 +93,20 @@ def test_a_line_nets_its_categories_by_their_signs() -> None:
 
 
 def test_the_csv_header_lists_the_categories_in_order() -> None:
-    rows = list(csv.reader(io.StringIO(reports.settlement_csv(a_run(), []))))
-    assert rows[0] == ["business_date", "partner_id", *EXPECTED_COLUMNS, "net_fen"]
-    assert rows[1][2:-1] == [str(a_run().lines[0].__dict__[c]) for c in EXPECTED_COLUMNS]
+    text = reports.settlement_csv(reports.settlement_report(a_run(), [], {}))
+    rows = list(csv.reader(io.StringIO(text)))
+    with_yuan = [
+        name
+        for column in [*EXPECTED_COLUMNS, "net_fen"]
+        for name in (
+            [column, column.replace("_fen", "_yuan")] if column.endswith("_fen") else [column]
+        )
+    ]
+    assert rows[0] == ["business_date", "partner_id", "legal_name", *with_yuan]
+    line = dict(zip(rows[0], rows[1], strict=True))
+    assert [line[c] for c in EXPECTED_COLUMNS] == [
+        str(a_run().lines[0].__dict__[c]) for c in EXPECTED_COLUMNS
+    ]
 
 
 def test_the_command_line_table_lists_the_categories_in_order() -> None:
@@ -110,7 +121,7 @@ def test_the_command_line_table_lists_the_categories_in_order() -> None:
 
 
 def test_the_pdf_heads_its_table_with_the_categories_in_order() -> None:
-    report = reports.settlement_report(a_run(), [])
+    report = reports.settlement_report(a_run(), [], {})
     pdf = settlement_pdf(report, [], [], generated_at=datetime(2026, 3, 10, 3, 15))
     # Its words, wherever they break: a heading too long for its column wraps at its spaces.
     text = " ".join(
@@ -138,7 +149,7 @@ def test_the_console_page_heads_its_table_with_the_categories_translated_in_orde
         "me": None,
         "csrf_token": None,
         "run": run,
-        "report": reports.settlement_report(run, []),
+        "report": reports.settlement_report(run, [], {}),
         "late_arrivals": [],
         "chart": "",
         "categories": CATEGORIES,
@@ -164,8 +175,9 @@ def test_the_console_page_heads_its_table_with_the_categories_translated_in_orde
         *(f"[{category.label}]" for category in CATEGORIES),
         "[Partner pays]",
         "[Partner receives]",
+        "[Advice]",
     ]
-    row = table.split('<th scope="row">partner-a</th>', 1)[1].split("</tr>", 1)[0]
+    row = table.split(">partner-a</a></th>", 1)[1].split("</tr>", 1)[0]
     cells = re.findall(r'<td class="num">([^<]*)</td>', row)
     assert len(cells) == len(CATEGORIES)
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 from typer.testing import Result
 
+from clearinghouse.numbers import yuan_text
 from clearinghouse.points import holds
 from clearinghouse.users import signin
 from clearinghouse.users.service import user_by_token
-from settlement.reports import LINE_COLUMNS
+from settlement.reports import CSV_LINE_COLUMNS, with_yuan
 from tests.builders.databases import World
 from tests.builders.dates import business_today
 from tests.builders.points import accrue, new_member
@@ -68,13 +69,14 @@ def test_create_a_user_settle_a_date_and_export_its_report(world: World, tmp_pat
     assert shown.exit_code == 0, shown.stderr
     assert f"wrote {report}" in shown.stdout
     rows = list(csv.reader(io.StringIO(report.read_text())))
-    assert rows[0] == ["business_date", *LINE_COLUMNS]
+    assert rows[0] == ["business_date", *with_yuan(CSV_LINE_COLUMNS)]
     assert [row[1] for row in rows[1:]] == [
         *sorted([traffic.payer.id, traffic.receiver.id]),
         "TOTAL",
         "COALITION_REVENUE",
     ]
-    assert int(rows[-1][-1]) == traffic.issued_fen - traffic.redeemed_fen
+    assert int(rows[-1][-2]) == traffic.issued_fen - traffic.redeemed_fen
+    assert rows[-1][-1] == yuan_text(traffic.issued_fen - traffic.redeemed_fen)
 
     approved = run(world, "settlement", "approve", day, "--token", token)
     assert approved.exit_code == 0, approved.stderr

@@ -29,6 +29,7 @@ from tests.builders.fraud import publish
 from tests.builders.http import PROBLEM_JSON, assert_problem, own_client
 from tests.builders.ids import unique_id
 from tests.builders.ledger import balance
+from tests.builders.partners import legal_name
 from tests.builders.points import accrue, hold_and_capture, new_member, refund_purchase
 from tests.builders.settlement import a_day_of_traffic, count, settle_after_cutoff
 
@@ -149,21 +150,28 @@ def test_reject_approve_twice_and_pay_through_the_finance_api(world: World) -> N
     assert summaries["next"] is None
 
 
-def test_finance_routes_need_a_finance_or_approver_token(world: World) -> None:
-    a_day_of_traffic(world)
+def test_finance_routes_need_a_finance_or_approver_token_and_auditors_read(world: World) -> None:
+    traffic = a_day_of_traffic(world)
     today = business_today()
     settle_after_cutoff(world.sessions, today)
     path = f"/finance/settlements/{today}"
     _, as_auditor = world.finance("auditor")
     _, as_operator = world.finance("operator")
+    reads = [
+        "/finance/settlements",
+        path,
+        f"{path}/report.csv",
+        f"{path}/partners/{traffic.payer.id}",
+        f"{path}/partners/{traffic.payer.id}/entries.csv",
+        f"{path}/partners/{traffic.payer.id}/advice.pdf",
+        f"/finance/settlements/months/{today:%Y-%m}",
+        "/finance/liability",
+    ]
     calls: list[tuple[str, str, dict[str, Any] | None]] = [
-        ("GET", "/finance/settlements", None),
-        ("GET", path, None),
-        ("GET", f"{path}/report.csv", None),
+        *(("GET", url, None) for url in reads),
         ("POST", f"{path}/approve", None),
         ("POST", f"{path}/reject", {"reason": "no"}),
         ("POST", f"{path}/paid", {"bank_reference": "B-1"}),
-        ("GET", "/finance/liability", None),
         ("POST", "/finance/reconciliations/1/resolve", None),
     ]
     anonymous: list[dict[str, str]] = [
@@ -178,10 +186,15 @@ def test_finance_routes_need_a_finance_or_approver_token(world: World) -> None:
         for headers in anonymous:
             response = stranger.request(method, url, json=body, headers=headers)
             assert_problem(response, 401, "not_signed_in")
-        for headers in (as_auditor, as_operator):
+        refused = [as_operator] if method == "GET" else [as_auditor, as_operator]
+        for headers in refused:
             response = world.http.request(method, url, json=body, headers=headers)
             assert response.headers["content-type"] == PROBLEM_JSON
             assert_problem(response, 403, "forbidden")
+    # An auditor reads every report the finance team reads, and changes nothing.
+    for url in reads:
+        read = world.http.get(url, headers=as_auditor)
+        assert read.status_code == 200, (url, read.text)
     with world.sessions() as session:
         assert session.execute(select(settlement_runs.c.state)).scalars().all() == ["computed"]
     assert count(world.sessions, settlement_approvals) == 0
@@ -231,20 +244,46 @@ def test_the_settlement_report_as_json_and_csv(world: World) -> None:
     assert exported.status_code == 200, exported.text
     assert exported.headers["content-type"].startswith("text/csv")
     assert f"settlement-{today}.csv" in exported.headers["content-disposition"]
-    rows = list(csv.reader(io.StringIO(exported.text)))
-    assert rows[0] == ["business_date", *LINE_COLUMNS]
-    assert all(len(row) == len(rows[0]) for row in rows)
-    assert all(row[0] == today.isoformat() for row in rows[1:])
-    partner_rows = rows[1:-2]
-    assert [row[1] for row in partner_rows] == [line["partner_id"] for line in lines]
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    header = exported.text.splitlines()[0].split(",")
+    # Each fen column has its yuan beside it.
+    amounts = list(LINE_COLUMNS[1:])
+    assert header == [
+        "business_date",
+        "partner_id",
+        "legal_name",
+        *(
+            name
+            for column in amounts
+            for name in (
+                [column, column.removesuffix("_fen") + "_yuan"]
+                if column.endswith("_fen")
+                else [column]
+            )
+        ),
+    ]
+    assert all(row["business_date"] == today.isoformat() for row in rows)
+    partner_rows, total, revenue = rows[:-2], rows[-2], rows[-1]
+    assert [row["partner_id"] for row in partner_rows] == [line["partner_id"] for line in lines]
+    assert [row["legal_name"] for row in partner_rows] == [
+        legal_name(line["partner_id"]) for line in lines
+    ]
+    assert [line["legal_name"] for line in lines] == [row["legal_name"] for row in partner_rows]
     for row, line in zip(partner_rows, lines, strict=True):
-        assert [int(v) for v in row[2:]] == [line[c] for c in LINE_COLUMNS[1:]]
-    total, revenue = rows[-2], rows[-1]
-    assert total[1] == "TOTAL"
-    assert [int(v) for v in total[2:]] == [body["totals"][c] for c in LINE_COLUMNS[1:]]
-    assert revenue[1] == "COALITION_REVENUE"
-    assert revenue[2:-1] == [""] * (len(LINE_COLUMNS) - 2)
-    assert int(revenue[-1]) == body["coalition_fen"] == int(total[-1])
+        assert [int(row[c]) for c in amounts] == [line[c] for c in amounts]
+    assert total["partner_id"] == "TOTAL"
+    assert [int(total[c]) for c in amounts] == [body["totals"][c] for c in amounts]
+    assert revenue["partner_id"] == "COALITION_REVENUE"
+    assert [revenue[c] for c in header[2:-2]] == [""] * (len(header) - 4)
+    assert int(revenue["net_fen"]) == body["coalition_fen"] == int(total["net_fen"])
+    # Yuan written exactly from the fen: 854 fen is "8.54", 600 fen "6.00".
+    for row in rows:
+        for column in (c for c in amounts if c.endswith("_fen") and row[c]):
+            fen = int(row[column])
+            assert row[column.removesuffix("_fen") + "_yuan"] == str(Decimal(fen).scaleb(-2))
+    assert by_partner[third.id]["issued_fen"] == 854
+    third_row = next(row for row in partner_rows if row["partner_id"] == third.id)
+    assert third_row["issued_yuan"] == "8.54"
 
 
 def _fen(value: Decimal) -> int:

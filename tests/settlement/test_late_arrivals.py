@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from clearinghouse.ledger.tables import journal_entries
+from clearinghouse.numbers import yuan_text
 from settlement import netting, schedule
-from settlement.reports import LATE_ARRIVAL_COLUMNS, LINE_COLUMNS
+from settlement.reports import CSV_LINE_COLUMNS, LATE_ARRIVAL_COLUMNS, with_yuan
 from tests.builders.calls import buy, enrol, lines
 from tests.builders.console import Console
 from tests.builders.databases import World
@@ -116,9 +117,9 @@ def test_a_late_purchase_earns_by_its_month_and_tier_and_is_a_late_arrival_of_it
     rows = list(csv.reader(io.StringIO(exported.text)))
     blank = rows.index([])
     lines_table, late_table = rows[:blank], rows[blank + 1 :]
-    assert lines_table[0] == ["business_date", *LINE_COLUMNS]
+    assert lines_table[0] == ["business_date", *with_yuan(CSV_LINE_COLUMNS)]
     assert [row[1] for row in lines_table[1:]] == [shop.id, "TOTAL", "COALITION_REVENUE"]
-    assert late_table[0] == ["business_date", "section", *LATE_ARRIVAL_COLUMNS]
+    assert late_table[0] == ["business_date", "section", *with_yuan(LATE_ARRIVAL_COLUMNS)]
     assert [row[:2] for row in late_table[1:]] == [[today.isoformat(), "LATE_ARRIVAL"]] * 2
     assert [row[3] for row in late_table[1:]] == [str(first_entry), str(late_entry)]
     assert late_table[2][2:-1] == [
@@ -128,6 +129,7 @@ def test_a_late_purchase_earns_by_its_month_and_tier_and_is_a_late_arrival_of_it
         "accrual",
         str(late_points),
         str(late_points * 12 // 10),
+        yuan_text(late_points * 12 // 10),
         late_date.isoformat(),
     ]
     recorded = (late_table[2][-1], arrivals[1]["recorded_at"])

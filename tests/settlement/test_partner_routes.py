@@ -186,12 +186,11 @@ def test_a_malformed_reconciliation_file_is_422_naming_every_bad_line(world: Wor
             "T-2,gift,1000,10",
             "T-3,purchase,ten,10",
             "T-4,purchase,1000",
-            "T-1,purchase,1000,10",
             ",refund,100,1",
         ]
     )
     problem = assert_problem(_upload(client, world.http, today, bad), 422, "validation_error")
-    assert [e["line"] for e in problem["errors"]] == [3, 4, 5, 6, 7]
+    assert [e["line"] for e in problem["errors"]] == [3, 4, 5, 6]
     assert all(e["message"] for e in problem["errors"])
     header = assert_problem(
         _upload(client, world.http, today, "id,kind,fen\nT-1,purchase,1000\n"),
@@ -200,6 +199,42 @@ def test_a_malformed_reconciliation_file_is_422_naming_every_bad_line(world: Wor
     )
     assert "txn_id,type,amount_fen,points" in header["detail"]
     assert count(world.sessions, reconciliations) == 0
+
+
+def test_a_repeated_line_is_a_break_reported_with_the_others_and_the_file_is_kept(
+    world: World,
+) -> None:
+    shop = world.merchant()
+    client = world.client(shop)
+    member = enrol(client)
+    today = business_today().isoformat()
+    bought = {txn: buy(client, member, 10_000, txn=txn)["points"] for txn in ("T-1", "T-2")}
+    theirs = "\n".join(
+        [
+            "txn_id,type,amount_fen,points",
+            f"T-1,purchase,10000,{bought['T-1']}",  # matches
+            f"T-1,purchase,10000,{bought['T-1']}",  # the same line again
+            f"T-2,purchase,10001,{bought['T-2']}",  # amount differs
+            "GHOST-1,purchase,500,5",  # not ours
+            "T-1,purchase,9999,1",  # T-1 a third time, otherwise
+        ]
+    )
+    uploaded = _upload(client, world.http, today, theirs + "\n")
+    assert uploaded.status_code == 201, uploaded.text
+    result = uploaded.json()
+    assert (result["lines"], result["matched"], result["breaks"]) == (5, 1, 4)
+    assert [
+        (b["break"], b["txn_id"], b["ours"], b["theirs"]) for b in _breaks(client, result["id"])
+    ] == [
+        ("missing_ours", "GHOST-1", None, [500, 5]),
+        ("duplicate", "T-1", None, [10_000, bought["T-1"]]),
+        ("duplicate", "T-1", None, [9_999, 1]),
+        ("amount_differs", "T-2", [10_000, bought["T-2"]], [10_001, bought["T-2"]]),
+    ]
+    assert _get(world.http, client, f"/v1/reconciliations/{result['id']}/file").text == (
+        theirs + "\n"
+    )
+    assert count(world.sessions, reconciliations) == 1
 
 
 def test_two_refunds_with_the_same_refund_id_on_different_purchases_are_both_reconciled(

@@ -61,6 +61,7 @@ def test_a_reconciled_file_tells_its_partner_the_result(world: World) -> None:
             "missing_theirs": 1,
             "amount_differs": 1,
             "points_differ": 1,
+            "duplicate": 0,
         },
     }
     assert body.data.uploaded_at == datetime.fromisoformat(result["uploaded_at"])

@@ -24,8 +24,8 @@ long sealed, exported and settled can leave the database for archive storage.
 - The migration rewrites the journal once into the partitioned tables, every row as it was.
 
 Revision ID: 0030_journal_partitions
-Revises: 0026_webhook_claims
-Create Date: 2026-12-01 19:00:00
+Revises: 0029_partner_details
+Create Date: 2026-12-01 19:20:00
 """
 
 import re
@@ -36,7 +36,7 @@ from alembic import op
 from migrations.earlier import load
 
 revision: str = "0030_journal_partitions"
-down_revision: str | None = "0026_webhook_claims"
+down_revision: str | None = "0029_partner_details"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
