@@ -113,8 +113,9 @@ def approve(session: Session, business_date: date, user: User) -> tuple[Run, lis
 
 def reject(session: Session, business_date: date, user: User, reason: str) -> Run:
     """Reject a computed or approved run: its payables are reversed and its entries become
-    unsettled again, to be computed anew. The issuance limit it freed stays freed (the partner
-    may already have used it); the next run does not free it twice."""
+    unsettled again, held for the date's next attempt, which computes them anew; no run of
+    another date takes them. The issuance limit it freed stays freed (the partner may already
+    have used it); the next run does not free it twice."""
     require_role(user, "finance", "approver")
     row = _transition(session, business_date, ("computed", "approved"), "rejected", user, reason)
     reversal = [
@@ -135,14 +136,15 @@ def reject(session: Session, business_date: date, user: User, reason: str) -> Ru
                 reverses=row.entry_id,
             ),
         )
-    # Its entries await settlement again, as they were recorded, their issue value freed.
+    # Its entries await settlement again, as they were recorded, their issue value freed, held
+    # for the date's next attempt: no run of another date takes them.
     session.execute(
         text(
-            "INSERT INTO unsettled_entries (entry_id, recorded_at, freed)"
-            " SELECT e.id, e.recorded_at, true FROM settlement_items AS i"
+            "INSERT INTO unsettled_entries (entry_id, recorded_at, held_for)"
+            " SELECT e.id, e.recorded_at, :business_date FROM settlement_items AS i"
             " JOIN journal_entries AS e ON e.id = i.entry_id WHERE i.run_id = :run"
         ),
-        {"run": row.id},
+        {"run": row.id, "business_date": business_date},
     )
     rejected = session.execute(select(settlement_runs).where(settlement_runs.c.id == row.id)).one()
     return run_of(session, rejected)

@@ -78,9 +78,9 @@ def settle_command(
         raise fail(exc.detail) from exc
     for run in done.runs:
         print_run(run)
-    for day, error in done.errors:
+    for failed, _error in done.errors:
         typer.secho(
-            f"error: the settlement of {day.isoformat()} failed: {schedule.describe(error)}",
+            f"error: the settlement of {failed.business_date.isoformat()} failed: {failed.error}",
             fg=typer.colors.RED,
             err=True,
         )
