@@ -52,6 +52,7 @@ def print_run(run: runs.Run) -> None:
     typer.echo(
         f"settlement {run.business_date} (attempt {run.attempt}): {run.state}, "
         f"{run.entries} entries, cut-off {run.cutoff.isoformat()}"
+        + (f"; computed early, at {run.computed_at.isoformat()}" if run.computed_early else "")
     )
     typer.echo(table_header())
     for line in run.lines:

@@ -21,7 +21,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, func, select, text, update
 from sqlalchemy.orm import Session
 
-from clearinghouse import ledger
+from clearinghouse import clock, ledger
 from clearinghouse.config import get_settings
 from clearinghouse.errors import DomainError
 from clearinghouse.points import lots
@@ -230,7 +230,13 @@ def compute(session: Session, business_date: date, floor: datetime | None) -> Ru
     )
     run_id = session.execute(
         settlement_runs.insert()
-        .values(business_date=business_date, attempt=attempt, cutoff=cut, state="computed")
+        .values(
+            business_date=business_date,
+            attempt=attempt,
+            cutoff=cut,
+            state="computed",
+            computed_at=clock.now(),
+        )
         .returning(settlement_runs.c.id)
     ).scalar_one()
     params: dict[str, Any] = {

@@ -51,14 +51,15 @@ class DayNotOver(Conflict):
     title = "The business date is not over"
 
 
-def refuse_open(business_date: date) -> None:
+def refuse_open(business_date: date, action: str = "settled") -> None:
     """Raise `DayNotOver` unless `business_date`'s cut-off has passed by the clock (at the
-    cut-off itself the date is over: a run takes the entries recorded before it)."""
+    cut-off itself the date is over: a run takes the entries recorded before it); `action`
+    names what was asked in the message."""
     cut, now = netting.cutoff(business_date), clock.now()
     if cut > now:
         latest = netting.business_date_of(now) - timedelta(days=1)
         raise DayNotOver(
-            f"{business_date.isoformat()} cannot be settled before its cut-off, "
+            f"{business_date.isoformat()} cannot be {action} before its cut-off, "
             f"{cut.isoformat()}; the latest date that can be settled is {latest.isoformat()}",
             cutoff=cut.isoformat(),
         )

@@ -133,6 +133,13 @@ class SettlementOut(ResponseModel):
     )
     attempt: int
     cutoff: datetime
+    computed_at: datetime
+    computed_early: bool = Field(
+        description=(
+            "Computed before its cut-off had passed (refused since): entries recorded on its "
+            "date after it are settled in a later date's run."
+        )
+    )
     state: str
     bank_reference: str | None
     entries: int
