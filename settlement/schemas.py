@@ -33,6 +33,9 @@ class RunSummary(ResponseModel):
     partners_net_fen: int
     coalition_fen: int
     open_breaks: int
+    computed_early: bool = Field(
+        False, description="The run was computed before its cut-off had passed."
+    )
     error: str | None = Field(None, description="A failed date's last error.")
     failed_tries: int = Field(0, description="How many tries of a failed date's run failed.")
     retry_at: datetime | None = Field(None, description="When the job tries a failed date again.")
@@ -61,6 +64,7 @@ class RunSummary(ResponseModel):
             partners_net_fen=item.partners_net_fen,
             coalition_fen=item.coalition_fen,
             open_breaks=open_breaks,
+            computed_early=item.computed_early,
         )
 
 

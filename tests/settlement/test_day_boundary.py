@@ -110,6 +110,8 @@ def test_a_run_computed_early_is_flagged_and_neither_approved_nor_paid_before_it
         True,
         manual_clock(),
     )
+    [listed] = world.http.get("/finance/settlements", headers=as_alice).json()["settlements"]
+    assert (listed["business_date"], listed["computed_early"]) == (today.isoformat(), True)
     refused = assert_problem(
         world.http.post(f"{path}/approve", headers=as_alice), 409, "business_day_not_over"
     )
