@@ -213,3 +213,24 @@ def test_the_trigger_queues_the_kinds_the_run_settles(world: World) -> None:
         ).scalar_one()
     named = set(definition.split("ARRAY[", 1)[1].split("]", 1)[0].replace("::text", "").split(", "))
     assert {kind.strip("'") for kind in named} == set(netting.CATEGORIES)
+
+
+def test_the_job_logs_a_domain_refusal_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The self-check's refusal says what failed in its message; a traceback would add nothing
+    but the code's path to it."""
+    day = business_today() - timedelta(days=1)
+    at = datetime.combine(business_today(), time(0, 5), SHANGHAI)
+    failed = runs.FailedDate(day, 1, 1, "SelfCheckFailed: 2 balances differ", at, at)
+    refused = schedule.Settled(errors=[(failed, netting.SelfCheckFailed("2 balances differ"))])
+    monkeypatch.setattr(schedule, "settle_through", lambda *_args, **_kwargs: refused)
+
+    with caplog.at_level(logging.ERROR, logger="settlement.schedule"):
+        assert schedule.settle_due(None) is refused  # type: ignore[arg-type]
+    [logged] = caplog.records
+    assert logged.getMessage() == (
+        f"settlement of {day.isoformat()} failed (attempt 1, try 1): SelfCheckFailed: 2 balances"
+        f" differ; next try at {at.isoformat()}"
+    )
+    assert logged.exc_info is None
