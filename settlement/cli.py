@@ -52,6 +52,7 @@ def print_run(run: runs.Run) -> None:
     typer.echo(
         f"settlement {run.business_date} (attempt {run.attempt}): {run.state}, "
         f"{run.entries} entries, cut-off {run.cutoff.isoformat()}"
+        + (f"; computed early, at {run.computed_at.isoformat()}" if run.computed_early else "")
     )
     typer.echo(table_header())
     for line in run.lines:
@@ -78,9 +79,9 @@ def settle_command(
         raise fail(exc.detail) from exc
     for run in done.runs:
         print_run(run)
-    for day, error in done.errors:
+    for failed, _error in done.errors:
         typer.secho(
-            f"error: the settlement of {day.isoformat()} failed: {schedule.describe(error)}",
+            f"error: the settlement of {failed.business_date.isoformat()} failed: {failed.error}",
             fg=typer.colors.RED,
             err=True,
         )

@@ -21,7 +21,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, func, select, text, update
 from sqlalchemy.orm import Session
 
-from clearinghouse import ledger
+from clearinghouse import clock, ledger
 from clearinghouse.config import get_settings
 from clearinghouse.errors import DomainError
 from clearinghouse.points import lots
@@ -109,12 +109,13 @@ CREATE TEMPORARY TABLE settling (
 
 # Take the run's entries out of those awaiting settlement, record them as its items and keep
 # them for the run, in one statement (one snapshot: an entry committed meanwhile stays for the
-# next run).
+# next run): those recorded before its cut-off (and at or after the floor), but for any that a
+# rejected run of another date gave back, and those a rejected run of its own date gave back.
 _TAKE = """
 WITH taken AS (
     DELETE FROM unsettled_entries
-     WHERE recorded_at < :cutoff {floor}
- RETURNING entry_id, freed
+     WHERE (held_for IS NULL AND recorded_at < :cutoff {floor}) OR held_for = :business_date
+ RETURNING entry_id, held_for IS NOT NULL AS freed
 ), items AS (
     INSERT INTO settlement_items (entry_id, run_id) SELECT entry_id, :run FROM taken
 )
@@ -217,8 +218,9 @@ def _settling_range(session: Session) -> dict[str, int | None]:
 def compute(session: Session, business_date: date, floor: datetime | None) -> Run:
     """Compute the run of `business_date` in the caller's transaction, which holds the
     settlement lock: its entries are those awaiting settlement recorded before its cut-off (and
-    at or after `floor`, the cut-off of an earlier date whose run failed, whose entries wait for
-    it)."""
+    at or after `floor`, the cut-off of an earlier date whose run failed or was rejected, whose
+    entries wait for it), but for those that a rejected run of another date gave back; and
+    those that a rejected run of this date gave back, whenever they were recorded."""
     cut = cutoff(business_date)
     attempt = (
         1
@@ -228,10 +230,21 @@ def compute(session: Session, business_date: date, floor: datetime | None) -> Ru
     )
     run_id = session.execute(
         settlement_runs.insert()
-        .values(business_date=business_date, attempt=attempt, cutoff=cut, state="computed")
+        .values(
+            business_date=business_date,
+            attempt=attempt,
+            cutoff=cut,
+            state="computed",
+            computed_at=clock.now(),
+        )
         .returning(settlement_runs.c.id)
     ).scalar_one()
-    params: dict[str, Any] = {"run": run_id, "cutoff": cut, "floor": floor}
+    params: dict[str, Any] = {
+        "run": run_id,
+        "cutoff": cut,
+        "floor": floor,
+        "business_date": business_date,
+    }
     take = _TAKE.format(floor="" if floor is None else "AND recorded_at >= :floor")
     session.execute(text(_SETTLING))
     taken = session.execute(text(take), params)
@@ -326,9 +339,4 @@ def self_check(session: Session, run: Run) -> None:
     if not run.zero_sum:
         problems.append("partner nets and the coalition's posted revenue do not cancel")
     if problems:
-        log.error(
-            "settlement self-check of %s failed: %s",
-            run.business_date.isoformat(),
-            "; ".join(problems),
-        )
         raise SelfCheckFailed("; ".join(problems))

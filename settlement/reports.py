@@ -301,6 +301,8 @@ def settlement_report(
         "business_date": run.business_date.isoformat(),
         "attempt": run.attempt,
         "cutoff": run.cutoff.isoformat(),
+        "computed_at": run.computed_at.isoformat(),
+        "computed_early": run.computed_early,
         "state": run.state,
         "bank_reference": run.bank_reference,
         "entries": run.entries,

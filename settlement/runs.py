@@ -82,6 +82,7 @@ class Run:
     state: str
     bank_reference: str | None
     entries: int
+    computed_at: datetime
     lines: list[Line] = field(default_factory=list)
 
     @property
@@ -105,6 +106,12 @@ class Run:
     def coalition_fen(self) -> int:
         """The coalition's revenue for the day (spread, fees): what it keeps, as posted."""
         return -self.clearing_fen
+
+    @property
+    def computed_early(self) -> bool:
+        """Computed before its cut-off had passed (a run of a date not over, which the day
+        boundary now refuses): entries recorded on its date after it are in a later run."""
+        return self.computed_at < self.cutoff
 
     @property
     def zero_sum(self) -> bool:
@@ -204,6 +211,7 @@ def run_of(session: Session, row: Any) -> Run:
         row.state,
         row.bank_reference,
         row.entries,
+        row.computed_at,
         lines_of(session, row.id),
         clearing,
     )

@@ -11,9 +11,10 @@ A date is settled only once it is over: a date whose cut-off has not passed by t
 refused (`DayNotOver`), so that an entry recorded later that day is never pushed into the next
 day's run by a run taken too early. `settle_due` asks for yesterday, which is always over.
 
-A date whose run fails is recorded as a failed try (`settlement_failures`), logged with its error,
-and tried again with back-off; the dates after it are settled all the same, without its
-entries, which wait for it."""
+A date whose run fails is recorded as a failed try (`settlement_failures`) and tried again with
+back-off; the dates after it are settled all the same, without its entries, which wait for it.
+So do a rejected date's entries: they wait for its next attempt, and no later date's run takes
+them."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import clock
 from clearinghouse.config import get_settings
-from clearinghouse.errors import Conflict
+from clearinghouse.errors import Conflict, DomainError
 from settlement import netting
 from settlement.runs import FailedDate, Run, current_failure, failed_dates, live_row, run_of
 from settlement.tables import settlement_failures, settlement_runs, unsettled_entries
@@ -50,14 +51,15 @@ class DayNotOver(Conflict):
     title = "The business date is not over"
 
 
-def refuse_open(business_date: date) -> None:
+def refuse_open(business_date: date, action: str = "settled") -> None:
     """Raise `DayNotOver` unless `business_date`'s cut-off has passed by the clock (at the
-    cut-off itself the date is over: a run takes the entries recorded before it)."""
+    cut-off itself the date is over: a run takes the entries recorded before it); `action`
+    names what was asked in the message."""
     cut, now = netting.cutoff(business_date), clock.now()
     if cut > now:
         latest = netting.business_date_of(now) - timedelta(days=1)
         raise DayNotOver(
-            f"{business_date.isoformat()} cannot be settled before its cut-off, "
+            f"{business_date.isoformat()} cannot be {action} before its cut-off, "
             f"{cut.isoformat()}; the latest date that can be settled is {latest.isoformat()}",
             cutoff=cut.isoformat(),
         )
@@ -65,10 +67,11 @@ def refuse_open(business_date: date) -> None:
 
 @dataclass
 class Settled:
-    """What one call settled, in order, and the dates whose run failed in it, with the error."""
+    """What one call settled, in order, and the dates whose run failed in it: each failed try as
+    recorded, with the error."""
 
     runs: list[Run] = field(default_factory=list)
-    errors: list[tuple[date, Exception]] = field(default_factory=list)
+    errors: list[tuple[FailedDate, Exception]] = field(default_factory=list)
 
 
 def describe(error: BaseException) -> str:
@@ -105,7 +108,7 @@ def _first_open_date(session: Session) -> date | None:
 def _record_failure(
     sessions: sessionmaker[Session], business_date: date, error: Exception
 ) -> FailedDate:
-    """Keep a failed try of `business_date` (its run's work is rolled back) and log it."""
+    """Keep a failed try of `business_date` (its run's work is rolled back)."""
     with sessions() as session, session.begin():
         _lock(session)
         attempt = (
@@ -135,16 +138,25 @@ def _record_failure(
                 error=failed.error,
             )
         )
-    log.error(
-        "settlement of %s failed (attempt %d, try %d): %s; next try at %s",
-        business_date.isoformat(),
-        attempt,
-        tries,
-        failed.error,
-        failed.retry_at.isoformat(),
-        exc_info=error,
-    )
     return failed
+
+
+def _waiting_before(session: Session, target: date, held: dict[date, FailedDate]) -> date | None:
+    """The latest date before `target` whose entries wait for a run of its own, or None: a date
+    whose run failed (`held`), or whose every run was rejected. The entries recorded before its
+    cut-off are that date's, or an earlier one's, never `target`'s."""
+    rejected = (
+        select(settlement_runs.c.business_date)
+        .where(settlement_runs.c.business_date < target)
+        .group_by(settlement_runs.c.business_date)
+        .having(func.bool_and(settlement_runs.c.state == "rejected"))
+        .subquery()
+    )
+    latest_rejected = session.execute(select(func.max(rejected.c.business_date))).scalar_one()
+    waiting = [day for day in held if day < target]
+    if latest_rejected is not None:
+        waiting.append(latest_rejected)
+    return max(waiting, default=None)
 
 
 def _next_date(
@@ -178,10 +190,11 @@ def settle_through(
 ) -> Settled:
     """Settle `business_date` after any earlier open dates, in order, each in a transaction of
     its own; a date already settled is returned as it is. A date whose run fails is recorded
-    (`failed_dates`) and logged, and the dates after it are settled without its entries. Dates
-    that failed before are tried again first: all of them (a person asked), or when `patient`
-    (the job) only those whose back-off has passed by the clock. A date whose cut-off has not
-    passed is refused (`DayNotOver`) before anything is settled."""
+    (`failed_dates`) and returned with its error (the caller reports it), and the dates after
+    it are settled without its entries. Dates that failed before are tried again first: all
+    of them (a person asked), or when `patient` (the job) only those whose back-off has passed
+    by the clock. A date whose cut-off has not passed is refused (`DayNotOver`) before anything
+    is settled."""
     refuse_open(business_date)
     done = Settled()
     tried: set[date] = set()
@@ -200,14 +213,13 @@ def settle_through(
                         done.runs.append(run_of(session, existing))
                     return done
                 tried.add(target)
-                earlier = [day for day in held if day < target]
-                floor = netting.cutoff(max(earlier)) if earlier else None
+                waiting = _waiting_before(session, target, held)
+                floor = None if waiting is None else netting.cutoff(waiting)
                 run = netting.compute(session, target, floor)
         except Exception as error:
             if target is None:
                 raise
-            _record_failure(sessions, target, error)
-            done.errors.append((target, error))
+            done.errors.append((_record_failure(sessions, target, error), error))
             continue
         done.runs.append(run)
         if target == business_date:
@@ -232,4 +244,16 @@ def settle_due(sessions: sessionmaker[Session]) -> Settled:
     recorded and logged, never raised: the dates after it are settled all the same. Yesterday's
     cut-off is today's first instant, so the job never asks for a date that is not over."""
     yesterday = clock.today(get_settings().zone) - timedelta(days=1)
-    return settle_through(sessions, yesterday, patient=True)
+    done = settle_through(sessions, yesterday, patient=True)
+    for failed, error in done.errors:
+        log.error(
+            "settlement of %s failed (attempt %d, try %d): %s; next try at %s",
+            failed.business_date.isoformat(),
+            failed.attempt,
+            failed.tries,
+            failed.error,
+            failed.retry_at.isoformat(),
+            # A domain error's message says what failed; any other error is a fault, traced.
+            exc_info=None if isinstance(error, DomainError) else error,
+        )
+    return done

@@ -34,6 +34,9 @@ class RunSummary(ResponseModel):
     partners_net_fen: int
     coalition_fen: int
     open_breaks: int
+    computed_early: bool = Field(
+        False, description="The run was computed before its cut-off had passed."
+    )
     error: str | None = Field(None, description="A failed date's last error.")
     failed_tries: int = Field(0, description="How many tries of a failed date's run failed.")
     retry_at: datetime | None = Field(None, description="When the job tries a failed date again.")
@@ -62,6 +65,7 @@ class RunSummary(ResponseModel):
             partners_net_fen=item.partners_net_fen,
             coalition_fen=item.coalition_fen,
             open_breaks=open_breaks,
+            computed_early=item.computed_early,
         )
 
 
@@ -207,6 +211,13 @@ class SettlementOut(ResponseModel):
     )
     attempt: int
     cutoff: datetime
+    computed_at: datetime
+    computed_early: bool = Field(
+        description=(
+            "Computed before its cut-off had passed (refused since): entries recorded on its "
+            "date after it are settled in a later date's run."
+        )
+    )
     state: str
     bank_reference: str | None
     entries: int

@@ -3,7 +3,6 @@ reconciliation uploads and the breaks found in them, one row each."""
 
 from sqlalchemy import (
     BigInteger,
-    Boolean,
     CheckConstraint,
     Column,
     Date,
@@ -65,9 +64,15 @@ unsettled_entries = Table(
     metadata,
     Column("entry_id", BigInteger, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
-    # Given back by a rejected run, which freed its issue value from exposure already.
-    Column("freed", Boolean, nullable=False, server_default=text("false")),
+    # Given back by a rejected run of this date, which freed its issue value from exposure
+    # already: only the date's next attempt takes it.
+    Column("held_for", Date),
     PrimaryKeyConstraint("recorded_at", "entry_id"),
+    Index(
+        "ix_unsettled_entries_held_for",
+        "held_for",
+        postgresql_where=text("held_for IS NOT NULL"),
+    ),
 )
 
 # Each failed try to settle a date, with its error and when the job tries again. A date's

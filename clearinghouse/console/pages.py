@@ -56,6 +56,7 @@ ENTRIES_PER_PAGE = 200
 # Outcomes of a form, shown on the page it returns to (a code in the URL, never free text).
 NOTICES = {
     "approved": N_("Your approval is recorded."),
+    "approved_warned": N_("Your approval is recorded, despite the warnings below."),
     "rejected": N_("The settlement is rejected; it will be computed anew."),
     "paid": N_("The payment is recorded."),
     "resolved": N_("The breaks are marked resolved."),
@@ -125,6 +126,7 @@ def settlement(
         approvals_needed=approval.APPROVERS_NEEDED,
         reconciliations=reconciliation.for_date(session, business_date),
         open_breaks=runs.open_breaks(session, business_date),
+        warnings=approval.warnings(session, run) if run.state in ("computed", "approved") else [],
         can_approve=acting
         and run.state == "computed"
         and all(a.user != me.user.id for a in approvals),
@@ -237,8 +239,8 @@ def partner_advice(
 
 @router.post("/settlements/{business_date}/approve")
 def approve(business_date: BusinessDate, session: WriteSession, me: FinanceActor) -> Response:
-    approval.approve(session, business_date, me.user)
-    return _after(f"/settlements/{business_date}", "approved")
+    _, warnings = approval.approve(session, business_date, me.user)
+    return _after(f"/settlements/{business_date}", "approved_warned" if warnings else "approved")
 
 
 @router.post("/settlements/{business_date}/reject")

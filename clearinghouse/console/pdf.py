@@ -218,6 +218,11 @@ def settlement_pdf(
             (_("State"), _state(report["state"])),
             (_("Attempt"), str(report["attempt"])),
             (_("Cut-off"), local_time(datetime.fromisoformat(report["cutoff"]))),
+            (
+                _("Computed"),
+                local_time(datetime.fromisoformat(report["computed_at"]))
+                + (f" ({_('early: before its cut-off')})" if report["computed_early"] else ""),
+            ),
             (_("Entries"), f"{report['entries']:,}"),
             (_("Bank reference"), report["bank_reference"] or _("none yet")),
         ]

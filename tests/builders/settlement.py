@@ -110,6 +110,13 @@ def after_cutoff(business_date: date) -> Iterator[clock.Manual]:
         yield manual
 
 
+def computed_early(sessions: sessionmaker[Session], business_date: date) -> None:
+    """A run of `business_date` computed by the clock now, before its cut-off, as `settle`
+    computed them before the day boundary refused it (data from then)."""
+    with sessions() as session, session.begin():
+        netting.compute(session, business_date, None)
+
+
 def settle_after_cutoff(sessions: sessionmaker[Session], business_date: date) -> list[Run]:
     """`schedule.settle` of `business_date`, at its cut-off (`after_cutoff`)."""
     with after_cutoff(business_date):

@@ -23,7 +23,12 @@ from tests.builders.dates import business_today
 from tests.builders.fraud import publish
 from tests.builders.partners import legal_name
 from tests.builders.points import accrue, new_member
-from tests.builders.settlement import Traffic, a_day_of_traffic, settle_after_cutoff
+from tests.builders.settlement import (
+    Traffic,
+    a_day_of_traffic,
+    computed_early,
+    settle_after_cutoff,
+)
 from tests.builders.users import Person, person
 
 Browser = Callable[..., Console]
@@ -443,6 +448,46 @@ def test_reconciliation_breaks_are_listed_and_resolved(world: World, browser: Br
     assert "repeated in the partner" in detail.text  # the second ghost line: a duplicate
     resolved = alice.follow(alice.post(f"/console/reconciliations/{upload['id']}/resolve"))
     assert "The breaks are marked resolved." in resolved.text
+
+
+def test_the_approver_is_warned_of_open_breaks_before_and_after_approving(
+    world: World, browser: Browser
+) -> None:
+    traffic, day = settled_day(world)
+    world.client(traffic.payer).post(
+        "/v1/reconciliations",
+        {
+            "business_date": day.isoformat(),
+            "csv": "txn_id,type,amount_fen,points\nghost,purchase,100,1\n",
+        },
+    )
+    with world.sessions() as session:
+        breaks = runs.open_breaks(session, day)
+    assert breaks == 2  # the ghost, and the purchase the file leaves out
+    warning = f"{breaks} reconciliation breaks are open for this date"
+    alice = signed_in(browser, person(world.sessions, "finance"))
+    before = alice.get(f"/console/settlements/{day}").text
+    assert 'id="warnings"' in before
+    assert warning in text_of(before)
+
+    after = alice.follow(alice.post(f"/console/settlements/{day}/approve"))
+    assert "Your approval is recorded, despite the warnings below." in after.text
+    assert warning in text_of(after.text)
+    assert approvals_of(world, day) == 1
+
+
+def test_a_run_computed_early_is_flagged_on_its_page(world: World, browser: Browser) -> None:
+    a_day_of_traffic(world)
+    day = business_today()
+    computed_early(world.sessions, day)
+    alice = signed_in(browser, person(world.sessions, "finance"))
+    page = alice.get(f"/console/settlements/{day}").text
+    assert 'id="computed-early"' in page
+    assert "computed early, at " in text_of(page)
+
+    on_time = day - timedelta(days=1)
+    schedule.settle(world.sessions, on_time)
+    assert 'id="computed-early"' not in alice.get(f"/console/settlements/{on_time}").text
 
 
 def test_an_operator_works_the_fraud_queue(world: World, browser: Browser) -> None:

@@ -40,6 +40,7 @@ def report_of(
         "state": "approved",
         "bank_reference": None,
         "entries": 1_234,
+        "computed_at": datetime(2026, 3, 10, 0, 5, tzinfo=SHANGHAI),
     } | run
     net = sum(line.net_fen for line in lines)
     return settlement_report(

@@ -47,6 +47,7 @@ def a_run() -> runs.Run:
         "computed",
         None,
         len(CATEGORIES),
+        datetime(2026, 3, 10, 0, 5, tzinfo=ZoneInfo("Asia/Shanghai")),
         lines,
         clearing_fen=-net,
     )
@@ -158,6 +159,7 @@ def test_the_console_page_heads_its_table_with_the_categories_translated_in_orde
         "approvals_needed": approval.APPROVERS_NEEDED,
         "reconciliations": [],
         "open_breaks": 0,
+        "warnings": [],
         "can_approve": False,
         "can_reject": False,
         "can_mark_paid": False,

@@ -39,7 +39,7 @@ def _failed(world: World) -> list[runs.FailedDate]:
 
 
 def test_a_failed_date_is_reported_and_the_next_date_settles_without_its_entries(
-    world: World, caplog: pytest.LogCaptureFixture
+    world: World,
 ) -> None:
     traffic = a_day_of_traffic(world)
     today, yesterday = business_today(), business_today() - timedelta(days=1)
@@ -52,11 +52,11 @@ def test_a_failed_date_is_reported_and_the_next_date_settles_without_its_entries
         metadata={"partner_id": traffic.payer.id, "value_fen": None},
     )
 
-    with caplog.at_level(logging.ERROR, logger="settlement.schedule"), after_cutoff(today):
+    with after_cutoff(today):
         done = schedule.settle_through(world.sessions, today)
 
-    [(day, error)] = done.errors
-    assert day == yesterday
+    [(tried, error)] = done.errors
+    assert (tried.business_date, tried.attempt, tried.tries) == (yesterday, 1, 1)
     assert isinstance(error, netting.SelfCheckFailed)
     assert "1 of the run's entries name no partner or no value" in str(error)
     # The next date settled all the same, with its own entries and without the failed date's.
@@ -64,14 +64,9 @@ def test_a_failed_date_is_reported_and_the_next_date_settles_without_its_entries
     assert (run.business_date, run.attempt, run.entries) == (today, 1, 2)
     assert bad not in run_entries(world.sessions, run.id)
     assert run.zero_sum
-    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert any(
-        f"settlement of {yesterday.isoformat()} failed (attempt 1, try 1)" in m
-        and "SelfCheckFailed" in m
-        for m in logged
-    )
 
     [failed] = _failed(world)
+    assert failed == tried
     assert (failed.business_date, failed.attempt, failed.tries) == (yesterday, 1, 1)
     assert failed.error.startswith("SelfCheckFailed: ")
     assert failed.retry_at - failed.failed_at == schedule.BACKOFF_BASE
@@ -109,7 +104,10 @@ def test_a_failed_date_is_reported_and_the_next_date_settles_without_its_entries
 
 
 def test_the_job_tries_a_failed_date_again_with_back_off(
-    world: World, monkeypatch: pytest.MonkeyPatch, manual_clock: clock.Manual
+    world: World,
+    monkeypatch: pytest.MonkeyPatch,
+    manual_clock: clock.Manual,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     traffic = a_day_of_traffic(world)
     yesterday = business_today() - timedelta(days=1)
@@ -134,8 +132,17 @@ def test_the_job_tries_a_failed_date_again_with_back_off(
         manual_clock.set(start + timedelta(minutes=minutes))
         return schedule.settle_due(world.sessions)
 
-    first = at(0)
-    assert ([d for d, _ in first.errors], first.runs) == ([yesterday], [])
+    with caplog.at_level(logging.ERROR, logger="settlement.schedule"):
+        first = at(0)
+    assert ([f.business_date for f, _ in first.errors], first.runs) == ([yesterday], [])
+    # The job logs the failed try, with the traceback of a fault (not a domain error).
+    [logged] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert logged.getMessage() == (
+        f"settlement of {yesterday.isoformat()} failed (attempt 1, try 1): RuntimeError: could"
+        f" not extend file: No space left on device; next try at"
+        f" {(start + timedelta(minutes=5)).isoformat()}"
+    )
+    assert logged.exc_info is not None
     assert [(f.tries, f.retry_at) for f in _failed(world)] == [(1, start + timedelta(minutes=5))]
 
     # Before its back-off has passed, the job leaves the date alone.
@@ -143,7 +150,7 @@ def test_the_job_tries_a_failed_date_again_with_back_off(
     assert count(world.sessions, settlement_failures) == 1
 
     second = at(5)
-    assert [d for d, _ in second.errors] == [yesterday]
+    assert [f.business_date for f, _ in second.errors] == [yesterday]
     [failed] = _failed(world)
     assert failed.tries == 2
     assert failed.retry_at == start + timedelta(minutes=5 + 10)
@@ -186,10 +193,11 @@ def test_settle_exits_non_zero_with_the_error_and_settles_the_next_date(world: W
         settled = run_cli(world, "settle", "--date", today.isoformat())
 
     assert settled.exit_code == 1
-    assert (
+    # One message on standard error, saying what failed: no traceback, no log records.
+    assert settled.stderr.splitlines() == [
         f"error: the settlement of {yesterday.isoformat()} failed: SelfCheckFailed: 1 of the"
-        " run's entries name no partner or no value" in settled.stderr
-    )
+        " run's entries name no partner or no value"
+    ]
     assert f"settlement {today} (attempt 1): computed, 2 entries" in settled.stdout
 
 
@@ -205,3 +213,24 @@ def test_the_trigger_queues_the_kinds_the_run_settles(world: World) -> None:
         ).scalar_one()
     named = set(definition.split("ARRAY[", 1)[1].split("]", 1)[0].replace("::text", "").split(", "))
     assert {kind.strip("'") for kind in named} == set(netting.CATEGORIES)
+
+
+def test_the_job_logs_a_domain_refusal_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The self-check's refusal says what failed in its message; a traceback would add nothing
+    but the code's path to it."""
+    day = business_today() - timedelta(days=1)
+    at = datetime.combine(business_today(), time(0, 5), SHANGHAI)
+    failed = runs.FailedDate(day, 1, 1, "SelfCheckFailed: 2 balances differ", at, at)
+    refused = schedule.Settled(errors=[(failed, netting.SelfCheckFailed("2 balances differ"))])
+    monkeypatch.setattr(schedule, "settle_through", lambda *_args, **_kwargs: refused)
+
+    with caplog.at_level(logging.ERROR, logger="settlement.schedule"):
+        assert schedule.settle_due(None) is refused  # type: ignore[arg-type]
+    [logged] = caplog.records
+    assert logged.getMessage() == (
+        f"settlement of {day.isoformat()} failed (attempt 1, try 1): SelfCheckFailed: 2 balances"
+        f" differ; next try at {at.isoformat()}"
+    )
+    assert logged.exc_info is None

@@ -7,8 +7,8 @@ closed day's liability is the same however often it is computed.
   of an accrual released after a risk review, the later instant its case was approved.
 
 Revision ID: 0028_liability_lines
-Revises: 0026_webhook_claims
-Create Date: 2026-12-01 19:00:00
+Revises: 0027_settlement_dates
+Create Date: 2026-12-01 19:05:00
 """
 
 from collections.abc import Sequence
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0028_liability_lines"
-down_revision: str | None = "0026_webhook_claims"
+down_revision: str | None = "0027_settlement_dates"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
