@@ -13,14 +13,13 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Select,
-    and_,
     any_,
     bindparam,
     case,
     func,
     literal,
-    or_,
     select,
+    true,
     tuple_,
     union_all,
 )
@@ -269,33 +268,38 @@ def statement(
             .scalar_subquery()
         )
     opening = int(session.execute(opening_query).scalar_one())
-    page = (
-        select(
-            postings.c.id,
-            postings.c.entry_id,
-            journal_entries.c.kind,
-            postings.c.recorded_at,
-            journal_entries.c.occurred_at,
-            postings.c.amount,
-        )
-        .join(
-            journal_entries,
-            and_(
-                journal_entries.c.id == postings.c.entry_id,
-                journal_entries.c.recorded_at == postings.c.recorded_at,
-            ),
-        )
-        .where(this_account)
+    # The page's postings first, in the order the account's index gives them (across the
+    # month partitions) and cut at the page; then their entries, each by (id, recorded_at):
+    # joined before the cut, the planner would join every posting of the account and sort.
+    taken = select(postings.c.id, postings.c.entry_id, postings.c.recorded_at, postings.c.amount)
+    if after is not None:
+        taken = taken.where(position > tuple_(literal(after[0]), literal(after[1])))
+    cut = (
+        taken.where(this_account)
         .order_by(postings.c.recorded_at, postings.c.id)
         .limit(limit + 1)
+        .subquery("cut")
     )
-    if after is not None:
-        page = page.where(
-            or_(
-                postings.c.recorded_at > after[0],
-                and_(postings.c.recorded_at == after[0], postings.c.id > after[1]),
-            )
+    entry = (
+        select(journal_entries.c.kind, journal_entries.c.occurred_at)
+        .where(
+            journal_entries.c.id == cut.c.entry_id,
+            journal_entries.c.recorded_at == cut.c.recorded_at,
         )
+        .lateral("entry")
+    )
+    page = (
+        select(
+            cut.c.id,
+            cut.c.entry_id,
+            entry.c.kind,
+            cut.c.recorded_at,
+            entry.c.occurred_at,
+            cut.c.amount,
+        )
+        .select_from(cut.join(entry, true()))
+        .order_by(cut.c.recorded_at, cut.c.id)
+    )
     rows = session.execute(page).all()
     lines: list[StatementLine] = []
     running = opening

@@ -50,7 +50,19 @@ purchases = Table(
     CheckConstraint("refunded_points BETWEEN 0 AND points", name="refund_within_points"),
     CheckConstraint("refunded_value_fen BETWEEN 0 AND issue_value_fen", name="refund_within_value"),
     CheckConstraint("(points = 0) = (entry_id IS NULL)", name="entry_when_points"),
-    Index("ix_purchases_member_id_occurred_at", "member_id", "occurred_at"),
+    # A member's balance and an accrual's context add up a member's purchases from the index.
+    Index(
+        "ix_purchases_member_id_occurred_at",
+        "member_id",
+        "occurred_at",
+        postgresql_include=[
+            "points",
+            "refunded_points",
+            "amount_fen",
+            "refunded_fen",
+            "partner_id",
+        ],
+    ),
     # The risk rules read a store's recent purchases on every accrual and redemption.
     Index("ix_purchases_store_id_occurred_at", "store_id", "occurred_at"),
     Index("ix_purchases_store_id_id", "store_id", "id", postgresql_include=["amount_fen"]),
