@@ -32,6 +32,7 @@ def test_every_periodic_job_runs_in_the_service() -> None:
         "batches",
         "webhooks",
         "reminders",
+        "partitions",
     ]
 
 
@@ -65,8 +66,9 @@ def test_every_job_the_command_line_knows_is_scheduled_by_the_server() -> None:
     scheduled = {job.name for job in jobs.JOBS}
     assert set(jobs_cli.NOT_SCHEDULED) <= commands
     assert commands - set(jobs_cli.NOT_SCHEDULED) - scheduled == set()
-    # The periodic commands outside `clearinghouse jobs`: `settle` and `audit seal`.
-    assert {"settle", "seal"} <= scheduled
+    # The periodic commands outside `clearinghouse jobs`: `settle`, `audit seal` and
+    # `ledger partitions --add`.
+    assert {"settle", "seal", "partitions"} <= scheduled
 
 
 def test_the_servers_scheduler_releases_an_expired_hold_when_it_leads(
