@@ -99,6 +99,10 @@ def serve(
         # app's access log (clearinghouse.api.request_ids) stands in for uvicorn's.
         log_config=logs.server_config(),
         access_log=False,
+        # A worker that has not answered the supervisor's ping in this long is replaced. Starting
+        # one (the interpreter, the app, its pool) takes seconds on a busy machine: at uvicorn's
+        # 5 s, workers were replaced before they had started, again and again.
+        timeout_worker_healthcheck=30,
     )
     sock = listening_socket(host, port)
     with metrics_directory():
