@@ -192,6 +192,8 @@ def test_a_month_is_archived_once_over_sealed_and_the_chain_still_verifies(
             assert ledger.trial_balance(session) == balances
             assert ledger.trial_balance(session, as_of=clock.now()) == posted_balances
             assert ledger.check_consistency(session) == []
+            # The metrics' count of entries by kind goes on counting the archived month.
+            assert partitions.entries_by_kind(session) == {"accrual": 3}
             assert ledger.balance(session, member, as_of=clock.now()) == 7
             with pytest.raises(ledger.InvalidEntry, match="are archived"):
                 ledger.balance(session, member, as_of=done.partition.starts_at)
