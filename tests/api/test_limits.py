@@ -212,10 +212,12 @@ def test_a_partners_requests_are_counted_in_batches_shared_by_every_worker(
 def test_failed_signatures_from_one_source_are_limited_in_every_worker(
     sessions: sessionmaker[Session], partner: ApiPartner
 ) -> None:
-    # Two apps on one database stand for two worker processes; one client address.
+    # Two apps on one database stand for two worker processes; one client address. The
+    # failures' window stands still: none of them falls into the next one's.
     address = unique_id("client-")
-    first = own_client(create_app(sessions, limits=LOW), address)
-    second = own_client(create_app(sessions, limits=LOW), address)
+    frozen = time.time()
+    first = own_client(create_app(sessions, limits=LOW, clock=lambda: frozen), address)
+    second = own_client(create_app(sessions, limits=LOW, clock=lambda: frozen), address)
 
     def unsigned(http: httpx.Client) -> httpx.Response:
         return http.post(
