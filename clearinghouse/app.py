@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clearinghouse import metrics, migrate, tracing
 from clearinghouse.api import health, openapi, problems, schemas
 from clearinghouse.api.guard import Guard
-from clearinghouse.api.metrics import watch_pool
+from clearinghouse.api.metrics import WatchedPool, watch_pool
 from clearinghouse.api.request_ids import RequestIds
 from clearinghouse.api.request_metrics import RequestMetrics
 from clearinghouse.api.throttle import Throttle
@@ -67,7 +67,9 @@ def create_app(
         job_sessions = sessions
         if sessions is None:
             url = resolve_url(get_settings())
-            engine = make_engine(url, pool_size=limits.connections, max_overflow=2)
+            engine = make_engine(
+                url, pool_size=limits.connections, max_overflow=2, poolclass=WatchedPool
+            )
             watch_pool(engine)
             if traces is not None:
                 tracing.instrument_engine(engine, traces)

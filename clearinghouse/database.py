@@ -25,6 +25,7 @@ from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, Engine, create_engine, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from clearinghouse import clock
 from clearinghouse.config import Settings
@@ -111,11 +112,13 @@ def make_engine(
     max_overflow: int | None = None,
     name: str = "clearinghouse",
     connect_timeout: int | None = None,
+    poolclass: type[QueuePool] = QueuePool,
 ) -> Engine:
     """An engine whose pool hands out the most recently used connection first (its prepared
     statements are warm) and never pings: a unit of work that finds its connection dropped is
     retried on a new one (`run_in_transaction`). `name` shows in pg_stat_activity;
-    `connect_timeout` (seconds) bounds the wait for a new connection."""
+    `connect_timeout` (seconds) bounds the wait for a new connection; `poolclass` may be a
+    queue pool that watches itself (clearinghouse.api.metrics.WatchedPool)."""
     connect_args: dict[str, Any] = {"application_name": f"{name} {os.getpid()}"}
     if connect_timeout is not None:
         connect_args["connect_timeout"] = connect_timeout
@@ -125,6 +128,7 @@ def make_engine(
         max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_recycle=RECYCLE_SECONDS,
         pool_use_lifo=True,
+        poolclass=poolclass,
         connect_args=connect_args,
     )
 

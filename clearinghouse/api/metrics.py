@@ -11,6 +11,8 @@ floor's (clearinghouse.metrics), passed to `exposition`.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import (
@@ -25,7 +27,7 @@ from prometheus_client import (
 )
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, event
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -61,6 +63,26 @@ pool_exhausted = Counter(
     "clearinghouse_db_pool_exhausted",
     "Checkouts that took a request pool's last connection: the next one waits for a return",
 )
+pool_wait = Histogram(
+    "clearinghouse_db_pool_wait_seconds",
+    "How long checkouts from the request pools waited for a connection (returned or opened)",
+    buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+class WatchedPool(QueuePool):
+    """A request pool (the engine's `poolclass`) that times each checkout: the wait for a
+    connection to come back when all are out, or for a new one to open. `clock` is seconds
+    from any fixed point. A checkout that times out is timed too."""
+
+    clock: Callable[[], float] = staticmethod(time.perf_counter)
+
+    def connect(self) -> PoolProxiedConnection:
+        start = self.clock()
+        try:
+            return super().connect()
+        finally:
+            pool_wait.observe(self.clock() - start)
 
 
 def watch_pool(engine: Engine) -> None:

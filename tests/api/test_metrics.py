@@ -5,17 +5,22 @@ all."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, exc, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse.database import make_engine, session_factory
+from clearinghouse.api.metrics import WatchedPool
+from clearinghouse.database import make_engine, session_factory, sqlalchemy_url
 from partners.client import PartnerClient
 from tests.api.test_server import free_port, serve, stop, wait_until_up
 from tests.builders.calls import enrol, purchase_body
@@ -132,6 +137,61 @@ def healthz_answered(text: str) -> float:
     )
 
 
+def pool_waits(text: str) -> tuple[float, float]:
+    """The checkouts a scrape counts as timed, and the seconds they waited in all."""
+    (family,) = (
+        f
+        for f in text_string_to_metric_families(text)
+        if f.name == "clearinghouse_db_pool_wait_seconds"
+    )
+    values = {sample.name: sample.value for sample in family.samples}
+    return values["clearinghouse_db_pool_wait_seconds_count"], values[
+        "clearinghouse_db_pool_wait_seconds_sum"
+    ]
+
+
+class SteppedPool(WatchedPool):
+    """A watched pool whose clock moves a quarter of a second at each reading."""
+
+    readings = itertools.count()
+
+    @staticmethod
+    def clock() -> float:
+        return next(SteppedPool.readings) * 0.25
+
+
+def test_a_watched_pool_times_each_checkout_including_one_that_times_out(
+    databases: Databases,
+) -> None:
+    engine = create_engine(
+        sqlalchemy_url(databases.create()),
+        poolclass=SteppedPool,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=0.01,
+    )
+
+    def timed() -> tuple[float | None, float | None]:
+        return (
+            REGISTRY.get_sample_value("clearinghouse_db_pool_wait_seconds_count"),
+            REGISTRY.get_sample_value("clearinghouse_db_pool_wait_seconds_sum"),
+        )
+
+    count, total = timed()
+    assert count is not None
+    assert total is not None
+    try:
+        with engine.connect() as held:
+            held.execute(text("SELECT 1"))
+            with pytest.raises(exc.TimeoutError):
+                engine.connect()
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
+    assert timed() == (count + 3, total + 3 * 0.25)
+
+
 def test_each_scrape_of_a_served_app_counts_the_requests_of_every_worker(
     databases: Databases, tmp_path: Path
 ) -> None:
@@ -158,5 +218,7 @@ def test_each_scrape_of_a_served_app_counts_the_requests_of_every_worker(
             text = scrape_served()
             assert healthz_answered(text) == before + 40
         assert "clearinghouse_job_runs_total{" in text
+        # The workers' request pools time their checkouts (the scrapes' own included).
+        assert pool_waits(text)[0] > 0
     finally:
         stop(process)
