@@ -171,8 +171,6 @@ def detach(session: Session, month: date, folder: Path, manifest: bytes) -> Part
     session.execute(
         text(
             f"ALTER TABLE postings DETACH PARTITION postings_{name};"
-            # Its key to the entries would keep the entries' month from leaving.
-            f" ALTER TABLE postings_{name} DROP CONSTRAINT postings_entry_id_recorded_at_fkey;"
             f" ALTER TABLE journal_entries DETACH PARTITION journal_entries_{name};"
             f" CREATE TRIGGER journal_entries_{name}_append_only BEFORE UPDATE OR DELETE"
             f" ON journal_entries_{name} FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change();"

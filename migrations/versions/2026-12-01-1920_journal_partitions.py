@@ -432,9 +432,9 @@ def upgrade() -> None:
     op.execute(_triggers(partitioned=True))
 
 
-def _as_before(sql: str, name: str) -> str:
-    """Function `name` as `sql` (an earlier migration's text) creates it, to replace ours."""
-    found = re.search(rf"CREATE FUNCTION {name}\(.*?\$\$.*?\$\$;", sql, re.DOTALL)
+def function(sql: str, name: str) -> str:
+    """Function `name` as `sql` (a migration's text) creates it, to replace a later one."""
+    found = re.search(rf"CREATE (?:OR REPLACE )?FUNCTION {name}\(.*?\$\$.*?\$\$;", sql, re.DOTALL)
     assert found is not None, name
     return found.group(0).replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
 
@@ -512,8 +512,8 @@ def downgrade() -> None:
         """
     )
     for name in ("ledger_post", "ledger_check_entry_balanced", "ledger_check_entry_has_postings"):
-        op.execute(_as_before(ledger.FUNCTIONS, name))
-    op.execute(_as_before(request_path.FUNCTIONS, "operation_context"))
+        op.execute(function(ledger.FUNCTIONS, name))
+    op.execute(function(request_path.FUNCTIONS, "operation_context"))
     op.execute(_triggers(partitioned=False))
     for table, constraint in ENTRY_REFERENCES:
         column = constraint.removeprefix(f"{table}_").removesuffix("_fkey")

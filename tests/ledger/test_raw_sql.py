@@ -153,6 +153,79 @@ def test_entry_without_postings_fails_at_commit(raw: psycopg.Connection[Any], bo
     assert snapshot(raw, books) == before
 
 
+def call_ledger_post(
+    conn: psycopg.Connection[Any], legs: list[tuple[int, str, int]]
+) -> tuple[int, object]:
+    """ledger_post called as any client may, with legs by account id."""
+    addresses = [
+        conn.execute("SELECT address FROM accounts WHERE id = %s", (account,)).fetchone()[0]  # type: ignore[index]
+        for account, _, _ in legs
+    ]
+    row = conn.execute(
+        "SELECT entry_id, recorded_at FROM ledger_post('raw', 'raw-sql', %s, '\\x01', now(),"
+        " '{}', NULL, %s::text[], %s::text[], %s::bigint[])",
+        (b.key(), addresses, [asset for _, asset, _ in legs], [amount for *_, amount in legs]),
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def recorded_at(conn: psycopg.Connection[Any], entry_id: int) -> object:
+    row = conn.execute("SELECT recorded_at FROM journal_entries WHERE id = %s", (entry_id,))
+    return row.fetchone()[0]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("entry", ["none", "another time"])
+def test_postings_naming_no_entry_fail_at_commit(
+    raw: psycopg.Connection[Any], books: Books, entry: str
+) -> None:
+    before = snapshot(raw, books)
+    at = recorded_at(raw, books.entry_id)
+    named = (books.entry_id + 10**9, at) if entry == "none" else (books.entry_id, "2020-01-01Z")
+    insert_postings(raw, named, [(books.partner_id, "PTS", -1), (books.member_id, "PTS", 1)])
+    with refused("LD005"):
+        raw.commit()
+    assert snapshot(raw, books) == before
+
+
+def test_a_posting_added_to_a_committed_entry_fails_at_commit(
+    raw: psycopg.Connection[Any], books: Books
+) -> None:
+    before = snapshot(raw, books)
+    entry = (books.entry_id, recorded_at(raw, books.entry_id))
+    insert_postings(raw, entry, [(books.member_id, "PTS", 1)])
+    with refused("LD005"):
+        raw.commit()
+    assert snapshot(raw, books) == before
+
+
+def test_ledger_post_checks_its_own_entry_and_leaves_the_rest_to_the_triggers(
+    raw: psycopg.Connection[Any], books: Books
+) -> None:
+    before = snapshot(raw, books)
+    with refused("LD005"):
+        call_ledger_post(raw, [(books.partner_id, "PTS", -5), (books.member_id, "PTS", 4)])
+    raw.rollback()
+    with refused("LD005"):
+        call_ledger_post(raw, [])
+    raw.rollback()
+    assert snapshot(raw, books) == before
+
+    # ledger_post's entry is exempt from the deferred checks only while ledger_post writes it:
+    # a posting added to it afterwards, in the same transaction, is checked at commit.
+    entry = call_ledger_post(raw, [(books.partner_id, "PTS", -2), (books.member_id, "PTS", 2)])
+    setting = raw.execute("SELECT current_setting('ledger.entry_in_writing', true)").fetchone()
+    assert setting == ("",)
+    insert_postings(raw, entry, [(books.member_id, "PTS", 1)])
+    with refused("LD005"):
+        raw.commit()
+    assert snapshot(raw, books) == before
+
+    call_ledger_post(raw, [(books.partner_id, "PTS", -2), (books.member_id, "PTS", 2)])
+    raw.commit()
+    assert snapshot(raw, books)["entries"] == (before["entries"][0] + 1,)  # type: ignore[index]
+
+
 @pytest.mark.parametrize(
     ("statement", "sqlstates"),
     [
