@@ -188,7 +188,16 @@ def _zipped(folder: Path, tmp: Path) -> Iterator[bytes]:
     "/export",
     summary="The journal recorded in [from, to) as a zip: entries, CSV, beancount, seals, manifest",
     response_class=Response,
-    responses={200: {"content": {"application/zip": {}}}},
+    responses={
+        200: {"content": {"application/zip": {}}},
+        409: {
+            "description": "`from` is in a month archived out of the database: its export is"
+            " the archive's (`range_archived`, with `archived_until`)",
+            "content": {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            },
+        },
+    },
 )
 def export(
     session: AuditSession,

@@ -116,7 +116,8 @@ from clearinghouse.audit.canonical import (
 )
 from clearinghouse.config import get_settings
 from clearinghouse.database import make_engine
-from clearinghouse.ledger import Address
+from clearinghouse.errors import Conflict
+from clearinghouse.ledger import Address, partitions
 from clearinghouse.ledger.tables import ADDRESS_PATTERN, accounts, journal_entries, postings
 from clearinghouse.numbers import yuan_text
 
@@ -179,6 +180,13 @@ class ExportError(RuntimeError):
 
 class ExportInconsistent(ExportError):
     """The journal changed between the reads of one export; retry it (see the module doc)."""
+
+
+class RangeArchived(Conflict):
+    """The range starts in a month archived out of the database: its export is the archive's."""
+
+    code = "range_archived"
+    title = "Range archived"
 
 
 # Account names and commodities
@@ -449,6 +457,14 @@ def export_part(
         raise ValueError("start and end must carry a time zone")
     if end < start:
         raise ValueError("end must not be before start")
+    archived = partitions.archived_until(session)
+    if archived is not None and start < archived:
+        raise RangeArchived(
+            f"entries recorded before {archived.isoformat()} are archived: their export is in"
+            " the archive's folder (`clearinghouse ledger partitions` lists them); export from"
+            f" {archived.isoformat()} on",
+            archived_until=archived.isoformat(),
+        )
     zone = zone or get_settings().zone
     created = not out_dir.exists()
     progress = _resume_point(out_dir, start, end, zone)

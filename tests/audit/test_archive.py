@@ -3,6 +3,7 @@ of the database once it is over, sealed and settled, with the chain still verify
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -12,11 +13,15 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import clock, ledger
+from clearinghouse.app import create_app
 from clearinghouse.audit import archive, sealing, verify
+from clearinghouse.audit.exports import Manifest, RangeArchived
 from clearinghouse.ledger import partitions
 from tests.builders.audit import transfers
 from tests.builders.databases import Books
+from tests.builders.http import assert_problem, own_client
 from tests.builders.ledger import member_account, partner_account
+from tests.builders.users import staff
 from tests.cli_fixtures import run_cli
 
 
@@ -204,6 +209,27 @@ def test_a_month_is_archived_once_over_sealed_and_the_chain_still_verifies(
         with pytest.raises(archive.ArchiveRefused, match="was archived"):
             _archive(books, month, tmp_path / "again")
 
+    # An export of a range that starts in the archived month is refused before anything is
+    # written (the month's export is the archive's); one from the month's end on is made.
+    starts, ends = done.partition.starts_at, done.partition.ends_at
+    with books.sessions() as session, session.begin():
+        with pytest.raises(
+            RangeArchived, match=re.escape(f"before {ends.isoformat()} are archived")
+        ):
+            verify.export_sealed(session, starts, ends, tmp_path / "in-archive")
+        assert not (tmp_path / "in-archive").exists()
+        made = verify.export_sealed(session, ends, ends + timedelta(days=1), tmp_path / "after")
+        assert isinstance(made, Manifest)
+        assert made.counts.entries == 0
+    with own_client(create_app(books.sessions)) as http:
+        answer = http.get(
+            "/audit/export",
+            params={"from": starts.isoformat(), "to": ends.isoformat()},
+            headers=staff(books.sessions, "auditor").headers,
+        )
+    assert_problem(answer, 409, "range_archived")
+    assert answer.json()["archived_until"] == ends.isoformat()
+
     # A replay of an archived entry still answers with the entry it made.
     with books.sessions() as session, session.begin():
         replay = ledger.post(session, kept)
@@ -287,3 +313,18 @@ def test_the_commands_list_make_and_archive_months(
     listed = run_cli("ledger", "partitions", env=env).stdout.splitlines()
     assert listed[1].split()[:4] == [f"{month:%Y-%m}", "archived", "2", "4"]
     assert listed[1].endswith(str(tmp_path / "a"))
+
+    ends = _after_month(books.sessions, month) - timedelta(days=1)
+    refused = run_cli(
+        "audit",
+        "export",
+        "--from",
+        (ends - timedelta(days=1)).isoformat(),
+        "--to",
+        ends.isoformat(),
+        "--out",
+        str(tmp_path / "e"),
+        env=env,
+    )
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith(f"error: entries recorded before {ends.isoformat()} are")
