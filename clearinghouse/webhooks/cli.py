@@ -102,6 +102,16 @@ def disable(
         _print(service.disable_endpoint(session, None, endpoint_id, reason))
 
 
+@webhook_app.command("enable")
+def enable(endpoint_id: str) -> None:
+    """Deliver to a disabled endpoint again: the events recorded from now on (ask for missed
+    ones with `redeliver`)."""
+    from clearinghouse.webhooks import service
+
+    with transaction() as session:
+        _print(service.enable_endpoint(session, None, endpoint_id))
+
+
 @webhook_app.command("redeliver")
 def redeliver(endpoint_id: str, event_id: str) -> None:
     """Send an event to an active endpoint again, now, with the same webhook-id and a fresh

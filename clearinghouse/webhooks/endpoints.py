@@ -98,6 +98,18 @@ async def disable_endpoint(endpoint_id: str, call: Partner) -> Response:
 
 
 @router.post(
+    "/{endpoint_id}/enable",
+    summary="Deliver to a disabled endpoint again (the events recorded from now on)",
+    response_model=EndpointOut,
+)
+async def enable_endpoint(endpoint_id: str, call: Partner) -> Response:
+    def enabled(tx: Tx) -> EndpointOut:
+        return EndpointOut.model_validate(service.enable_endpoint(tx, call.partner_id, endpoint_id))
+
+    return await call.answer(enabled)
+
+
+@router.post(
     "/{endpoint_id}/rotate-secret",
     summary="A new signing secret; the old one keeps signing beside it for the overlap",
     response_model=SecretOut,

@@ -178,6 +178,23 @@ def disable_endpoint(
     return get_endpoint(tx, partner_id, endpoint_id)
 
 
+def enable_endpoint(db: Session | Tx, partner_id: str | None, endpoint_id: str) -> Endpoint:
+    """Deliver to a disabled endpoint again: the events recorded from now on, with a fresh
+    three days before failures disable it (those it missed are asked for with `redeliver`).
+    Its URL must still pass the safety rules. Safe to repeat."""
+    tx = Tx.of(db)
+    endpoint = get_endpoint(tx, partner_id, endpoint_id)
+    if endpoint.status == "active":
+        return endpoint
+    targets.check_url(endpoint.url, get_settings())
+    tx.execute(
+        "UPDATE webhook_endpoints SET status = 'active', disabled_reason = NULL,"
+        " failing_since = NULL WHERE id = %s",
+        (endpoint_id,),
+    )
+    return get_endpoint(tx, partner_id, endpoint_id)
+
+
 def rotate_secret(
     db: Session | Tx, partner_id: str | None, endpoint_id: str, overlap: timedelta
 ) -> tuple[str, datetime]:

@@ -1,7 +1,7 @@
 """The webhook endpoints' partner API through real signed requests: register (the secret shown
-once), list, read, change, rotate, disable; follow deliveries and ask for one again, delivered
-with the same webhook-id; a store's key refused; internal URLs refused; another partner's
-endpoint unknown."""
+once), list, read, change, rotate, disable and enable again; follow deliveries and ask for one
+again, delivered with the same webhook-id; a store's key refused; internal URLs refused; another
+partner's endpoint unknown."""
 
 from __future__ import annotations
 
@@ -68,6 +68,16 @@ def test_a_partner_manages_its_endpoints_and_redelivers_an_event(world: World) -
             f"{PATH}/{endpoint_id}/deliveries/{event_id}/redeliver",
             None,
         )
+
+        # Enabled again, it hears of what is recorded from now on, and may ask for any event
+        # again.
+        enabled = client.post(f"{PATH}/{endpoint_id}/enable", None)
+        assert (enabled["status"], enabled["disabled_reason"]) == ("active", None)
+        assert client.post(f"{PATH}/{endpoint_id}/enable", None) == enabled
+        later = emit(world.sessions, partner.id, "settlement.paid")
+        client.post(f"{PATH}/{endpoint_id}/deliveries/{event_id}/redeliver", None)
+        assert process_webhooks(world.sessions) == 2
+        assert sorted(hooks.ids()[2:]) == sorted([event_id, later])
 
 
 def test_internal_urls_and_unknown_events_are_refused(world: World) -> None:

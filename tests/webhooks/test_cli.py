@@ -8,7 +8,7 @@ from tests.builders.webhooks import emit
 from tests.cli_fixtures import Cli
 
 
-def test_an_operator_adds_rotates_lists_and_disables_an_endpoint(world: World) -> None:
+def test_an_operator_adds_rotates_lists_disables_and_enables_an_endpoint(world: World) -> None:
     partner = world.merchant()
     cli = Cli(world.url)
     added = cli.ok("webhook", "add", partner.id, "https://hooks.example.com/ch")
@@ -31,6 +31,10 @@ def test_an_operator_adds_rotates_lists_and_disables_an_endpoint(world: World) -
     assert f"{endpoint_id} disabled (moved away)" in cli.ok(
         "webhook", "disable", endpoint_id, "--reason", "moved away"
     )
+    assert f"{endpoint_id} active: https://hooks.example.com/ch" in cli.ok(
+        "webhook", "enable", endpoint_id
+    )
+    assert "no webhook endpoint WNOPE" in cli.refused("webhook", "enable", "WNOPE")
     assert "10.0.0.1" in cli.refused("webhook", "add", partner.id, "https://10.0.0.1/ch")
     assert "unknown event types points.sold" in cli.refused(
         "webhook", "add", partner.id, "https://hooks.example.com/ch", "--event", "points.sold"

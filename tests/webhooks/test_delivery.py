@@ -227,6 +227,21 @@ def test_an_endpoint_failing_for_three_days_is_disabled(
     assert unheard(world.sessions, partner.id, "settlement.computed")
     assert process_webhooks(world.sessions) == 0
 
+    # Once the receiver is fixed, enabled again: a fresh three days before failures count.
+    with unit_of_work(world.sessions) as session:
+        enabled = service.enable_endpoint(session, partner.id, endpoint.id)
+    assert (enabled.status, enabled.disabled_reason, enabled.failing_since) == (
+        "active",
+        None,
+        None,
+    )
+    with receiver() as fixed:
+        with unit_of_work(world.sessions) as session:
+            service.update_endpoint(session, partner.id, endpoint.id, fixed.url, None)
+        later = emit(world.sessions, partner.id)
+        assert process_webhooks(world.sessions) == 1
+        assert fixed.ids() == [later]
+
 
 @pytest.mark.parametrize(
     "url",
