@@ -25,6 +25,12 @@ def print_trial_balance(lines: list[ledger.TrialBalanceLine]) -> None:
         )
 
 
+def _require_offset(as_of: datetime | None) -> None:
+    """An instant without its offset would be read in the database session's zone: refused."""
+    if as_of is not None and as_of.tzinfo is None:
+        raise fail("--as-of needs a time zone offset, e.g. 2026-11-25T00:00:00+08:00")
+
+
 @ledger_app.command("balance")
 def ledger_balance(
     address: str,
@@ -33,8 +39,7 @@ def ledger_balance(
     ] = None,
 ) -> None:
     """Show an account's balance, now or as of an instant."""
-    if as_of is not None and as_of.tzinfo is None:
-        raise fail("--as-of needs a time zone offset, e.g. 2026-11-25T00:00:00+08:00")
+    _require_offset(as_of)
     with transaction() as session:
         account = ledger.get_account(session, address)
         amount = ledger.balance(session, address, as_of)
@@ -47,7 +52,9 @@ _ACCOUNTS_PAGE = 5000
 
 @ledger_app.command("trial-balance")
 def ledger_trial_balance(
-    as_of: Annotated[datetime | None, typer.Option(help="An ISO 8601 instant.")] = None,
+    as_of: Annotated[
+        datetime | None, typer.Option(help="An ISO 8601 instant with its offset.")
+    ] = None,
     accounts: Annotated[
         bool,
         typer.Option(
@@ -57,6 +64,7 @@ def ledger_trial_balance(
 ) -> None:
     """Per asset, the sum of debit and credit balances; the net is always zero. With
     --accounts, one line per account before the totals."""
+    _require_offset(as_of)
     with transaction() as session:
         if accounts:
             _print_accounts(session, as_of)

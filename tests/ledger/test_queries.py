@@ -136,6 +136,22 @@ def test_trial_balance_account_by_account_and_its_command(databases: Databases) 
     assert bob not in shown.stdout  # a zero balance is no line
     assert ["PTS", "3", "150", "150", "0"] in rows  # the totals follow
 
+    at = run_cli(
+        "ledger",
+        "trial-balance",
+        "--accounts",
+        "--as-of",
+        first.recorded_at.isoformat(),
+        env={"DATABASE_URL": url},
+    )
+    assert at.exit_code == 0, at.stderr
+    assert shop not in at.stdout
+    naive = first.recorded_at.replace(tzinfo=None).isoformat()
+    for command in (["trial-balance"], ["balance", alice]):
+        refused = run_cli("ledger", *command, "--as-of", naive, env={"DATABASE_URL": url})
+        assert refused.exit_code == 1
+        assert "--as-of needs a time zone offset" in refused.stderr
+
 
 @pytest.fixture
 def busy_member(session: Session) -> tuple[str, list[int]]:
