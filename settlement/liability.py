@@ -22,7 +22,9 @@ from settlement.tables import liability_snapshot_issuers, liability_snapshots
 
 
 def _day(business_date: date, as_of: datetime, figures: dict[str | None, int]) -> dict[str, Any]:
-    by_issuer = {issuer or "coalition": points for issuer, points in figures.items()}
+    by_issuer = {
+        issuer or outstanding.COALITION_ISSUER: points for issuer, points in figures.items()
+    }
     return {
         "business_date": business_date,
         "as_of": as_of,

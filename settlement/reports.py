@@ -520,7 +520,13 @@ def liability_report(session: Session, now: datetime | None = None) -> dict[str,
         else:
             # Coalition bonuses: 100 points = 1 yuan.
             value = fen_half_even(Decimal(points))
-        by_issuer.append({"issuer": issuer or "coalition", "points": points, "value_fen": value})
+        by_issuer.append(
+            {
+                "issuer": issuer or outstanding.COALITION_ISSUER,
+                "points": points,
+                "value_fen": value,
+            }
+        )
     books = ledger.balances_by_kind(session, "PTS")
     placed: set[tuple[str, str]] = {*ISSUING, *REDEEMING, *EXPIRING}
     placed.update(("member", kind) for kind in HOLDINGS)

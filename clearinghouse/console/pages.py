@@ -35,7 +35,7 @@ from clearinghouse.console.i18n import N_
 from clearinghouse.console.i18n import gettext as _
 from clearinghouse.errors import NotFound
 from clearinghouse.fraud import service as fraud
-from clearinghouse.points import review
+from clearinghouse.points import outstanding, review
 from clearinghouse.rewards import overview as rewards_overview
 from clearinghouse.rewards import service as rewards
 from clearinghouse.webhooks import overview
@@ -276,17 +276,27 @@ def liability(
     report = reports.liability_report(session, now)
     history = liability_history(session, days, now)
     issuers = sorted({issuer for day in history for issuer in day["by_issuer"]})
+    names = _issuer_names(session, [*issuers, *(item["issuer"] for item in report["outstanding"])])
     chart = charts.line_chart(
         [day["business_date"].isoformat() for day in history],
         [charts.Series(_("All issuers"), [day["total_points"] for day in history])]
         + [
-            charts.Series(issuer, [day["by_issuer"].get(issuer, 0) for day in history])
+            charts.Series(names[issuer], [day["by_issuer"].get(issuer, 0) for day in history])
             for issuer in issuers
         ],
         title=_("Outstanding points at the end of each day"),
         value_label=formatting.points,
     )
-    return render.page(request, "liability.html", report=report, as_of=now, chart=chart, days=days)
+    return render.page(
+        request, "liability.html", report=report, names=names, as_of=now, chart=chart, days=days
+    )
+
+
+def _issuer_names(session: ReadSession, issuers: list[str]) -> dict[str, str]:
+    """Each issuer as the console shows it: a partner by its legal name, the coalition's own
+    points as the coalition's."""
+    partners = {issuer for issuer in issuers if issuer != outstanding.COALITION_ISSUER}
+    return {**reports.legal_names(session, partners), outstanding.COALITION_ISSUER: _("Coalition")}
 
 
 @router.get("/reconciliations")
@@ -302,7 +312,11 @@ def reconciliations(
         else reconciliation.for_date(session, business_date)
     )
     return render.page(
-        request, "reconciliations.html", reconciliations=found, business_date=business_date
+        request,
+        "reconciliations.html",
+        reconciliations=found,
+        names=reports.legal_names(session, {r.partner_id for r in found}),
+        business_date=business_date,
     )
 
 
@@ -321,6 +335,7 @@ def reconciliation_page(
         request,
         "reconciliation.html",
         rec=found,
+        legal_name=reports.legal_names(session, [found.partner_id])[found.partner_id],
         breaks=breaks,
         next_breaks=next_breaks,
         can_resolve=me.user.role in FINANCE_ACTORS and found.resolved_at is None,

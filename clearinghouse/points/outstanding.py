@@ -88,6 +88,11 @@ _AT_INSTANT = text(
 )
 
 
+COALITION_ISSUER = "coalition"
+"""How reports name the issuer of the coalition's own points (bonuses), which no partner
+issued: the None key of the figures here."""
+
+
 def at_instant(session: Session, at: datetime) -> dict[str | None, int]:
     """Outstanding points by issuer at `at` (as `at_instants` counts them), read from the lots'
     remaining points: cheap when `at` is now or recent."""

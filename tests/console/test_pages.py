@@ -418,7 +418,10 @@ def test_the_liability_page_shows_outstanding_points_and_a_chart(
     alice = signed_in(browser, person(world.sessions, "finance"))
     page = alice.get("/console/liability?days=7")
     assert page.status_code == 200
-    assert traffic.payer.id in page.text
+    # The issuers by their legal names, in the table and the chart's legend.
+    assert f'<th scope="row">{legal_name(traffic.payer.id)}</th>' in page.text
+    assert page.text.count(legal_name(traffic.payer.id)) >= 2
+    assert traffic.payer.id not in text_of(page.text)
     assert "<svg" in page.text
     assert "Expiring soon" in page.text
     for line in ("In open holds", "Pending a risk review", "Owed by members", "Issued", "Redeemed"):
@@ -438,11 +441,13 @@ def test_reconciliation_breaks_are_listed_and_resolved(world: World, browser: Br
     alice = signed_in(browser, person(world.sessions, "finance"))
     listing = alice.get(f"/console/reconciliations?date={day}")
     assert f'href="/console/reconciliations/{upload["id"]}"' in listing.text
+    assert f"<td>{legal_name(traffic.payer.id)}</td>" in listing.text
     assert "open breaks" in listing.text
     settlement_page = text_of(alice.get(f"/console/settlements/{day}").text)
     assert "Open breaks" in settlement_page
 
     detail = alice.get(f"/console/reconciliations/{upload['id']}")
+    assert f"<dd>{legal_name(traffic.payer.id)} ({traffic.payer.id})</dd>" in detail.text
     assert "ghost" in detail.text
     assert "not in our records" in detail.text
     assert "repeated in the partner" in detail.text  # the second ghost line: a duplicate
