@@ -5,11 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from clearinghouse import clock, migrate
+from clearinghouse.database import make_engine, session_factory
 from clearinghouse.ledger.tables import journal_entries
+from clearinghouse.members.tables import member_links
 from clearinghouse.points.tables import purchases
 from clearinghouse.rules import policy
 from partners import rates
@@ -18,8 +22,9 @@ from tests.builders.calls import buy, enrol, lines, purchase_body, view
 from tests.builders.dates import SHANGHAI, instant
 from tests.builders.http import assert_problem
 from tests.builders.ids import unique_id
-from tests.builders.partners import ApiPartner
-from tests.builders.points import partner_trail, wallet_of
+from tests.builders.partners import ApiPartner, make_partner
+from tests.builders.points import accrue, new_member, partner_trail, wallet_of
+from tests.conftest import Databases
 
 
 def test_worked_example_520_yuan_earns_2_points_a_yuan_and_the_first_purchase_bonus(
@@ -293,3 +298,55 @@ def test_the_entry_records_rule_and_rate_versions_and_a_rate_change_leaves_the_p
     assert lines(later)[0] == ("base", Decimal("300"))  # 100 yuan at 3 points a yuan
     assert later["points"] == 300
     assert later["issue_value_fen"] == 600
+
+
+def test_years_later_the_bonus_is_not_given_again_and_old_purchases_leave_the_windows(
+    sessions: sessionmaker[Session], partner: ApiPartner, manual_clock: clock.Manual
+) -> None:
+    """An accrual reads the member's purchases over its windows only: whether the member bought
+    here before comes from the link, kept since the first purchase."""
+    member_id = new_member(sessions, [partner.id])
+    first = accrue(sessions, partner.id, member_id, 100_000, manual_clock())
+    assert "first_purchase_bonus" in {line["rule"] for line in first.breakdown}
+    with sessions() as session:
+        linked = session.execute(
+            select(member_links.c.first_purchase_at).where(member_links.c.member_id == member_id)
+        ).scalar_one()
+    assert linked == manual_clock()
+
+    manual_clock.set(manual_clock() + timedelta(days=3 * 366))
+    later = accrue(sessions, partner.id, member_id, 1_000, manual_clock())
+    assert "first_purchase_bonus" not in {line["rule"] for line in later.breakdown}
+    assert later.points == 10
+    # The first purchase's points left the tier window: the member is normal again.
+    assert later.tier == "normal"
+
+
+def test_the_migration_fills_each_link_from_the_purchases_made(databases: Databases) -> None:
+    url = databases.create()
+    engine = make_engine(url, pool_size=2)
+    sessions = session_factory(engine)
+    try:
+        shop, other = make_partner(sessions), make_partner(sessions)
+        member_id = new_member(sessions, [shop.id, other.id])
+        earlier = datetime.now(UTC) - timedelta(days=2)
+        accrue(sessions, shop.id, member_id, 1_000)
+        accrue(sessions, shop.id, member_id, 1_000, earlier)
+
+        def first_purchases() -> dict[str, datetime | None]:
+            with sessions() as session:
+                rows = session.execute(
+                    select(member_links.c.partner_id, member_links.c.first_purchase_at).where(
+                        member_links.c.member_id == member_id
+                    )
+                )
+                return {partner_id: at for partner_id, at in rows}
+
+        assert first_purchases()[shop.id] is not None
+        engine.dispose()
+        command.downgrade(migrate.alembic_config(url), "0032_ledger_post_checks")
+        migrate.upgrade(url)
+        # The earliest purchase each member made at each partner, reported first or not.
+        assert first_purchases() == {shop.id: earlier, other.id: None}
+    finally:
+        engine.dispose()
