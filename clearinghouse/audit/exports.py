@@ -118,6 +118,7 @@ from clearinghouse.config import get_settings
 from clearinghouse.database import make_engine
 from clearinghouse.errors import Conflict
 from clearinghouse.ledger import Address, partitions
+from clearinghouse.ledger.queries import archived_amount
 from clearinghouse.ledger.tables import ADDRESS_PATTERN, accounts, journal_entries, postings
 from clearinghouse.numbers import yuan_text
 
@@ -728,25 +729,28 @@ def verify_manifest(out_dir: Path) -> list[str]:
 
 def _accounts(session: Session, start: datetime, end: datetime) -> Iterable[Any]:
     """Each account that entries recorded in [start, end) touch, by asset and address, with its
-    balance from the postings recorded before `start` (opening) and before `end` (closing), and
-    its number of postings in the range: one statement (one snapshot), read in batches."""
+    balance from the postings recorded before `start` (opening) and before `end` (closing),
+    archived months' included, and its number of postings in the range: one statement (one
+    snapshot), read in batches."""
     moved = postings.alias("moved")
     touched = select(moved.c.account_id).where(
         moved.c.recorded_at >= start, moved.c.recorded_at < end
     )
+    archived = archived_amount(accounts.c.id)
     query = (
         select(
             accounts.c.asset,
             accounts.c.address,
-            func.coalesce(
-                func.sum(postings.c.amount).filter(postings.c.recorded_at < start), 0
+            (
+                func.coalesce(func.sum(postings.c.amount).filter(postings.c.recorded_at < start), 0)
+                + archived
             ).label("opening"),
-            func.coalesce(func.sum(postings.c.amount), 0).label("closing"),
+            (func.coalesce(func.sum(postings.c.amount), 0) + archived).label("closing"),
             func.count().filter(postings.c.recorded_at >= start).label("moves"),
         )
         .select_from(postings.join(accounts, accounts.c.id == postings.c.account_id))
         .where(postings.c.recorded_at < end, postings.c.account_id.in_(touched))
-        .group_by(accounts.c.asset, accounts.c.address)
+        .group_by(accounts.c.asset, accounts.c.address, accounts.c.id)
         .order_by(accounts.c.asset, accounts.c.address)
     )
     return session.execute(query, execution_options={"yield_per": BATCH_SIZE})

@@ -39,7 +39,7 @@ from clearinghouse.ledger.tables import (
 )
 
 
-def _archived(account_id: Any) -> Any:
+def archived_amount(account_id: Any) -> Any:
     """What the account's postings in archived months add up to (0 when none were archived)."""
     return func.coalesce(
         select(archived_balances.c.amount)
@@ -74,7 +74,7 @@ def balance(session: Session, address: str | Address, as_of: datetime | None = N
     else:
         _not_archived(session, as_of)
         query = select(
-            _archived(account.id)
+            archived_amount(account.id)
             + select(func.coalesce(func.sum(postings.c.amount), 0))
             .where(postings.c.account_id == account.id, postings.c.recorded_at <= as_of)
             .scalar_subquery()
@@ -259,10 +259,10 @@ def statement(
     after = _decode_cursor(cursor) if cursor else None
     this_account = postings.c.account_id == account.id
     # The first page opens with what archived months left the account.
-    opening_query = select(_archived(account.id))
+    opening_query = select(archived_amount(account.id))
     if after is not None:
         opening_query = select(
-            _archived(account.id)
+            archived_amount(account.id)
             + select(func.coalesce(func.sum(postings.c.amount), 0))
             .where(this_account, position <= tuple_(literal(after[0]), literal(after[1])))
             .scalar_subquery()

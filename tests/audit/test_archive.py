@@ -15,7 +15,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from clearinghouse import clock, ledger
 from clearinghouse.app import create_app
 from clearinghouse.audit import archive, sealing, verify
-from clearinghouse.audit.exports import Manifest, RangeArchived
+from clearinghouse.audit.exports import (
+    Manifest,
+    RangeArchived,
+    address_to_account,
+    asset_to_commodity,
+)
 from clearinghouse.ledger import partitions
 from tests.builders.audit import transfers
 from tests.builders.databases import Books
@@ -47,9 +52,10 @@ def _attached(session: Session, table: str) -> list[str]:
     )
 
 
-def _raw_entry(session: Session, at: datetime, key: str) -> int:
-    """A balanced transfer written as raw rows, recorded at `at`."""
-    source, destination = partner_account(session), member_account(session)
+def _raw_entry(session: Session, at: datetime, key: str, destination: str | None = None) -> int:
+    """A balanced transfer of 5 points written as raw rows, recorded at `at`, to `destination`
+    (a new member's account by default)."""
+    source, destination = partner_account(session), destination or member_account(session)
     entry_id: int = session.execute(
         text(
             "INSERT INTO journal_entries (kind, origin, idempotency_key, request_hash,"
@@ -210,8 +216,11 @@ def test_a_month_is_archived_once_over_sealed_and_the_chain_still_verifies(
             _archive(books, month, tmp_path / "again")
 
     # An export of a range that starts in the archived month is refused before anything is
-    # written (the month's export is the archive's); one from the month's end on is made.
+    # written (the month's export is the archive's); one from the month's end on is made, its
+    # opening balances counting what the archived month left the accounts.
     starts, ends = done.partition.starts_at, done.partition.ends_at
+    with books.sessions() as session, session.begin():
+        _raw_entry(session, ends + timedelta(hours=1), "next month", destination=member)
     with books.sessions() as session, session.begin():
         with pytest.raises(
             RangeArchived, match=re.escape(f"before {ends.isoformat()} are archived")
@@ -220,7 +229,11 @@ def test_a_month_is_archived_once_over_sealed_and_the_chain_still_verifies(
         assert not (tmp_path / "in-archive").exists()
         made = verify.export_sealed(session, ends, ends + timedelta(days=1), tmp_path / "after")
         assert isinstance(made, Manifest)
-        assert made.counts.entries == 0
+        assert made.counts.entries == 1
+    beancount = (tmp_path / "after" / "journal.beancount").read_text()
+    name, points = address_to_account(member), asset_to_commodity("PTS")
+    assert f"  {name}  7 {points}\n" in beancount  # the opening balance
+    assert f" balance {name}  12 {points}\n" in beancount  # the closing one
     with own_client(create_app(books.sessions)) as http:
         answer = http.get(
             "/audit/export",
