@@ -2,13 +2,13 @@
 schema revision, in one sitting.
 
     .venv/bin/python -m bench.ledger_post_bench [--revisions A,B,...] [--rounds N]
-        [--entries N] [--clients N] [--database-url URL]
+        [--entries N] [--clients N] [--floored-headroom] [--database-url URL]
 
 One database per revision (migrated to it by this checkout's migrations), each with 3,000
 member accounts and a partner's accounts. Every entry is accrual-shaped: four postings, points
 from the partner's issuance account to a member, and value from the partner's headroom to its
-exposure (both sharded, without a floor). For each round and revision, in turn, three writers
-each write --entries:
+exposure (both sharded; the headroom funded in one entry, and without a floor unless
+--floored-headroom). For each round and revision, in turn, three writers each write --entries:
 - loop: a procedure calling `ledger_post` and committing after each entry, so nothing but the
   function, its triggers and the commit (the CPU of its backend, from /proc);
 - client: one connection calling it, each entry a statement committed on its own (the CPU of
@@ -48,11 +48,20 @@ WARMUP = 200
 TICKS = os.sysconf("SC_CLK_TCK")
 DEFAULT_REVISIONS = "0029_partner_details,0031_member_purchases_index,head"
 
-ACCOUNTS = [
-    AccountSpec("partner:bench:issued"),
-    AccountSpec("partner:bench:exposure", "CNY"),
-    AccountSpec("partner:bench:headroom", "CNY"),
-]
+HEADROOM_FEN = 10**15
+
+
+def accounts(floored_headroom: bool) -> list[AccountSpec]:
+    """The partner's accounts; with `floored_headroom`, its headroom has a floor, as a real
+    partner's does, and the coalition's credit lines to fund it."""
+    return [
+        AccountSpec("partner:bench:issued"),
+        AccountSpec("partner:bench:exposure", "CNY"),
+        AccountSpec("partner:bench:headroom", "CNY", non_negative=floored_headroom),
+        AccountSpec("coalition:credit_lines", "CNY"),
+    ]
+
+
 # The entry, given a member's number (:m) and a key (:k); pgbench reads `:name` as a variable
 # even in a string literal, hence the addresses' pieces joined with ':'.
 ENTRY = """ledger_post(
@@ -84,16 +93,23 @@ COMMIT;
 """
 
 
-def prepare(url: str, revision: str) -> None:
-    """The schema at `revision`, the accounts and the loop's procedure."""
+def prepare(url: str, revision: str, floored_headroom: bool) -> None:
+    """The schema at `revision`, the accounts (the headroom funded in one entry, as an issuance
+    limit is set) and the loop's procedure."""
     migrate.upgrade(url, revision)
     engine = make_engine(url, pool_size=1)
     with Session(engine) as session, session.begin():
         members = [AccountSpec(f"member:{i}:available") for i in range(MEMBERS)]
-        open_accounts(session, [*members, *ACCOUNTS])
+        open_accounts(session, [*members, *accounts(floored_headroom)])
     engine.dispose()
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         conn.execute(LOOP)
+        conn.execute(
+            "SELECT ledger_post('issuance_limit', 'bench', 'limit', '\\x00'::bytea, now(), '{}',"
+            " NULL, ARRAY['coalition:credit_lines', 'partner:bench:headroom'],"
+            " ARRAY['CNY', 'CNY'], ARRAY[%s, %s]::bigint[])",
+            (-HEADROOM_FEN, HEADROOM_FEN),
+        )
 
 
 def backend_cpu(conn: psycopg.Connection[tuple[int]]) -> float:
@@ -141,6 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--entries", type=int, default=3_000)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument(
+        "--floored-headroom",
+        action="store_true",
+        help="give the headroom a floor, as a real partner's (its debits then look for a shard"
+        " that can pay)",
+    )
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     args = parser.parse_args(argv)
     revisions = args.revisions.split(",")
@@ -148,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         urls = {}
         for revision in revisions:
             urls[revision] = stack.enter_context(scratch_database(server, "ledger_post_bench"))
-            prepare(urls[revision], revision)
+            prepare(urls[revision], revision, args.floored_headroom)
         rows = []
         for round_ in range(1, args.rounds + 1):
             for revision in revisions:
