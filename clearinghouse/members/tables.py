@@ -33,8 +33,9 @@ member_links = Table(
     Column("customer_ref", Text, nullable=False),
     Column("member_id", Text, ForeignKey("members.id"), nullable=False),
     Column("linked_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
-    # When the member's first purchase at the partner occurred (set with the first purchase
-    # recorded): an accrual's first-purchase bonus reads it rather than the member's history.
+    # When the member's earliest purchase at the partner occurred (the least occurred_at of its
+    # purchases, kept by record_purchase): an accrual's first-purchase bonus reads it rather
+    # than the member's history.
     Column("first_purchase_at", DateTime(timezone=True)),
     PrimaryKeyConstraint("partner_id", "customer_ref"),
     UniqueConstraint("partner_id", "member_id"),

@@ -3,9 +3,10 @@ history.
 
 `accrual_context` summed every purchase the member ever made, because one of its figures,
 whether the member had bought at the partner before (the first-purchase bonus), needs all of
-them. The link between the member and the partner now keeps when the member's first purchase
-there occurred (`member_links.first_purchase_at`, set by `record_purchase` with the purchase,
-filled from the purchases for the members who have bought already), and the sums (the month's
+them. The link between the member and the partner now keeps when the member's earliest purchase
+there occurred (`member_links.first_purchase_at`: the least `occurred_at` of its purchases, kept
+by `record_purchase` with each purchase, filled from the purchases for the members who have
+bought already), and the sums (the month's
 spend, the day's points at the partner, the tier windows' qualifying points) read the purchases
 from the earliest of those windows' starts on: a member's years of purchases cost an accrual
 nothing beyond the tier window.
@@ -56,7 +57,7 @@ RECORD_CHANGES = (
         "    RETURNING id INTO v_purchase;\n"
         "    UPDATE member_links SET first_purchase_at = p_purchased_at\n"
         "     WHERE partner_id = p_partner_id AND member_id = p_member_id\n"
-        "       AND first_purchase_at IS NULL;\n",
+        "       AND (first_purchase_at IS NULL OR first_purchase_at > p_purchased_at);\n",
     ),
 )
 
