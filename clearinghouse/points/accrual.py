@@ -144,15 +144,9 @@ def _replay(tx: Tx, report: PurchaseReport, purchase_id: int) -> AccrualResult:
     lot_expiry = session.execute(
         select(func.min(point_lots.c.expires_at)).where(point_lots.c.entry_id == row.entry_id)
     ).scalar_one_or_none()
-    debt_repaid = 0
-    if row.entry_id is not None:
-        debt = wallet.debt_account(row.member_id)
-        debt_repaid = sum(
-            p.amount for p in ledger.entry_postings(session, row.entry_id) if p.address == debt
-        )
     case_id = None if row.entry_id is None else fraud.case_of_entry(session, row.entry_id)
     return _result(
-        row, debt_repaid, lot_expiry, wallet.current_tier(session, row.member_id), case_id
+        row, row.debt_repaid, lot_expiry, wallet.current_tier(session, row.member_id), case_id
     )
 
 

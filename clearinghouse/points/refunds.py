@@ -22,7 +22,7 @@ from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.numbers import money, refund_points_share, refund_value_share
 from clearinghouse.points import events, lots, operation, wallet
 from clearinghouse.points.holds import lock_hold
-from clearinghouse.points.tables import holds, point_lots
+from clearinghouse.points.tables import holds, offline_redemptions, point_lots
 from clearinghouse.rules.policy import rule_set_at
 from clearinghouse.settleable import Settleable
 from partners import rates
@@ -295,8 +295,13 @@ def refund_redemption(
         )
     redemption = rates.rates_version(session, partner_id, hold.rates_version).redemption_value
     debt = wallet.debt_account(hold.member_id)
-    owed = -sum(
-        p.amount for p in ledger.entry_postings(session, hold.hold_entry_id) if p.address == debt
+    # What the redemption left the member owing (an offline one beyond its points), from its
+    # row rather than its entry, whose month may have left the database.
+    owed = (
+        session.execute(
+            select(offline_redemptions.c.debt).where(offline_redemptions.c.hold_id == hold_id)
+        ).scalar_one_or_none()
+        or 0
     )
     # Owed points are given back first: refunds before this one gave back min(refunded, owed).
     from_owed = min(points, max(owed - hold.refunded, 0))

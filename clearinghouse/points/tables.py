@@ -43,6 +43,9 @@ purchases = Table(
     Column("refunded_points", BigInteger, nullable=False, server_default=text("0")),
     Column("refunded_value_fen", BigInteger, nullable=False, server_default=text("0")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    # Of the points, those that repaid the member's debt (the entry's leg to it), kept here for
+    # the answer to a repeated report once the entry's month has been archived.
+    Column("debt_repaid", BigInteger, nullable=False, server_default=text("0")),
     UniqueConstraint("partner_id", "partner_txn_id"),
     CheckConstraint("amount_fen > 0", name="amount_positive"),
     CheckConstraint("points >= 0", name="points_range"),
@@ -50,6 +53,7 @@ purchases = Table(
     CheckConstraint("refunded_points BETWEEN 0 AND points", name="refund_within_points"),
     CheckConstraint("refunded_value_fen BETWEEN 0 AND issue_value_fen", name="refund_within_value"),
     CheckConstraint("(points = 0) = (entry_id IS NULL)", name="entry_when_points"),
+    CheckConstraint("debt_repaid BETWEEN 0 AND points", name="debt_repaid_range"),
     # A member's balance and an accrual's context add up a member's purchases from the index.
     Index(
         "ix_purchases_member_id_occurred_at",
@@ -97,6 +101,7 @@ refunds = Table(
     CheckConstraint("amount_fen > 0", name="amount_positive"),
     CheckConstraint("points = from_available + to_debt", name="points_split"),
     CheckConstraint("(points = 0) = (entry_id IS NULL)", name="entry_when_points"),
+    CheckConstraint("debt_repaid BETWEEN 0 AND points", name="debt_repaid_range"),
 )
 
 point_lots = Table(

@@ -23,7 +23,14 @@ from tests.builders.dates import SHANGHAI, instant
 from tests.builders.http import assert_problem
 from tests.builders.ids import unique_id
 from tests.builders.partners import ApiPartner, make_partner
-from tests.builders.points import accrue, new_member, partner_trail, wallet_of
+from tests.builders.points import (
+    accrue,
+    hold_and_capture,
+    new_member,
+    partner_trail,
+    refund_purchase,
+    wallet_of,
+)
 from tests.conftest import Databases
 
 
@@ -322,7 +329,11 @@ def test_years_later_the_bonus_is_not_given_again_and_old_purchases_leave_the_wi
     assert later.tier == "normal"
 
 
-def test_the_migration_fills_each_link_from_the_purchases_made(databases: Databases) -> None:
+def test_the_migrations_fill_links_and_repayments_from_the_purchases_made(
+    databases: Databases,
+) -> None:
+    """0033 fills each link's earliest purchase, 0034 each purchase's debt repaid, from what was
+    recorded before them (each column dropped by the downgrade and made again)."""
     url = databases.create()
     engine = make_engine(url, pool_size=2)
     sessions = session_factory(engine)
@@ -330,25 +341,35 @@ def test_the_migration_fills_each_link_from_the_purchases_made(databases: Databa
         shop, other = make_partner(sessions), make_partner(sessions)
         member_id = new_member(sessions, [shop.id, other.id])
         earlier = datetime.now(UTC) - timedelta(days=2)
-        accrue(sessions, shop.id, member_id, 1_000)
-        accrue(sessions, shop.id, member_id, 1_000, earlier)
+        first = accrue(sessions, shop.id, member_id, 52_000)  # 1,540 points with the bonus
+        hold_and_capture(sessions, shop.id, member_id, 1_500, 1_500)
+        refund_purchase(sessions, shop.id, first.partner_txn_id, 52_000)  # 1,500 owed
+        repaying = accrue(sessions, shop.id, member_id, 10_000, earlier)
+        assert repaying.debt_repaid == repaying.points > 0
 
-        def first_purchases() -> dict[str, datetime | None]:
+        def recorded() -> tuple[dict[str, datetime | None], dict[str, int]]:
             with sessions() as session:
-                rows = session.execute(
+                links = session.execute(
                     select(member_links.c.partner_id, member_links.c.first_purchase_at).where(
                         member_links.c.member_id == member_id
                     )
                 )
-                return {partner_id: at for partner_id, at in rows}
+                repaid = session.execute(
+                    select(purchases.c.partner_txn_id, purchases.c.debt_repaid).where(
+                        purchases.c.member_id == member_id
+                    )
+                )
+                return {p: at for p, at in links}, {txn: amount for txn, amount in repaid}
 
-        # A purchase reported later that occurred earlier moves it back.
-        assert first_purchases() == {shop.id: earlier, other.id: None}
+        # A purchase reported later that occurred earlier moves the link's back.
+        expected = (
+            {shop.id: earlier, other.id: None},
+            {first.partner_txn_id: 0, repaying.partner_txn_id: repaying.points},
+        )
+        assert recorded() == expected
         engine.dispose()
-        # Filled by the migration (the column dropped with it): the earliest purchase each
-        # member made at each partner, reported first or not.
         command.downgrade(migrate.alembic_config(url), "0032_ledger_post_checks")
         migrate.upgrade(url)
-        assert first_purchases() == {shop.id: earlier, other.id: None}
+        assert recorded() == expected
     finally:
         engine.dispose()

@@ -134,9 +134,21 @@ def test_a_refund_after_the_points_were_spent_leaves_a_debt_that_accruals_repay_
     member = view(client, member_id)
     assert (member["available_points"], member["debt_points"]) == (0, 460)
 
-    settling = buy(client, member_id, 30_000)  # 300 yuan at 2 a yuan
+    when = datetime.now(UTC)
+    settling = buy(client, member_id, 30_000, occurred_at=when)  # 300 yuan at 2 a yuan
     assert (settling["points"], settling["debt_repaid"]) == (600, 460)
     assert wallet_of(sessions, member_id) == (140, 0, 0)
+    # Reported again (another Idempotency-Key): the first answer, its repayment read from the
+    # purchase, which keeps it once the entry's month has been archived.
+    again = buy(client, member_id, 30_000, occurred_at=when, txn=settling["partner_txn_id"])
+    assert (again["points"], again["debt_repaid"]) == (600, 460)
+    with sessions() as session:
+        kept = session.execute(
+            select(purchases.c.partner_txn_id, purchases.c.debt_repaid).where(
+                purchases.c.member_id == member_id
+            )
+        ).all()
+    assert sorted(repaid for _, repaid in kept) == [0, 460, 1_040]
     assert [lot["points"] for lot in client.get(f"/v1/members/{member_id}/lots")] == [140]
     with sessions() as session:
         assert lots.check_lots(session) == []
