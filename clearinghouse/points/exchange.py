@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from clearinghouse import clock, ledger, numbers
 from clearinghouse.config import get_settings
 from clearinghouse.database import Tx
-from clearinghouse.errors import InvalidRequest
+from clearinghouse.errors import Conflict, InvalidRequest
 from clearinghouse.fraud import service as fraud
 from clearinghouse.ledger.tables import journal_entries
 from clearinghouse.points import lots, operation, wallet
@@ -51,6 +51,13 @@ class Exchange:
     rate: Decimal
     rates_version: int
     entry_id: int
+
+
+class ExchangeArchived(Conflict):
+    """A repeated exchange whose first entry has left the database with its month."""
+
+    code = "exchange_archived"
+    title = "Exchange archived"
 
 
 def exchange(
@@ -249,6 +256,13 @@ def _recorded(
 ) -> Exchange:
     """An exchange as its entry recorded it."""
     legs = {p.address: p.amount for p in ledger.entry_postings(session, entry_id)}
+    if not legs:
+        # The key stays in journal_keys when its entry's month is archived.
+        raise ExchangeArchived(
+            f"the exchange made with this key (entry {entry_id}) is in a month archived out of"
+            " the database: its record is in that month's archive",
+            entry_id=entry_id,
+        )
     metadata = session.execute(
         select(journal_entries.c.metadata).where(journal_entries.c.id == entry_id)
     ).scalar_one()
