@@ -258,10 +258,15 @@ def compute(session: Session, business_date: date, floor: datetime | None) -> Ru
     }
     lines = lines_of(session, run_id)
     entry_id = _post(session, business_date, attempt, lines, restored)
+    posted = [] if entry_id is None else ledger.entry_postings(session, entry_id)
     session.execute(
         update(settlement_runs)
         .where(settlement_runs.c.id == run_id)
-        .values(entry_id=entry_id, entries=entries)
+        .values(
+            entry_id=entry_id,
+            entries=entries,
+            clearing_fen=sum(p.amount for p in posted if p.address == CLEARING),
+        )
     )
     record_event(session, run_id, None, "computed", None, f"{entries} entries")
     run = run_of(

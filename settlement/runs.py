@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
-from clearinghouse import ledger
 from clearinghouse.errors import NotFound
 from clearinghouse.users.service import User
 from settlement import categories
@@ -198,11 +197,6 @@ def lines_of(session: Session, run_id: int) -> list[Line]:
 
 def run_of(session: Session, row: Any) -> Run:
     """The run of a `settlement_runs` row, with its lines and the clearing leg of its entry."""
-    clearing = 0
-    if row.entry_id is not None:
-        clearing = sum(
-            p.amount for p in ledger.entry_postings(session, row.entry_id) if p.address == CLEARING
-        )
     return Run(
         row.id,
         row.business_date,
@@ -213,7 +207,7 @@ def run_of(session: Session, row: Any) -> Run:
         row.entries,
         row.computed_at,
         lines_of(session, row.id),
-        clearing,
+        row.clearing_fen,
     )
 
 

@@ -35,6 +35,9 @@ settlement_runs = Table(
     Column("computed_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     # How many entries the run covers (its settlement_items), kept so listings need not count.
     Column("entries", BigInteger, nullable=False, server_default=text("0")),
+    # The coalition's leg of the run's entry, read when it was posted: its report stays right
+    # once the entry's month has been archived.
+    Column("clearing_fen", BigInteger, nullable=False, server_default=text("0")),
     UniqueConstraint("business_date", "attempt"),
     CheckConstraint("state IN ('computed', 'approved', 'paid', 'rejected')", name="state_known"),
     CheckConstraint("(state = 'paid') = (bank_reference IS NOT NULL)", name="paid_has_reference"),

@@ -8,11 +8,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alembic import command
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from clearinghouse import clock, ledger
+from clearinghouse import clock, ledger, migrate
 from clearinghouse.app import create_app
 from clearinghouse.audit import archive, sealing, verify
 from clearinghouse.audit.exports import (
@@ -22,11 +23,17 @@ from clearinghouse.audit.exports import (
     asset_to_commodity,
 )
 from clearinghouse.ledger import partitions
+from clearinghouse.users.service import User
+from settlement import approval, reports, runs
 from tests.builders.audit import transfers
 from tests.builders.databases import Books
+from tests.builders.dates import business_today
 from tests.builders.http import assert_problem, own_client
 from tests.builders.ledger import member_account, partner_account
-from tests.builders.users import staff
+from tests.builders.partners import make_partner
+from tests.builders.points import accrue, new_member
+from tests.builders.settlement import settle_after_cutoff
+from tests.builders.users import person, staff
 from tests.cli_fixtures import run_cli
 
 
@@ -341,3 +348,36 @@ def test_the_commands_list_make_and_archive_months(
     )
     assert refused.exit_code == 1
     assert refused.stderr.startswith(f"error: entries recorded before {ends.isoformat()} are")
+
+
+def test_a_settled_days_report_is_the_same_once_its_month_is_archived(
+    books: Books, no_seal_delay: None, tmp_path: Path
+) -> None:
+    """A run's report reads what it needs from its own rows: the coalition's leg of its entry,
+    its lines and its partners, not the entries that left with the month."""
+    shop = make_partner(books.sessions)
+    accrue(books.sessions, shop.id, new_member(books.sessions, [shop.id]), 52_000)
+    day = business_today()
+    [run] = settle_after_cutoff(books.sessions, day)
+    for _ in range(2):
+        with books.sessions() as session, session.begin():
+            approval.approve(session, day, User(person(books.sessions, "finance").id, "finance"))
+    sealing.seal_all(books.sessions)
+    with books.sessions() as session:
+        month = _month_now(session)
+        report = reports.report_of(session, runs.load_run(session, day))
+        clearing = session.execute(
+            text("SELECT clearing_fen FROM settlement_runs WHERE id = :id"), {"id": run.id}
+        ).scalar_one()
+    assert clearing == -run.partners_net_fen != 0
+    assert report["zero_sum"]
+    # The migration that made the column fills it from the runs' entries.
+    command.downgrade(migrate.alembic_config(books.url), "0034_purchase_debt_repaid")
+    migrate.upgrade(books.url)
+    with books.sessions() as session:
+        assert reports.report_of(session, runs.load_run(session, day)) == report
+
+    with clock.use(clock.Manual(_after_month(books.sessions, month))):
+        _archive(books, month, tmp_path / "archive")
+    with books.sessions() as session:
+        assert reports.report_of(session, runs.load_run(session, day)) == report
