@@ -380,7 +380,9 @@ def settlement_csv(report: Mapping[str, Any]) -> str:
     """The report (`report_of`) as CSV: one row per partner, with its legal name, then a total row
     and the coalition's side; each amount in fen and, beside it, in yuan. Then, if the run has
     late arrivals, a blank line and a table of its own: a header row, and a row per late arrival
-    marked LATE_ARRIVAL (their amounts are in the partners' rows already)."""
+    marked LATE_ARRIVAL (their amounts are in the partners' rows already). A run computed
+    before its cut-off says so last, in a section of its own (COMPUTED_EARLY, when it was
+    computed and its cut-off)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     day = report["business_date"]
@@ -395,6 +397,10 @@ def settlement_csv(report: Mapping[str, Any]) -> str:
         writer.writerow(["business_date", "section", *with_yuan(LATE_ARRIVAL_COLUMNS)])
         for arrival in report["late_arrivals"]:
             writer.writerow([day, "LATE_ARRIVAL", *_cells(arrival, LATE_ARRIVAL_COLUMNS)])
+    if report["computed_early"]:
+        writer.writerow([])
+        writer.writerow(["business_date", "section", "computed_at", "cutoff"])
+        writer.writerow([day, "COMPUTED_EARLY", report["computed_at"], report["cutoff"]])
     return out.getvalue()
 
 

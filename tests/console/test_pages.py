@@ -494,6 +494,15 @@ def test_a_run_computed_early_is_flagged_on_its_page(world: World, browser: Brow
     schedule.settle(world.sessions, on_time)
     assert 'id="computed-early"' not in alice.get(f"/console/settlements/{on_time}").text
 
+    # The list says so beside the early run's state, and only there.
+    listing = alice.get("/console/settlements").text.split("<tr>")
+
+    def row_of(date_: date) -> str:
+        return next(row for row in listing if f'href="/console/settlements/{date_}"' in row)
+
+    assert "early: before its cut-off" in row_of(day)
+    assert "early: before its cut-off" not in row_of(on_time)
+
 
 def test_an_operator_works_the_fraud_queue(world: World, browser: Browser) -> None:
     partner = world.merchant()

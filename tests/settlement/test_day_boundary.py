@@ -5,7 +5,7 @@ asks; before it the date is refused, and nothing is written. A run computed befo
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -112,6 +112,11 @@ def test_a_run_computed_early_is_flagged_and_neither_approved_nor_paid_before_it
     )
     [listed] = world.http.get("/finance/settlements", headers=as_alice).json()["settlements"]
     assert (listed["business_date"], listed["computed_early"]) == (today.isoformat(), True)
+    report_csv = world.http.get(f"{path}/report.csv", headers=as_alice).text.splitlines()
+    assert report_csv[-2:] == [
+        "business_date,section,computed_at,cutoff",
+        f"{today},COMPUTED_EARLY,{manual_clock().isoformat()},{cut.astimezone(UTC).isoformat()}",
+    ]
     refused = assert_problem(
         world.http.post(f"{path}/approve", headers=as_alice), 409, "business_day_not_over"
     )
@@ -149,3 +154,5 @@ def test_a_run_computed_early_is_flagged_and_neither_approved_nor_paid_before_it
     schedule.settle(world.sessions, yesterday)
     on_time = world.http.get(f"/finance/settlements/{yesterday}", headers=as_alice).json()
     assert on_time["computed_early"] is False
+    on_time_csv = world.http.get(f"/finance/settlements/{yesterday}/report.csv", headers=as_alice)
+    assert "COMPUTED_EARLY" not in on_time_csv.text
