@@ -17,7 +17,18 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Integer, Row, and_, case, cast, func, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    Row,
+    and_,
+    case,
+    cast,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from clearinghouse import clock, ledger
@@ -98,6 +109,23 @@ class LateArrival:
     occurred_date: date
     recorded_at: datetime
 
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "occurred_date": self.occurred_date.isoformat(),
+            "recorded_at": self.recorded_at.isoformat(),
+        }
+
+    @classmethod
+    def of_json(cls, data: Mapping[str, Any]) -> LateArrival:
+        return cls(
+            **{
+                **data,
+                "occurred_date": date.fromisoformat(data["occurred_date"]),
+                "recorded_at": datetime.fromisoformat(data["recorded_at"]),
+            }
+        )
+
 
 @dataclass(frozen=True)
 class SettledEntry:
@@ -176,7 +204,40 @@ def _run_entries(
 
 def late_arrivals(session: Session, run: Run) -> list[LateArrival]:
     """The entries of `run` that occurred before its business date began (coalition time), by
-    partner, then in the order they occurred. Reads the run's items, not the journal."""
+    partner, then in the order they occurred: as kept when the run was computed
+    (`record_late_arrivals`), or, for a run computed before they were kept, read from its items
+    and their entries."""
+    kept = session.execute(
+        select(settlement_runs.c.late_arrivals).where(settlement_runs.c.id == run.id)
+    ).scalar_one()
+    if kept is not None:
+        return [LateArrival.of_json(arrival) for arrival in kept]
+    return _late_arrivals_in_journal(session, run)
+
+
+def record_late_arrivals(session: Session, run: Run) -> None:
+    """Keep the run's late arrivals with it, read from the journal while its entries are there,
+    so that its report lists them once their month has been archived."""
+    arrivals = _late_arrivals_in_journal(session, run)
+    session.execute(
+        update(settlement_runs)
+        .where(settlement_runs.c.id == run.id)
+        .values(late_arrivals=[arrival.as_json() for arrival in arrivals])
+    )
+
+
+def keep_missing_late_arrivals(session: Session) -> int:
+    """Keep the late arrivals of the runs computed before runs kept them, while their entries
+    are in the journal (a month whose runs lack them is not archived); returns how many runs."""
+    missing = session.execute(
+        select(settlement_runs).where(settlement_runs.c.late_arrivals.is_(None))
+    ).all()
+    for row in missing:
+        record_late_arrivals(session, runs.run_of(session, row))
+    return len(missing)
+
+
+def _late_arrivals_in_journal(session: Session, run: Run) -> list[LateArrival]:
     began = netting.cutoff(run.business_date - timedelta(days=1))
     rows = _run_entries(
         session,
@@ -312,14 +373,7 @@ def settlement_report(
         "partners_receive_fen": run.partners_receive_fen,
         "coalition_fen": run.coalition_fen,
         "zero_sum": run.zero_sum,
-        "late_arrivals": [
-            {
-                **asdict(arrival),
-                "occurred_date": arrival.occurred_date.isoformat(),
-                "recorded_at": arrival.recorded_at.isoformat(),
-            }
-            for arrival in late
-        ],
+        "late_arrivals": [arrival.as_json() for arrival in late],
     }
 
 

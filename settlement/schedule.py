@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clearinghouse import clock
 from clearinghouse.config import get_settings
 from clearinghouse.errors import Conflict, DomainError
-from settlement import netting
+from settlement import netting, reports
 from settlement.runs import FailedDate, Run, current_failure, failed_dates, live_row, run_of
 from settlement.tables import settlement_failures, settlement_runs, unsettled_entries
 
@@ -216,6 +216,7 @@ def settle_through(
                 waiting = _waiting_before(session, target, held)
                 floor = None if waiting is None else netting.cutoff(waiting)
                 run = netting.compute(session, target, floor)
+                reports.record_late_arrivals(session, run)
         except Exception as error:
             if target is None:
                 raise
@@ -242,9 +243,12 @@ def settle_due(sessions: sessionmaker[Session]) -> Settled:
     whose run failed again once their back-off has passed; the server runs this every few
     minutes, so a date is settled soon after its cut-off. Safe to repeat. A failed date is
     recorded and logged, never raised: the dates after it are settled all the same. Yesterday's
-    cut-off is today's first instant, so the job never asks for a date that is not over."""
+    cut-off is today's first instant, so the job never asks for a date that is not over. Runs
+    computed before runs kept their late arrivals are given them."""
     yesterday = clock.today(get_settings().zone) - timedelta(days=1)
     done = settle_through(sessions, yesterday, patient=True)
+    with sessions() as session, session.begin():
+        reports.keep_missing_late_arrivals(session)
     for failed, error in done.errors:
         log.error(
             "settlement of %s failed (attempt %d, try %d): %s; next try at %s",

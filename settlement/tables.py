@@ -18,6 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from clearinghouse.schema import metadata
 from settlement import categories
@@ -38,6 +39,9 @@ settlement_runs = Table(
     # The coalition's leg of the run's entry, read when it was posted: its report stays right
     # once the entry's month has been archived.
     Column("clearing_fen", BigInteger, nullable=False, server_default=text("0")),
+    # Its late arrivals as its report lists them, written when it was computed (NULL for a run
+    # computed before they were kept: read from the journal).
+    Column("late_arrivals", JSONB),
     UniqueConstraint("business_date", "attempt"),
     CheckConstraint("state IN ('computed', 'approved', 'paid', 'rejected')", name="state_known"),
     CheckConstraint("(state = 'paid') = (bank_reference IS NOT NULL)", name="paid_has_reference"),

@@ -85,6 +85,13 @@ def refusal(session: Session, month: date) -> str | None:
             f" JOIN journal_entries_{name} e ON e.id = i.entry_id WHERE i.run_id = r.id)",
             "settlement runs covering its entries await approval",
         ),
+        (
+            "SELECT count(*) FROM settlement_runs r WHERE r.late_arrivals IS NULL"
+            " AND EXISTS (SELECT FROM settlement_items i"
+            f" JOIN journal_entries_{name} e ON e.id = i.entry_id WHERE i.run_id = r.id)",
+            "settlement runs covering its entries do not keep their late arrivals yet (the"
+            " settle job gives them theirs)",
+        ),
     )
     for sql, reason in checks:
         count: int = session.execute(text(sql), {"start": starts_at, "end": ends_at}).scalar_one()

@@ -354,9 +354,12 @@ def test_a_settled_days_report_is_the_same_once_its_month_is_archived(
     books: Books, no_seal_delay: None, tmp_path: Path
 ) -> None:
     """A run's report reads what it needs from its own rows: the coalition's leg of its entry,
-    its lines and its partners, not the entries that left with the month."""
+    its lines, its late arrivals and its partners, not the entries that left with the month."""
     shop = make_partner(books.sessions)
-    accrue(books.sessions, shop.id, new_member(books.sessions, [shop.id]), 52_000)
+    member_id = new_member(books.sessions, [shop.id])
+    accrue(books.sessions, shop.id, member_id, 52_000)
+    # Reported today, occurred two days ago: a late arrival of today's run.
+    accrue(books.sessions, shop.id, member_id, 10_000, clock.now() - timedelta(days=2))
     day = business_today()
     [run] = settle_after_cutoff(books.sessions, day)
     for _ in range(2):
@@ -371,11 +374,23 @@ def test_a_settled_days_report_is_the_same_once_its_month_is_archived(
         ).scalar_one()
     assert clearing == -run.partners_net_fen != 0
     assert report["zero_sum"]
-    # The migration that made the column fills it from the runs' entries.
+    [late] = report["late_arrivals"]
+    assert late["occurred_date"] == (day - timedelta(days=2)).isoformat()
+    # The migration that made clearing_fen fills it from the runs' entries; late arrivals are
+    # kept by the settle job for runs computed before they were, and a month whose runs lack
+    # them does not leave.
     command.downgrade(migrate.alembic_config(books.url), "0034_purchase_debt_repaid")
     migrate.upgrade(books.url)
     with books.sessions() as session:
         assert reports.report_of(session, runs.load_run(session, day)) == report
+    with (
+        clock.use(clock.Manual(_after_month(books.sessions, month))),
+        pytest.raises(archive.ArchiveRefused, match="do not keep their late arrivals yet"),
+    ):
+        _archive(books, month, tmp_path / "early")
+    with books.sessions() as session, session.begin():
+        assert reports.keep_missing_late_arrivals(session) == 1
+        assert reports.keep_missing_late_arrivals(session) == 0
 
     with clock.use(clock.Manual(_after_month(books.sessions, month))):
         _archive(books, month, tmp_path / "archive")

@@ -10,7 +10,7 @@ from datetime import date, datetime, time, timedelta
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from clearinghouse import clock
 from settlement import netting, runs, schedule
@@ -24,6 +24,7 @@ from tests.builders.settlement import (
     backdated_accrual,
     count,
     run_entries,
+    settle_after_cutoff,
 )
 from tests.builders.users import person
 from tests.settlement.test_cli import run as run_cli
@@ -218,7 +219,9 @@ def test_the_trigger_queues_the_kinds_the_run_settles(world: World) -> None:
 
 
 def test_the_job_logs_a_domain_refusal_without_a_traceback(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    sessions: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The self-check's refusal says what failed in its message; a traceback would add nothing
     but the code's path to it."""
@@ -229,10 +232,28 @@ def test_the_job_logs_a_domain_refusal_without_a_traceback(
     monkeypatch.setattr(schedule, "settle_through", lambda *_args, **_kwargs: refused)
 
     with caplog.at_level(logging.ERROR, logger="settlement.schedule"):
-        assert schedule.settle_due(None) is refused  # type: ignore[arg-type]
+        assert schedule.settle_due(sessions) is refused
     [logged] = caplog.records
     assert logged.getMessage() == (
         f"settlement of {day.isoformat()} failed (attempt 1, try 1): SelfCheckFailed: 2 balances"
         f" differ; next try at {at.isoformat()}"
     )
     assert logged.exc_info is None
+
+
+def test_the_job_gives_runs_computed_before_late_arrivals_were_kept_theirs(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a_day_of_traffic(world)
+    [run] = settle_after_cutoff(world.sessions, business_today())
+    kept = text("SELECT late_arrivals FROM settlement_runs WHERE id = :id")
+    with world.sessions() as session, session.begin():
+        recorded = session.execute(kept, {"id": run.id}).scalar_one()
+        assert recorded is not None
+        session.execute(
+            text("UPDATE settlement_runs SET late_arrivals = NULL WHERE id = :id"), {"id": run.id}
+        )
+    monkeypatch.setattr(schedule, "settle_through", lambda *_args, **_kwargs: schedule.Settled())
+    schedule.settle_due(world.sessions)
+    with world.sessions() as session:
+        assert session.execute(kept, {"id": run.id}).scalar_one() == recorded
