@@ -33,80 +33,25 @@ depends_on: str | Sequence[str] | None = None
 PARTITIONS = "2026-12-01-1920_journal_partitions.py"
 IN_WRITING = "current_setting('ledger.entry_in_writing', true)"
 
-FUNCTIONS = r"""
--- Writes one journal entry and its postings. An (origin, idempotency key) seen before returns
--- the first entry when the request hash matches, and fails with LD004 when it does not. The
--- key is taken first, with the entry's id, so that a second writer with the same key waits
--- for the first and then answers with its entry. The postings written must balance per asset
--- (LD005): checked here, so the journal's deferred checks skip this entry's rows.
-CREATE OR REPLACE FUNCTION ledger_post(
-    p_kind text,
-    p_origin text,
-    p_idempotency_key text,
-    p_request_hash bytea,
-    p_occurred_at timestamptz,
-    p_metadata jsonb,
-    p_reverses bigint,
-    p_addresses text[],
-    p_assets text[],
-    p_amounts bigint[]
-) RETURNS TABLE (entry_id bigint, recorded_at timestamptz, replayed boolean)
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_id bigint;
-    v_recorded timestamptz := clock_timestamp();
-    v_hash bytea;
-    v_unknown text;
-    v_mismatched text;
-    v_written bigint;
-    v_asset text;
-    v_sum numeric;
-BEGIN
-    INSERT INTO journal_keys AS k
-        (origin, idempotency_key, entry_id, recorded_at, request_hash)
-    VALUES (p_origin, p_idempotency_key, nextval('journal_entries_id_seq'), v_recorded,
-            p_request_hash)
-    ON CONFLICT (origin, idempotency_key) DO NOTHING
-    RETURNING k.entry_id INTO v_id;
-
-    IF v_id IS NULL THEN
-        SELECT k.entry_id, k.recorded_at, k.request_hash INTO v_id, v_recorded, v_hash
-          FROM journal_keys k
-         WHERE k.origin = p_origin AND k.idempotency_key = p_idempotency_key;
-        IF v_hash <> p_request_hash THEN
-            RAISE EXCEPTION 'idempotency key % of % was used for another entry',
-                p_idempotency_key, p_origin
-                USING ERRCODE = 'LD004', DETAIL = v_id::text;
-        END IF;
-        RETURN QUERY SELECT v_id, v_recorded, true;
-        RETURN;
-    END IF;
-
-    SELECT string_agg(i.address, ', ') FILTER (WHERE a.id IS NULL),
-           string_agg(i.address, ', ') FILTER (WHERE a.asset <> i.asset)
-      INTO v_unknown, v_mismatched
-      FROM unnest(p_addresses, p_assets) AS i(address, asset)
-      LEFT JOIN accounts a ON a.address = i.address;
-    IF v_unknown IS NOT NULL THEN
-        RAISE EXCEPTION 'unknown account: %', v_unknown
-            USING ERRCODE = 'LD002', DETAIL = v_unknown;
-    END IF;
-    IF v_mismatched IS NOT NULL THEN
-        RAISE EXCEPTION 'asset does not match the account: %', v_mismatched
-            USING ERRCODE = 'LD003', DETAIL = v_mismatched;
-    END IF;
-
-    PERFORM set_config('ledger.entry_in_writing', v_id::text, true);
-    INSERT INTO journal_entries
-        (id, kind, origin, idempotency_key, request_hash, occurred_at, recorded_at, metadata,
-         reverses_id)
-    OVERRIDING SYSTEM VALUE
-    VALUES (v_id, p_kind, p_origin, p_idempotency_key, p_request_hash, p_occurred_at,
-            v_recorded, p_metadata, p_reverses);
-
-    -- Postings go in account order, so balance rows are locked in one global order; within an
-    -- account, credits before debits, so a floor judges the entry's net effect on the account.
-    WITH written AS (
+# What changes in ledger_post, as (its text in the partitions' migration, here).
+POST_CHANGES = (
+    (
+        "    v_mismatched text;\n",
+        "    v_mismatched text;\n    v_written bigint;\n    v_asset text;\n    v_sum numeric;\n",
+    ),
+    (
+        "    INSERT INTO journal_entries\n",
+        "    PERFORM set_config('ledger.entry_in_writing', v_id::text, true);\n"
+        "    INSERT INTO journal_entries\n",
+    ),
+    (
+        """    INSERT INTO postings (entry_id, account_id, asset, amount, recorded_at)
+    SELECT v_id, a.id, i.asset, i.amount, v_recorded
+      FROM unnest(p_addresses, p_assets, p_amounts) AS i(address, asset, amount)
+      JOIN accounts a ON a.address = i.address
+     ORDER BY a.id, i.amount DESC;
+""",
+        """    WITH written AS (
         INSERT INTO postings (entry_id, account_id, asset, amount, recorded_at)
         SELECT v_id, a.id, i.asset, i.amount, v_recorded
           FROM unnest(p_addresses, p_assets, p_amounts) AS i(address, asset, amount)
@@ -131,37 +76,25 @@ BEGIN
             USING ERRCODE = 'LD005';
     END IF;
     PERFORM set_config('ledger.entry_in_writing', '', true);
+""",
+    ),
+)
 
-    RETURN QUERY SELECT v_id, v_recorded, false;
-END
-$$;
-
--- A posting written outside ledger_post: its entry is there, at the posting's own time, and
--- the entry's postings balance per asset.
-CREATE OR REPLACE FUNCTION ledger_check_entry_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    v_asset text;
-    v_sum numeric;
-BEGIN
-    PERFORM FROM journal_entries e WHERE e.id = NEW.entry_id AND e.recorded_at = NEW.recorded_at;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'posting % names no journal entry % recorded at %',
-            NEW.id, NEW.entry_id, NEW.recorded_at
-            USING ERRCODE = 'LD005';
-    END IF;
-    SELECT asset, sum(amount) INTO v_asset, v_sum
-      FROM postings WHERE entry_id = NEW.entry_id AND recorded_at = NEW.recorded_at
-     GROUP BY asset HAVING sum(amount) <> 0
-     LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'journal entry % does not balance: % postings sum to %',
-            NEW.entry_id, v_asset, v_sum
-            USING ERRCODE = 'LD005';
-    END IF;
-    RETURN NULL;
-END
-$$;
-"""
+# What changes in the balanced-entry check: it also looks the posting's entry up.
+BALANCED_CHANGES = (
+    (
+        "BEGIN\n    SELECT asset, sum(amount) INTO v_asset, v_sum\n",
+        "BEGIN\n"
+        "    PERFORM FROM journal_entries e\n"
+        "     WHERE e.id = NEW.entry_id AND e.recorded_at = NEW.recorded_at;\n"
+        "    IF NOT FOUND THEN\n"
+        "        RAISE EXCEPTION 'posting % names no journal entry % recorded at %',\n"
+        "            NEW.id, NEW.entry_id, NEW.recorded_at\n"
+        "            USING ERRCODE = 'LD005';\n"
+        "    END IF;\n"
+        "    SELECT asset, sum(amount) INTO v_asset, v_sum\n",
+    ),
+)
 
 
 def _triggers(*, skip_in_writing: bool) -> str:
@@ -188,16 +121,33 @@ CREATE TRIGGER journal_entries_take_key AFTER INSERT ON journal_entries
 """
 
 
+def _functions(*, changed: bool) -> list[str]:
+    """ledger_post and the balanced-entry check as the partitions' migration wrote them, with
+    this migration's changes or without."""
+    partitions = load(PARTITIONS)
+    written = []
+    for name, changes in (
+        ("ledger_post", POST_CHANGES),
+        ("ledger_check_entry_balanced", BALANCED_CHANGES),
+    ):
+        text: str = partitions.function(partitions.FUNCTIONS, name)
+        for before, after in changes if changed else ():
+            assert text.count(before) == 1, before
+            text = text.replace(before, after)
+        written.append(text)
+    return written
+
+
 def upgrade() -> None:
     op.execute("ALTER TABLE postings DROP CONSTRAINT postings_entry_id_recorded_at_fkey")
-    op.execute(FUNCTIONS)
+    for text in _functions(changed=True):
+        op.execute(text)
     op.execute(_triggers(skip_in_writing=True))
 
 
 def downgrade() -> None:
-    partitions = load(PARTITIONS)
-    for name in ("ledger_post", "ledger_check_entry_balanced"):
-        op.execute(partitions.function(partitions.FUNCTIONS, name))
+    for text in _functions(changed=False):
+        op.execute(text)
     op.execute(_triggers(skip_in_writing=False))
     op.execute(
         "ALTER TABLE postings ADD CONSTRAINT postings_entry_id_recorded_at_fkey"
