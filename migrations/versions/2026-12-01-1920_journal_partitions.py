@@ -237,113 +237,84 @@ BEGIN
     RETURN NULL;
 END
 $$;
+"""
 
--- Writes one journal entry and its postings. An (origin, idempotency key) seen before returns
--- the first entry when the request hash matches, and fails with LD004 when it does not. The
--- key is taken first, with the entry's id, so that a second writer with the same key waits
--- for the first and then answers with its entry.
-CREATE OR REPLACE FUNCTION ledger_post(
-    p_kind text,
-    p_origin text,
-    p_idempotency_key text,
-    p_request_hash bytea,
-    p_occurred_at timestamptz,
-    p_metadata jsonb,
-    p_reverses bigint,
-    p_addresses text[],
-    p_assets text[],
-    p_amounts bigint[]
-) RETURNS TABLE (entry_id bigint, recorded_at timestamptz, replayed boolean)
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_id bigint;
-    v_recorded timestamptz := clock_timestamp();
-    v_hash bytea;
-    v_unknown text;
-    v_mismatched text;
-BEGIN
-    INSERT INTO journal_keys AS k
+
+# What changes in ledger_post (as the ledger's migration wrote it): the entry's key is taken
+# first in journal_keys, with the entry's id and its recorded_at, so that a second writer with
+# the same key waits for the first and then answers with its entry; then the entry is inserted
+# with that id.
+LEDGER_POST_CHANGES = (
+    ("    v_recorded timestamptz;\n", "    v_recorded timestamptz := clock_timestamp();\n"),
+    (
+        """    INSERT INTO journal_entries AS e
+        (kind, origin, idempotency_key, request_hash, occurred_at, metadata, reverses_id)
+    VALUES (p_kind, p_origin, p_idempotency_key, p_request_hash, p_occurred_at, p_metadata,
+            p_reverses)
+    ON CONFLICT (origin, idempotency_key) DO NOTHING
+    RETURNING e.id, e.recorded_at INTO v_id, v_recorded;
+""",
+        """    INSERT INTO journal_keys AS k
         (origin, idempotency_key, entry_id, recorded_at, request_hash)
     VALUES (p_origin, p_idempotency_key, nextval('journal_entries_id_seq'), v_recorded,
             p_request_hash)
     ON CONFLICT (origin, idempotency_key) DO NOTHING
     RETURNING k.entry_id INTO v_id;
-
-    IF v_id IS NULL THEN
-        SELECT k.entry_id, k.recorded_at, k.request_hash INTO v_id, v_recorded, v_hash
+""",
+    ),
+    (
+        """        SELECT e.id, e.recorded_at, e.request_hash INTO v_id, v_recorded, v_hash
+          FROM journal_entries e
+         WHERE e.origin = p_origin AND e.idempotency_key = p_idempotency_key;
+""",
+        """        SELECT k.entry_id, k.recorded_at, k.request_hash INTO v_id, v_recorded, v_hash
           FROM journal_keys k
          WHERE k.origin = p_origin AND k.idempotency_key = p_idempotency_key;
-        IF v_hash <> p_request_hash THEN
-            RAISE EXCEPTION 'idempotency key % of % was used for another entry',
-                p_idempotency_key, p_origin
-                USING ERRCODE = 'LD004', DETAIL = v_id::text;
-        END IF;
-        RETURN QUERY SELECT v_id, v_recorded, true;
-        RETURN;
-    END IF;
-
-    SELECT string_agg(i.address, ', ') FILTER (WHERE a.id IS NULL),
-           string_agg(i.address, ', ') FILTER (WHERE a.asset <> i.asset)
-      INTO v_unknown, v_mismatched
-      FROM unnest(p_addresses, p_assets) AS i(address, asset)
-      LEFT JOIN accounts a ON a.address = i.address;
-    IF v_unknown IS NOT NULL THEN
-        RAISE EXCEPTION 'unknown account: %', v_unknown
-            USING ERRCODE = 'LD002', DETAIL = v_unknown;
-    END IF;
-    IF v_mismatched IS NOT NULL THEN
-        RAISE EXCEPTION 'asset does not match the account: %', v_mismatched
-            USING ERRCODE = 'LD003', DETAIL = v_mismatched;
-    END IF;
-
-    INSERT INTO journal_entries
+""",
+    ),
+    (
+        "    -- Postings go in account order,",
+        """    INSERT INTO journal_entries
         (id, kind, origin, idempotency_key, request_hash, occurred_at, recorded_at, metadata,
          reverses_id)
     OVERRIDING SYSTEM VALUE
     VALUES (v_id, p_kind, p_origin, p_idempotency_key, p_request_hash, p_occurred_at,
             v_recorded, p_metadata, p_reverses);
 
-    -- Postings go in account order, so balance rows are locked in one global order; within an
-    -- account, credits before debits, so a floor judges the entry's net effect on the account.
-    INSERT INTO postings (entry_id, account_id, asset, amount, recorded_at)
-    SELECT v_id, a.id, i.asset, i.amount, v_recorded
-      FROM unnest(p_addresses, p_assets, p_amounts) AS i(address, asset, amount)
-      JOIN accounts a ON a.address = i.address
-     ORDER BY a.id, i.amount DESC;
+    -- Postings go in account order,""",
+    ),
+)
+# operation_context reads an earlier attempt's entry from journal_keys.
+OPERATION_CONTEXT_CHANGES = (
+    (
+        """    SELECT e.id INTO v_replay FROM journal_entries e
+     WHERE e.origin = p_origin AND e.idempotency_key = p_entry_key;
+""",
+        """    SELECT k.entry_id INTO v_replay FROM journal_keys k
+     WHERE k.origin = p_origin AND k.idempotency_key = p_entry_key;
+""",
+    ),
+)
 
-    RETURN QUERY SELECT v_id, v_recorded, false;
-END
-$$;
-"""
+
+def _changed(filename: str, name: str, changes: tuple[tuple[str, str], ...]) -> str:
+    """Function `name` as the migration in `filename` wrote it, with `changes` made."""
+    text = function(load(filename).FUNCTIONS, name)
+    for before, after in changes:
+        assert text.count(before) == 1, before
+        text = text.replace(before, after)
+    return text
+
+
+def ledger_post() -> str:
+    """ledger_post on the partitioned journal (its keys in journal_keys)."""
+    return _changed("2026-11-25-1640_ledger.py", "ledger_post", LEDGER_POST_CHANGES)
 
 
 def _operation_context() -> str:
-    """operation_context reading an earlier attempt's entry from journal_keys."""
-    request_path = load("2026-11-30-1700_request_path.py")
-    return f"""
-CREATE OR REPLACE FUNCTION operation_context(
-    p_partner_id text, p_member_id text, p_origin text, p_entry_key text, {request_path.RISK}
-) RETURNS TABLE (linked boolean, replay_entry_id bigint, risk jsonb)
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_replay bigint;
-BEGIN
-    PERFORM FROM member_links l WHERE l.partner_id = p_partner_id AND l.member_id = p_member_id;
-    IF NOT FOUND THEN
-        RETURN QUERY SELECT false, NULL::bigint, NULL::jsonb;
-        RETURN;
-    END IF;
-    PERFORM FROM members m WHERE m.id = p_member_id FOR NO KEY UPDATE;
-    SELECT k.entry_id INTO v_replay FROM journal_keys k
-     WHERE k.origin = p_origin AND k.idempotency_key = p_entry_key;
-    IF v_replay IS NOT NULL THEN
-        RETURN QUERY SELECT true, v_replay, NULL::jsonb;
-        RETURN;
-    END IF;
-    RETURN QUERY SELECT true, NULL::bigint, {request_path.GATHER_RISK};
-END
-$$;
-"""
+    return _changed(
+        "2026-11-30-1700_request_path.py", "operation_context", OPERATION_CONTEXT_CHANGES
+    )
 
 
 def _triggers(*, partitioned: bool) -> str:
@@ -408,6 +379,7 @@ def upgrade() -> None:
     )
     op.execute(TABLES)
     op.execute(FUNCTIONS)
+    op.execute(ledger_post())
     # The months the journal holds through three months ahead; then every row as it was.
     op.execute(
         """

@@ -130,7 +130,11 @@ def _functions(*, changed: bool) -> list[str]:
         ("ledger_post", POST_CHANGES),
         ("ledger_check_entry_balanced", BALANCED_CHANGES),
     ):
-        text: str = partitions.function(partitions.FUNCTIONS, name)
+        text: str = (
+            partitions.ledger_post()
+            if name == "ledger_post"
+            else partitions.function(partitions.FUNCTIONS, name)
+        )
         for before, after in changes if changed else ():
             assert text.count(before) == 1, before
             text = text.replace(before, after)
